@@ -1,0 +1,68 @@
+// File output for commands: all or nothing. A command prepares every file it
+// will write, checks none would be clobbered (unless --force), writes each to
+// a temporary name beside its target, then renames them into place. Any
+// failure removes the temporaries, so a failed command leaves no partial files.
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { dirname, join, basename } from 'node:path';
+import { alreadyExists, invalid, notFound } from '../errors.ts';
+
+export interface PlannedFile {
+  readonly path: string;
+  readonly contents: string | Buffer;
+  /** 0o600 for private keys, 0o644 otherwise. */
+  readonly mode: number;
+}
+
+export const PRIVATE = 0o600;
+export const PUBLIC = 0o644;
+
+export function writeFilesAtomically(files: readonly PlannedFile[], options: { force?: boolean } = {}): void {
+  if (!options.force) {
+    for (const file of files) {
+      if (exists(file.path)) throw alreadyExists(`${file.path} already exists (use --force to overwrite)`);
+    }
+  }
+  const written: { temporary: string; target: string }[] = [];
+  try {
+    for (const file of files) {
+      const temporary = join(dirname(file.path), `.${basename(file.path)}.${randomBytes(6).toString('hex')}.tmp`);
+      const fd = openSync(temporary, 'wx', file.mode);
+      try {
+        writeSync(fd, typeof file.contents === 'string' ? Buffer.from(file.contents) : file.contents);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      written.push({ temporary, target: file.path });
+    }
+    for (const { temporary, target } of written) renameSync(temporary, target);
+  } catch (error) {
+    for (const { temporary } of written) rmSync(temporary, { force: true });
+    throw error;
+  }
+}
+
+export function exists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Read a file the user named, with errors that say which file and why. */
+export function readInputFile(path: string, what = 'file'): Buffer {
+  try {
+    const stat = statSync(path);
+    if (stat.isDirectory()) throw invalid(`${what} ${path} is a directory`);
+    if (stat.size > 16 * 1024 * 1024) throw invalid(`${what} ${path} is larger than 16 MiB`);
+    return readFileSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw notFound(`${what} ${path} does not exist`);
+    if (code === 'EACCES') throw invalid(`${what} ${path} is not readable (permission denied)`);
+    throw error;
+  }
+}

@@ -1,0 +1,38 @@
+// The `sigil` command. Each command group lives in its own file and registers
+// itself on the program; this file owns the one mapping from errors to exit
+// codes: 0 ok, 1 failure (one line on stderr), 2 bad usage (commander).
+import { Command, CommanderError } from 'commander';
+import { describeError, exitCodeFor } from '../errors.ts';
+import { registerPkiCommands } from './pki.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('sigil')
+    .description('A certificate-native control plane for gRPC: mTLS everywhere, enrolment, delegation, revocation.')
+    .version(packageVersion(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (text, write) => write(text) })
+    .exitOverride();
+  registerPkiCommands(program);
+  return program;
+}
+
+function packageVersion(): string {
+  return '0.1.0';
+}
+
+/** Runs the CLI and resolves to the process exit code; never calls process.exit. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv]);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end through here with exitCode 0; usage errors are 2.
+      if (error.exitCode === 0) return 0;
+      return 2;
+    }
+    process.stderr.write(`sigil: ${describeError(error)}\n`);
+    return exitCodeFor(error);
+  }
+}

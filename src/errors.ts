@@ -1,0 +1,42 @@
+// The one set of error classes sigil throws on purpose. Every layer raises a
+// SigilError with a stable `code`; the CLI (and later the gRPC services) map
+// that code to an exit code or a status in exactly one place each.
+
+export type ErrorCode =
+  | 'invalid_argument' // malformed or unacceptable input: bad PEM, bad name, bad flag value
+  | 'not_found' // a file, serial, token or node that does not exist
+  | 'already_exists' // refusing to overwrite
+  | 'failed_precondition' // input is well-formed but the state forbids it: expired issuer, key mismatch
+  | 'permission_denied' // authenticated but not allowed
+  | 'unauthenticated' // no or bad proof of identity or possession
+  | 'internal';
+
+export class SigilError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SigilError';
+    this.code = code;
+  }
+}
+
+export const invalid = (message: string, cause?: unknown): SigilError =>
+  new SigilError('invalid_argument', message, { cause });
+export const notFound = (message: string, cause?: unknown): SigilError =>
+  new SigilError('not_found', message, { cause });
+export const alreadyExists = (message: string): SigilError => new SigilError('already_exists', message);
+export const preconditionFailed = (message: string): SigilError =>
+  new SigilError('failed_precondition', message);
+export const unauthenticated = (message: string): SigilError => new SigilError('unauthenticated', message);
+
+/** CLI exit codes: 0 ok, 1 failure, 2 bad usage (commander handles usage errors itself). */
+export function exitCodeFor(_error: unknown): 1 {
+  return 1;
+}
+
+/** A one-line message safe to show a user: ours verbatim, anything else generic but named. */
+export function describeError(error: unknown): string {
+  if (error instanceof SigilError) return error.message;
+  if (error instanceof Error) return `unexpected error: ${error.message.split('\n')[0]}`;
+  return `unexpected error: ${String(error)}`;
+}

@@ -1,0 +1,75 @@
+// Reading certificates (ours or anyone's) into the facts sigil needs to issue
+// beneath them or to describe them. Parsing is the libraries' job: Node's
+// X509Certificate (OpenSSL) and @peculiar/asn1-x509; nothing here walks DER.
+import { type KeyObject, X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate } from '@peculiar/asn1-x509';
+import { invalid } from '../errors.ts';
+import { decodePem, looksLikePem } from './pem.ts';
+import { BasicConstraintsExtension, SubjectKeyIdentifierExtension, X509Certificate } from './x509-library.ts';
+
+export interface CertificateInfo {
+  readonly der: Buffer;
+  /** The subject Name exactly as encoded, used verbatim as the issuer field of children. */
+  readonly subjectDer: Buffer;
+  readonly subject: string;
+  readonly issuer: string;
+  /** Lower-case hex, no leading zeros beyond what the encoding has. */
+  readonly serialHex: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly publicKey: KeyObject;
+  readonly subjectKeyId: Buffer | null;
+  readonly isCa: boolean;
+  readonly pathLen: number | null;
+  /** SHA-256 of the DER, lower-case hex without separators. */
+  readonly fingerprint: string;
+}
+
+/** Split PEM (one or more CERTIFICATE blocks) or a single DER certificate into DER buffers. */
+export function readCertificates(data: Buffer | string, source = 'input'): Buffer[] {
+  if (looksLikePem(data)) {
+    const blocks = decodePem(typeof data === 'string' ? data : data.toString('latin1'));
+    const certs = blocks.filter((b) => b.label === 'CERTIFICATE').map((b) => b.der);
+    if (certs.length === 0) throw invalid(`no certificate found in ${source}`);
+    return certs;
+  }
+  const der = typeof data === 'string' ? Buffer.from(data, 'latin1') : data;
+  if (der.length === 0) throw invalid(`${source} is empty`);
+  return [der];
+}
+
+const infoCache = new WeakMap<Buffer, CertificateInfo>();
+
+export function parseCertificate(der: Buffer, source = 'certificate'): CertificateInfo {
+  const cached = infoCache.get(der);
+  if (cached) return cached;
+  let node: NodeX509Certificate;
+  let asn: Certificate;
+  let lib: X509Certificate;
+  try {
+    node = new NodeX509Certificate(der);
+    asn = AsnConvert.parse(der, Certificate);
+    lib = new X509Certificate(der);
+  } catch (error) {
+    throw invalid(`${source}: not a valid X.509 certificate`, error);
+  }
+  const basic = lib.getExtension(BasicConstraintsExtension);
+  const ski = lib.getExtension(SubjectKeyIdentifierExtension);
+  const info: CertificateInfo = {
+    der,
+    subjectDer: Buffer.from(AsnConvert.serialize(asn.tbsCertificate.subject)),
+    subject: lib.subject,
+    issuer: lib.issuer,
+    serialHex: lib.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+    notBefore: new Date(node.validFrom),
+    notAfter: new Date(node.validTo),
+    publicKey: node.publicKey,
+    subjectKeyId: ski ? Buffer.from(ski.keyId, 'hex') : null,
+    isCa: basic?.ca ?? false,
+    pathLen: basic?.pathLength ?? null,
+    fingerprint: node.fingerprint256.replaceAll(':', '').toLowerCase(),
+  };
+  infoCache.set(der, info);
+  return info;
+}
