@@ -19,17 +19,24 @@ export const Tag = {
   set: 0x31,
 } as const;
 
-function lengthBytes(length: number): Buffer {
-  if (length < 0x80) return Buffer.of(length);
-  const bytes: number[] = [];
-  for (let n = length; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
-}
-
-/** One TLV with the given tag byte; contents are concatenated. */
+/** One TLV with the given tag byte; contents are concatenated. Allocates once (hot path). */
 export function tlv(tag: number, ...contents: Buffer[]): Buffer {
-  const body = contents.length === 1 ? contents[0] : Buffer.concat(contents);
-  return Buffer.concat([Buffer.of(tag), lengthBytes(body.length), body]);
+  let length = 0;
+  for (const part of contents) length += part.length;
+  const header = length < 0x80 ? 2 : length < 0x100 ? 3 : length < 0x10000 ? 4 : length < 0x1000000 ? 5 : 6;
+  const out = Buffer.allocUnsafe(header + length);
+  out[0] = tag;
+  if (header === 2) out[1] = length;
+  else {
+    out[1] = 0x80 | (header - 2);
+    for (let i = header - 1, n = length; i >= 2; i--, n = Math.floor(n / 256)) out[i] = n & 0xff;
+  }
+  let offset = header;
+  for (const part of contents) {
+    part.copy(out, offset);
+    offset += part.length;
+  }
+  return out;
 }
 
 export const sequence = (...items: Buffer[]): Buffer => tlv(Tag.sequence, ...items);

@@ -71,8 +71,15 @@ const version3 = explicit(0, integer(2));
 
 /** Key identifier: leftmost 160 bits of SHA-256 over the SPKI DER (an RFC 7093 style method). */
 export function keyIdentifier(spki: Buffer): Buffer {
-  return createHash('sha256').update(spki).digest().subarray(0, 20);
+  let id = keyIdentifiers.get(spki);
+  if (!id) {
+    id = createHash('sha256').update(spki).digest().subarray(0, 20);
+    keyIdentifiers.set(spki, id);
+  }
+  return id;
 }
+// spkiDer() returns one cached Buffer per key, so this cache hits for repeat keys.
+const keyIdentifiers = new WeakMap<Buffer, Buffer>();
 
 // 128-bit serials drawn from a pooled CSPRNG buffer: one getrandom per 256 certificates.
 const serialPool = Buffer.alloc(16 * 256);

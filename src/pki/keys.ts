@@ -90,7 +90,19 @@ const OTHER_NAMES: Readonly<Record<string, string>> = {
  * The KeyType of a public or private key, or an error naming what the key is
  * when sigil does not support it (other curves, short or odd-sized RSA, …).
  */
+// Reading asymmetricKeyDetails crosses into C++ each time; the issuer asks per certificate.
+const keyTypeCache = new WeakMap<KeyObject, KeyType>();
+
 export function keyTypeOf(key: KeyObject): KeyType {
+  let type = keyTypeCache.get(key);
+  if (type === undefined) {
+    type = classifyKey(key);
+    keyTypeCache.set(key, type);
+  }
+  return type;
+}
+
+function classifyKey(key: KeyObject): KeyType {
   if (key.type === 'secret') throw invalid('unsupported key: a secret (symmetric) key, not a key pair');
   const kind = key.asymmetricKeyType ?? 'unknown';
   const details = key.asymmetricKeyDetails ?? {};
