@@ -11,7 +11,12 @@ function run(command: string, args: string[]) {
 }
 
 test('the sources type-check (tsc --noEmit, strict, erasable syntax only)', () => {
-  const result = run(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json', '--noEmit']);
+  const result = run(process.execPath, [
+    'node_modules/typescript/bin/tsc',
+    '-p',
+    'tsconfig.json',
+    '--noEmit',
+  ]);
   assert.equal(result.status, 0, `tsc failed:\n${result.stdout}${result.stderr}`);
 });
 

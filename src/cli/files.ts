@@ -3,8 +3,17 @@
 // a temporary name beside its target, then renames them into place. Any
 // failure removes the temporaries, so a failed command leaves no partial files.
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { dirname, join, basename } from 'node:path';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { alreadyExists, invalid, notFound } from '../errors.ts';
 
 export interface PlannedFile {
@@ -12,6 +21,8 @@ export interface PlannedFile {
   readonly contents: string | Buffer;
   /** 0o600 for private keys, 0o644 otherwise. */
   readonly mode: number;
+  /** State files (like a CA's metadata) that a command updates in place, with or without --force. */
+  readonly replaces?: boolean;
 }
 
 export const PRIVATE = 0o600;
@@ -20,13 +31,17 @@ export const PUBLIC = 0o644;
 export function writeFilesAtomically(files: readonly PlannedFile[], options: { force?: boolean } = {}): void {
   if (!options.force) {
     for (const file of files) {
-      if (exists(file.path)) throw alreadyExists(`${file.path} already exists (use --force to overwrite)`);
+      if (!file.replaces && exists(file.path))
+        throw alreadyExists(`${file.path} already exists (use --force to overwrite)`);
     }
   }
   const written: { temporary: string; target: string }[] = [];
   try {
     for (const file of files) {
-      const temporary = join(dirname(file.path), `.${basename(file.path)}.${randomBytes(6).toString('hex')}.tmp`);
+      const temporary = join(
+        dirname(file.path),
+        `.${basename(file.path)}.${randomBytes(6).toString('hex')}.tmp`,
+      );
       const fd = openSync(temporary, 'wx', file.mode);
       try {
         writeSync(fd, typeof file.contents === 'string' ? Buffer.from(file.contents) : file.contents);

@@ -7,7 +7,9 @@ import { registerPkiCommands } from './pki.ts';
 
 export function buildProgram(): Command {
   const program = new Command('sigil')
-    .description('A certificate-native control plane for gRPC: mTLS everywhere, enrolment, delegation, revocation.')
+    .description(
+      'A certificate-native control plane for gRPC: mTLS everywhere, enrolment, delegation, revocation.',
+    )
     .version(packageVersion(), '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: (text, write) => write(text) })

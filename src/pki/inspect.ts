@@ -620,7 +620,7 @@ function validity(item: InspectedCertificate): string {
     : `${formatDuration(item.secondsLeft)} left`;
 }
 
-const field = (label: string, value: string): string => `  ${`${label}:`.padEnd(16)}${value}`;
+const field = (label: string, value: string): string => `  ${`${label}:`.padEnd(16)} ${value}`;
 
 function formatItem(item: Inspected): string[] {
   switch (item.kind) {

@@ -1,0 +1,122 @@
+// `sigil pki crl`: a signed CRL from a CA directory's issuing CA (the
+// intermediate when there is one, the root with --root). The CRL number comes
+// from sigil-ca.json, which is rewritten together with the CRL in one atomic
+// write, so numbers only ever go up and a failure changes neither file.
+import { alreadyExists, invalid } from '../errors.ts';
+import { createCrl, parseRevocationReason, type RevocationReason } from '../pki/crl.ts';
+import { parseDuration } from '../pki/duration.ts';
+import { encodePem } from '../pki/pem.ts';
+import { loadCaDirectory, metadataFile } from './ca-directory.ts';
+import { requireParentDirectory } from './directories.ts';
+import { exists, PUBLIC, writeFilesAtomically } from './files.ts';
+import { printResult } from './output.ts';
+import { passphraseFrom } from './passphrase.ts';
+
+export interface CrlCommandOptions {
+  readonly dir: string;
+  readonly revoke: readonly string[];
+  readonly out: string;
+  readonly nextUpdate: string;
+  readonly der?: boolean;
+  readonly root?: boolean;
+  readonly passphraseFile?: string;
+  readonly force?: boolean;
+  readonly json?: boolean;
+}
+
+export interface Revocation {
+  /** Lower-case hex without leading zeros. */
+  readonly serial: string;
+  readonly reason: RevocationReason;
+}
+
+export interface CrlResult {
+  readonly path: string;
+  readonly format: 'pem' | 'der';
+  readonly issuer: string;
+  readonly issuerCertificate: string;
+  readonly crlNumber: number;
+  readonly thisUpdate: string;
+  readonly nextUpdate: string;
+  readonly revoked: readonly Revocation[];
+}
+
+/**
+ * "SERIAL" or "SERIAL:reason". The serial is hex, optionally "0x"-prefixed or
+ * colon-separated ("0A:1B:…"); a reason is given by name, so whatever follows
+ * the last colon is a reason exactly when it is not plain hex.
+ */
+export function parseRevocation(text: string): Revocation {
+  const colon = text.lastIndexOf(':');
+  const suffix = colon < 0 ? '' : text.slice(colon + 1);
+  const hasReason = colon >= 0 && !/^[0-9a-fA-F]*$/.test(suffix);
+  const serialText = hasReason ? text.slice(0, colon) : text;
+  const reason = hasReason ? parseRevocationReason(suffix) : 'unspecified';
+  const shown = serialText.length > 64 ? `${serialText.slice(0, 64)}…` : serialText;
+  const digits = serialText
+    .replace(/^0x/i, '')
+    .replace(/:/g, '')
+    .replace(/^0+(?=.)/, '')
+    .toLowerCase();
+  const colonsOk =
+    !serialText.includes(':') || /^(?:0x)?[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2})*$/i.test(serialText);
+  if (!/^[0-9a-f]{1,40}$/.test(digits) || !colonsOk || digits === '0') {
+    throw invalid(`--revoke "${shown}": the serial must be a positive hex number of at most 20 bytes`);
+  }
+  return { serial: digits, reason };
+}
+
+export function runCrl(options: CrlCommandOptions): void {
+  const revocations = options.revoke.map(parseRevocation);
+  const seen = new Set<string>();
+  for (const { serial } of revocations) {
+    if (seen.has(serial)) throw invalid(`serial ${serial} is given to --revoke more than once`);
+    seen.add(serial);
+  }
+  const nextUpdateMs = parseDuration(options.nextUpdate);
+  const passphrase = passphraseFrom(options.passphraseFile);
+  const ca = loadCaDirectory(options.dir, { passphrase, useRoot: options.root });
+  requireParentDirectory(options.out);
+
+  const now = new Date();
+  const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
+  const nextUpdate = new Date(thisUpdate.getTime() + nextUpdateMs);
+  const crlNumber = ca.metadata.crlNumber + 1;
+  const der = createCrl({
+    issuerCertificate: ca.signer.der,
+    issuerKey: ca.signerKey,
+    entries: revocations.map(({ serial, reason }) => ({ serialHex: serial, revokedAt: thisUpdate, reason })),
+    crlNumber: BigInt(crlNumber),
+    thisUpdate,
+    nextUpdate,
+  });
+  writeFilesAtomically(
+    [
+      { path: options.out, contents: options.der ? der : encodePem('X509 CRL', der), mode: PUBLIC },
+      { ...metadataFile(ca.dir, { ...ca.metadata, crlNumber }), replaces: true },
+    ],
+    { force: options.force },
+  );
+
+  const result: CrlResult = {
+    path: options.out,
+    format: options.der ? 'der' : 'pem',
+    issuer: ca.signer.info.subject,
+    issuerCertificate: ca.signer.path,
+    crlNumber,
+    thisUpdate: thisUpdate.toISOString(),
+    nextUpdate: nextUpdate.toISOString(),
+    revoked: revocations,
+  };
+  printResult(options, result, () => crlText(result));
+}
+
+function crlText(result: CrlResult): string {
+  const lines = [
+    `wrote CRL number ${result.crlNumber} (${result.format.toUpperCase()}) to ${result.path}, signed by ${result.issuerCertificate}`,
+    `  valid:       ${result.thisUpdate} to ${result.nextUpdate} (publish a new one before then)`,
+  ];
+  if (result.revoked.length === 0) lines.push('  revoked:     none');
+  for (const { serial, reason } of result.revoked) lines.push(`  revoked:     ${serial} (${reason})`);
+  return lines.join('\n');
+}
