@@ -107,7 +107,7 @@ export function createCa(options: NewCaOptions): NewCa {
   let intermediate: CaCertificate | null = null;
   if (options.intermediateName !== undefined) {
     const keys = generateKeyPair(options.keyType);
-    const issued = Issuer.fromCertificate(root.der, rootKeys.privateKey).issue({
+    const issued = Issuer.fromIssued(root, rootKeys.privateKey).issue({
       publicKey: keys.publicKey,
       profile: 'intermediate',
       subject: { commonName: options.intermediateName },

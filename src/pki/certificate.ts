@@ -41,35 +41,84 @@ export function readCertificates(data: Buffer | string, source = 'input'): Buffe
 
 const infoCache = new WeakMap<Buffer, CertificateInfo>();
 
-export function parseCertificate(der: Buffer, source = 'certificate'): CertificateInfo {
+/** Facts about a certificate that its creator already knows, so nothing has to re-parse them. */
+export interface KnownCertificateFacts {
+  readonly subjectDer: Buffer;
+  readonly subjectKeyId: Buffer | null;
+  readonly pathLen: number | null;
+}
+
+/**
+ * Reads a certificate. Node's parser (OpenSSL, ~40 µs) checks it eagerly and
+ * supplies the common facts; the ASN.1 library (~2–3 ms a certificate) is
+ * consulted lazily, only for the facts Node does not expose, and not at all
+ * for facts passed in `known` by the code that just created the certificate.
+ */
+export function parseCertificate(
+  der: Buffer,
+  source = 'certificate',
+  known?: KnownCertificateFacts,
+): CertificateInfo {
   const cached = infoCache.get(der);
   if (cached) return cached;
   let node: NodeX509Certificate;
-  let asn: Certificate;
-  let lib: X509Certificate;
   try {
     node = new NodeX509Certificate(der);
-    asn = AsnConvert.parse(der, Certificate);
-    lib = new X509Certificate(der);
   } catch (error) {
     throw invalid(`${source}: not a valid X.509 certificate`, error);
   }
-  const basic = lib.getExtension(BasicConstraintsExtension);
-  const ski = lib.getExtension(SubjectKeyIdentifierExtension);
+  let library: { asn: Certificate; lib: X509Certificate } | undefined;
+  const parsed = () => {
+    if (!library) {
+      try {
+        library = { asn: AsnConvert.parse(der, Certificate), lib: new X509Certificate(der) };
+      } catch (error) {
+        throw invalid(`${source}: not a valid X.509 certificate`, error);
+      }
+    }
+    return library;
+  };
+  let facts = known;
+  const lazyFacts = (): KnownCertificateFacts => {
+    if (!facts) {
+      const { asn, lib } = parsed();
+      const ski = lib.getExtension(SubjectKeyIdentifierExtension);
+      facts = {
+        subjectDer: Buffer.from(AsnConvert.serialize(asn.tbsCertificate.subject)),
+        subjectKeyId: ski ? Buffer.from(ski.keyId, 'hex') : null,
+        pathLen: lib.getExtension(BasicConstraintsExtension)?.pathLength ?? null,
+      };
+    }
+    return facts;
+  };
   const info: CertificateInfo = {
     der,
-    subjectDer: Buffer.from(AsnConvert.serialize(asn.tbsCertificate.subject)),
-    subject: lib.subject,
-    issuer: lib.issuer,
-    serialHex: lib.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+    get subjectDer() {
+      return lazyFacts().subjectDer;
+    },
+    get subject() {
+      return parsed().lib.subject;
+    },
+    get issuer() {
+      return parsed().lib.issuer;
+    },
+    serialHex: node.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
     notBefore: new Date(node.validFrom),
     notAfter: new Date(node.validTo),
     publicKey: node.publicKey,
-    subjectKeyId: ski ? Buffer.from(ski.keyId, 'hex') : null,
-    isCa: basic?.ca ?? false,
-    pathLen: basic?.pathLength ?? null,
+    get subjectKeyId() {
+      return lazyFacts().subjectKeyId;
+    },
+    isCa: node.ca,
+    get pathLen() {
+      return lazyFacts().pathLen;
+    },
     fingerprint: node.fingerprint256.replaceAll(':', '').toLowerCase(),
   };
+  if (!known) {
+    // Untrusted input is fully parsed up front so a malformed certificate fails here, not later.
+    lazyFacts();
+  }
   infoCache.set(der, info);
   return info;
 }

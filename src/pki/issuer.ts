@@ -11,7 +11,7 @@
 import { createHash, createPublicKey, type KeyObject, randomFillSync } from 'node:crypto';
 import { invalid, preconditionFailed } from '../errors.ts';
 import { type SignatureAlgorithm, signatureAlgorithmFor, signWith } from './algorithms.ts';
-import { type CertificateInfo, parseCertificate } from './certificate.ts';
+import { type CertificateInfo, type KnownCertificateFacts, parseCertificate } from './certificate.ts';
 import { bitString, explicit, integer, sequence, time, unsignedInteger } from './der.ts';
 import { encodeSubject, type SubjectName } from './distinguished-name.ts';
 import {
@@ -58,6 +58,10 @@ export interface IssuedCertificate {
   readonly notAfter: Date;
   /** True when the requested lifetime was cut to the issuer's notAfter. */
   readonly clamped: boolean;
+  /** What the encoder already knows, so an Issuer built on this certificate need not re-parse it. */
+  readonly subjectDer: Buffer;
+  readonly subjectKeyId: Buffer;
+  readonly pathLen: number | null;
 }
 
 export interface IssuerOptions {
@@ -227,6 +231,9 @@ export function createRootCertificate(options: {
     notBefore: wholeSeconds(notBefore),
     notAfter: wholeSeconds(notAfter),
     clamped: false,
+    subjectDer: subjectName,
+    subjectKeyId: keyId,
+    pathLen: options.pathLen ?? null,
   };
 }
 
@@ -252,8 +259,12 @@ export class Issuer {
   }
 
   /** An issuer from its CA certificate (DER) and private key; refuses non-CAs and mismatched keys. */
-  static fromCertificate(certificateDer: Buffer, privateKey: KeyObject, options: IssuerOptions = {}): Issuer {
-    const certificate = parseCertificate(certificateDer, 'issuer certificate');
+  static fromCertificate(
+    certificateDer: Buffer,
+    privateKey: KeyObject,
+    options: IssuerOptions & { known?: KnownCertificateFacts } = {},
+  ): Issuer {
+    const certificate = parseCertificate(certificateDer, 'issuer certificate', options.known);
     if (!certificate.isCa)
       throw preconditionFailed(`issuer "${certificate.subject}" is not a CA certificate`);
     if (privateKey.type !== 'private') throw invalid('the issuer key must be a private key');
@@ -269,6 +280,11 @@ export class Issuer {
       privateKey,
     };
     return new Issuer(certificate, template, options.skewMs ?? DEFAULT_SKEW_MS);
+  }
+
+  /** An issuer on a CA certificate this process just created: nothing is re-parsed. */
+  static fromIssued(issued: IssuedCertificate, privateKey: KeyObject, options: IssuerOptions = {}): Issuer {
+    return Issuer.fromCertificate(issued.der, privateKey, { ...options, known: issued });
   }
 
   issue(request: IssueRequest): IssuedCertificate {
@@ -317,6 +333,9 @@ export class Issuer {
       notBefore: wholeSeconds(notBefore),
       notAfter: wholeSeconds(notAfter),
       clamped,
+      subjectDer: subjectName,
+      subjectKeyId: keyIdentifier(spki),
+      pathLen: request.pathLen ?? null,
     };
   }
 }

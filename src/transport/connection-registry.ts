@@ -1,0 +1,200 @@
+// The live TLS connections of sigil's servers. A connection is recorded once,
+// at 'secureConnection', with what its peer presented; from then on calls find
+// their connection here instead of re-reading the certificate on every call,
+// and revocation finds (and closes) every connection a revoked certificate
+// still holds open.
+//
+// One process may run several servers, so the lookup is process-wide and keyed
+// by the full address 4-tuple; each server's registry only ever closes its own
+// connections.
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
+
+export interface ConnectionAddress {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+}
+
+export interface TrackedConnection {
+  readonly socket: TLSSocket;
+  /** DER, leaf first: the peer's chain as Node reports it (see readPeerChain). */
+  readonly chain: readonly Buffer[];
+  /** Serials of `chain`, sigil's canonical form (lower-case hex, no leading zeros). */
+  readonly chainSerials: readonly string[];
+  /** SHA-256 of the leaf DER, lower-case hex. */
+  readonly leafFingerprint: string;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly since: Date;
+}
+
+/** Canonical serial text from Node's upper-case hex. */
+export function canonicalSerial(hex: string): string {
+  return hex
+    .replaceAll(':', '')
+    .toLowerCase()
+    .replace(/^0+(?=.)/, '');
+}
+
+/** Node's "AB:CD:…" fingerprint as lower-case hex without separators. */
+export function canonicalFingerprint(text: string): string {
+  return text.replaceAll(':', '').toLowerCase();
+}
+
+/**
+ * The peer's chain, leaf first. Node links each certificate to its issuer;
+ * the walk stops at a self-issued certificate. Node on the server side may
+ * expose only the leaf (nodejs/node#65579 drops the presented intermediates),
+ * so callers must treat anything past chain[0] as a bonus, not a guarantee.
+ */
+function readPeerChain(
+  socket: TLSSocket,
+): { chain: Buffer[]; serials: string[]; fingerprint: string } | null {
+  const leaf = socket.getPeerCertificate(true);
+  if (!leaf?.raw) return null;
+  const chain: Buffer[] = [];
+  const serials: string[] = [];
+  const seen = new Set<DetailedPeerCertificate>();
+  // A self-issued certificate is its own issuerCertificate; `seen` ends the walk there.
+  for (let current: DetailedPeerCertificate | undefined = leaf; current?.raw && !seen.has(current); ) {
+    seen.add(current);
+    chain.push(current.raw);
+    serials.push(canonicalSerial(current.serialNumber));
+    current = current.issuerCertificate;
+  }
+  return { chain, serials, fingerprint: canonicalFingerprint(leaf.fingerprint256) };
+}
+
+const addressKey = (address: string | undefined, port: number | undefined): string => `${address}|${port}`;
+
+// Process-wide index: remote address/port → the connections from there (one
+// per local endpoint; several only when several servers share a process).
+const byRemote = new Map<string, Set<TrackedConnection>>();
+
+function index(connection: TrackedConnection): void {
+  const key = addressKey(connection.remoteAddress, connection.remotePort);
+  let set = byRemote.get(key);
+  if (!set) {
+    set = new Set();
+    byRemote.set(key, set);
+  }
+  set.add(connection);
+}
+
+function unindex(connection: TrackedConnection): void {
+  const key = addressKey(connection.remoteAddress, connection.remotePort);
+  const set = byRemote.get(key);
+  if (!set) return;
+  set.delete(connection);
+  if (set.size === 0) byRemote.delete(key);
+}
+
+/**
+ * The live connection a call arrived on. With the local endpoint known (the
+ * interceptor API gives it) the 4-tuple names exactly one TCP connection;
+ * with only the remote endpoint (handlers' getPeer()) the leaf fingerprint
+ * picks among connections from the same remote port to different servers.
+ * Returns undefined rather than guessing.
+ */
+export function findConnection(
+  address: ConnectionAddress,
+  leafFingerprint?: string,
+): TrackedConnection | undefined {
+  const set = byRemote.get(addressKey(address.remoteAddress, address.remotePort));
+  if (!set) return undefined;
+  let found: TrackedConnection | undefined;
+  let count = 0;
+  for (const connection of set) {
+    if (address.localPort !== undefined && connection.localPort !== address.localPort) continue;
+    if (address.localAddress !== undefined && connection.localAddress !== address.localAddress) continue;
+    if (leafFingerprint !== undefined && connection.leafFingerprint !== leafFingerprint) continue;
+    found ??= connection;
+    count++;
+  }
+  // Several matches that share the leaf fingerprint are the same identity; without it, ambiguous.
+  if (count > 1 && leafFingerprint === undefined) return undefined;
+  return found;
+}
+
+/** What sigil needs of a grpc-js call (handler or interceptor) to find its connection. */
+export interface PeerCall {
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined };
+  /** Interceptor calls have it (local and remote endpoint). */
+  getConnectionInfo?(): ConnectionAddress;
+  /** Handler calls have only this: "address:port" of the remote end. */
+  getPeer?(): string;
+}
+
+/** The sigil-tracked connection a call runs on, or undefined (e.g. a plain grpc-js TLS server). */
+export function connectionForCall(call: PeerCall): TrackedConnection | undefined {
+  if (byRemote.size === 0) return undefined;
+  const info = call.getConnectionInfo?.();
+  if (info?.remoteAddress !== undefined && info.localPort !== undefined) return findConnection(info);
+  const peer = call.getPeer?.();
+  const colon = peer?.lastIndexOf(':') ?? -1;
+  if (!peer || colon < 0) return undefined;
+  const fingerprint = call.getAuthContext().sslPeerCertificate?.fingerprint256;
+  if (!fingerprint) return undefined;
+  return findConnection(
+    { remoteAddress: peer.slice(0, colon), remotePort: Number(peer.slice(colon + 1)) },
+    canonicalFingerprint(fingerprint),
+  );
+}
+
+/** The connections of one server. */
+export class ConnectionRegistry {
+  readonly #connections = new Set<TrackedConnection>();
+
+  /**
+   * Record a connection that completed its handshake (OpenSSL verified the
+   * chain). Returns null, and records nothing, when the peer presented no
+   * certificate. Forgets the connection when its socket closes.
+   */
+  track(socket: TLSSocket): TrackedConnection | null {
+    const peer = readPeerChain(socket);
+    if (!peer) return null;
+    const connection: TrackedConnection = {
+      socket,
+      chain: peer.chain,
+      chainSerials: peer.serials,
+      leafFingerprint: peer.fingerprint,
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+      since: new Date(),
+    };
+    this.#connections.add(connection);
+    index(connection);
+    socket.once('close', () => {
+      this.#connections.delete(connection);
+      unindex(connection);
+    });
+    return connection;
+  }
+
+  get size(): number {
+    return this.#connections.size;
+  }
+
+  list(): TrackedConnection[] {
+    return [...this.#connections];
+  }
+
+  /** Destroy every matching connection now (no GOAWAY, no grace); returns how many. */
+  closeWhere(predicate: (connection: TrackedConnection) => boolean): number {
+    let closed = 0;
+    for (const connection of [...this.#connections]) {
+      if (!predicate(connection)) continue;
+      connection.socket.destroy();
+      // Forget it at once: a lookup between now and the 'close' event must not find it.
+      this.#connections.delete(connection);
+      unindex(connection);
+      closed++;
+    }
+    return closed;
+  }
+}

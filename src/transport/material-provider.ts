@@ -1,0 +1,72 @@
+// Material pushed in by code: the control plane's agent (after enrolment or
+// renewal), the embedded CA's renewal timer and the file watcher all feed a
+// MaterialProvider. set() is the single gate: the new set is validated as a
+// whole and only then replaces the current one and is announced; an invalid
+// set throws and changes nothing, so the previous material keeps serving.
+
+import type { MaterialSource, TlsMaterial } from './material.ts';
+import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
+
+export interface MaterialProviderOptions {
+  /**
+   * Called when a subscriber throws. A failing subscriber must neither stop the
+   * others from receiving material nor undo a set() that succeeded. Default:
+   * a process warning.
+   */
+  readonly onListenerError?: (error: unknown) => void;
+}
+
+type Listener = (material: TlsMaterial) => void;
+
+export class MaterialProvider implements MaterialSource {
+  #current: ValidatedMaterial;
+  readonly #listeners = new Set<Listener>();
+  readonly #onListenerError: (error: unknown) => void;
+
+  /** Throws a SigilError when `initial` is inconsistent or expired. */
+  constructor(initial: TlsMaterial, options: MaterialProviderOptions = {}) {
+    this.#current = validateMaterial(initial);
+    this.#onListenerError =
+      options.onListenerError ??
+      ((error) =>
+        process.emitWarning(
+          `a TLS material subscriber failed: ${error instanceof Error ? error.message : String(error)}`,
+          'SigilMaterialWarning',
+        ));
+  }
+
+  current(): TlsMaterial {
+    return this.#current.material;
+  }
+
+  /** The current material with its parsed leaf, chain, trust bundle and CRLs. */
+  currentValidated(): ValidatedMaterial {
+    return this.#current;
+  }
+
+  subscribe(listener: Listener): () => void {
+    // Wrapped so that subscribing the same function twice gives two subscriptions.
+    const entry: Listener = (material) => listener(material);
+    this.#listeners.add(entry);
+    return () => {
+      this.#listeners.delete(entry);
+    };
+  }
+
+  /**
+   * Validates `material` and, if it passes, makes it current and announces it.
+   * Throws a SigilError otherwise, leaving the current material in place.
+   */
+  set(material: TlsMaterial): ValidatedMaterial {
+    const validated = validateMaterial(material);
+    this.#current = validated;
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(validated.material);
+      } catch (error) {
+        this.#onListenerError(error);
+      }
+    }
+    return validated;
+  }
+}

@@ -1,0 +1,320 @@
+// A grpc-js server behind sigil's own TLS 1.3 listener.
+//
+// sigil owns the TLS layer: a node:tls Server requires and verifies client
+// certificates (OpenSSL does the path validation against the trust bundle and
+// CRLs), and each verified socket is handed to grpc-js through its public
+// connection injector. The injector is created with
+// ServerCredentials.createInsecure() only because the bytes it receives are
+// already inside our TLS session: grpc-js binds no port and never sees a
+// plaintext socket from the network, it runs HTTP/2 over the TLSSocket we give
+// it. sigil never opens a plaintext listener.
+//
+// Owning the TLS layer is what makes the rest possible: new material is
+// swapped in with setSecureContext (new handshakes see it, established
+// connections stay up), each connection is recorded with its peer chain at
+// handshake (peer identity without re-parsing per call), and revocation can
+// refuse a connection before grpc-js sees it or destroy it mid-stream.
+import { constants } from 'node:crypto';
+import type { AddressInfo, Socket } from 'node:net';
+import tls from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import { SigilError } from '../errors.ts';
+import { ConnectionRegistry } from './connection-registry.ts';
+import type { MaterialSource, TlsMaterial } from './material.ts';
+import { RevocationEnforcement } from './revocation-enforcement.ts';
+import type { RevocationSource } from './revocation-source.ts';
+import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
+
+/** A connection that never reached grpc-js. */
+export interface HandshakeFailure {
+  /**
+   * Node's verification code when the certificate was refused
+   * ('CERT_HAS_EXPIRED', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'INVALID_PURPOSE',
+   * 'CERT_REVOKED' — also used for sigil's own revocation check), else the TLS
+   * error code ('ERR_SSL_UNSUPPORTED_PROTOCOL', 'ERR_SSL_WRONG_VERSION_NUMBER', …).
+   */
+  readonly reason: string;
+  readonly message: string;
+  readonly remoteAddress: string | undefined;
+}
+
+export interface MtlsServerOptions {
+  readonly material: MaterialSource;
+  /** Revoked certificates are refused at handshake, on every call, and cut off when revoked. */
+  readonly revocation?: RevocationSource;
+  /** The user's interceptors; they run after sigil's own (revocation). */
+  readonly interceptors?: readonly grpc.ServerInterceptor[];
+  /**
+   * Connections get a GOAWAY after this long (±10% jitter, by grpc-js) so
+   * long-lived clients reconnect and pick up rotated material. Default: half
+   * the lifetime of the leaf current at construction.
+   */
+  readonly maxConnectionAgeMs?: number;
+  /** After the GOAWAY, calls still running get this long before the connection is cut. Default: half the age. */
+  readonly maxConnectionAgeGraceMs?: number;
+  /** A peer that has not finished its handshake by then is dropped. Default 10 s. */
+  readonly handshakeTimeoutMs?: number;
+  /** Passed to grpc.Server (sigil sets interceptors and the connection age itself). */
+  readonly grpcOptions?: Omit<grpc.ServerOptions, 'interceptors'>;
+  /**
+   * Refused material and listener errors. Never thrown: the server keeps
+   * serving with what it has. Without it, errors become process warnings.
+   */
+  readonly onError?: (error: Error) => void;
+  /** Every connection refused before grpc-js saw it (metrics, logs). */
+  readonly onHandshakeError?: (failure: HandshakeFailure) => void;
+  /** Every material accepted after construction. */
+  readonly onRotated?: (material: ValidatedMaterial) => void;
+}
+
+// grpc-js arms a setTimeout with the age plus up to 10% jitter; Node clamps a
+// delay over 2^31-1 ms to 1 ms, which would close every connection at once.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const MAX_CONNECTION_AGE_MS = Math.floor(MAX_TIMER_MS / 1.1);
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_CLOSE_GRACE_MS = 10_000;
+
+function checkDuration(value: number, what: string): number {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new SigilError(
+      'invalid_argument',
+      `${what} must be a positive number of milliseconds (got ${value})`,
+    );
+  }
+  return Math.min(Math.ceil(value), MAX_CONNECTION_AGE_MS);
+}
+
+/** Half the leaf's lifetime, so a connection never spans more than one rotation window. */
+export function defaultMaxConnectionAgeMs(leaf: { notBefore: Date; notAfter: Date }): number {
+  const lifetime = leaf.notAfter.getTime() - leaf.notBefore.getTime();
+  return Math.min(Math.max(Math.floor(lifetime / 2), 1000), MAX_CONNECTION_AGE_MS);
+}
+
+/** The TLS context for validated material: TLS 1.3 only, no session resumption. */
+function secureContextOptions(validated: ValidatedMaterial): tls.SecureContextOptions {
+  const { material } = validated;
+  return {
+    cert: material.certificateChain,
+    key: material.privateKey,
+    ca: material.trustBundle,
+    ...(material.crls && material.crls.length > 0 ? { crl: [...material.crls] } : {}),
+    minVersion: 'TLSv1.3',
+    maxVersion: 'TLSv1.3',
+    // A resumed session skips certificate verification. Without tickets every
+    // connection gets a full handshake against the current bundle and CRLs.
+    secureOptions: constants.SSL_OP_NO_TICKET,
+  };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message.split('\n')[0] : String(error);
+}
+
+export class MtlsServer {
+  readonly grpcServer: grpc.Server;
+  /** The live connections of this server. */
+  readonly connections = new ConnectionRegistry();
+  readonly maxConnectionAgeMs: number;
+  readonly #tlsServer: tls.Server;
+  readonly #injector: grpc.ConnectionInjector;
+  readonly #revocation: RevocationEnforcement | undefined;
+  readonly #options: MtlsServerOptions;
+  readonly #unsubscribeMaterial: () => void;
+  // Raw sockets, including those still in their handshake, so close() can end them all.
+  readonly #sockets = new Set<Socket>();
+  #material: ValidatedMaterial;
+  #listening: { reject: (error: Error) => void } | null = null;
+  #closed: Promise<void> | null = null;
+
+  /** Throws when the source's current material is invalid: there is nothing to serve with. */
+  constructor(options: MtlsServerOptions) {
+    this.#options = options;
+    this.#material = validateMaterial(options.material.current());
+    this.maxConnectionAgeMs =
+      options.maxConnectionAgeMs !== undefined
+        ? checkDuration(options.maxConnectionAgeMs, 'maxConnectionAgeMs')
+        : defaultMaxConnectionAgeMs(this.#material.leaf);
+    const graceMs =
+      options.maxConnectionAgeGraceMs !== undefined
+        ? checkDuration(options.maxConnectionAgeGraceMs, 'maxConnectionAgeGraceMs')
+        : Math.max(Math.floor(this.maxConnectionAgeMs / 2), 1);
+    const handshakeTimeout = checkDuration(
+      options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      'handshakeTimeoutMs',
+    );
+
+    this.#revocation = options.revocation
+      ? new RevocationEnforcement(options.revocation, this.connections)
+      : undefined;
+    // grpc-js hands inbound events to interceptors[0] first: sigil's checks run before the user's.
+    const interceptors = [
+      ...(this.#revocation ? [this.#revocation.interceptor] : []),
+      ...(options.interceptors ?? []),
+    ];
+    this.grpcServer = new grpc.Server({
+      ...options.grpcOptions,
+      'grpc.max_connection_age_ms': this.maxConnectionAgeMs,
+      'grpc.max_connection_age_grace_ms': graceMs,
+      interceptors,
+    });
+    this.#injector = this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+
+    this.#tlsServer = tls.createServer({
+      ...secureContextOptions(this.#material),
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: ['h2'],
+      handshakeTimeout,
+    });
+    this.#tlsServer.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
+    this.#tlsServer.on('secureConnection', (socket) => this.#admit(socket));
+    this.#tlsServer.on('tlsClientError', (error, socket) => {
+      // Node sets authorizationError to the verification code (typed Error, a string at run time).
+      const verification: unknown = socket.authorizationError;
+      const reason = typeof verification === 'string' ? verification : errorCode(error);
+      this.#handshakeFailed(reason, describe(error), socket);
+    });
+    this.#tlsServer.on('error', (error) => {
+      if (this.#listening) this.#listening.reject(error);
+      else this.#report(error);
+    });
+    this.#unsubscribeMaterial = options.material.subscribe((material) => this.#rotate(material));
+  }
+
+  /** The material new handshakes use. */
+  get material(): ValidatedMaterial {
+    return this.#material;
+  }
+
+  addService(service: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void {
+    this.grpcServer.addService(service, implementation);
+  }
+
+  /** Start accepting TLS connections; resolves with the bound port. */
+  listen(host = '127.0.0.1', port = 0): Promise<number> {
+    if (this.#closed) return Promise.reject(new SigilError('failed_precondition', 'the server is closed'));
+    return new Promise<number>((resolve, reject) => {
+      this.#listening = { reject };
+      this.#tlsServer.listen({ host, port }, () => {
+        resolve((this.#tlsServer.address() as AddressInfo).port);
+      });
+    }).finally(() => {
+      this.#listening = null;
+    });
+  }
+
+  address(): AddressInfo | null {
+    const address = this.#tlsServer.address();
+    return address && typeof address === 'object' ? address : null;
+  }
+
+  /**
+   * Stop accepting, let running calls finish for up to `graceMs`, then
+   * destroy whatever is left. Resolves when every connection is gone.
+   */
+  close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
+    this.#closed ??= this.#shutdown(graceMs);
+    return this.#closed;
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    this.#unsubscribeMaterial();
+    this.#revocation?.close();
+    const listenerClosed = new Promise<void>((resolve) => {
+      if (this.#tlsServer.listening) this.#tlsServer.close(() => resolve());
+      else resolve();
+    });
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.grpcServer.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.grpcServer.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.connections.closeWhere(() => true);
+    for (const socket of this.#sockets) socket.destroy();
+    await listenerClosed;
+  }
+
+  #admit(socket: tls.TLSSocket): void {
+    if (this.#closed || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const connection = this.connections.track(socket);
+    if (!connection) {
+      // Unreachable with requestCert + rejectUnauthorized; refuse rather than trust that.
+      socket.destroy();
+      this.#handshakeFailed('NO_PEER_CERTIFICATE', 'the client presented no certificate', socket);
+      return;
+    }
+    const revoked = this.#revocation?.refusal(connection);
+    if (revoked !== undefined) {
+      socket.destroy();
+      this.#handshakeFailed('CERT_REVOKED', `certificate serial ${revoked} is revoked`, socket);
+      return;
+    }
+    this.#injector.injectConnection(socket);
+  }
+
+  #rotate(material: TlsMaterial): void {
+    try {
+      const validated = validateMaterial(material);
+      const options = secureContextOptions(validated);
+      // Let OpenSSL load it first: setSecureContext mutates the server before it can fail.
+      tls.createSecureContext(options);
+      this.#tlsServer.setSecureContext(options);
+      this.#material = validated;
+    } catch (error) {
+      const code = error instanceof SigilError ? error.code : 'failed_precondition';
+      this.#report(
+        new SigilError(
+          code,
+          `refused new TLS material, the current material keeps serving: ${describe(error)}`,
+          {
+            cause: error,
+          },
+        ),
+      );
+      return;
+    }
+    try {
+      this.#options.onRotated?.(this.#material);
+    } catch (error) {
+      this.#report(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  #handshakeFailed(reason: string, message: string, socket: tls.TLSSocket): void {
+    const hook = this.#options.onHandshakeError;
+    if (!hook) return;
+    try {
+      hook({ reason, message, remoteAddress: socket.remoteAddress });
+    } catch (error) {
+      this.#report(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  #report(error: Error): void {
+    try {
+      if (this.#options.onError) {
+        this.#options.onError(error);
+        return;
+      }
+    } catch {
+      // fall through to the warning: an error report must never escape
+    }
+    process.emitWarning(error.message, { code: 'SIGIL_TRANSPORT' });
+  }
+}
+
+function errorCode(error: Error): string {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? code : 'HANDSHAKE_FAILED';
+}

@@ -1,0 +1,163 @@
+// Who is on the other end of a call. OpenSSL has already verified the chain
+// by the time a call exists; this only reads the facts authorization needs
+// out of it: the SPIFFE ID, names, serial, fingerprint, expiry, extensions.
+//
+// On sigil's own server the chain was recorded once at handshake (see
+// connection-registry.ts) and the identity is parsed once per connection. On
+// a plain grpc-js TLS server there is no registry entry, and the identity comes
+// from the leaf grpc-js exposes (chain = [leaf]).
+import { X509Certificate } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate, SubjectAlternativeName } from '@peculiar/asn1-x509';
+import { SigilError, unauthenticated } from '../errors.ts';
+import { ipAddress, parseSpiffeId } from '../pki/names.ts';
+import {
+  canonicalSerial,
+  connectionForCall,
+  type PeerCall,
+  type TrackedConnection,
+} from './connection-registry.ts';
+
+export type { PeerCall } from './connection-registry.ts';
+
+export interface PeerExtension {
+  readonly oid: string;
+  readonly critical: boolean;
+  /** The extnValue contents (DER of the extension's own structure). */
+  readonly value: Buffer;
+}
+
+export interface PeerIdentity {
+  /** The leaf's single spiffe:// URI SAN; null when it has none. */
+  readonly spiffeId: string | null;
+  readonly dnsNames: readonly string[];
+  /** Canonical text (IPv6 per RFC 5952). */
+  readonly ipAddresses: readonly string[];
+  /** Leaf serial: lower-case hex, no leading zeros. */
+  readonly serial: string;
+  /** SHA-256 of the leaf DER, lower-case hex. */
+  readonly fingerprint: string;
+  readonly notAfter: Date;
+  /**
+   * DER, leaf first, as Node reports the peer's chain: the leaf, then the
+   * certificates it was linked to. Node versions affected by nodejs/node#65579
+   * expose only the leaf on the server side, so rely on chain[0] alone.
+   */
+  readonly chain: readonly Buffer[];
+  /** The leaf's extensions, in certificate order. */
+  readonly extensions: readonly PeerExtension[];
+}
+
+const SUBJECT_ALT_NAME = '2.5.29.17';
+
+function readExtensions(der: Buffer): PeerExtension[] {
+  let certificate: Certificate;
+  try {
+    certificate = AsnConvert.parse(der, Certificate);
+  } catch (error) {
+    throw new SigilError('unauthenticated', 'the peer certificate could not be parsed', { cause: error });
+  }
+  return (certificate.tbsCertificate.extensions ?? []).map((extension) => ({
+    oid: extension.extnID,
+    critical: extension.critical,
+    value: Buffer.from(extension.extnValue.buffer),
+  }));
+}
+
+interface Names {
+  spiffeIds: string[];
+  dnsNames: string[];
+  ipAddresses: string[];
+}
+
+/** The leaf's SANs. Fails closed: a SAN we cannot read makes the identity unusable. */
+function readNames(extensions: readonly PeerExtension[]): Names {
+  const names: Names = { spiffeIds: [], dnsNames: [], ipAddresses: [] };
+  const san = extensions.find((extension) => extension.oid === SUBJECT_ALT_NAME);
+  if (!san) return names;
+  let parsed: SubjectAlternativeName;
+  try {
+    parsed = AsnConvert.parse(san.value, SubjectAlternativeName);
+  } catch (error) {
+    throw new SigilError('unauthenticated', 'the peer certificate has a malformed subjectAltName', {
+      cause: error,
+    });
+  }
+  for (const name of parsed) {
+    if (name.dNSName !== undefined) names.dnsNames.push(name.dNSName.toLowerCase());
+    else if (name.iPAddress !== undefined) {
+      try {
+        names.ipAddresses.push(ipAddress(name.iPAddress).value);
+      } catch {
+        throw unauthenticated('the peer certificate has a malformed IP address SAN');
+      }
+    } else if (name.uniformResourceIdentifier !== undefined) {
+      const uri = name.uniformResourceIdentifier;
+      // Any spelling of the spiffe scheme counts, so "SPIFFE://…" cannot slip past as a plain URI.
+      if (uri.slice(0, 7).toLowerCase() !== 'spiffe:') continue;
+      try {
+        names.spiffeIds.push(parseSpiffeId(uri).id);
+      } catch (error) {
+        throw unauthenticated(
+          `the peer certificate has an invalid SPIFFE ID: ${error instanceof Error ? error.message : 'unreadable'}`,
+        );
+      }
+    }
+  }
+  return names;
+}
+
+/** The identity in a verified chain (DER, leaf first). */
+export function identityFromChain(chainDer: readonly Buffer[]): PeerIdentity {
+  const leafDer = chainDer[0];
+  if (!leafDer) throw unauthenticated('no client certificate on this call');
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(leafDer);
+  } catch (error) {
+    throw new SigilError('unauthenticated', 'the peer certificate could not be parsed', { cause: error });
+  }
+  const extensions = readExtensions(leafDer);
+  const names = readNames(extensions);
+  if (names.spiffeIds.length > 1) {
+    // An X.509-SVID carries exactly one SPIFFE ID; two would make authorization ambiguous.
+    throw unauthenticated(
+      `the peer certificate (serial ${canonicalSerial(leaf.serialNumber)}) has ${names.spiffeIds.length} SPIFFE IDs; at most one is allowed`,
+    );
+  }
+  return {
+    spiffeId: names.spiffeIds[0] ?? null,
+    dnsNames: names.dnsNames,
+    ipAddresses: names.ipAddresses,
+    serial: canonicalSerial(leaf.serialNumber),
+    fingerprint: leaf.fingerprint256.replaceAll(':', '').toLowerCase(),
+    notAfter: new Date(leaf.validTo),
+    chain: [...chainDer],
+    extensions,
+  };
+}
+
+// Parsed once per connection, on first use; dropped with the connection.
+const identities = new WeakMap<TrackedConnection, PeerIdentity>();
+
+function identityOfConnection(connection: TrackedConnection): PeerIdentity {
+  let identity = identities.get(connection);
+  if (!identity) {
+    identity = identityFromChain(connection.chain);
+    identities.set(connection, identity);
+  }
+  return identity;
+}
+
+/**
+ * The peer identity of a call: unary and streaming handlers, and server
+ * interceptors. Throws unauthenticated() when the call carries no client
+ * certificate (or one whose names cannot be read).
+ */
+export function peerIdentity(call: PeerCall): PeerIdentity {
+  const connection = connectionForCall(call);
+  if (connection) return identityOfConnection(connection);
+  const raw = call.getAuthContext().sslPeerCertificate?.raw;
+  if (!raw) throw unauthenticated('no client certificate on this call');
+  return identityFromChain([raw]);
+}
