@@ -13,7 +13,7 @@ import {
   oidContents,
   sequence,
 } from './der.ts';
-import type { GeneralName, IpRange } from './names.ts';
+import { dnsName, type GeneralName, type IpRange, uriName } from './names.ts';
 
 export const ExtensionOid = {
   subjectKeyIdentifier: '2.5.29.14',
@@ -92,9 +92,9 @@ export function subjectAltName(names: readonly GeneralName[], critical = false):
 /** Name constraints are always critical (RFC 5280 MUST). */
 export function nameConstraints(constraints: NameConstraints): Buffer {
   const subtrees = (dns?: readonly string[], ip?: readonly IpRange[], uri?: readonly string[]): Buffer[] => [
-    ...(dns ?? []).map((d) => sequence(implicitPrimitive(2, Buffer.from(d, 'latin1')))),
+    ...(dns ?? []).map((d) => sequence(implicitPrimitive(2, constraintHost(d, 'DNS')))),
     ...(ip ?? []).map((r) => sequence(implicitPrimitive(7, r.bytes))),
-    ...(uri ?? []).map((u) => sequence(implicitPrimitive(6, Buffer.from(u, 'latin1')))),
+    ...(uri ?? []).map((u) => sequence(implicitPrimitive(6, constraintHost(u, 'URI')))),
   ];
   const permitted = subtrees(constraints.permittedDns, constraints.permittedIp, constraints.permittedUri);
   const excluded = subtrees(constraints.excludedDns, constraints.excludedIp, constraints.excludedUri);
@@ -105,8 +105,24 @@ export function nameConstraints(constraints: NameConstraints): Buffer {
   return extension(ExtensionOid.nameConstraints, true, sequence(...parts));
 }
 
+/**
+ * A DNS or URI name-constraint base: a host name, or for URIs also ".domain"
+ * (any host below it). Validated like a SAN so only ASCII reaches the encoder.
+ */
+function constraintHost(text: string, kind: 'DNS' | 'URI'): Buffer {
+  const host = kind === 'URI' && text.startsWith('.') ? text.slice(1) : text;
+  if (host.startsWith('*')) throw invalid(`${kind} name constraint "${text}" may not contain a wildcard`);
+  try {
+    dnsName(host);
+  } catch (error) {
+    throw invalid(`${kind} name constraint "${text}" is not a valid host name`, error);
+  }
+  return Buffer.from(text.toLowerCase(), 'latin1');
+}
+
 /** cRLDistributionPoints with one fullName URI per distribution point. */
 export function crlDistributionPoints(uris: readonly string[]): Buffer {
+  for (const uri of uris) uriName(uri); // refuses non-ASCII, relative and malformed URIs
   const points = uris.map((uri) =>
     // distributionPoint [0] (explicit: it tags a CHOICE) → fullName [0] IMPLICIT GeneralNames
     sequence(explicit(0, implicitConstructed(0, implicitPrimitive(6, Buffer.from(uri, 'latin1'))))),

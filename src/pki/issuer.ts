@@ -102,7 +102,8 @@ function randomSerial(): Buffer {
 interface SigningTemplate {
   readonly algorithm: SignatureAlgorithm;
   readonly issuerName: Buffer;
-  readonly authorityKeyId: Buffer;
+  /** The complete authorityKeyIdentifier extension: the same for every certificate this issuer signs. */
+  readonly authorityKeyIdExtension: Buffer;
   readonly privateKey: KeyObject;
 }
 
@@ -110,8 +111,7 @@ interface SigningTemplate {
 function signCertificate(
   template: SigningTemplate,
   serial: Buffer,
-  notBefore: Date,
-  notAfter: Date,
+  validity: Validity,
   subjectName: Buffer,
   spki: Buffer,
   extensions: Buffer[],
@@ -121,7 +121,7 @@ function signCertificate(
     unsignedInteger(serial),
     template.algorithm.algorithmIdentifier,
     template.issuerName,
-    sequence(time(notBefore), time(notAfter)),
+    sequence(time(validity.notBefore), time(validity.notAfter)),
     subjectName,
     spki,
     explicit(3, sequence(...extensions)),
@@ -142,7 +142,7 @@ function defaultSubject(request: IssueRequest): SubjectName {
 function buildExtensions(
   request: IssueRequest,
   spki: Buffer,
-  authorityKeyId: Buffer | null,
+  authorityKeyIdExtension: Buffer,
   cache: Map<string, Buffer[]> | null,
 ): Buffer[] {
   const rules = profileRules[request.profile];
@@ -166,7 +166,7 @@ function buildExtensions(
     if (!rules.isCa) cache?.set(cacheKey, constant);
   }
   const out = [...constant, subjectKeyIdentifier(keyIdentifier(spki))];
-  if (authorityKeyId) out.push(authorityKeyIdentifier(authorityKeyId));
+  out.push(authorityKeyIdExtension);
   if (request.sans && request.sans.length > 0) out.push(subjectAltName(request.sans));
   else if (!rules.isCa)
     throw invalid(`a ${request.profile} certificate needs at least one subject alternative name`);
@@ -174,13 +174,63 @@ function buildExtensions(
   if (request.crlDistributionPoints && request.crlDistributionPoints.length > 0) {
     out.push(crlDistributionPoints(request.crlDistributionPoints));
   }
-  for (const ext of request.extensions ?? []) out.push(customExtension(ext));
+  const customOids = new Set<string>();
+  for (const ext of request.extensions ?? []) {
+    // RFC 5280 §4.2: a certificate MUST NOT include more than one instance of an extension.
+    if (customOids.has(ext.oid)) throw invalid(`extension ${ext.oid} is given more than once`);
+    customOids.add(ext.oid);
+    out.push(customExtension(ext));
+  }
   return out;
 }
 
-function checkLifetime(ttlMs: number): void {
-  if (!Number.isFinite(ttlMs) || ttlMs <= 0)
-    throw invalid(`certificate lifetime must be positive (got ${ttlMs} ms)`);
+// GeneralizedTime has four year digits.
+const LAST_ENCODABLE_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
+function checkedTime(date: Date, what: string): number {
+  const ms = date.getTime();
+  if (!Number.isFinite(ms)) throw invalid(`${what} is not a valid date`);
+  return ms;
+}
+
+interface Validity {
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly clamped: boolean;
+}
+
+/**
+ * The validity of a new certificate, in whole seconds as encoded: back-dated
+ * by the skew but never before the issuer's start, and clamped to the
+ * issuer's end (see the header comment).
+ */
+function resolveValidity(
+  nowMs: number,
+  skewMs: number,
+  requested: { notAfter?: Date; ttlMs?: number; defaultTtlMs: number },
+  issuer: { notBefore: Date; notAfter: Date } | null,
+): Validity {
+  let notAfterMs: number;
+  if (requested.notAfter) notAfterMs = checkedTime(requested.notAfter, 'the requested notAfter');
+  else {
+    const ttlMs = requested.ttlMs ?? requested.defaultTtlMs;
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0) {
+      throw invalid(`certificate lifetime must be positive (got ${ttlMs} ms)`);
+    }
+    notAfterMs = nowMs + ttlMs;
+  }
+  const clamped = issuer !== null && notAfterMs > issuer.notAfter.getTime();
+  if (issuer && clamped) notAfterMs = issuer.notAfter.getTime();
+  notAfterMs = Math.floor(notAfterMs / 1000) * 1000;
+  if (notAfterMs <= nowMs) {
+    throw invalid('the requested notAfter is not in the future (lifetimes are whole seconds, at least one)');
+  }
+  if (notAfterMs > LAST_ENCODABLE_MS) {
+    throw invalid('the requested lifetime ends after 9999-12-31, the last date a certificate can hold');
+  }
+  const earliest = issuer ? issuer.notBefore.getTime() : Number.NEGATIVE_INFINITY;
+  const notBeforeMs = Math.floor(Math.max(nowMs - skewMs, earliest) / 1000) * 1000;
+  return { notBefore: new Date(notBeforeMs), notAfter: new Date(notAfterMs), clamped };
 }
 
 /** A self-signed root CA certificate. */
@@ -193,9 +243,13 @@ export function createRootCertificate(options: {
   skewMs?: number;
   now?: Date;
 }): IssuedCertificate {
-  const now = options.now ?? new Date();
-  const ttlMs = options.ttlMs ?? profileRules.root.defaultTtlMs;
-  checkLifetime(ttlMs);
+  const nowMs = checkedTime(options.now ?? new Date(), '"now"');
+  const validity = resolveValidity(
+    nowMs,
+    options.skewMs ?? DEFAULT_SKEW_MS,
+    { ttlMs: options.ttlMs, defaultTtlMs: profileRules.root.defaultTtlMs },
+    null,
+  );
   if (options.privateKey.type !== 'private') throw invalid('a root needs its private key');
   const publicKey = createPublicKey(options.privateKey);
   const spki = spkiDer(publicKey);
@@ -210,27 +264,16 @@ export function createRootCertificate(options: {
   const template: SigningTemplate = {
     algorithm: signatureAlgorithmFor(options.privateKey),
     issuerName: subjectName,
-    authorityKeyId: keyId,
+    authorityKeyIdExtension: authorityKeyIdentifier(keyId),
     privateKey: options.privateKey,
   };
   const serial = randomSerial();
-  const notBefore = new Date(now.getTime() - (options.skewMs ?? DEFAULT_SKEW_MS));
-  const notAfter = new Date(now.getTime() + ttlMs);
-  const der = signCertificate(
-    template,
-    serial,
-    notBefore,
-    notAfter,
-    subjectName,
-    spki,
-    buildExtensions(request, spki, keyId, null),
-  );
+  const extensions = buildExtensions(request, spki, template.authorityKeyIdExtension, null);
+  const der = signCertificate(template, serial, validity, subjectName, spki, extensions);
   return {
     der,
     serialHex: serialHex(serial),
-    notBefore: wholeSeconds(notBefore),
-    notAfter: wholeSeconds(notAfter),
-    clamped: false,
+    ...validity,
     subjectDer: subjectName,
     subjectKeyId: keyId,
     pathLen: options.pathLen ?? null,
@@ -240,10 +283,6 @@ export function createRootCertificate(options: {
 /** Canonical serial text: lower-case hex without leading zeros. */
 export function serialHex(magnitude: Buffer): string {
   return magnitude.toString('hex').replace(/^0+(?=.)/, '');
-}
-
-function wholeSeconds(date: Date): Date {
-  return new Date(Math.floor(date.getTime() / 1000) * 1000);
 }
 
 export class Issuer {
@@ -276,7 +315,9 @@ export class Issuer {
     const template: SigningTemplate = {
       algorithm: signatureAlgorithmFor(privateKey),
       issuerName: certificate.subjectDer,
-      authorityKeyId: certificate.subjectKeyId ?? keyIdentifier(spkiDer(certificate.publicKey)),
+      authorityKeyIdExtension: authorityKeyIdentifier(
+        certificate.subjectKeyId ?? keyIdentifier(spkiDer(certificate.publicKey)),
+      ),
       privateKey,
     };
     return new Issuer(certificate, template, options.skewMs ?? DEFAULT_SKEW_MS);
@@ -288,14 +329,14 @@ export class Issuer {
   }
 
   issue(request: IssueRequest): IssuedCertificate {
-    const now = request.now ?? new Date();
+    const nowMs = checkedTime(request.now ?? new Date(), '"now"');
     const issuerCert = this.certificate;
-    if (now.getTime() > issuerCert.notAfter.getTime()) {
+    if (nowMs > issuerCert.notAfter.getTime()) {
       throw preconditionFailed(
         `issuer "${issuerCert.subject}" expired at ${issuerCert.notAfter.toISOString()}`,
       );
     }
-    if (now.getTime() < issuerCert.notBefore.getTime() - this.#skewMs) {
+    if (nowMs < issuerCert.notBefore.getTime() - this.#skewMs) {
       throw preconditionFailed(
         `issuer "${issuerCert.subject}" is not valid until ${issuerCert.notBefore.toISOString()}`,
       );
@@ -303,36 +344,31 @@ export class Issuer {
     if (request.profile === 'root')
       throw invalid('a root certificate is self-signed; use createRootCertificate');
     if (request.publicKey.type !== 'public') throw invalid('the subject key must be a public key');
-
-    let notAfterMs: number;
-    if (request.notAfter) notAfterMs = request.notAfter.getTime();
-    else {
-      const ttlMs = request.ttlMs ?? profileRules[request.profile].defaultTtlMs;
-      checkLifetime(ttlMs);
-      notAfterMs = now.getTime() + ttlMs;
-    }
-    if (notAfterMs <= now.getTime()) throw invalid('the requested notAfter is not in the future');
-    const clamped = notAfterMs > issuerCert.notAfter.getTime();
-    if (clamped) notAfterMs = issuerCert.notAfter.getTime();
-    const notBefore = new Date(Math.max(now.getTime() - this.#skewMs, issuerCert.notBefore.getTime()));
-    const notAfter = new Date(notAfterMs);
+    const validity = resolveValidity(
+      nowMs,
+      this.#skewMs,
+      {
+        notAfter: request.notAfter,
+        ttlMs: request.ttlMs,
+        defaultTtlMs: profileRules[request.profile].defaultTtlMs,
+      },
+      issuerCert,
+    );
 
     const spki = spkiDer(request.publicKey);
     const subjectName = encodeSubject(defaultSubject(request));
     const extensions = buildExtensions(
       request,
       spki,
-      this.#template.authorityKeyId,
+      this.#template.authorityKeyIdExtension,
       this.#constantExtensions,
     );
     const serial = randomSerial();
-    const der = signCertificate(this.#template, serial, notBefore, notAfter, subjectName, spki, extensions);
+    const der = signCertificate(this.#template, serial, validity, subjectName, spki, extensions);
     return {
       der,
       serialHex: serialHex(serial),
-      notBefore: wholeSeconds(notBefore),
-      notAfter: wholeSeconds(notAfter),
-      clamped,
+      ...validity,
       subjectDer: subjectName,
       subjectKeyId: keyIdentifier(spki),
       pathLen: request.pathLen ?? null,
