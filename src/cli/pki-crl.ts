@@ -2,13 +2,13 @@
 // intermediate when there is one, the root with --root). The CRL number comes
 // from sigil-ca.json, which is rewritten together with the CRL in one atomic
 // write, so numbers only ever go up and a failure changes neither file.
-import { alreadyExists, invalid } from '../errors.ts';
+import { invalid } from '../errors.ts';
 import { createCrl, parseRevocationReason, type RevocationReason } from '../pki/crl.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { encodePem } from '../pki/pem.ts';
 import { loadCaDirectory, metadataFile } from './ca-directory.ts';
 import { requireParentDirectory } from './directories.ts';
-import { exists, PUBLIC, writeFilesAtomically } from './files.ts';
+import { PUBLIC, writeFilesAtomically } from './files.ts';
 import { printResult } from './output.ts';
 import { passphraseFrom } from './passphrase.ts';
 

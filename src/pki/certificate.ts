@@ -51,8 +51,10 @@ export interface KnownCertificateFacts {
 /**
  * Reads a certificate. Node's parser (OpenSSL, ~40 µs) checks it eagerly and
  * supplies the common facts; the ASN.1 library (~2–3 ms a certificate) is
- * consulted lazily, only for the facts Node does not expose, and not at all
- * for facts passed in `known` by the code that just created the certificate.
+ * consulted lazily, only for the facts Node does not expose (and not at all
+ * for facts passed in `known` by the code that just created the certificate).
+ * A certificate OpenSSL accepts but the library cannot read fails, with the
+ * same invalid_argument error, when such a fact is first asked for.
  */
 export function parseCertificate(
   der: Buffer,
@@ -115,10 +117,6 @@ export function parseCertificate(
     },
     fingerprint: node.fingerprint256.replaceAll(':', '').toLowerCase(),
   };
-  if (!known) {
-    // Untrusted input is fully parsed up front so a malformed certificate fails here, not later.
-    lazyFacts();
-  }
   infoCache.set(der, info);
   return info;
 }

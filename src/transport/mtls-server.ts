@@ -21,6 +21,7 @@ import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../errors.ts';
 import { ConnectionRegistry } from './connection-registry.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
+import type { TransportMetrics } from './metrics.ts';
 import { RevocationEnforcement } from './revocation-enforcement.ts';
 import type { RevocationSource } from './revocation-source.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
@@ -42,8 +43,14 @@ export interface MtlsServerOptions {
   readonly material: MaterialSource;
   /** Revoked certificates are refused at handshake, on every call, and cut off when revoked. */
   readonly revocation?: RevocationSource;
-  /** The user's interceptors; they run after sigil's own (revocation). */
+  /** The user's interceptors; they run after sigil's own (metrics, revocation). */
   readonly interceptors?: readonly grpc.ServerInterceptor[];
+  /**
+   * Call, handshake-failure and certificate-expiry metrics. Its interceptor
+   * runs outermost: a status sent by an inner interceptor never reaches the
+   * outer ones, so anything outside it would count refusals as CANCELLED.
+   */
+  readonly metrics?: TransportMetrics;
   /**
    * Connections get a GOAWAY after this long (±10% jitter, by grpc-js) so
    * long-lived clients reconnect and pick up rotated material. Default: half
@@ -130,6 +137,7 @@ export class MtlsServer {
   constructor(options: MtlsServerOptions) {
     this.#options = options;
     this.#material = validateMaterial(options.material.current());
+    options.metrics?.setCertificateExpiry('server', () => this.#material.leaf.notAfter);
     this.maxConnectionAgeMs =
       options.maxConnectionAgeMs !== undefined
         ? checkDuration(options.maxConnectionAgeMs, 'maxConnectionAgeMs')
@@ -148,6 +156,7 @@ export class MtlsServer {
       : undefined;
     // grpc-js hands inbound events to interceptors[0] first: sigil's checks run before the user's.
     const interceptors = [
+      ...(options.metrics ? [options.metrics.serverInterceptor] : []),
       ...(this.#revocation ? [this.#revocation.interceptor] : []),
       ...(options.interceptors ?? []),
     ];
@@ -292,6 +301,7 @@ export class MtlsServer {
   }
 
   #handshakeFailed(reason: string, message: string, socket: tls.TLSSocket): void {
+    this.#options.metrics?.recordHandshakeFailure({ code: reason, message }, socket);
     const hook = this.#options.onHandshakeError;
     if (!hook) return;
     try {
