@@ -1,0 +1,160 @@
+// The Store contract: everything the control plane keeps. Two implementations
+// (sqlite.ts on node:sqlite, postgres.ts on pg) pass one contract test suite.
+// The store holds facts, the authority makes decisions: nothing here knows
+// about certificates beyond the bytes and the fields it indexes.
+//
+// Durability: a method's promise resolves only after its change is committed
+// (SQLite WAL with synchronous=FULL; PostgreSQL COMMIT). "Acknowledged" means
+// exactly that, and `kill -9` afterwards loses nothing.
+
+export type NodeState = 'NEW' | 'UP' | 'REVOKED';
+
+export interface CertificateRecord {
+  /** Canonical serial: lower-case hex, no leading zeros. */
+  readonly serial: string;
+  readonly subject: string;
+  /** SAN strings as "dns:…", "ip:…", "uri:…", "email:…". */
+  readonly sans: readonly string[];
+  /** 'server' | 'client' | 'server+client' | 'node' | 'admin' | 'bootstrap' | 'intermediate' … */
+  readonly profile: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** Id of the CaRecord that signed it. */
+  readonly issuerId: string;
+  /** Who asked: a SPIFFE ID, a node id, or 'bootstrap'. */
+  readonly requester: string;
+  readonly der: Buffer;
+  readonly issuedAt: Date;
+  readonly revokedAt: Date | null;
+  /** RFC 5280 CRLReason name when revoked. */
+  readonly revocationReason: string | null;
+}
+
+export interface TokenRecord {
+  /** Public identifier (appears in the token string and in listings). */
+  readonly id: string;
+  /** SHA-256 of the secret; the secret itself is never stored. */
+  readonly secretHash: Buffer;
+  readonly name: string | null;
+  readonly usesTotal: number;
+  readonly usesLeft: number;
+  readonly autoApprove: boolean;
+  readonly createdAt: Date;
+  readonly expiresAt: Date;
+  readonly revokedAt: Date | null;
+  readonly createdBy: string;
+}
+
+export interface NodeRecord {
+  /** Derived from the public key (see authority/node-id.ts). */
+  readonly id: string;
+  /** SubjectPublicKeyInfo DER of the node's enrolled key. */
+  readonly publicKey: Buffer;
+  readonly name: string | null;
+  readonly state: NodeState;
+  readonly tokenId: string;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  /** Serial of the newest certificate issued to the node. */
+  readonly certificateSerial: string | null;
+}
+
+export interface CaRecord {
+  /** 'root', or 'replica:<replica-id>:<n>' for intermediates. */
+  readonly id: string;
+  readonly kind: 'root' | 'intermediate';
+  /** Replica that owns (and alone can decrypt) the key; null for the root. */
+  readonly replicaId: string | null;
+  readonly certificate: Buffer;
+  /** Private key encrypted at rest (see authority/key-encryption.ts); null when offline. */
+  readonly encryptedKey: Buffer | null;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly createdAt: Date;
+  /** Retired CAs stay in the trust bundle until their last leaf expires. */
+  readonly retiredAt: Date | null;
+}
+
+export type StoreEvent =
+  | { readonly kind: 'revocation'; readonly serials: readonly string[] }
+  | { readonly kind: 'node'; readonly nodeId: string; readonly state: NodeState }
+  | { readonly kind: 'ca'; readonly caId: string };
+
+export interface CertificateFilter {
+  readonly requester?: string;
+  readonly profile?: string;
+  readonly issuerId?: string;
+  /** true: only revoked; false: only not revoked; undefined: both. */
+  readonly revoked?: boolean;
+  /** Only certificates whose notAfter is after this instant. */
+  readonly validAt?: Date;
+  /** 1..1000, default 100. */
+  readonly pageSize?: number;
+  /** Opaque, from a previous page's nextPageToken. */
+  readonly pageToken?: string;
+}
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Empty when this is the last page. */
+  readonly nextPageToken: string;
+}
+
+export type RegisterResult =
+  | { readonly outcome: 'created'; readonly node: NodeRecord }
+  /** The same key registered before: nothing consumed, the existing record returned (idempotent). */
+  | { readonly outcome: 'existing'; readonly node: NodeRecord }
+  /** Token unknown, used up, expired or revoked at commit time: nothing changed. */
+  | { readonly outcome: 'token-unusable' };
+
+export interface Store {
+  /** Apply pending versioned migrations; safe to call on every start and from several replicas at once. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  getSetting(key: string): Promise<string | null>;
+  /** Insert only if absent; returns the value now stored (the first writer wins across replicas). */
+  initSetting(key: string, value: string): Promise<string>;
+
+  putCa(record: CaRecord): Promise<void>;
+  retireCa(id: string, at: Date): Promise<void>;
+  listCas(): Promise<readonly CaRecord[]>;
+
+  insertCertificate(record: CertificateRecord): Promise<void>;
+  getCertificate(serial: string): Promise<CertificateRecord | null>;
+  listCertificates(filter: CertificateFilter): Promise<Page<CertificateRecord>>;
+  /** Marks revoked and publishes a revocation event; false if unknown or already revoked (nothing changes). */
+  revokeCertificate(serial: string, reason: string, at: Date): Promise<boolean>;
+  /** All revoked, not yet expired certificates of one issuer, for its CRL. */
+  listRevoked(issuerId: string, now: Date): Promise<readonly CertificateRecord[]>;
+
+  insertToken(record: TokenRecord): Promise<void>;
+  getToken(id: string): Promise<TokenRecord | null>;
+  listTokens(): Promise<readonly TokenRecord[]>;
+  /** False if unknown or already revoked. */
+  revokeToken(id: string, at: Date): Promise<boolean>;
+
+  /**
+   * One transaction: if a node with this id exists, return it ('existing',
+   * nothing consumed); else consume one use of the token — only if it is
+   * unrevoked, unexpired at `now` and has uses left — and insert the node.
+   * Atomic across connections and replicas: a single-use token admits one node.
+   */
+  registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<RegisterResult>;
+  getNode(id: string): Promise<NodeRecord | null>;
+  listNodes(filter?: { readonly state?: NodeState }): Promise<readonly NodeRecord[]>;
+  /**
+   * Compare-and-set: moves the node to `to` only if its state is one of
+   * `from`; returns the updated record, or null if the node is unknown or in
+   * another state (nothing changes). Publishes a node event when it changes.
+   */
+  transitionNode(
+    id: string,
+    from: readonly NodeState[],
+    to: NodeState,
+    update: { readonly certificateSerial?: string; readonly at: Date },
+  ): Promise<NodeRecord | null>;
+
+  /** Events from every replica (PostgreSQL LISTEN/NOTIFY; in-process for SQLite). Returns unsubscribe. */
+  subscribe(listener: (event: StoreEvent) => void): () => void;
+}
