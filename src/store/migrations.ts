@@ -1,0 +1,149 @@
+// Versioned schema migrations, shared by both stores. A migration is written
+// once where SQLite and PostgreSQL agree; the few column types where they do
+// not (bytes, booleans, a byte-ordered text key) come from a per-dialect table.
+// Migrations only ever append: a released migration is never edited, a new
+// one is added with the next version.
+//
+// Applying is the backend's job (it owns the connection and the lock):
+// PostgreSQL takes pg_advisory_xact_lock inside the migrating transaction,
+// SQLite runs it under BEGIN IMMEDIATE. Both then do exactly this:
+//   CREATE TABLE IF NOT EXISTS schema_migrations …   (SCHEMA_MIGRATIONS_TABLE)
+//   SELECT version FROM schema_migrations
+//   for each of planMigrations(versions): run statementsFor(m, dialect), insert its row
+// so two replicas starting at once apply each migration exactly once.
+//
+// Every instant is a BIGINT of unix milliseconds in both dialects (exact,
+// comparable, no time-zone conversions); SANs are a JSON array in TEXT.
+import { SigilError } from '../errors.ts';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly statements: (types: DialectTypes) => readonly string[];
+}
+
+/** The column types the dialects spell differently. */
+export interface DialectTypes {
+  readonly bytes: string;
+  readonly bool: string;
+  /** Text compared byte by byte (PostgreSQL's default collation is locale-aware; keyset paging needs a fixed order). */
+  readonly byteOrderedText: string;
+}
+
+const TYPES: Readonly<Record<Dialect, DialectTypes>> = {
+  sqlite: { bytes: 'BLOB', bool: 'INTEGER', byteOrderedText: 'TEXT' },
+  postgres: { bytes: 'BYTEA', bool: 'BOOLEAN', byteOrderedText: 'TEXT COLLATE "C"' },
+};
+
+/** Created (if absent) under the migration lock before anything else. Same SQL in both dialects. */
+export const SCHEMA_MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  applied_at BIGINT NOT NULL
+)`;
+
+/** Fixed application-chosen key for pg_advisory_xact_lock while migrating (any int64 unique to sigil). */
+export const POSTGRES_MIGRATION_LOCK_KEY = '7209306402618139237';
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema: settings, cas, certificates, tokens, nodes',
+    statements: (t) => [
+      `CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      )`,
+      `CREATE TABLE cas (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('root', 'intermediate')),
+        replica_id TEXT,
+        certificate ${t.bytes} NOT NULL,
+        encrypted_key ${t.bytes},
+        not_before BIGINT NOT NULL,
+        not_after BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        retired_at BIGINT
+      )`,
+      `CREATE TABLE certificates (
+        serial ${t.byteOrderedText} PRIMARY KEY,
+        subject TEXT NOT NULL,
+        sans TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        not_before BIGINT NOT NULL,
+        not_after BIGINT NOT NULL,
+        issuer_id TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        der ${t.bytes} NOT NULL,
+        issued_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        revocation_reason TEXT,
+        CHECK ((revoked_at IS NULL) = (revocation_reason IS NULL))
+      )`,
+      'CREATE INDEX certificates_requester ON certificates (requester)',
+      'CREATE INDEX certificates_issuer_id ON certificates (issuer_id)',
+      'CREATE INDEX certificates_not_after ON certificates (not_after)',
+      // The CRL query (revoked, unexpired, one issuer) reads only this small partial index.
+      'CREATE INDEX certificates_revoked ON certificates (issuer_id, not_after) WHERE revoked_at IS NOT NULL',
+      // Keyset paging order of listCertificates.
+      'CREATE INDEX certificates_issued ON certificates (issued_at, serial)',
+      `CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        secret_hash ${t.bytes} NOT NULL,
+        name TEXT,
+        uses_total INTEGER NOT NULL,
+        uses_left INTEGER NOT NULL CHECK (uses_left >= 0 AND uses_left <= uses_total),
+        auto_approve ${t.bool} NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        created_by TEXT NOT NULL
+      )`,
+      `CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        public_key ${t.bytes} NOT NULL,
+        name TEXT,
+        state TEXT NOT NULL CHECK (state IN ('NEW', 'UP', 'REVOKED')),
+        token_id TEXT NOT NULL REFERENCES tokens (id),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        certificate_serial TEXT
+      )`,
+      'CREATE INDEX nodes_state ON nodes (state)',
+      'CREATE INDEX nodes_token_id ON nodes (token_id)',
+    ],
+  },
+];
+
+/** The newest schema version this build knows. */
+export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+export function statementsFor(migration: Migration, dialect: Dialect): readonly string[] {
+  return migration.statements(TYPES[dialect]);
+}
+
+/**
+ * The migrations still to apply, in order, given the versions already
+ * recorded. Refuses a store migrated by a newer sigil (its schema may mean
+ * things this build does not know) and a store with gaps in its history.
+ */
+export function planMigrations(
+  applied: readonly number[],
+  migrations: readonly Migration[] = MIGRATIONS,
+): readonly Migration[] {
+  const known = new Set(migrations.map((m) => m.version));
+  const newest = Math.max(0, ...migrations.map((m) => m.version));
+  for (const version of applied) {
+    if (version > newest)
+      throw new SigilError(
+        'failed_precondition',
+        `the store's schema is at version ${Math.max(...applied)}, newer than this sigil understands (${newest}); upgrade sigil`,
+      );
+    if (!known.has(version))
+      throw new SigilError('failed_precondition', `the store records unknown schema migration ${version}`);
+  }
+  const done = new Set(applied);
+  return [...migrations].sort((a, b) => a.version - b.version).filter((m) => !done.has(m.version));
+}

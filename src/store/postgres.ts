@@ -1,0 +1,607 @@
+// The replicated store: PostgreSQL through `pg`. Several sigil replicas share
+// one database; everything that must hold across them is enforced by
+// PostgreSQL, not by the process:
+//
+// - Durability: a promise resolves after COMMIT.
+// - Atomicity under concurrency: registerNode consumes a token with a
+//   conditional UPDATE (uses_left > 0, unexpired, unrevoked) in the same
+//   READ COMMITTED transaction as the node INSERT. Concurrent consumers queue
+//   on the token's row lock and re-check the condition after the holder
+//   commits, so a single-use token admits exactly one node; a concurrent
+//   registration of the same key ends in ON CONFLICT and is answered with the
+//   winner's record, its own token use rolled back.
+// - Events: each change publishes its event with pg_notify in the same
+//   transaction, so it is delivered (on commit, in commit order) to every
+//   replica LISTENing on `sigil_events`, and never for a change that did not
+//   commit. This store object hears its own events through the same LISTEN
+//   connection and delivers nothing locally on the side, so each subscriber
+//   sees each event exactly once.
+// - The LISTEN connection is dedicated (not from the pool), checked with a
+//   heartbeat, and reconnected with backoff when it drops. Notifications
+//   sent while it is down are lost: that gap is reported through onError and
+//   onEventGap so the owner can re-read whatever it derives from events.
+//
+// The connection URL's password never appears in an error or a warning.
+
+import type { PoolClient, QueryResultRow } from 'pg';
+import pg from 'pg';
+import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
+import {
+  POSTGRES_MIGRATION_LOCK_KEY,
+  planMigrations,
+  SCHEMA_MIGRATIONS_TABLE,
+  statementsFor,
+} from './migrations.ts';
+import {
+  CA_COLUMNS,
+  CERTIFICATE_COLUMNS,
+  caFromRow,
+  caParams,
+  certificateFromRow,
+  certificatePage,
+  certificatePageQuery,
+  certificateParams,
+  checkNodeState,
+  decodeEvent,
+  encodeEvent,
+  Listeners,
+  millis,
+  NODE_COLUMNS,
+  nodeFromRow,
+  nodeParams,
+  type Param,
+  type Row,
+  TOKEN_COLUMNS,
+  tokenFromRow,
+  tokenParams,
+  warn,
+} from './records.ts';
+import type {
+  CaRecord,
+  CertificateFilter,
+  CertificateRecord,
+  NodeRecord,
+  NodeState,
+  Page,
+  RegisterResult,
+  Store,
+  StoreEvent,
+  TokenRecord,
+} from './store.ts';
+
+/** The LISTEN/NOTIFY channel every replica shares. */
+export const EVENT_CHANNEL = 'sigil_events';
+
+export interface PostgresStoreOptions {
+  /** Pool size. Default 10. */
+  readonly maxConnections?: number;
+  /** How long to wait for a connection (ms). Default 10000. */
+  readonly connectTimeoutMs?: number;
+  /** Backoff between attempts to re-establish LISTEN (ms). Default 100 doubling to 5000. */
+  readonly reconnectDelayMs?: { readonly min: number; readonly max: number };
+  /** How often the LISTEN connection is checked (ms). Default 15000. */
+  readonly heartbeatMs?: number;
+  /** Lost and regained event connections, idle-connection errors, failing listeners. Default: a process warning. */
+  readonly onError?: (error: Error) => void;
+  /** Called once LISTEN is back after a drop: events between `from` and `to` were not delivered. */
+  readonly onEventGap?: (gap: { readonly from: Date; readonly to: Date }) => void;
+}
+
+/** Connect to the PostgreSQL store at `url` (postgres:// or postgresql://). Call migrate() before use. */
+export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<Store> {
+  return PostgresStore.open(url, options);
+}
+
+/** The URL with its password (in the user info or a `password=` parameter) replaced by ***. */
+export function redactConnectionString(url: string): string {
+  const scheme = url.indexOf('://');
+  let redacted = url;
+  if (scheme >= 0) {
+    const rest = url.slice(scheme + 3);
+    const query = rest.indexOf('?');
+    const head = query >= 0 ? rest.slice(0, query) : rest;
+    const at = head.lastIndexOf('@');
+    const colon = head.indexOf(':');
+    if (at >= 0 && colon >= 0 && colon < at)
+      redacted = `${url.slice(0, scheme + 3)}${head.slice(0, colon)}:***${rest.slice(at)}`;
+  }
+  return redacted.replace(/([?&]password=)[^&#]*/gi, '$1***');
+}
+
+/** Every spelling of the URL's password, to scrub from driver messages. */
+function secretsOf(url: string): string[] {
+  const secrets: string[] = [];
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) secrets.push(parsed.password, decodeURIComponent(parsed.password));
+    const param = parsed.searchParams.get('password');
+    if (param) secrets.push(param);
+  } catch {
+    // Not parseable: redactConnectionString still covers the usual shapes.
+  }
+  return secrets.filter((s) => s.length > 0);
+}
+
+const insertSql = (table: string, columns: readonly string[]): string =>
+  `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})`;
+
+const notify = (placeholder: string): string => `pg_notify('${EVENT_CHANNEL}', ${placeholder})`;
+
+const SQL = {
+  getSetting: 'SELECT value FROM settings WHERE key = $1',
+  initSetting: 'INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING',
+  putCa: `WITH put AS (${insertSql('cas', CA_COLUMNS)} ON CONFLICT (id) DO UPDATE SET ${CA_COLUMNS.slice(1)
+    .map((c) => `${c} = excluded.${c}`)
+    .join(', ')} RETURNING id)
+    SELECT ${notify(`$${CA_COLUMNS.length + 1}`)} FROM put`,
+  retireCa: `WITH retired AS (UPDATE cas SET retired_at = $2 WHERE id = $1 AND retired_at IS NULL RETURNING id)
+    SELECT ${notify('$3')} FROM retired`,
+  caExists: 'SELECT 1 AS found FROM cas WHERE id = $1',
+  listCas: `SELECT ${CA_COLUMNS.join(', ')} FROM cas ORDER BY created_at, id`,
+  insertCertificate: insertSql('certificates', CERTIFICATE_COLUMNS),
+  getCertificate: `SELECT ${CERTIFICATE_COLUMNS.join(', ')} FROM certificates WHERE serial = $1`,
+  revokeCertificate: `WITH revoked AS (
+      UPDATE certificates SET revoked_at = $2, revocation_reason = $3
+      WHERE serial = $1 AND revoked_at IS NULL RETURNING serial)
+    SELECT ${notify('$4')} FROM revoked`,
+  listRevoked: `SELECT ${CERTIFICATE_COLUMNS.join(', ')} FROM certificates
+    WHERE issuer_id = $1 AND revoked_at IS NOT NULL AND not_after > $2 ORDER BY revoked_at, serial`,
+  insertToken: insertSql('tokens', TOKEN_COLUMNS),
+  getToken: `SELECT ${TOKEN_COLUMNS.join(', ')} FROM tokens WHERE id = $1`,
+  listTokens: `SELECT ${TOKEN_COLUMNS.join(', ')} FROM tokens ORDER BY created_at, id`,
+  revokeToken: 'UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL',
+  consumeToken: `UPDATE tokens SET uses_left = uses_left - 1
+    WHERE id = $1 AND uses_left > 0 AND expires_at > $2 AND revoked_at IS NULL RETURNING id`,
+  insertNode: `${insertSql('nodes', NODE_COLUMNS)} ON CONFLICT (id) DO NOTHING RETURNING ${NODE_COLUMNS.join(', ')}`,
+  getNode: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE id = $1`,
+  lockNode: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE id = $1 FOR UPDATE`,
+  listNodes: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes ORDER BY created_at, id`,
+  listNodesInState: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE state = $1 ORDER BY created_at, id`,
+  transitionNode: `UPDATE nodes SET state = $2, updated_at = $3, certificate_serial = coalesce($4, certificate_serial)
+    WHERE id = $1 RETURNING ${NODE_COLUMNS.join(', ')}`,
+  publish: `SELECT ${notify('$1')}`,
+} as const;
+
+type SqlName = keyof typeof SQL;
+
+/** A registration that lost the race to insert the same node id; its transaction is rolled back. */
+class NodeExists extends Error {}
+
+class PostgresStore implements Store {
+  private readonly pool: pg.Pool;
+  private readonly events: EventStream;
+  private readonly listeners: Listeners;
+  private readonly redact: (message: string) => string;
+  private closed = false;
+
+  private constructor(
+    pool: pg.Pool,
+    events: EventStream,
+    listeners: Listeners,
+    redact: (m: string) => string,
+  ) {
+    this.pool = pool;
+    this.events = events;
+    this.listeners = listeners;
+    this.redact = redact;
+  }
+
+  static async open(url: string, options: PostgresStoreOptions): Promise<PostgresStore> {
+    if (typeof url !== 'string' || !/^postgres(ql)?:\/\//i.test(url))
+      throw invalid(`not a PostgreSQL URL: ${redactConnectionString(String(url))}`);
+    const shown = redactConnectionString(url);
+    const secrets = secretsOf(url);
+    const redact = (message: string): string =>
+      secrets.reduce((m, secret) => m.split(secret).join('***'), message);
+    const onError = options.onError ?? warn;
+    const report = (error: Error): void =>
+      onError(new SigilError('internal', redact(error.message), { cause: error }));
+    const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    const config = { connectionString: url, connectionTimeoutMillis: connectTimeoutMs, keepAlive: true };
+
+    const pool = new pg.Pool({ ...config, max: options.maxConnections ?? 10, application_name: 'sigil' });
+    pool.on('error', (error) => report(new Error(`idle PostgreSQL connection failed: ${error.message}`)));
+    const listeners = new Listeners(onError);
+    const events = new EventStream({
+      config: { ...config, application_name: 'sigil-events' },
+      listeners,
+      report,
+      onEventGap: options.onEventGap,
+      reconnectDelayMs: options.reconnectDelayMs ?? { min: 100, max: 5000 },
+      heartbeatMs: options.heartbeatMs ?? 15_000,
+    });
+    try {
+      await pool.query('SELECT 1');
+      await events.start();
+    } catch (error) {
+      await events.stop();
+      await pool.end().catch(() => {});
+      throw new SigilError(
+        'failed_precondition',
+        `cannot connect to PostgreSQL at ${shown}: ${redact(messageOf(error))}`,
+      );
+    }
+    return new PostgresStore(pool, events, listeners, redact);
+  }
+
+  async migrate(): Promise<void> {
+    await this.transaction(async (client) => {
+      // Serialises replicas that start at once; released at COMMIT/ROLLBACK.
+      await client.query(`SELECT pg_advisory_xact_lock(${POSTGRES_MIGRATION_LOCK_KEY})`);
+      await client.query(SCHEMA_MIGRATIONS_TABLE);
+      const applied = await client.query('SELECT version FROM schema_migrations');
+      for (const migration of planMigrations(applied.rows.map((row) => Number(row.version)))) {
+        for (const statement of statementsFor(migration, 'postgres')) await client.query(statement);
+        await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+          migration.version,
+          migration.name,
+          Date.now(),
+        ]);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.events.stop();
+    await this.pool.end();
+  }
+
+  async getSetting(key: string): Promise<string | null> {
+    const rows = await this.query('getSetting', [key]);
+    return rows.length === 0 ? null : String(rows[0].value);
+  }
+
+  async initSetting(key: string, value: string): Promise<string> {
+    if (typeof key !== 'string' || key === '') throw invalid('setting key must be a non-empty string');
+    if (typeof value !== 'string') throw invalid(`setting ${key} must be a string`);
+    await this.query('initSetting', [key, value]);
+    // A concurrent first writer's INSERT made ours wait and then conflict; this read sees its value.
+    const rows = await this.query('getSetting', [key]);
+    return String(rows[0].value);
+  }
+
+  async putCa(record: CaRecord): Promise<void> {
+    await this.query('putCa', [...caParams(record), encodeEvent({ kind: 'ca', caId: record.id })]);
+  }
+
+  async retireCa(id: string, at: Date): Promise<void> {
+    const rows = await this.query('retireCa', [
+      id,
+      millis(at, 'retiredAt'),
+      encodeEvent({ kind: 'ca', caId: id }),
+    ]);
+    if (rows.length === 0 && (await this.query('caExists', [id])).length === 0)
+      throw notFound(`no CA with id ${id}`);
+  }
+
+  async listCas(): Promise<readonly CaRecord[]> {
+    return (await this.query('listCas', [])).map(caFromRow);
+  }
+
+  async insertCertificate(record: CertificateRecord): Promise<void> {
+    await this.insert(
+      'insertCertificate',
+      certificateParams(record),
+      `a certificate with serial ${record.serial}`,
+    );
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    const rows = await this.query('getCertificate', [serial]);
+    return rows.length === 0 ? null : certificateFromRow(rows[0]);
+  }
+
+  async listCertificates(filter: CertificateFilter): Promise<Page<CertificateRecord>> {
+    const query = certificatePageQuery(filter, (n) => `$${n}`);
+    const result = await this.run((client) => client.query(query.sql, query.params));
+    return certificatePage(result.rows, query.pageSize);
+  }
+
+  async revokeCertificate(serial: string, reason: string, at: Date): Promise<boolean> {
+    if (typeof reason !== 'string' || reason === '')
+      throw invalid('revocation reason must be a non-empty string');
+    const event = encodeEvent({ kind: 'revocation', serials: [serial] });
+    const rows = await this.query('revokeCertificate', [serial, millis(at, 'revokedAt'), reason, event]);
+    return rows.length === 1;
+  }
+
+  async listRevoked(issuerId: string, now: Date): Promise<readonly CertificateRecord[]> {
+    return (await this.query('listRevoked', [issuerId, millis(now, 'now')])).map(certificateFromRow);
+  }
+
+  async insertToken(record: TokenRecord): Promise<void> {
+    await this.insert('insertToken', tokenParams(record, false), `a token with id ${record.id}`);
+  }
+
+  async getToken(id: string): Promise<TokenRecord | null> {
+    const rows = await this.query('getToken', [id]);
+    return rows.length === 0 ? null : tokenFromRow(rows[0]);
+  }
+
+  async listTokens(): Promise<readonly TokenRecord[]> {
+    return (await this.query('listTokens', [])).map(tokenFromRow);
+  }
+
+  async revokeToken(id: string, at: Date): Promise<boolean> {
+    const result = await this.run((client) =>
+      client.query({
+        name: 'sigil_revokeToken',
+        text: SQL.revokeToken,
+        values: [id, millis(at, 'revokedAt')],
+      }),
+    );
+    return result.rowCount === 1;
+  }
+
+  async registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<RegisterResult> {
+    if (node.tokenId !== tokenId)
+      throw invalid('the node record names a different token than the one presented');
+    const params = nodeParams(node);
+    const nowMs = millis(now, 'now');
+    try {
+      return await this.transaction(async (client): Promise<RegisterResult> => {
+        const existing = await this.query('getNode', [node.id], client);
+        if (existing.length > 0) return { outcome: 'existing', node: nodeFromRow(existing[0]) };
+        // Waits for any transaction holding the token row, then re-checks the condition on the newest version.
+        if ((await this.query('consumeToken', [tokenId, nowMs], client)).length === 0) {
+          // A concurrent registration of this same key may have used the last use while we waited.
+          const winner = await this.query('getNode', [node.id], client);
+          if (winner.length > 0) return { outcome: 'existing', node: nodeFromRow(winner[0]) };
+          return { outcome: 'token-unusable' };
+        }
+        const inserted = await this.query('insertNode', params, client);
+        if (inserted.length === 0) throw new NodeExists();
+        const created = nodeFromRow(inserted[0]);
+        await this.query(
+          'publish',
+          [encodeEvent({ kind: 'node', nodeId: created.id, state: created.state })],
+          client,
+        );
+        return { outcome: 'created', node: created };
+      });
+    } catch (error) {
+      if (!(error instanceof NodeExists)) throw error;
+      // Another transaction inserted this id and committed first; ours (and its token use) rolled back.
+      const rows = await this.query('getNode', [node.id]);
+      if (rows.length === 0)
+        throw new SigilError('internal', `node ${node.id} conflicted but cannot be read`);
+      return { outcome: 'existing', node: nodeFromRow(rows[0]) };
+    }
+  }
+
+  async getNode(id: string): Promise<NodeRecord | null> {
+    const rows = await this.query('getNode', [id]);
+    return rows.length === 0 ? null : nodeFromRow(rows[0]);
+  }
+
+  async listNodes(filter: { readonly state?: NodeState } = {}): Promise<readonly NodeRecord[]> {
+    const rows =
+      filter.state === undefined
+        ? await this.query('listNodes', [])
+        : await this.query('listNodesInState', [checkNodeState(filter.state, 'state filter')]);
+    return rows.map(nodeFromRow);
+  }
+
+  async transitionNode(
+    id: string,
+    from: readonly NodeState[],
+    to: NodeState,
+    update: { readonly certificateSerial?: string; readonly at: Date },
+  ): Promise<NodeRecord | null> {
+    for (const state of from) checkNodeState(state, 'from state');
+    checkNodeState(to, 'target state');
+    const at = millis(update.at, 'at');
+    const serial = update.certificateSerial ?? null;
+    return this.transaction(async (client) => {
+      const current = await this.query('lockNode', [id], client);
+      if (current.length === 0) return null;
+      const previous = nodeFromRow(current[0]).state;
+      if (!from.includes(previous)) return null;
+      const rows = await this.query('transitionNode', [id, to, at, serial], client);
+      if (previous !== to)
+        await this.query('publish', [encodeEvent({ kind: 'node', nodeId: id, state: to })], client);
+      return nodeFromRow(rows[0]);
+    });
+  }
+
+  subscribe(listener: (event: StoreEvent) => void): () => void {
+    return this.listeners.subscribe(listener);
+  }
+
+  // --- plumbing -------------------------------------------------------------
+
+  private checkOpen(): void {
+    if (this.closed) throw new SigilError('failed_precondition', 'the PostgreSQL store is closed');
+  }
+
+  /** A named (per-connection prepared) statement, on `client` or a pooled connection. */
+  private async query(name: SqlName, values: readonly Param[], client?: PoolClient): Promise<Row[]> {
+    const config = { name: `sigil_${name}`, text: SQL[name], values: [...values] };
+    const result = client ? await client.query(config) : await this.run((c) => c.query(config));
+    return result.rows;
+  }
+
+  private async run<R extends QueryResultRow>(body: (client: pg.Pool) => Promise<pg.QueryResult<R>>) {
+    this.checkOpen();
+    try {
+      return await body(this.pool);
+    } catch (error) {
+      throw this.scrub(error);
+    }
+  }
+
+  private async insert(name: SqlName, values: readonly Param[], what: string): Promise<void> {
+    try {
+      await this.query(name, values);
+    } catch (error) {
+      if (isUniqueViolation(error)) throw alreadyExists(`${what} already exists`);
+      throw error;
+    }
+  }
+
+  private async transaction<T>(body: (client: PoolClient) => Promise<T>): Promise<T> {
+    this.checkOpen();
+    const client = await this.pool.connect().catch((error: unknown) => {
+      throw this.scrub(error);
+    });
+    let broken: Error | undefined;
+    // A checked-out client that loses its connection between queries emits 'error'; unheard, that would crash.
+    const onConnectionError = (error: Error): void => {
+      broken = error;
+    };
+    client.on('error', onConnectionError);
+    try {
+      await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+      try {
+        const result = await body(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch((rollbackError: Error) => {
+          broken = rollbackError; // the connection is unusable: destroy it rather than return it to the pool
+        });
+        throw error;
+      }
+    } catch (error) {
+      if (error instanceof NodeExists || error instanceof SigilError) throw error;
+      broken ??= isConnectionError(error) ? (error as Error) : undefined;
+      throw this.scrub(error);
+    } finally {
+      client.removeListener('error', onConnectionError);
+      client.release(broken);
+    }
+  }
+
+  /** Driver errors keep their code (for callers that look) but lose any trace of the password. */
+  private scrub(error: unknown): unknown {
+    if (!(error instanceof Error) || error instanceof SigilError) return error;
+    const message = this.redact(error.message);
+    if (message !== error.message) error.message = message;
+    return error;
+  }
+}
+
+/** The dedicated LISTEN connection, re-established with backoff whenever it drops. */
+class EventStream {
+  private readonly options: {
+    readonly config: pg.ClientConfig;
+    readonly listeners: Listeners;
+    readonly report: (error: Error) => void;
+    readonly onEventGap: ((gap: { readonly from: Date; readonly to: Date }) => void) | undefined;
+    readonly reconnectDelayMs: { readonly min: number; readonly max: number };
+    readonly heartbeatMs: number;
+  };
+  private client: pg.Client | null = null;
+  private stopped = false;
+  private lostAt: Date | null = null;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: EventStream['options']) {
+    this.options = options;
+  }
+
+  async start(): Promise<void> {
+    await this.connect();
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.options.heartbeatMs);
+    this.heartbeatTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.heartbeatTimer);
+    const client = this.client;
+    this.client = null;
+    if (client) await client.end().catch(() => {});
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client(this.options.config);
+    client.on('notification', (message) => {
+      if (message.channel !== EVENT_CHANNEL || this.client !== client) return;
+      const event = decodeEvent(message.payload);
+      if (event === null) this.options.report(new Error(`ignored an unreadable event on ${EVENT_CHANNEL}`));
+      else this.options.listeners.emit(event);
+    });
+    client.on('error', (error) => this.lost(client, error));
+    client.on('end', () => this.lost(client, new Error('connection closed')));
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${EVENT_CHANNEL}`);
+    } catch (error) {
+      client.removeAllListeners('end');
+      await client.end().catch(() => {});
+      throw error;
+    }
+    if (this.stopped) {
+      await client.end().catch(() => {});
+      return;
+    }
+    this.client = client;
+  }
+
+  private heartbeat(): void {
+    const client = this.client;
+    if (!client) return;
+    client.query('SELECT 1').catch((error: Error) => this.lost(client, error));
+  }
+
+  private lost(client: pg.Client, error: Error): void {
+    if (this.stopped || this.client !== client) return;
+    this.client = null;
+    this.lostAt = new Date();
+    client.end().catch(() => {});
+    this.options.report(
+      new Error(
+        `lost the PostgreSQL event connection (LISTEN ${EVENT_CHANNEL}): ${error.message}; reconnecting`,
+      ),
+    );
+    this.retry(0);
+  }
+
+  private retry(attempt: number): void {
+    if (this.stopped) return;
+    const { min, max } = this.options.reconnectDelayMs;
+    const delay = Math.min(max, min * 2 ** attempt) * (0.5 + Math.random() / 2);
+    this.retryTimer = setTimeout(() => {
+      this.connect().then(
+        () => {
+          if (this.stopped || this.lostAt === null) return;
+          const gap = { from: this.lostAt, to: new Date() };
+          this.lostAt = null;
+          this.options.report(
+            new Error(
+              `PostgreSQL event connection re-established after ${attempt + 1} attempt(s); events from ` +
+                `${gap.from.toISOString()} to ${gap.to.toISOString()} were not delivered`,
+            ),
+          );
+          this.options.onEventGap?.(gap);
+        },
+        (error: Error) => {
+          if (attempt === 0 || attempt % 10 === 9)
+            this.options.report(
+              new Error(`still cannot re-establish LISTEN ${EVENT_CHANNEL}: ${error.message}`),
+            );
+          this.retry(attempt + 1);
+        },
+      );
+    }, delay);
+    this.retryTimer.unref();
+  }
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}
+
+/** Errors after which a connection must not go back to the pool: the socket failed, not the statement. */
+function isConnectionError(error: unknown): boolean {
+  return !(error instanceof pg.DatabaseError);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,383 @@
+// The embedded store: one SQLite file through node:sqlite (DatabaseSync).
+//
+// Durability: WAL with synchronous=FULL, so every commit is fsynced before
+// its promise resolves and an acknowledged write survives kill -9 (and power
+// loss, as far as the disk keeps its promises).
+//
+// Atomicity: every write that reads before it writes (registerNode,
+// transitionNode, migrate) runs in BEGIN IMMEDIATE, which takes SQLite's
+// write lock up front, so it is atomic against other store objects and other
+// processes on the same file; they wait up to busy_timeout for the lock.
+// node:sqlite is synchronous, so within one process calls never interleave.
+//
+// SQLite is single-replica: events are delivered in-process to the
+// subscribers of the store object that made the change. Another store object
+// or another process on the same file sees the data but not the events; run
+// several replicas on PostgreSQL instead.
+//
+// The file (and its -wal/-shm companions, which SQLite creates with the same
+// mode) is 0600: it holds encrypted CA keys and token hashes.
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
+import { planMigrations, SCHEMA_MIGRATIONS_TABLE, statementsFor } from './migrations.ts';
+import {
+  CA_COLUMNS,
+  CERTIFICATE_COLUMNS,
+  caFromRow,
+  caParams,
+  certificateFromRow,
+  certificatePage,
+  certificatePageQuery,
+  certificateParams,
+  checkNodeState,
+  Listeners,
+  millis,
+  NODE_COLUMNS,
+  nodeFromRow,
+  nodeParams,
+  type Param,
+  type Row,
+  TOKEN_COLUMNS,
+  tokenFromRow,
+  tokenParams,
+  warn,
+} from './records.ts';
+import type {
+  CaRecord,
+  CertificateFilter,
+  CertificateRecord,
+  NodeRecord,
+  NodeState,
+  Page,
+  RegisterResult,
+  Store,
+  StoreEvent,
+  TokenRecord,
+} from './store.ts';
+
+export interface SqliteStoreOptions {
+  /** How long a write waits for another connection's write lock (ms). Default 5000. */
+  readonly busyTimeoutMs?: number;
+  /** Listener failures and other non-fatal problems. Default: a process warning. */
+  readonly onError?: (error: Error) => void;
+}
+
+/** Open (creating if needed) the SQLite store at `path`. Call migrate() before use. */
+export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
+  return SqliteStore.open(path, options);
+}
+
+const insertSql = (table: string, columns: readonly string[]): string =>
+  `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
+
+const SQL = {
+  getSetting: 'SELECT value FROM settings WHERE key = ?',
+  initSetting: 'INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING',
+  putCa:
+    insertSql('cas', CA_COLUMNS) +
+    ` ON CONFLICT (id) DO UPDATE SET ${CA_COLUMNS.slice(1)
+      .map((c) => `${c} = excluded.${c}`)
+      .join(', ')}`,
+  retireCa: 'UPDATE cas SET retired_at = ? WHERE id = ? AND retired_at IS NULL',
+  caExists: 'SELECT 1 AS found FROM cas WHERE id = ?',
+  listCas: `SELECT ${CA_COLUMNS.join(', ')} FROM cas ORDER BY created_at, id`,
+  insertCertificate: insertSql('certificates', CERTIFICATE_COLUMNS),
+  getCertificate: `SELECT ${CERTIFICATE_COLUMNS.join(', ')} FROM certificates WHERE serial = ?`,
+  revokeCertificate:
+    'UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND revoked_at IS NULL',
+  listRevoked: `SELECT ${CERTIFICATE_COLUMNS.join(', ')} FROM certificates
+    WHERE issuer_id = ? AND revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial`,
+  insertToken: insertSql('tokens', TOKEN_COLUMNS),
+  getToken: `SELECT ${TOKEN_COLUMNS.join(', ')} FROM tokens WHERE id = ?`,
+  listTokens: `SELECT ${TOKEN_COLUMNS.join(', ')} FROM tokens ORDER BY created_at, id`,
+  revokeToken: 'UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL',
+  consumeToken: `UPDATE tokens SET uses_left = uses_left - 1
+    WHERE id = ? AND uses_left > 0 AND expires_at > ? AND revoked_at IS NULL`,
+  insertNode: insertSql('nodes', NODE_COLUMNS),
+  getNode: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE id = ?`,
+  listNodes: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes ORDER BY created_at, id`,
+  listNodesInState: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE state = ? ORDER BY created_at, id`,
+  transitionNode: `UPDATE nodes SET state = ?, updated_at = ?, certificate_serial = coalesce(?, certificate_serial)
+    WHERE id = ? RETURNING ${NODE_COLUMNS.join(', ')}`,
+} as const;
+
+class SqliteStore implements Store {
+  private readonly db: DatabaseSync;
+  private readonly path: string;
+  private readonly statements = new Map<string, StatementSync>();
+  private readonly listeners: Listeners;
+  private closed = false;
+
+  private constructor(db: DatabaseSync, path: string, onError: (error: Error) => void) {
+    this.db = db;
+    this.path = path;
+    this.listeners = new Listeners(onError);
+  }
+
+  static open(path: string, options: SqliteStoreOptions): SqliteStore {
+    if (typeof path !== 'string' || path === '')
+      throw invalid('SQLite store path must be a non-empty string');
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0)
+      throw invalid('busyTimeoutMs must be a non-negative integer');
+    let db: DatabaseSync | undefined;
+    try {
+      restrictFile(path);
+      db = new DatabaseSync(path);
+      db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
+      const mode = db.prepare('PRAGMA journal_mode = WAL').get() as Row | undefined;
+      if (String(mode?.journal_mode).toLowerCase() !== 'wal')
+        throw new Error(`could not switch to WAL mode (journal_mode is ${String(mode?.journal_mode)})`);
+      db.exec('PRAGMA synchronous = FULL');
+      db.exec('PRAGMA foreign_keys = ON');
+      for (const companion of ['-wal', '-shm'])
+        if (existsSync(path + companion)) chmodSync(path + companion, 0o600);
+    } catch (error) {
+      db?.close();
+      if (error instanceof SigilError) throw error;
+      throw new SigilError('failed_precondition', `cannot open SQLite store ${path}: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
+    return new SqliteStore(db, path, options.onError ?? warn);
+  }
+
+  async migrate(): Promise<void> {
+    this.transaction(() => {
+      this.db.exec(SCHEMA_MIGRATIONS_TABLE);
+      const applied = this.db
+        .prepare('SELECT version FROM schema_migrations')
+        .all()
+        .map((row) => Number(row.version));
+      const record = this.db.prepare(
+        'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+      );
+      for (const migration of planMigrations(applied)) {
+        for (const statement of statementsFor(migration, 'sqlite')) this.db.exec(statement);
+        record.run(migration.version, migration.name, Date.now());
+      }
+    });
+    // DDL may have changed what cached statements refer to; SQLite re-prepares them, but start clean.
+    this.statements.clear();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.statements.clear();
+    this.db.close();
+  }
+
+  async getSetting(key: string): Promise<string | null> {
+    const row = this.get(SQL.getSetting, [key]);
+    return row === undefined ? null : String(row.value);
+  }
+
+  async initSetting(key: string, value: string): Promise<string> {
+    if (typeof key !== 'string' || key === '') throw invalid('setting key must be a non-empty string');
+    if (typeof value !== 'string') throw invalid(`setting ${key} must be a string`);
+    this.run(SQL.initSetting, [key, value]);
+    return String(this.get(SQL.getSetting, [key])?.value);
+  }
+
+  async putCa(record: CaRecord): Promise<void> {
+    this.run(SQL.putCa, caParams(record));
+    this.publish({ kind: 'ca', caId: record.id });
+  }
+
+  async retireCa(id: string, at: Date): Promise<void> {
+    const changes = this.run(SQL.retireCa, [millis(at, 'retiredAt'), id]);
+    if (changes === 1) this.publish({ kind: 'ca', caId: id });
+    else if (this.get(SQL.caExists, [id]) === undefined) throw notFound(`no CA with id ${id}`);
+  }
+
+  async listCas(): Promise<readonly CaRecord[]> {
+    return this.all(SQL.listCas, []).map(caFromRow);
+  }
+
+  async insertCertificate(record: CertificateRecord): Promise<void> {
+    this.insert(
+      SQL.insertCertificate,
+      certificateParams(record),
+      `a certificate with serial ${record.serial}`,
+    );
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    const row = this.get(SQL.getCertificate, [serial]);
+    return row === undefined ? null : certificateFromRow(row);
+  }
+
+  async listCertificates(filter: CertificateFilter): Promise<Page<CertificateRecord>> {
+    const query = certificatePageQuery(filter, () => '?');
+    return certificatePage(this.all(query.sql, query.params), query.pageSize);
+  }
+
+  async revokeCertificate(serial: string, reason: string, at: Date): Promise<boolean> {
+    if (typeof reason !== 'string' || reason === '')
+      throw invalid('revocation reason must be a non-empty string');
+    const changes = this.run(SQL.revokeCertificate, [millis(at, 'revokedAt'), reason, serial]);
+    if (changes === 0) return false;
+    this.publish({ kind: 'revocation', serials: [serial] });
+    return true;
+  }
+
+  async listRevoked(issuerId: string, now: Date): Promise<readonly CertificateRecord[]> {
+    return this.all(SQL.listRevoked, [issuerId, millis(now, 'now')]).map(certificateFromRow);
+  }
+
+  async insertToken(record: TokenRecord): Promise<void> {
+    this.insert(SQL.insertToken, tokenParams(record, true), `a token with id ${record.id}`);
+  }
+
+  async getToken(id: string): Promise<TokenRecord | null> {
+    const row = this.get(SQL.getToken, [id]);
+    return row === undefined ? null : tokenFromRow(row);
+  }
+
+  async listTokens(): Promise<readonly TokenRecord[]> {
+    return this.all(SQL.listTokens, []).map(tokenFromRow);
+  }
+
+  async revokeToken(id: string, at: Date): Promise<boolean> {
+    return this.run(SQL.revokeToken, [millis(at, 'revokedAt'), id]) === 1;
+  }
+
+  async registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<RegisterResult> {
+    if (node.tokenId !== tokenId)
+      throw invalid('the node record names a different token than the one presented');
+    const params = nodeParams(node);
+    const nowMs = millis(now, 'now');
+    const result = this.transaction((): RegisterResult => {
+      const existing = this.get(SQL.getNode, [node.id]);
+      if (existing !== undefined) return { outcome: 'existing', node: nodeFromRow(existing) };
+      if (this.run(SQL.consumeToken, [tokenId, nowMs]) === 0) return { outcome: 'token-unusable' };
+      this.run(SQL.insertNode, params);
+      return { outcome: 'created', node: nodeFromRow(this.get(SQL.getNode, [node.id])!) };
+    });
+    if (result.outcome === 'created')
+      this.publish({ kind: 'node', nodeId: node.id, state: result.node.state });
+    return result;
+  }
+
+  async getNode(id: string): Promise<NodeRecord | null> {
+    const row = this.get(SQL.getNode, [id]);
+    return row === undefined ? null : nodeFromRow(row);
+  }
+
+  async listNodes(filter: { readonly state?: NodeState } = {}): Promise<readonly NodeRecord[]> {
+    const rows =
+      filter.state === undefined
+        ? this.all(SQL.listNodes, [])
+        : this.all(SQL.listNodesInState, [checkNodeState(filter.state, 'state filter')]);
+    return rows.map(nodeFromRow);
+  }
+
+  async transitionNode(
+    id: string,
+    from: readonly NodeState[],
+    to: NodeState,
+    update: { readonly certificateSerial?: string; readonly at: Date },
+  ): Promise<NodeRecord | null> {
+    for (const state of from) checkNodeState(state, 'from state');
+    checkNodeState(to, 'target state');
+    const at = millis(update.at, 'at');
+    const serial = update.certificateSerial ?? null;
+    const change = this.transaction(() => {
+      const current = this.get(SQL.getNode, [id]);
+      if (current === undefined) return null;
+      const previous = nodeFromRow(current).state;
+      if (!from.includes(previous)) return null;
+      const row = this.get(SQL.transitionNode, [to, at, serial, id])!;
+      return { node: nodeFromRow(row), previous };
+    });
+    if (change === null) return null;
+    if (change.previous !== to) this.publish({ kind: 'node', nodeId: id, state: to });
+    return change.node;
+  }
+
+  subscribe(listener: (event: StoreEvent) => void): () => void {
+    return this.listeners.subscribe(listener);
+  }
+
+  // --- plumbing -----------------------------------------------------------
+
+  private publish(event: StoreEvent): void {
+    this.listeners.emit(Object.freeze(event));
+  }
+
+  private statement(sql: string): StatementSync {
+    if (this.closed) throw new SigilError('failed_precondition', `the SQLite store ${this.path} is closed`);
+    let statement = this.statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  private get(sql: string, params: readonly Param[]): Row | undefined {
+    return this.statement(sql).get(...toSqlite(params)) as Row | undefined;
+  }
+
+  private all(sql: string, params: readonly Param[]): Row[] {
+    return this.statement(sql).all(...toSqlite(params)) as Row[];
+  }
+
+  private run(sql: string, params: readonly Param[]): number {
+    return Number(this.statement(sql).run(...toSqlite(params)).changes);
+  }
+
+  private insert(sql: string, params: readonly Param[], what: string): void {
+    try {
+      this.run(sql, params);
+    } catch (error) {
+      if (isUniqueViolation(error)) throw alreadyExists(`${what} already exists`);
+      throw error;
+    }
+  }
+
+  /** BEGIN IMMEDIATE: the write lock is taken before the first read, so read-then-write is atomic. */
+  private transaction<T>(body: () => T): T {
+    if (this.closed) throw new SigilError('failed_precondition', `the SQLite store ${this.path} is closed`);
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = body();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        this.db.exec('ROLLBACK');
+      } catch {
+        // SQLite already rolled back (e.g. after SQLITE_FULL); the original error is what matters.
+      }
+      throw error;
+    }
+  }
+}
+
+function toSqlite(params: readonly Param[]): (string | number | Buffer | null)[] {
+  return params.map((p) => (typeof p === 'boolean' ? (p ? 1 : 0) : p));
+}
+
+/** Create the file 0600 if absent and tighten it if it exists, before SQLite opens it. */
+function restrictFile(path: string): void {
+  closeSync(openSync(path, 'a', 0o600));
+  chmodSync(path, 0o600);
+}
+
+// SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE (extended result codes).
+const UNIQUE_CODES = new Set([1555, 2067]);
+
+function isUniqueViolation(error: unknown): boolean {
+  return (
+    typeof error === 'object' &&
+    error !== null &&
+    UNIQUE_CODES.has((error as { errcode?: number }).errcode ?? -1)
+  );
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
