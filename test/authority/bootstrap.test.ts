@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Authority } from '../../src/authority/authority.ts';
+import { generateStoreKey } from '../../src/authority/store-key.ts';
+import type { SigilError } from '../../src/errors.ts';
+import { readCertificates } from '../../src/pki/certificate.ts';
+import { type Fixture, newFixture, opensslVerify } from './helpers.ts';
+
+describe('bootstrap on an empty store', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await newFixture();
+  });
+  after(() => f.close());
+
+  it('creates a root, this replica intermediate and an admin that openssl verify -x509_strict accepts', async () => {
+    assert.equal(f.opened.mode, 'bootstrap');
+    const out = f.opened.bootstrapped;
+    assert.ok(out);
+    assert.equal(out.adminSpiffeId, 'spiffe://example.test/admin/admin');
+    assert.equal(f.admin.role, 'admin');
+    const cas = await f.store.listCas();
+    assert.deepEqual(cas.map((ca) => ca.id).sort(), ['replica:r1:1', 'root']);
+    for (const ca of cas)
+      assert.ok(ca.encryptedKey && ca.encryptedKey.length > 32, `${ca.id} key is encrypted`);
+    const [leaf, intermediate] = readCertificates(out.adminCertificatePem);
+    const bundle = f.authority.trustBundle();
+    assert.equal(bundle.roots.length, 1);
+    assert.equal(bundle.intermediates.length, 1);
+    assert.equal(bundle.rootFingerprint, out.rootFingerprint);
+    const result = opensslVerify(f, { certificate: leaf, chain: [intermediate] }, bundle.roots, [
+      '-purpose',
+      'sslclient',
+    ]);
+    assert.match(result, /: OK/);
+    const x509 = new X509Certificate(leaf);
+    assert.match(x509.subjectAltName ?? '', /URI:spiffe:\/\/example\.test\/admin\/admin/);
+    assert.ok(!x509.ca);
+    // The admin certificate is recorded like every other.
+    const record = await f.store.getCertificate(f.admin.serial);
+    assert.equal(record?.profile, 'admin');
+  });
+
+  it("the replica's server material verifies as a TLS server for its addresses", () => {
+    const material = f.authority.serverMaterial().current();
+    const [leaf, intermediate] = readCertificates(material.certificateChain);
+    const result = opensslVerify(
+      f,
+      { certificate: leaf, chain: [intermediate] },
+      f.authority.trustBundle().roots,
+      ['-purpose', 'sslserver', '-verify_ip', '127.0.0.1'],
+    );
+    assert.match(result, /: OK/);
+    assert.match(new X509Certificate(leaf).subjectAltName ?? '', /URI:spiffe:\/\/example\.test\/replica\/r1/);
+    assert.match(material.privateKey, /BEGIN PRIVATE KEY/);
+  });
+
+  it('restart serves the same CA: same fingerprint, nothing regenerated', async () => {
+    const before = await f.store.listCas();
+    await f.authority.confirmBootstrap();
+    const again = await f.reopen();
+    assert.equal(again.mode, 'serve');
+    assert.equal(again.bootstrapped, undefined, 'no second admin identity once delivered');
+    assert.equal(again.authority.rootFingerprint, f.authority.rootFingerprint);
+    const afterRestart = await f.store.listCas();
+    assert.deepEqual(
+      afterRestart.map((ca) => [ca.id, ca.certificate.toString('hex')]),
+      before.map((ca) => [ca.id, ca.certificate.toString('hex')]),
+    );
+  });
+
+  it('a different trust domain on restart is refused', async () => {
+    await assert.rejects(f.reopen({ trustDomain: 'other.test' }), (error: SigilError) => {
+      assert.equal(error.code, 'failed_precondition');
+      assert.match(error.message, /trust domain "example\.test", not "other\.test"/);
+      return true;
+    });
+  });
+
+  it('a second replica without join material is refused, naming what to do', async () => {
+    await assert.rejects(f.reopen({ replicaId: 'r2', storeKey: generateStoreKey() }), (error: SigilError) => {
+      assert.equal(error.code, 'failed_precondition');
+      assert.match(
+        error.message,
+        /replica "r2" has no intermediate CA in this store; join it with a replica join token/,
+      );
+      return true;
+    });
+  });
+
+  it('the wrong store key is refused with a clear error that shows no key', async () => {
+    const wrong = generateStoreKey();
+    await assert.rejects(f.reopen({ storeKey: wrong }), (error: SigilError) => {
+      assert.equal(error.code, 'failed_precondition');
+      assert.match(error.message, /cannot decrypt the private key of CA "replica:r1:1": wrong store key/);
+      assert.ok(!error.message.includes(wrong.toString('base64')));
+      assert.ok(!error.message.includes(f.storeKey.toString('base64')));
+      return true;
+    });
+  });
+
+  it('invalid options are refused before touching the store', async () => {
+    await assert.rejects(
+      Authority.open({ store: f.store, replicaId: 'bad/id', storeKey: f.storeKey, serverAddresses: ['a:1'] }),
+      /invalid replica ID/,
+    );
+    await assert.rejects(
+      Authority.open({
+        store: f.store,
+        replicaId: 'r1',
+        storeKey: Buffer.alloc(5),
+        serverAddresses: ['a:1'],
+      }),
+      /store key must be 32 bytes/,
+    );
+    await assert.rejects(
+      Authority.open({ store: f.store, replicaId: 'r1', storeKey: f.storeKey, serverAddresses: ['no-port'] }),
+      /must be host:port/,
+    );
+  });
+});
+
+describe('an unconfirmed bootstrap', () => {
+  it('hands out an admin identity again after a crash before it was written', async () => {
+    const f = await newFixture();
+    try {
+      const again = await f.reopen();
+      assert.equal(again.mode, 'serve');
+      assert.ok(again.bootstrapped, 'a new admin identity, since the first was never confirmed');
+      assert.notEqual(again.bootstrapped.adminCertificatePem, f.opened.bootstrapped?.adminCertificatePem);
+      await again.authority.confirmBootstrap();
+      assert.equal((await f.reopen()).bootstrapped, undefined);
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+describe('the maintenance timer', () => {
+  it('runs unref’d and close() stops it', async () => {
+    const f = await newFixture();
+    try {
+      await f.authority.confirmBootstrap();
+      const { authority } = await f.reopen({ timers: true });
+      await authority.close();
+      await authority.maintain(); // a no-op once closed
+    } finally {
+      await f.close();
+    }
+  });
+});

@@ -1,0 +1,145 @@
+// Shared set-up for the authority tests: a real SQLite store in a temporary
+// directory, an injectable clock, callers made from issued certificates, and
+// openssl as the reference checker.
+import { execFileSync } from 'node:child_process';
+import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Authority, type AuthorityOptions, type OpenedAuthority } from '../../src/authority/authority.ts';
+import { type Caller, callerFrom } from '../../src/authority/identities.ts';
+import type { IssuedCertificateView } from '../../src/authority/issuance.ts';
+import { generateStoreKey } from '../../src/authority/store-key.ts';
+import { readCertificates } from '../../src/pki/certificate.ts';
+import { encodePem } from '../../src/pki/pem.ts';
+import { openSqliteStore } from '../../src/store/sqlite.ts';
+import type { Store } from '../../src/store/store.ts';
+
+export const HOUR = 3_600_000;
+export const DAY = 24 * HOUR;
+
+/** A clock tests move by hand. */
+export class TestClock {
+  ms: number;
+  constructor(start = Date.now()) {
+    this.ms = start;
+  }
+  now = (): Date => new Date(this.ms);
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+export interface Fixture {
+  readonly dir: string;
+  readonly store: Store;
+  readonly storeKey: Buffer;
+  readonly clock: TestClock;
+  readonly opened: OpenedAuthority;
+  readonly authority: Authority;
+  readonly admin: Caller;
+  /** Opens another Authority on the same store (a restart, or another replica). */
+  reopen(overrides?: Partial<AuthorityOptions>): Promise<OpenedAuthority>;
+  /** Runs openssl in the fixture directory. */
+  openssl(...args: string[]): string;
+  /** Writes a file into the fixture directory; returns its name. */
+  write(name: string, content: string | Buffer): string;
+  close(): Promise<void>;
+}
+
+export async function newFixture(overrides: Partial<AuthorityOptions> = {}): Promise<Fixture> {
+  const dir = mkdtempSync(join(tmpdir(), 'sigil-authority-'));
+  const store = await openSqliteStore(join(dir, 'sigil.db'));
+  await store.migrate();
+  const storeKey = generateStoreKey();
+  const clock = new TestClock();
+  const authorities: Authority[] = [];
+  const base: AuthorityOptions = {
+    store,
+    replicaId: 'r1',
+    storeKey,
+    trustDomain: 'example.test',
+    serverAddresses: ['127.0.0.1:7443', 'localhost:7443'],
+    now: clock.now,
+    timers: false,
+    onWarning: () => {},
+    ...overrides,
+  };
+  const reopen = async (more: Partial<AuthorityOptions> = {}) => {
+    const result = await Authority.open({ ...base, ...more });
+    authorities.push(result.authority);
+    return result;
+  };
+  const opened = await reopen();
+  const bootstrapped = opened.bootstrapped;
+  if (!bootstrapped) throw new Error('fixture expected a bootstrap');
+  const admin = callerFromPem(bootstrapped.adminCertificatePem, opened.authority.trustDomain);
+  const openssl = (...args: string[]): string =>
+    execFileSync('sh', ['-c', 'openssl "$@" 2>&1', 'sh', ...args], { cwd: dir, encoding: 'utf8' });
+  const write = (name: string, content: string | Buffer): string => {
+    writeFileSync(join(dir, name), content);
+    return name;
+  };
+  return {
+    dir,
+    store,
+    storeKey,
+    clock,
+    opened,
+    authority: opened.authority,
+    admin,
+    reopen,
+    openssl,
+    write,
+    close: async () => {
+      for (const authority of authorities) await authority.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The Caller a service would build for a verified client certificate (leaf first in the PEM). */
+export function callerFromPem(pem: string, trustDomain: string): Caller {
+  return callerFromDer(readCertificates(pem)[0], trustDomain);
+}
+
+export function callerFromDer(der: Buffer, trustDomain: string): Caller {
+  const certificate = new X509Certificate(der);
+  const uri = /URI:(spiffe:\/\/[^,\s]+)/.exec(certificate.subjectAltName ?? '');
+  return callerFrom(
+    {
+      spiffeId: uri ? uri[1] : null,
+      serial: certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+      fingerprint: createHash('sha256').update(der).digest('hex'),
+    },
+    trustDomain,
+  );
+}
+
+export function callerFromIssued(issued: IssuedCertificateView, trustDomain: string): Caller {
+  return callerFromDer(issued.certificate, trustDomain);
+}
+
+export function pemOf(...ders: readonly Buffer[]): string {
+  return ders.map((der) => encodePem('CERTIFICATE', der)).join('');
+}
+
+/** openssl verify -x509_strict of `leaf` (with its chain as untrusted) against the roots; returns openssl's output. */
+export function opensslVerify(
+  fixture: Fixture,
+  issued: { certificate: Buffer; chain: readonly Buffer[] },
+  roots: readonly Buffer[],
+  extra: string[] = [],
+): string {
+  const tag = Math.random().toString(36).slice(2);
+  const rootFile = fixture.write(`roots-${tag}.pem`, pemOf(...roots));
+  const chainFile = fixture.write(`chain-${tag}.pem`, pemOf(...issued.chain));
+  const leafFile = fixture.write(`leaf-${tag}.pem`, pemOf(issued.certificate));
+  const untrusted = issued.chain.length > 0 ? ['-untrusted', chainFile] : [];
+  return fixture.openssl('verify', '-x509_strict', ...extra, '-CAfile', rootFile, ...untrusted, leafFile);
+}
+
+export function keyOf(pair: { privateKey: KeyObject }): KeyObject {
+  return pair.privateKey;
+}
