@@ -269,6 +269,21 @@ export function storeContract(harness: StoreHarness): void {
       assert.deepEqual(await store.getCertificate(first.serial), first);
     });
 
+    test('concurrent inserts are each acknowledged, and a duplicate among them fails alone', async () => {
+      const { store } = await fresh();
+      await store.insertCertificate(sampleCertificate(1));
+      // 50 inserts in flight at once (one group commit on SQLite), one of them a duplicate.
+      const results = await Promise.allSettled(
+        Array.from({ length: 50 }, (_, i) => store.insertCertificate(sampleCertificate(i + 1))),
+      );
+      assert.equal(results.filter((r) => r.status === 'rejected').length, 1);
+      const rejected = results[0];
+      assert.equal(rejected.status, 'rejected');
+      assert.equal((rejected as PromiseRejectedResult).reason.code, 'already_exists');
+      for (let i = 2; i <= 50; i++)
+        assert.ok(await store.getCertificate(sampleCertificate(i).serial), `certificate ${i} stored`);
+    });
+
     test('insertCertificate refuses a serial that is not canonical lower-case hex', async () => {
       const { store } = await fresh();
       for (const serial of ['0a1', 'AB12', '', 'xyz', '-1'])
