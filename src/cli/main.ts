@@ -3,7 +3,15 @@
 // codes: 0 ok, 1 failure (one line on stderr), 2 bad usage (commander).
 import { Command, CommanderError } from 'commander';
 import { describeError, exitCodeFor } from '../errors.ts';
+import { registerAgentCommand } from './agent.ts';
+import { registerCaCommands } from './ca.ts';
+import { registerCertCommands } from './cert.ts';
+import { registerEnrolCommand } from './enrol.ts';
+import { registerNodeCommands } from './node.ts';
 import { registerPkiCommands } from './pki.ts';
+import { registerServerCommand } from './server.ts';
+import { registerStatusCommand } from './status.ts';
+import { registerTokenCommands } from './token.ts';
 
 export function buildProgram(): Command {
   const program = new Command('sigil')
@@ -15,6 +23,14 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (text, write) => write(text) })
     .exitOverride();
   registerPkiCommands(program);
+  registerServerCommand(program);
+  registerTokenCommands(program);
+  registerNodeCommands(program);
+  registerCertCommands(program);
+  registerStatusCommand(program);
+  registerEnrolCommand(program);
+  registerAgentCommand(program);
+  registerCaCommands(program);
   return program;
 }
 

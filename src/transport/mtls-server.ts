@@ -22,6 +22,7 @@ import { SigilError } from '../errors.ts';
 import { ConnectionRegistry } from './connection-registry.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
 import type { TransportMetrics } from './metrics.ts';
+import { exemptAnonymousPublicCalls, publicMethodSet, publicMethodsInterceptor } from './public-methods.ts';
 import { RevocationEnforcement } from './revocation-enforcement.ts';
 import type { RevocationSource } from './revocation-source.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
@@ -45,6 +46,15 @@ export interface MtlsServerOptions {
   readonly revocation?: RevocationSource;
   /** The user's interceptors; they run after sigil's own (metrics, revocation). */
   readonly interceptors?: readonly grpc.ServerInterceptor[];
+  /**
+   * Full method paths ('/sigil.v1.Enrolment/Register') that may be called
+   * without a client certificate (see public-methods.ts). When given, a
+   * handshake without a client certificate completes and such a connection
+   * may call these methods only (UNAUTHENTICATED for the rest); a presented
+   * certificate that fails verification is still refused at connection.
+   * Without it every connection must present a valid certificate.
+   */
+  readonly publicMethods?: readonly string[];
   /**
    * Call, handshake-failure and certificate-expiry metrics. Its interceptor
    * runs outermost: a status sent by an inner interceptor never reaches the
@@ -129,6 +139,7 @@ export class MtlsServer {
   readonly #unsubscribeMaterial: () => void;
   // Raw sockets, including those still in their handshake, so close() can end them all.
   readonly #sockets = new Set<Socket>();
+  readonly #allowAnonymous: boolean;
   #material: ValidatedMaterial;
   #listening: { reject: (error: Error) => void } | null = null;
   #closed: Promise<void> | null = null;
@@ -154,12 +165,21 @@ export class MtlsServer {
     this.#revocation = options.revocation
       ? new RevocationEnforcement(options.revocation, this.connections)
       : undefined;
+    const publicMethods = options.publicMethods ? publicMethodSet(options.publicMethods) : null;
     // grpc-js hands inbound events to interceptors[0] first: sigil's checks run before the user's.
     const interceptors = [
       ...(options.metrics ? [options.metrics.serverInterceptor] : []),
-      ...(this.#revocation ? [this.#revocation.interceptor] : []),
+      ...(publicMethods ? [publicMethodsInterceptor(publicMethods)] : []),
+      ...(this.#revocation
+        ? [
+            publicMethods
+              ? exemptAnonymousPublicCalls(this.#revocation.interceptor, publicMethods)
+              : this.#revocation.interceptor,
+          ]
+        : []),
       ...(options.interceptors ?? []),
     ];
+    this.#allowAnonymous = publicMethods !== null;
     this.grpcServer = new grpc.Server({
       ...options.grpcOptions,
       'grpc.max_connection_age_ms': this.maxConnectionAgeMs,
@@ -171,9 +191,14 @@ export class MtlsServer {
     this.#tlsServer = tls.createServer({
       ...secureContextOptions(this.#material),
       requestCert: true,
-      rejectUnauthorized: true,
+      // With public methods a handshake without a client certificate must
+      // complete; #admit then refuses every certificate that failed verification.
+      rejectUnauthorized: !this.#allowAnonymous,
       ALPNProtocols: ['h2'],
       handshakeTimeout,
+      // gRPC writes small frames and waits for answers: with Nagle's algorithm
+      // a response can sit behind the peer's delayed ACK for ~40 ms.
+      noDelay: true,
     });
     this.#tlsServer.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
@@ -236,6 +261,7 @@ export class MtlsServer {
       if (this.#tlsServer.listening) this.#tlsServer.close(() => resolve());
       else resolve();
     });
+    const deadline = Date.now() + graceMs;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpcServer.forceShutdown();
@@ -246,14 +272,50 @@ export class MtlsServer {
         resolve();
       });
     });
+    // tryShutdown may report a session closed as soon as it has been asked to
+    // close (Node's http2 server.close() closes sessions first, and grpc-js
+    // then sees session.closed): the calls on it can still be running. Wait
+    // for the connections themselves to end, within the same grace period.
+    await this.#socketsClosed(deadline - Date.now());
     this.connections.closeWhere(() => true);
     for (const socket of this.#sockets) socket.destroy();
     await listenerClosed;
   }
 
+  /** Resolves when every socket has closed, or after `ms`. */
+  #socketsClosed(ms: number): Promise<void> {
+    if (this.#sockets.size === 0 || ms <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      const check = (): void => {
+        if (this.#sockets.size === 0) done();
+      };
+      // The set's own 'close' listener (registered first) runs before this one.
+      for (const socket of this.#sockets) socket.once('close', check);
+    });
+  }
+
   #admit(socket: tls.TLSSocket): void {
     if (this.#closed || socket.destroyed) {
       socket.destroy();
+      return;
+    }
+    if (!socket.authorized && this.#allowAnonymous) {
+      // rejectUnauthorized is off: refuse here exactly what OpenSSL's verdict refused.
+      if (socket.getPeerX509Certificate()) {
+        // Node sets authorizationError to the verification code (typed Error, a string at run time).
+        const verification: unknown = socket.authorizationError;
+        const reason = typeof verification === 'string' ? verification : 'CERT_REJECTED';
+        socket.destroy();
+        this.#handshakeFailed(reason, `the client certificate failed verification: ${reason}`, socket);
+        return;
+      }
+      // No certificate at all: an anonymous connection, limited to the public methods.
+      this.#injector.injectConnection(socket);
       return;
     }
     const connection = this.connections.track(socket);

@@ -1,0 +1,120 @@
+// `sigil server` as a subprocess for bench/server.ts: the real command (same
+// Node as the bench), free ports, and the bound addresses read back from
+// <data>/server.json once this process has written it (its pid in the file).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ServerInfoFile } from '../../src/services/data-directory.ts';
+import type { TlsMaterial } from '../../src/transport/material.ts';
+
+const SIGIL = fileURLToPath(new URL('../../bin/sigil.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 15_000;
+/** How much of the server's output is kept for error messages. */
+const KEEP_OUTPUT_CHARS = 4000;
+
+export interface SigilServerProcess {
+  readonly child: ChildProcess;
+  readonly dataDir: string;
+  readonly info: ServerInfoFile;
+  /** The admin identity (bootstrap replicas only), trusting ca.pem. */
+  admin(): TlsMaterial;
+  /** ca.pem of the data directory (the trust bundle's roots). */
+  trustBundle(): string;
+  /** The last few KB of stdout and stderr. */
+  output(): string;
+  /** SIGTERM and wait for a graceful exit (SIGKILL after 15 s). */
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function readInfo(dataDir: string): ServerInfoFile | null {
+  try {
+    return JSON.parse(readFileSync(join(dataDir, 'server.json'), 'utf8')) as ServerInfoFile;
+  } catch {
+    return null; // not there yet
+  }
+}
+
+/**
+ * `sigil server --data DIR --listen 127.0.0.1:0 --http-listen 127.0.0.1:0
+ * --log-level warn ARGS…`; resolves once it serves.
+ */
+export async function startSigilServer(
+  dataDir: string,
+  args: readonly string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<SigilServerProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      SIGIL,
+      'server',
+      '--data',
+      dataDir,
+      '--listen',
+      '127.0.0.1:0',
+      '--http-listen',
+      '127.0.0.1:0',
+      '--log-level',
+      'warn',
+      ...args,
+    ],
+    { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-KEEP_OUTPUT_CHARS);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const killOnExit = (): void => {
+    child.kill('SIGKILL');
+  };
+  process.once('exit', killOnExit);
+  let exited = false;
+  const exit = new Promise<void>((resolve) => {
+    child.once('exit', () => {
+      exited = true;
+      process.removeListener('exit', killOnExit);
+      resolve();
+    });
+  });
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  let info: ServerInfoFile | null = null;
+  while (info === null) {
+    if (exited) throw new Error(`sigil server exited during start-up:\n${output}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`sigil server did not start within ${START_TIMEOUT_MS / 1000} s:\n${output}`);
+    }
+    const found = readInfo(dataDir);
+    if (found?.pid === child.pid) info = found;
+    else await sleep(25);
+  }
+  const served = info;
+
+  return {
+    child,
+    dataDir,
+    info: served,
+    admin: () => ({
+      certificateChain: readFileSync(join(dataDir, served.adminCertificate), 'utf8'),
+      privateKey: readFileSync(join(dataDir, served.adminKey), 'utf8'),
+      trustBundle: readFileSync(join(dataDir, served.caBundle), 'utf8'),
+    }),
+    trustBundle: () => readFileSync(join(dataDir, served.caBundle), 'utf8'),
+    output: () => output,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await exit;
+      clearTimeout(timer);
+    },
+  };
+}

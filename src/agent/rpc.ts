@@ -1,0 +1,149 @@
+// Calling the control plane from clients (the agent, `sigil enrol`, operator
+// commands): unary calls as promises with a deadline, and gRPC failures as
+// SigilErrors carrying the server's message, so every caller reports them as
+// one line naming the problem.
+
+import { type CallOptions, type ClientUnaryCall, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { type ErrorCode, SigilError } from '../errors.ts';
+
+/** Default deadline of one call. */
+export const DEFAULT_CALL_TIMEOUT_MS = 15_000;
+
+// grpc-js status codes (numbers, to avoid importing the enum at run time).
+const STATUS_NAMES: Readonly<Record<number, string>> = {
+  1: 'CANCELLED',
+  2: 'UNKNOWN',
+  3: 'INVALID_ARGUMENT',
+  4: 'DEADLINE_EXCEEDED',
+  5: 'NOT_FOUND',
+  6: 'ALREADY_EXISTS',
+  7: 'PERMISSION_DENIED',
+  8: 'RESOURCE_EXHAUSTED',
+  9: 'FAILED_PRECONDITION',
+  10: 'ABORTED',
+  11: 'OUT_OF_RANGE',
+  12: 'UNIMPLEMENTED',
+  13: 'INTERNAL',
+  14: 'UNAVAILABLE',
+  15: 'DATA_LOSS',
+  16: 'UNAUTHENTICATED',
+};
+
+const ERROR_CODES: Readonly<Record<number, ErrorCode>> = {
+  3: 'invalid_argument',
+  5: 'not_found',
+  6: 'already_exists',
+  7: 'permission_denied',
+  9: 'failed_precondition',
+  11: 'invalid_argument',
+  16: 'unauthenticated',
+};
+
+/** A failed call, with the gRPC status kept for callers that branch on it. */
+export class RpcError extends SigilError {
+  /** The numeric gRPC status code. */
+  readonly status: number;
+  readonly statusName: string;
+  constructor(status: number, message: string, cause?: unknown) {
+    super(ERROR_CODES[status] ?? 'internal', message, { cause });
+    this.name = 'RpcError';
+    this.status = status;
+    this.statusName = STATUS_NAMES[status] ?? `status ${status}`;
+  }
+}
+
+export const STATUS_DEADLINE_EXCEEDED = 4;
+export const STATUS_UNAVAILABLE = 14;
+export const STATUS_UNAUTHENTICATED = 16;
+export const STATUS_PERMISSION_DENIED = 7;
+export const STATUS_FAILED_PRECONDITION = 9;
+
+function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === 'number';
+}
+
+/**
+ * The one line a user sees for a failed call: the server's own message when
+ * it sent one (sigil's services name the problem), else what went wrong on
+ * the way to `target`.
+ */
+export function rpcError(error: unknown, target: string): SigilError {
+  if (error instanceof SigilError) return error;
+  if (!isServiceError(error)) {
+    return new SigilError('internal', error instanceof Error ? error.message : String(error), {
+      cause: error,
+    });
+  }
+  const details = cleanDetails(error.details ?? '');
+  switch (error.code) {
+    case STATUS_UNAVAILABLE:
+      return new RpcError(
+        error.code,
+        `cannot reach the sigil server at ${target}${details ? `: ${details}` : ''}`,
+        error,
+      );
+    case STATUS_DEADLINE_EXCEEDED:
+      return new RpcError(error.code, `the sigil server at ${target} did not answer in time`, error);
+    default:
+      return new RpcError(
+        error.code,
+        details || `${STATUS_NAMES[error.code] ?? error.code} from ${target}`,
+        error,
+      );
+  }
+}
+
+/**
+ * grpc-js's connection failures read "No connection established. Last error:
+ * read ECONNRESET (2030-01-01T00:00:00.000Z). Resolution note: "; keep the cause.
+ */
+function cleanDetails(details: string): string {
+  return details
+    .split('\n')[0]
+    .replace(/^No connection established\. Last error: /, '')
+    .replace(/ \(\d{4}-\d\d-\d\dT[0-9:.]+Z\)/, '')
+    .replace(/\.? *Resolution note:.*$/, '')
+    .trim();
+}
+
+type UnaryMethod<Request, Response> = (
+  request: Request,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: Response) => void,
+) => ClientUnaryCall;
+
+export interface CallSettings {
+  /** Deadline of the call. Default DEFAULT_CALL_TIMEOUT_MS. */
+  readonly timeoutMs?: number;
+  /** For messages: the address being called. */
+  readonly target: string;
+  /** Wait for the channel to connect instead of failing fast while it is unreachable. */
+  readonly waitForReady?: boolean;
+}
+
+/**
+ * Calls a unary method of a generated grpc-js client, e.g.
+ * `unary(client, client.getStatus, {}, { target })`.
+ */
+export function unary<Client extends object, Request, Response>(
+  client: Client,
+  method: UnaryMethod<Request, Response>,
+  request: Request,
+  settings: CallSettings,
+  metadata?: Metadata,
+): Promise<Response> {
+  const deadline = new Date(Date.now() + (settings.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS));
+  return new Promise<Response>((resolve, reject) => {
+    method.call(
+      client,
+      request,
+      metadata ?? new Metadata(),
+      { deadline, ...(settings.waitForReady ? { waitForReady: true } : {}) },
+      (error, response) => {
+        if (error) reject(rpcError(error, settings.target));
+        else resolve(response);
+      },
+    );
+  });
+}

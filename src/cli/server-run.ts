@@ -1,0 +1,59 @@
+// `sigil server` at run time: start the control plane, tell the operator
+// where it is (and, after a bootstrap, the CA fingerprint and what to do
+// next), then serve until SIGINT or SIGTERM and shut down gracefully:
+// stop accepting, drain running calls for up to 10 s, close the store.
+// A second signal during the drain stops at once (exit code 130).
+import { createLogger, type LogLevel } from '../logging.ts';
+import { DEFAULT_SHUTDOWN_GRACE_MS, type RunningServer, startServer } from '../services/server.ts';
+import type { ServerFlags } from './server.ts';
+
+function shellQuote(text: string): string {
+  return /^[A-Za-z0-9_./:@=-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+function announce(running: RunningServer, write: (line: string) => void): void {
+  const boot = running.bootstrapped;
+  if (boot) {
+    write(`sigil: bootstrapped trust domain ${boot.trustDomain}`);
+    write(`  CA fingerprint (SHA-256): ${boot.rootFingerprint}`);
+    write(`  admin identity: ${boot.adminCertificatePath}, ${boot.adminKeyPath} (0600; keep them private)`);
+    write(`  make a join token:  sigil token create --data ${shellQuote(running.dataDir)}`);
+  }
+  write(
+    `sigil: serving ${running.info.trustDomain} as replica ${running.info.replicaId} on ${running.address} (gRPC), ` +
+      `${running.httpUrl} (CRLs, metrics, health); CA fingerprint ${running.info.rootFingerprint}`,
+  );
+}
+
+export async function runServer(flags: ServerFlags): Promise<void> {
+  const logger = createLogger(flags.logLevel ? { level: flags.logLevel as LogLevel } : {});
+  const running = await startServer({
+    dataDir: flags.data ?? '.sigil',
+    ...(flags.listen ? { listen: flags.listen } : {}),
+    ...(flags.httpListen ? { httpListen: flags.httpListen } : {}),
+    ...(flags.advertise && flags.advertise.length > 0 ? { advertise: flags.advertise } : {}),
+    ...(flags.store ? { store: flags.store } : {}),
+    ...(flags.trustDomain ? { trustDomain: flags.trustDomain } : {}),
+    ...(flags.replicaId ? { replicaId: flags.replicaId } : {}),
+    ...(flags.join ? { join: flags.join } : {}),
+    logger,
+  });
+  announce(running, (line) => process.stdout.write(`${line}\n`));
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  logger.info({ signal }, 'signal received');
+  const again = (second: NodeJS.Signals): void => {
+    logger.warn({ signal: second }, 'second signal: stopping without draining');
+    process.exit(130);
+  };
+  process.once('SIGINT', again);
+  process.once('SIGTERM', again);
+  await running.close(DEFAULT_SHUTDOWN_GRACE_MS);
+  process.off('SIGINT', again);
+  process.off('SIGTERM', again);
+  // Everything is closed; should a library still hold a handle, do not hang on it.
+  setTimeout(() => process.exit(process.exitCode ?? 0), 5_000).unref();
+}

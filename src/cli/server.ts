@@ -1,0 +1,107 @@
+// `sigil server`: run the control plane. Flags win over SIGIL_* environment
+// variables; the work lives in services/server.ts (startServer), loaded when
+// the command runs so other commands start quickly.
+import { type Command, Option } from 'commander';
+
+export interface ServerFlags {
+  readonly data?: string;
+  readonly listen?: string;
+  readonly httpListen?: string;
+  readonly advertise?: string[];
+  readonly store?: string;
+  readonly trustDomain?: string;
+  readonly replicaId?: string;
+  readonly join?: string;
+  readonly logLevel?: string;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [
+    ...(previous ?? []),
+    ...value
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== ''),
+  ];
+}
+
+function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((line) => `  ${line}`).join('\n')}\n`;
+}
+
+export function registerServerCommand(program: Command): void {
+  program
+    .command('server')
+    .description(
+      'Run the control plane: bootstrap a new trust domain in an empty data directory, serve an existing one, or join as another replica',
+    )
+    .addOption(
+      new Option(
+        '--data <dir>',
+        'data directory (created 0700): store key, SQLite store, admin identity, server.json',
+      )
+        .env('SIGIL_DATA')
+        .default('.sigil', './.sigil'),
+    )
+    .addOption(
+      new Option('--listen <host:port>', 'gRPC address (mTLS; port 0 picks a free port, see server.json)')
+        .env('SIGIL_LISTEN')
+        .default('127.0.0.1:7443'),
+    )
+    .addOption(
+      new Option(
+        '--http-listen <host:port>',
+        'HTTP address for /crl, /metrics, /healthz, /readyz (loopback only)',
+      )
+        .env('SIGIL_HTTP_LISTEN')
+        .default('127.0.0.1:7080'),
+    )
+    .addOption(
+      new Option(
+        '--advertise <host:port>',
+        'address clients dial, put in join tokens and the server certificate (repeatable, or comma-separated; default: the --listen address)',
+      )
+        .env('SIGIL_ADVERTISE')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option('--store <spec>', 'sqlite (in the data directory) or a postgres:// URL')
+        .env('SIGIL_STORE')
+        .default('sqlite'),
+    )
+    .addOption(
+      new Option('--trust-domain <name>', 'trust domain of a new deployment (default: sigil.internal)').env(
+        'SIGIL_TRUST_DOMAIN',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--replica-id <id>',
+        "this replica's ID (default: recorded in the data directory, else random)",
+      ).env('SIGIL_REPLICA_ID'),
+    )
+    .addOption(
+      new Option(
+        '--join <token>',
+        'join an existing deployment on the same PostgreSQL store with a replica join token (sigil token create --replica)',
+      ).env('SIGIL_JOIN'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace')
+        .env('SIGIL_LOG_LEVEL')
+        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    )
+    .addHelpText(
+      'after',
+      examples(
+        '$ sigil server                                   # ./.sigil, 127.0.0.1:7443, SQLite',
+        '$ sigil server --data /var/lib/sigil --listen 0.0.0.0:7443 --advertise ca.example.com:7443',
+        '$ sigil server --store postgres://sigil@db/sigil --data ./replica-a',
+        '$ sigil server --store postgres://sigil@db/sigil --data ./replica-b --join sigil1.…',
+      ),
+    )
+    .action(async (flags: ServerFlags) => {
+      const { runServer } = await import('./server-run.ts');
+      await runServer(flags);
+    });
+}

@@ -1,0 +1,74 @@
+// `sigil status`: what the control plane says about itself (Admin.GetStatus),
+// asked as an admin: trust domain, pinned root, replicas and their
+// intermediates, certificate and node counts, store, whether the root key is
+// online.
+import type { Command } from 'commander';
+import { addClientOptions, type ClientOptionValues, clientFlags, withClients } from './client-context.ts';
+import { examples } from './operator-output.ts';
+import { printResult } from './output.ts';
+
+interface StatusFlags extends ClientOptionValues {
+  json?: boolean;
+}
+
+async function runStatus(flags: StatusFlags): Promise<void> {
+  const { unary } = await import('../agent/rpc.ts');
+  const { instant, relative, table } = await import('./operator-output.ts');
+  const { status, target } = await withClients(
+    await clientFlags(flags),
+    async ({ admin, target, context }) => ({
+      target,
+      status: await unary(admin, admin.getStatus, {}, { target, timeoutMs: context.timeoutMs }),
+    }),
+  );
+  const json = {
+    server: target,
+    trustDomain: status.trustDomain,
+    rootFingerprint: status.rootFingerprint,
+    replicaId: status.replicaId,
+    store: status.store,
+    rootKeyOnline: status.rootKeyOnline,
+    certificates: { issued: status.certificatesIssued, revoked: status.certificatesRevoked },
+    nodes: { new: status.nodesNew, up: status.nodesUp, revoked: status.nodesRevoked },
+    replicas: status.replicas.map((replica) => ({
+      replicaId: replica.replicaId,
+      intermediateSerial: replica.intermediateSerial,
+      intermediateNotAfter: instant(replica.intermediateNotAfterUnixMs),
+    })),
+  };
+  printResult(flags, json, () => {
+    const now = Date.now();
+    const lines = [
+      `sigil server at ${target} (replica ${json.replicaId || '-'}, ${json.store || 'unknown'} store)`,
+      `  trust domain:   ${json.trustDomain}`,
+      `  root CA:        ${json.rootFingerprint} (key ${json.rootKeyOnline ? 'online' : 'offline'})`,
+      `  certificates:   ${json.certificates.issued} issued, ${json.certificates.revoked} revoked`,
+      `  nodes:          ${json.nodes.up} up, ${json.nodes.new} waiting for approval, ${json.nodes.revoked} revoked`,
+    ];
+    if (status.replicas.length > 0) {
+      lines.push(
+        '',
+        table(
+          ['REPLICA', 'INTERMEDIATE', 'EXPIRES'],
+          status.replicas.map((replica) => [
+            replica.replicaId,
+            replica.intermediateSerial,
+            relative(replica.intermediateNotAfterUnixMs, now),
+          ]),
+        ),
+      );
+    }
+    return lines.join('\n');
+  });
+}
+
+export function registerStatusCommand(program: Command): void {
+  addClientOptions(
+    program
+      .command('status')
+      .description("The control plane's state: trust domain, root CA, replicas, certificate and node counts")
+      .option('--json', 'print JSON'),
+  )
+    .addHelpText('after', examples('$ sigil status', '$ sigil status --data /var/lib/sigil --json'))
+    .action((flags: StatusFlags) => runStatus(flags));
+}

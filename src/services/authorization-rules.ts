@@ -1,0 +1,69 @@
+// Who may call what on sigil's own gRPC API. The table is read by the
+// transport's authorizationInterceptor (default deny: a method missing here
+// cannot be called). Identity comes from the verified client certificate only.
+//
+//   Admin/*                                 admins (spiffe://<td>/admin/*)
+//   CertificateAuthority Sign, ListCertificates   admins
+//   CertificateAuthority Renew, Revoke, GetTrustBundle, WatchRevocations
+//                                           any peer of the trust domain; the
+//                                           authority decides ownership (a node
+//                                           renews and revokes only itself)
+//   Enrolment/*                             public: callable without a client
+//                                           certificate (MtlsServer publicMethods);
+//                                           with one, any peer of the trust domain
+import type * as grpc from '@grpc/grpc-js';
+import { AdminService, CertificateAuthorityService, EnrolmentService } from '../gen/sigil/v1/sigil.ts';
+import {
+  type AuthorizationOptions,
+  type AuthorizationRules,
+  authorizationInterceptor,
+} from '../transport/authorization.ts';
+import { exemptAnonymousPublicCalls, publicMethodSet } from '../transport/public-methods.ts';
+
+/** The SPIFFE ID pattern of admin (operator) identities. */
+export function adminPattern(trustDomain: string): string {
+  return `spiffe://${trustDomain}/admin/*`;
+}
+
+/** Every method of the Enrolment service: the only ones callable without a client certificate. */
+export const PUBLIC_METHODS: readonly string[] = Object.freeze(
+  Object.values(EnrolmentService).map((method) => method.path),
+);
+
+export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules {
+  const admins = { spiffePatterns: [adminPattern(trustDomain)] };
+  const members = { spiffePatterns: [`spiffe://${trustDomain}/*`] };
+  const ca = CertificateAuthorityService;
+  return {
+    '/sigil.v1.Admin/*': admins,
+    [ca.sign.path]: admins,
+    [ca.listCertificates.path]: admins,
+    [ca.renew.path]: members,
+    [ca.revoke.path]: members,
+    [ca.getTrustBundle.path]: members,
+    [ca.watchRevocations.path]: members,
+    '/sigil.v1.Enrolment/*': members,
+  };
+}
+
+/**
+ * The authorization interceptor for sigil's services. Anonymous calls to the
+ * public methods skip it (they have no identity to authorize; MtlsServer's
+ * publicMethods check already limited anonymous connections to them).
+ */
+export function sigilAuthorizationInterceptor(
+  trustDomain: string,
+  options: AuthorizationOptions = {},
+): grpc.ServerInterceptor {
+  return exemptAnonymousPublicCalls(
+    authorizationInterceptor(sigilAuthorizationRules(trustDomain), options),
+    publicMethodSet(PUBLIC_METHODS),
+  );
+}
+
+/** For tests and docs: every method of sigil's API. */
+export const ALL_METHODS: readonly string[] = Object.freeze([
+  ...Object.values(CertificateAuthorityService).map((method) => method.path),
+  ...Object.values(EnrolmentService).map((method) => method.path),
+  ...Object.values(AdminService).map((method) => method.path),
+]);

@@ -1,0 +1,111 @@
+// sigil.v1.Enrolment: the entry for nodes and replicas that have no
+// certificate yet. These methods are public (callable without a client
+// certificate, see authorization-rules.ts): the join token or the enrolled
+// key is the credential, and the authority checks it. Nothing here looks at
+// the caller's identity.
+import type { RegisterResult } from '../authority/authority.ts';
+import type {
+  EnrolmentServer,
+  GetTrustBundleRequest,
+  JoinReplicaRequest,
+  JoinReplicaResponse,
+  RegisterRequest,
+  RegisterResponse,
+  RejoinRequest,
+  TrustBundle,
+} from '../gen/sigil/v1/sigil.ts';
+import { EnrolmentService } from '../gen/sigil/v1/sigil.ts';
+import type { ServiceDependencies } from './certificate-authority.ts';
+import { issuedCertificateMessage, trustBundleMessage } from './messages.ts';
+import { unaryHandler } from './status-codes.ts';
+import {
+  checkBytes,
+  checkPossession,
+  checkText,
+  MAX_SHORT_TEXT,
+  MAX_TOKEN_SECRET_BYTES,
+  withPossessionField,
+} from './validation.ts';
+
+const paths = EnrolmentService;
+
+function registerResponse(result: RegisterResult): RegisterResponse {
+  return {
+    nodeId: result.node.id,
+    state: result.node.state,
+    ...(result.certificate ? { certificate: issuedCertificateMessage(result.certificate) } : {}),
+  };
+}
+
+export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
+  const { authority, metrics, onFailure } = deps;
+  return {
+    register: unaryHandler<RegisterRequest, RegisterResponse>(
+      { method: paths.register.path, onFailure },
+      async (request) => {
+        checkText('token_id', request.tokenId, MAX_SHORT_TEXT, { required: true });
+        checkBytes('token_secret', request.tokenSecret, MAX_TOKEN_SECRET_BYTES, 1);
+        const possession = checkPossession('possession', request.possession);
+        checkText('name', request.name, MAX_SHORT_TEXT);
+        const started = Date.now();
+        const result = await withPossessionField('possession', () =>
+          authority.register({
+            tokenId: request.tokenId,
+            tokenSecret: request.tokenSecret,
+            possession,
+            ...(request.name ? { name: request.name } : {}),
+          }),
+        );
+        if (metrics) {
+          // Only a node created by this call consumed a token use; a repeat does not.
+          if (result.node.createdAt.getTime() >= started) {
+            metrics.tokenConsumed();
+            metrics.nodeRegistered();
+          }
+          if (result.certificate && result.node.updatedAt.getTime() >= started) {
+            metrics.certificateIssued('register', 'node');
+          }
+        }
+        return registerResponse(result);
+      },
+    ),
+
+    rejoin: unaryHandler<RejoinRequest, RegisterResponse>(
+      { method: paths.rejoin.path, onFailure },
+      async (request) => {
+        const possession = checkPossession('possession', request.possession);
+        const result = await withPossessionField('possession', () => authority.rejoin({ possession }));
+        if (result.certificate) metrics?.certificateIssued('rejoin', 'node');
+        return registerResponse(result);
+      },
+    ),
+
+    getTrustBundle: unaryHandler<GetTrustBundleRequest, TrustBundle>(
+      { method: paths.getTrustBundle.path, onFailure },
+      async () => trustBundleMessage(authority.trustBundle()),
+    ),
+
+    joinReplica: unaryHandler<JoinReplicaRequest, JoinReplicaResponse>(
+      { method: paths.joinReplica.path, onFailure },
+      async (request) => {
+        checkText('token_id', request.tokenId, MAX_SHORT_TEXT, { required: true });
+        checkBytes('token_secret', request.tokenSecret, MAX_TOKEN_SECRET_BYTES, 1);
+        const possession = checkPossession('possession', request.possession);
+        checkText('replica_id', request.replicaId, MAX_SHORT_TEXT, { required: true });
+        const result = await withPossessionField('possession', () =>
+          authority.joinReplica({
+            tokenId: request.tokenId,
+            tokenSecret: request.tokenSecret,
+            possession,
+            replicaId: request.replicaId,
+          }),
+        );
+        metrics?.certificateIssued('replica', 'intermediate');
+        return {
+          intermediate: issuedCertificateMessage(result.intermediate),
+          bundle: trustBundleMessage(result.bundle),
+        };
+      },
+    ),
+  };
+}

@@ -1,0 +1,403 @@
+// The control plane, assembled: data directory, store, authority, the gRPC
+// API on sigil's mTLS server (one port; Enrolment callable without a client
+// certificate) and the HTTP side (CRLs, metrics, health) on another.
+//
+// startServer() is what `sigil server` runs, and what tests start in process.
+// close() shuts down in order: readiness off, revocation watchers ended, gRPC
+// stops accepting and drains running calls (grace period, then cut), HTTP
+// side closed, authority stopped, store closed.
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { Authority } from '../authority/authority.ts';
+import type { StartupMode } from '../authority/bootstrap.ts';
+import { loadStoreKey, STORE_KEY_ENV } from '../authority/store-key.ts';
+import { invalid, preconditionFailed, SigilError } from '../errors.ts';
+import { AdminService, CertificateAuthorityService, EnrolmentService } from '../gen/sigil/v1/sigil.ts';
+import { type HttpSide, isLoopbackHost, startHttpSide } from '../http/http-server.ts';
+import { type Logger, silentLogger } from '../logging.ts';
+import { dnsName } from '../pki/names.ts';
+import { openStore, type StoreKind, storeKind } from '../store/open-store.ts';
+import type { Store } from '../store/store.ts';
+import { TransportMetrics } from '../transport/metrics.ts';
+import { MtlsServer } from '../transport/mtls-server.ts';
+import { adminService } from './admin.ts';
+import { PUBLIC_METHODS, sigilAuthorizationInterceptor } from './authorization-rules.ts';
+import { certificateAuthorityService } from './certificate-authority.ts';
+import {
+  ADMIN_CERTIFICATE_FILE,
+  ADMIN_KEY_FILE,
+  CA_BUNDLE_FILE,
+  createDataDirectory,
+  resolveReplicaId,
+  type ServerInfoFile,
+  writeAdminIdentity,
+  writeCaBundle,
+  writeServerInfo,
+} from './data-directory.ts';
+import { enrolmentService } from './enrolment.ts';
+import { joinReplica } from './replica-join.ts';
+import { ServerMetrics } from './server-metrics.ts';
+import { type FailureReporter, INTERNAL_ERROR_MESSAGE } from './status-codes.ts';
+import { MAX_MESSAGE_BYTES } from './validation.ts';
+
+export const DEFAULT_LISTEN = '127.0.0.1:7443';
+export const DEFAULT_HTTP_LISTEN = '127.0.0.1:7080';
+export const DEFAULT_DATA_DIR = '.sigil';
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+const READINESS_TIMEOUT_MS = 2_000;
+
+export interface ServerOptions {
+  /** Created 0700 when missing. */
+  readonly dataDir: string;
+  /** HOST:PORT of the gRPC API; port 0 picks a free port. Default 127.0.0.1:7443. */
+  readonly listen?: string;
+  /** HOST:PORT of the HTTP side (loopback only); port 0 picks a free port. Default 127.0.0.1:7080. */
+  readonly httpListen?: string;
+  /** Addresses clients dial (join tokens, server certificate SANs). Default: derived from `listen`. */
+  readonly advertise?: readonly string[];
+  /** "sqlite" (default; <dataDir>/sigil.db) or a postgres:// URL. */
+  readonly store?: string;
+  /** Used when bootstrapping an empty store; default sigil.internal. A different one later is refused. */
+  readonly trustDomain?: string;
+  /** Default: the one recorded in the data directory, else a new random one. */
+  readonly replicaId?: string;
+  /** A replica join token: obtain this replica's intermediate from the replica holding the root key. */
+  readonly join?: string;
+  /** Base64 store key (SIGIL_STORE_KEY); default: <dataDir>/store.key, created on first start. */
+  readonly storeKey?: string;
+  readonly logger?: Logger;
+  /** Authority maintenance timer (default true). */
+  readonly timers?: boolean;
+}
+
+/** What a bootstrap produced (the key itself is only in the file). */
+export interface BootstrapInfo {
+  readonly trustDomain: string;
+  readonly rootFingerprint: string;
+  readonly adminSpiffeId: string;
+  readonly adminCertificatePath: string;
+  readonly adminKeyPath: string;
+}
+
+export interface RunningServer {
+  readonly dataDir: string;
+  readonly mode: StartupMode;
+  /** server.json as written. */
+  readonly info: ServerInfoFile;
+  readonly serverInfoPath: string;
+  /** The bound gRPC address, HOST:PORT. */
+  readonly address: string;
+  readonly port: number;
+  readonly httpUrl: string;
+  readonly httpPort: number;
+  /** Set when this start bootstrapped the store. */
+  readonly bootstrapped: BootstrapInfo | null;
+  readonly authority: Authority;
+  readonly registry: Registry;
+  /** Graceful shutdown (idempotent): drain calls for up to `graceMs` (default 10 s), then close everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** "HOST:PORT" (IPv6 in brackets) with port 0..65535; `flag` names the option in errors. */
+export function parseListenAddress(text: string, flag: string): ListenAddress {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[3]) : Number.NaN;
+  if (!match || port > 65535) {
+    throw invalid(
+      `${flag} must be HOST:PORT (IPv6 in brackets, e.g. [::1]:7443), got ${JSON.stringify(text)}`,
+    );
+  }
+  return { host: match[1] ?? match[2], port };
+}
+
+export function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '[::]']);
+
+/** What clients dial for a bind address: the address itself, or for a wildcard, loopback and the host name. */
+function defaultAdvertised(host: string, port: number): string[] {
+  if (!WILDCARDS.has(host)) return [formatAddress(host, port)];
+  const out = [formatAddress(host === '::' ? '::1' : '127.0.0.1', port)];
+  try {
+    out.unshift(formatAddress(dnsName(hostname()).value, port));
+  } catch {
+    // a host name that is not a valid DNS name is simply not advertised
+  }
+  return out;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message.split('\n')[0] : String(error);
+}
+
+/** Start the control plane; resolves once both ports are listening and server.json is written. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const log = options.logger ?? silentLogger();
+  const dataDir = resolve(options.dataDir);
+  const grpcListen = parseListenAddress(options.listen ?? DEFAULT_LISTEN, '--listen');
+  const httpListen = parseListenAddress(options.httpListen ?? DEFAULT_HTTP_LISTEN, '--http-listen');
+  if (!isLoopbackHost(httpListen.host)) {
+    throw invalid(
+      `--http-listen ${JSON.stringify(options.httpListen)}: the HTTP side is plain HTTP and binds loopback only (127.0.0.1, ::1 or localhost)`,
+    );
+  }
+  const storeSpec = options.store ?? 'sqlite';
+  const kind: StoreKind = storeKind(storeSpec);
+
+  const directory = createDataDirectory(dataDir);
+  if (directory.loose) {
+    log.warn({ dataDir }, 'the data directory is readable by group or others; chmod 700 it');
+  }
+  const replicaId = resolveReplicaId(dataDir, options.replicaId);
+  const storeKey = loadStoreKey({ dataDir, environment: options.storeKey ?? process.env[STORE_KEY_ENV] });
+  if (storeKey.origin === 'created') log.info({ path: join(dataDir, 'store.key') }, 'created the store key');
+
+  const cleanup: (() => Promise<unknown>)[] = [];
+  const unwind = async (): Promise<void> => {
+    for (const step of cleanup.reverse()) await step().catch(() => {});
+  };
+  try {
+    const store: Store = await openStore(storeSpec, dataDir, {
+      onError: (error) => log.warn({ err: error }, 'store problem'),
+    });
+    cleanup.push(() => store.close());
+
+    // The advertised addresses go into the server certificate (hosts) and join
+    // tokens (host:port). With port 0 the port is known only after listen;
+    // the array is updated in place then (the authority reads it at token time).
+    const advertised: string[] = options.advertise
+      ? [...options.advertise]
+      : defaultAdvertised(grpcListen.host, grpcListen.port === 0 ? 1 : grpcListen.port);
+
+    let join: Awaited<ReturnType<typeof joinReplica>> | undefined;
+    if (options.join !== undefined && options.join !== '') {
+      const cas = await store.listCas();
+      // Refused before the token is spent: a join only makes sense on the deployment's own store.
+      if (!cas.some((ca) => ca.kind === 'root')) {
+        throw preconditionFailed(
+          kind === 'sqlite'
+            ? "--join needs the deployment's shared PostgreSQL store (--store postgres://…); a SQLite store belongs to one replica"
+            : '--join: this store holds no CA yet; give the --store of the deployment you are joining',
+        );
+      }
+      const own = cas.some((ca) => ca.kind === 'intermediate' && ca.replicaId === replicaId);
+      if (own) {
+        log.info(
+          { replicaId },
+          'this replica already has its intermediate CA in the store; --join is not needed',
+        );
+      } else {
+        log.info({ replicaId }, 'joining the deployment with a replica join token');
+        join = await joinReplica({
+          token: options.join,
+          replicaId,
+          onProgress: (message) => log.info(message),
+        });
+      }
+    }
+
+    const opened = await Authority.open({
+      store,
+      replicaId,
+      storeKey: storeKey.key,
+      ...(options.trustDomain ? { trustDomain: options.trustDomain } : {}),
+      serverAddresses: advertised,
+      storeKind: kind,
+      ...(join ? { join } : {}),
+      ...(options.timers === false ? { timers: false } : {}),
+      onWarning: (message, error) => log.warn({ ...(error ? { err: error } : {}) }, message),
+    });
+    const authority = opened.authority;
+    cleanup.push(() => authority.close());
+
+    let bootstrapped: BootstrapInfo | null = null;
+    if (opened.bootstrapped) {
+      const output = opened.bootstrapped;
+      const paths = writeAdminIdentity(dataDir, {
+        certificatePem: output.adminCertificatePem,
+        keyPem: output.adminKeyPem,
+      });
+      await authority.confirmBootstrap();
+      bootstrapped = {
+        trustDomain: output.trustDomain,
+        rootFingerprint: output.rootFingerprint,
+        adminSpiffeId: output.adminSpiffeId,
+        adminCertificatePath: paths.certificatePath,
+        adminKeyPath: paths.keyPath,
+      };
+      log.info(
+        {
+          trustDomain: output.trustDomain,
+          rootFingerprint: output.rootFingerprint,
+          admin: output.adminSpiffeId,
+        },
+        'bootstrapped a new trust domain',
+      );
+    }
+    writeCaBundle(dataDir, authority.trustBundlePem());
+
+    // Metrics: transport (calls, handshakes, certificate expiry), control plane, process.
+    const registry = new Registry();
+    const transportMetrics = new TransportMetrics({ registry });
+    const serverMetrics = new ServerMetrics(registry);
+    collectDefaultMetrics({ register: registry });
+
+    const onFailure: FailureReporter = (method, error, status) => {
+      if (status.details === INTERNAL_ERROR_MESSAGE) log.error({ err: error, method }, 'call failed');
+      else log.debug({ method, code: status.code, details: status.details }, 'call refused');
+    };
+    const deps = { authority, metrics: serverMetrics, onFailure };
+    const ca = certificateAuthorityService(deps);
+
+    const mtls = new MtlsServer({
+      material: authority.serverMaterial(),
+      revocation: authority.revocationSource(),
+      metrics: transportMetrics,
+      publicMethods: PUBLIC_METHODS,
+      interceptors: [
+        sigilAuthorizationInterceptor(authority.trustDomain, {
+          onDenied: (denial) => log.info({ method: denial.method, rule: denial.rule }, denial.message),
+        }),
+      ],
+      grpcOptions: {
+        'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+        'grpc.max_send_message_length': 16 * 1024 * 1024,
+      },
+      onError: (error) => log.warn({ err: error }, 'transport problem'),
+      onHandshakeError: (failure) =>
+        log.debug(
+          { reason: failure.reason, remote: failure.remoteAddress },
+          `handshake refused: ${failure.message}`,
+        ),
+      onRotated: (material) => log.info({ serial: material.leaf.serialHex }, 'server certificate rotated'),
+    });
+    mtls.addService(CertificateAuthorityService, ca.implementation);
+    mtls.addService(EnrolmentService, enrolmentService(deps));
+    mtls.addService(AdminService, adminService(deps));
+    let port: number;
+    try {
+      port = await mtls.listen(grpcListen.host, grpcListen.port);
+    } catch (error) {
+      await mtls.close(0);
+      throw new SigilError(
+        'failed_precondition',
+        `cannot listen on ${formatAddress(grpcListen.host, grpcListen.port)}: ${describe(error)}`,
+        { cause: error },
+      );
+    }
+    cleanup.push(() => mtls.close(0));
+    if (!options.advertise && grpcListen.port === 0) {
+      advertised.splice(0, advertised.length, ...defaultAdvertised(grpcListen.host, port));
+    }
+
+    let serving = true;
+    const http: HttpSide = await startHttpSide(
+      {
+        crl: (issuerId) => authority.crl(issuerId),
+        metrics: registry,
+        readiness: async () => {
+          if (!serving) return 'shutting down';
+          let timer: NodeJS.Timeout | undefined;
+          try {
+            await Promise.race([
+              store.getSetting('trust_domain'),
+              new Promise((_resolve, reject) => {
+                timer = setTimeout(() => reject(new Error('timed out')), READINESS_TIMEOUT_MS);
+              }),
+            ]);
+            return null;
+          } catch (error) {
+            return `the store is not reachable (${describe(error)})`;
+          } finally {
+            clearTimeout(timer);
+          }
+        },
+      },
+      {
+        host: httpListen.host,
+        port: httpListen.port,
+        onError: (error) => log.error({ err: error }, 'HTTP side problem'),
+      },
+    ).catch((error: unknown) => {
+      throw new SigilError(
+        'failed_precondition',
+        `cannot listen on ${formatAddress(httpListen.host, httpListen.port)} (--http-listen): ${describe(error)}`,
+        { cause: error },
+      );
+    });
+    cleanup.push(() => http.close());
+
+    const address = formatAddress(grpcListen.host, port);
+    const info: ServerInfoFile = {
+      version: 1,
+      listen: address,
+      httpListen: formatAddress(httpListen.host, http.port),
+      httpUrl: http.url,
+      advertise: [...advertised],
+      rootFingerprint: authority.rootFingerprint,
+      trustDomain: authority.trustDomain,
+      replicaId,
+      store: kind,
+      adminCertificate: ADMIN_CERTIFICATE_FILE,
+      adminKey: ADMIN_KEY_FILE,
+      caBundle: CA_BUNDLE_FILE,
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    };
+    const serverInfoPath = writeServerInfo(dataDir, info);
+    log.info(
+      {
+        listen: address,
+        http: http.url,
+        replicaId,
+        trustDomain: authority.trustDomain,
+        store: kind,
+        mode: opened.mode,
+      },
+      'serving',
+    );
+
+    let closing: Promise<void> | null = null;
+    const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
+      closing ??= (async () => {
+        serving = false;
+        log.info({ graceMs }, 'shutting down: draining calls');
+        ca.closeWatchers();
+        // Let the watchers' final status frames go out before the GOAWAY.
+        await new Promise((resolve) => setImmediate(resolve));
+        await mtls.close(graceMs);
+        await http.close();
+        await authority.close();
+        await store.close();
+        log.info('stopped');
+      })();
+      return closing;
+    };
+
+    return {
+      dataDir,
+      mode: opened.mode,
+      info,
+      serverInfoPath,
+      address,
+      port,
+      httpUrl: http.url,
+      httpPort: http.port,
+      bootstrapped,
+      authority,
+      registry,
+      close,
+    };
+  } catch (error) {
+    await unwind();
+    throw error;
+  }
+}

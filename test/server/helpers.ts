@@ -1,0 +1,171 @@
+// Shared set-up for the control-plane tests: the real server (in process via
+// startServer, or the real `sigil server` command as a subprocess), clients
+// built the way operators' and nodes' are (sigil channel credentials from the
+// admin identity and the trust bundle in the data directory), and promise
+// wrappers that keep the raw gRPC status for assertions.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { AdminClient, CertificateAuthorityClient, EnrolmentClient } from '../../src/gen/sigil/v1/sigil.ts';
+import { type RunningServer, type ServerOptions, startServer } from '../../src/services/server.ts';
+import { channelCredentials } from '../../src/transport/client-credentials.ts';
+import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+
+export const ROOT = new URL('../../', import.meta.url).pathname;
+
+export function tempDir(prefix = 'sigil-server-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** startServer on free ports, without the maintenance timer. */
+export function startTestServer(
+  options: Partial<ServerOptions> & { dataDir: string },
+): Promise<RunningServer> {
+  return startServer({ listen: '127.0.0.1:0', httpListen: '127.0.0.1:0', timers: false, ...options });
+}
+
+export interface Identity {
+  readonly certificateChain: string;
+  readonly privateKey: string;
+}
+
+export function adminIdentity(dataDir: string): Identity {
+  return {
+    certificateChain: readFileSync(join(dataDir, 'admin.pem'), 'utf8'),
+    privateKey: readFileSync(join(dataDir, 'admin.key'), 'utf8'),
+  };
+}
+
+/** sigil client credentials: this identity, trusting the data directory's ca.pem. */
+export function credentialsFor(dataDir: string, identity: Identity): grpc.ChannelCredentials {
+  const material = new StaticMaterialSource({
+    certificateChain: identity.certificateChain,
+    privateKey: identity.privateKey,
+    trustBundle: readFileSync(join(dataDir, 'ca.pem'), 'utf8'),
+  });
+  return channelCredentials({ material });
+}
+
+/** Server-authenticated TLS only: no client certificate. */
+export function anonymousCredentials(dataDir: string): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(readFileSync(join(dataDir, 'ca.pem')));
+}
+
+export interface Clients {
+  readonly ca: CertificateAuthorityClient;
+  readonly admin: AdminClient;
+  readonly enrolment: EnrolmentClient;
+  close(): void;
+}
+
+export function clients(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options: grpc.ChannelOptions = {},
+): Clients {
+  const ca = new CertificateAuthorityClient(address, credentials, options);
+  const admin = new AdminClient(address, credentials, options);
+  const enrolment = new EnrolmentClient(address, credentials, options);
+  return {
+    ca,
+    admin,
+    enrolment,
+    close() {
+      ca.close();
+      admin.close();
+      enrolment.close();
+    },
+  };
+}
+
+type Unary<Request, Response> = (
+  request: Request,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (error: grpc.ServiceError | null, response: Response) => void,
+) => grpc.ClientUnaryCall;
+
+/** One unary call with a 10 s deadline. */
+export function call<Request, Response>(
+  client: grpc.Client,
+  method: Unary<Request, Response>,
+  request: Request,
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    method.call(
+      client,
+      request,
+      new grpc.Metadata(),
+      { deadline: Date.now() + 10_000 },
+      (error, response) => {
+        if (error) reject(error);
+        else resolve(response);
+      },
+    );
+  });
+}
+
+/** The error of a call that must fail. */
+export async function refused(promise: Promise<unknown>): Promise<grpc.ServiceError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as grpc.ServiceError;
+  }
+  throw new Error('the call succeeded but should have been refused');
+}
+
+export function statusName(code: number): string {
+  return grpc.status[code] ?? String(code);
+}
+
+// --- the real command ----------------------------------------------------------
+
+export interface ServerProcess {
+  readonly child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code (or the signal name). */
+  readonly exited: Promise<number | string>;
+}
+
+/** `node bin/sigil.js server ARGS…` with the same Node that runs the tests. */
+export function spawnServer(args: readonly string[], env: NodeJS.ProcessEnv = {}): ServerProcess {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/sigil.js'), 'server', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    err += chunk.toString();
+  });
+  const exited = new Promise<number | string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  process.once('exit', () => child.kill('SIGKILL'));
+  return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+/** Resolves when `probe` returns something other than undefined/false; rejects after `timeoutMs`. */
+export async function eventually<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

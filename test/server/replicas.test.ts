@@ -1,0 +1,158 @@
+// Two replicas on one PostgreSQL store: the second joins with a replica join
+// token (`--join`), gets its own intermediate signed by the root on the
+// first, serves the same trust domain, and sees revocations made on the
+// first through its own WatchRevocations.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
+import type { RevocationEvent } from '../../src/gen/sigil/v1/sigil.ts';
+import { generateKeyPair } from '../../src/pki/keys.ts';
+import type { RunningServer } from '../../src/services/server.ts';
+import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
+import {
+  adminIdentity,
+  type Clients,
+  call,
+  clients,
+  credentialsFor,
+  eventually,
+  startTestServer,
+  tempDir,
+} from './helpers.ts';
+
+const skip = postgresUnavailable() ?? undefined;
+
+describe('replicas on PostgreSQL', { skip }, () => {
+  let postgres: TestPostgres;
+  let url: string;
+  const first = join(tempDir(), 'a');
+  const second = join(tempDir(), 'b');
+  const running: RunningServer[] = [];
+  const opened: Clients[] = [];
+
+  before(async () => {
+    postgres = await startPostgres();
+    url = await postgres.createDatabase();
+  });
+
+  after(async () => {
+    for (const made of opened) made.close();
+    for (const server of running.reverse()) await server.close(1000);
+    await postgres?.stop();
+  });
+
+  test('a second replica joins with a replica token and serves with its own intermediate', async () => {
+    const a = await startTestServer({ dataDir: first, store: url, replicaId: 'a' });
+    running.push(a);
+    assert.equal(a.mode, 'bootstrap');
+    assert.equal(a.info.store, 'postgres');
+    const adminA = clients(a.address, credentialsFor(first, adminIdentity(first)));
+    opened.push(adminA);
+
+    // Without a token the second replica is refused: it has no intermediate.
+    await assert.rejects(startTestServer({ dataDir: second, store: url, replicaId: 'b' }), /join token/);
+
+    const nodeToken = await call(adminA.admin, adminA.admin.createToken, {
+      ttlSeconds: 600,
+      uses: 1,
+      autoApprove: false,
+      name: '',
+      replica: false,
+    });
+    await assert.rejects(
+      startTestServer({ dataDir: second, store: url, replicaId: 'b', join: nodeToken.token }),
+      /replica join token/,
+    );
+
+    const created = await call(adminA.admin, adminA.admin.createToken, {
+      ttlSeconds: 600,
+      uses: 1,
+      autoApprove: false,
+      name: 'replica b',
+      replica: true,
+    });
+    // On its own SQLite store, or an empty PostgreSQL database, --join is refused before the token is spent.
+    await assert.rejects(
+      startTestServer({ dataDir: join(tempDir(), 'lite'), replicaId: 'b', join: created.token }),
+      /--join needs the deployment's shared PostgreSQL store/,
+    );
+    await assert.rejects(
+      startTestServer({
+        dataDir: join(tempDir(), 'empty'),
+        store: await postgres.createDatabase(),
+        join: created.token,
+      }),
+      /this store holds no CA yet/,
+    );
+    const b = await startTestServer({ dataDir: second, store: url, replicaId: 'b', join: created.token });
+    running.push(b);
+    assert.equal(b.mode, 'join');
+    assert.equal(b.bootstrapped, null);
+    assert.equal(b.info.rootFingerprint, a.info.rootFingerprint);
+    assert.equal(b.info.trustDomain, a.info.trustDomain);
+    assert.equal(readFileSync(join(second, 'ca.pem'), 'utf8'), readFileSync(join(first, 'ca.pem'), 'utf8'));
+
+    // The admin identity of the first replica works on the second: one trust domain.
+    const adminB = clients(b.address, credentialsFor(first, adminIdentity(first)));
+    opened.push(adminB);
+    const status = await call(adminB.admin, adminB.admin.getStatus, {});
+    assert.equal(status.replicaId, 'b');
+    assert.deepEqual(status.replicas.map((replica) => replica.replicaId).sort(), ['a', 'b']);
+
+    // Certificates signed on b chain to b's own intermediate.
+    const { privateKey } = generateKeyPair('p256');
+    const adminFingerprint = new X509Certificate(adminIdentity(first).certificateChain).fingerprint256
+      .replaceAll(':', '')
+      .toLowerCase();
+    const issued = await call(adminB.ca, adminB.ca.sign, {
+      key: { $case: 'possession', value: possessionFor(privateKey, signChallenge(adminFingerprint)) },
+      profile: 'client',
+      commonName: 'worker',
+      dnsNames: [],
+      ipAddresses: [],
+      uris: [],
+      ttlSeconds: 3600,
+    });
+    const intermediate = new X509Certificate(issued.chain[0]);
+    assert.match(intermediate.subject, /sigil b #1/);
+
+    // The token was single use.
+    await assert.rejects(
+      startTestServer({ dataDir: join(tempDir(), 'c'), store: url, replicaId: 'c', join: created.token }),
+      /already been used/,
+    );
+  });
+
+  test('a revocation on one replica reaches WatchRevocations on the other', async () => {
+    const [a, b] = running;
+    const adminA = clients(a.address, credentialsFor(first, adminIdentity(first)));
+    const adminB = clients(b.address, credentialsFor(first, adminIdentity(first)));
+    opened.push(adminA, adminB);
+    const { privateKey } = generateKeyPair('p256');
+    const adminFingerprint = new X509Certificate(adminIdentity(first).certificateChain).fingerprint256
+      .replaceAll(':', '')
+      .toLowerCase();
+    const issued = await call(adminA.ca, adminA.ca.sign, {
+      key: { $case: 'possession', value: possessionFor(privateKey, signChallenge(adminFingerprint)) },
+      profile: 'client',
+      commonName: 'doomed',
+      dnsNames: [],
+      ipAddresses: [],
+      uris: [],
+      ttlSeconds: 3600,
+    });
+    const events: RevocationEvent[] = [];
+    const stream = adminB.ca.watchRevocations({});
+    stream.on('data', (event: RevocationEvent) => events.push(event));
+    stream.on('error', () => {});
+    await eventually('the snapshot', () => events.length >= 1);
+    await call(adminA.ca, adminA.ca.revoke, { serial: issued.serial, reason: 'keyCompromise' });
+    await eventually('the revocation on replica b', () =>
+      events.some((event) => !event.snapshot && event.serials.includes(issued.serial)),
+    );
+    stream.cancel();
+  });
+});
