@@ -27,33 +27,46 @@ function announce(running: RunningServer, write: (line: string) => void): void {
 
 export async function runServer(flags: ServerFlags): Promise<void> {
   const logger = createLogger(flags.logLevel ? { level: flags.logLevel as LogLevel } : {});
-  const running = await startServer({
-    dataDir: flags.data ?? '.sigil',
-    ...(flags.listen ? { listen: flags.listen } : {}),
-    ...(flags.httpListen ? { httpListen: flags.httpListen } : {}),
-    ...(flags.advertise && flags.advertise.length > 0 ? { advertise: flags.advertise } : {}),
-    ...(flags.store ? { store: flags.store } : {}),
-    ...(flags.trustDomain ? { trustDomain: flags.trustDomain } : {}),
-    ...(flags.replicaId ? { replicaId: flags.replicaId } : {}),
-    ...(flags.join ? { join: flags.join } : {}),
-    logger,
-  });
-  announce(running, (line) => process.stdout.write(`${line}\n`));
-
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  logger.info({ signal }, 'signal received');
-  const again = (second: NodeJS.Signals): void => {
-    logger.warn({ signal: second }, 'second signal: stopping without draining');
-    process.exit(130);
+  // Handlers go in before anything starts: server.json appears during
+  // start-up, and a SIGINT that arrives right after it must still drain
+  // gracefully rather than kill the process. A second signal stops at once.
+  let received: NodeJS.Signals | null = null;
+  let wake = (): void => {};
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (received) {
+      logger.warn({ signal }, 'second signal: stopping without draining');
+      process.exit(130);
+    }
+    received = signal;
+    wake();
   };
-  process.once('SIGINT', again);
-  process.once('SIGTERM', again);
-  await running.close(DEFAULT_SHUTDOWN_GRACE_MS);
-  process.off('SIGINT', again);
-  process.off('SIGTERM', again);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const running = await startServer({
+      dataDir: flags.data ?? '.sigil',
+      ...(flags.listen ? { listen: flags.listen } : {}),
+      ...(flags.httpListen ? { httpListen: flags.httpListen } : {}),
+      ...(flags.advertise && flags.advertise.length > 0 ? { advertise: flags.advertise } : {}),
+      ...(flags.store ? { store: flags.store } : {}),
+      ...(flags.trustDomain ? { trustDomain: flags.trustDomain } : {}),
+      ...(flags.replicaId ? { replicaId: flags.replicaId } : {}),
+      ...(flags.join ? { join: flags.join } : {}),
+      logger,
+    });
+    announce(running, (line) => process.stdout.write(`${line}\n`));
+    if (!received) await new Promise<void>((resolve) => (wake = resolve));
+    logger.info({ signal: received }, 'signal received');
+    // A shutdown that outlives its grace period by this much is stuck: say so and stop.
+    setTimeout(() => {
+      logger.error('shutdown did not finish in time; exiting without it');
+      process.exit(1);
+    }, DEFAULT_SHUTDOWN_GRACE_MS + 10_000).unref();
+    await running.close(DEFAULT_SHUTDOWN_GRACE_MS);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
   // Everything is closed; should a library still hold a handle, do not hang on it.
   setTimeout(() => process.exit(process.exitCode ?? 0), 5_000).unref();
 }

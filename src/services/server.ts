@@ -374,7 +374,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // Let the watchers' final status frames go out before the GOAWAY.
         await new Promise((resolve) => setImmediate(resolve));
         await mtls.close(graceMs);
+        log.debug('gRPC listener closed');
         await http.close();
+        log.debug('HTTP listener closed');
         await authority.close();
         await store.close();
         log.info('stopped');
