@@ -447,8 +447,12 @@ export function publicKeyFromSpki(der: Buffer): KeyObject {
   const known = KNOWN_SPKI_PREFIXES.find(
     (p) => der.length === p.length && der.subarray(0, p.prefix.length).equals(p.prefix),
   );
-  if (known) keyTypeCache.set(key, known.type);
-  else keyTypeOf(key);
+  if (known) {
+    keyTypeCache.set(key, known.type);
+    // These encodings are canonical (uncompressed P-256 point, raw Ed25519),
+    // so the input is what exporting would produce: keep a copy, skip the export.
+    spkiCache.set(key, Buffer.from(der));
+  } else keyTypeOf(key);
   return key;
 }
 

@@ -629,3 +629,14 @@ describe('spkiDer, publicKeyFromSpki, keysMatch', () => {
     refused(() => keysMatch(a.publicKey, a.publicKey), 'invalid_argument', /expected a private key/);
   });
 });
+
+test('publicKeyFromSpki: the SPKI kept for P-256 and Ed25519 keys is exactly what OpenSSL exports', () => {
+  for (const type of ['p256', 'ed25519'] as const) {
+    const der = generateKeyPair(type).publicKey.export({ type: 'spki', format: 'der' });
+    const key = publicKeyFromSpki(der);
+    assert.equal(keyTypeOf(key), type);
+    assert.deepEqual(spkiDer(key), key.export({ type: 'spki', format: 'der' }));
+    der.fill(0); // the caller's buffer may be reused; the key's SPKI must not change with it
+    assert.deepEqual(spkiDer(key), key.export({ type: 'spki', format: 'der' }));
+  }
+});
