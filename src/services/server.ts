@@ -165,8 +165,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
+    // Events missed while PostgreSQL's LISTEN connection was down are not
+    // replayed; the authority re-reads what it derives from them (revoked
+    // serials, CAs) instead. Bound once the authority exists.
+    let resync = (): void => {};
     const store: Store = await openStore(storeSpec, dataDir, {
       onError: (error) => log.warn({ err: error }, 'store problem'),
+      postgres: {
+        onEventGap: (gap) => {
+          log.warn({ from: gap.from, to: gap.to }, 'store events may have been missed; re-reading state');
+          resync();
+        },
+      },
     });
     cleanup.push(() => store.close());
 
@@ -217,6 +227,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     });
     const authority = opened.authority;
     cleanup.push(() => authority.close());
+    resync = () => {
+      authority.maintain().catch((error: unknown) => log.warn({ err: error }, 're-reading state failed'));
+    };
 
     let bootstrapped: BootstrapInfo | null = null;
     if (opened.bootstrapped) {

@@ -7,6 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
 import type { RevocationEvent } from '../../src/gen/sigil/v1/sigil.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
@@ -154,5 +155,43 @@ describe('replicas on PostgreSQL', { skip }, () => {
       events.some((event) => !event.snapshot && event.serials.includes(issued.serial)),
     );
     stream.cancel();
+  });
+  test('a revocation made while the other replica lost its LISTEN connection still reaches it (re-read on the gap)', async () => {
+    const [a, b] = running;
+    const adminA = clients(a.address, credentialsFor(first, adminIdentity(first)));
+    const adminB = clients(b.address, credentialsFor(first, adminIdentity(first)));
+    opened.push(adminA, adminB);
+    const { privateKey } = generateKeyPair('p256');
+    const adminFingerprint = new X509Certificate(adminIdentity(first).certificateChain).fingerprint256
+      .replaceAll(':', '')
+      .toLowerCase();
+    const issued = await call(adminA.ca, adminA.ca.sign, {
+      key: { $case: 'possession', value: possessionFor(privateKey, signChallenge(adminFingerprint)) },
+      profile: 'client',
+      commonName: 'missed',
+      dnsNames: [],
+      ipAddresses: [],
+      uris: [],
+      ttlSeconds: 3600,
+    });
+    // Cut every LISTEN connection, then revoke at once: the NOTIFY goes out
+    // before the listeners are back (they wait at least 100 ms), so replica b
+    // can only learn of it by re-reading the store when it sees the gap.
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      const killed = await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+      );
+      assert.ok(killed.rowCount && killed.rowCount >= 2, 'both replicas had a LISTEN connection');
+    } finally {
+      await admin.end();
+    }
+    await call(adminA.ca, adminA.ca.revoke, { serial: issued.serial, reason: 'keyCompromise' });
+    await eventually(
+      'the missed revocation in replica b',
+      () => b.authority.revokedSerials().includes(issued.serial),
+      10_000,
+    );
   });
 });
