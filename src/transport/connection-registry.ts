@@ -19,7 +19,7 @@ export interface ConnectionAddress {
 
 export interface TrackedConnection {
   readonly socket: TLSSocket;
-  /** DER, leaf first: the peer's chain as Node reports it (see readPeerChain). */
+  /** DER, leaf first: the peer's chain as Node reports it, completed from known CAs (see readPeerChain). */
   readonly chain: readonly Buffer[];
   /** Serials of `chain`, sigil's canonical form (lower-case hex, no leading zeros). */
   readonly chainSerials: readonly string[];
@@ -53,6 +53,7 @@ export function canonicalFingerprint(text: string): string {
  */
 function readPeerChain(
   socket: TLSSocket,
+  knownAuthorities: readonly X509Certificate[],
 ): { chain: Buffer[]; serials: string[]; fingerprint: string } | null {
   // getPeerX509Certificate is ~15x cheaper than getPeerCertificate(true),
   // which converts every certificate of the chain into a plain object.
@@ -61,15 +62,33 @@ function readPeerChain(
   const chain: Buffer[] = [];
   const serials: string[] = [];
   const seen = new Set<string>();
+  let last: X509Certificate = leaf;
   // A self-issued certificate is its own issuer; `seen` ends the walk there.
   for (let current: X509Certificate | undefined = leaf; current && !seen.has(current.fingerprint256); ) {
     seen.add(current.fingerprint256);
     chain.push(current.raw);
     serials.push(canonicalSerial(current.serialNumber));
+    last = current;
     current = current.issuerCertificate;
+  }
+  // Node 24.x servers no longer see the client's intermediates
+  // (nodejs/node#65579). OpenSSL has already validated the path, so the
+  // issuers are found among the CAs this server knows (its trust bundle and
+  // chain): a lookup for revocation by serial, not a second validation.
+  for (let depth = 0; depth < MAX_CHAIN_LENGTH && !last.checkIssued(last); depth++) {
+    const issuer = knownAuthorities.find(
+      (ca) => !seen.has(ca.fingerprint256) && last.checkIssued(ca) && last.verify(ca.publicKey),
+    );
+    if (!issuer) break;
+    seen.add(issuer.fingerprint256);
+    chain.push(issuer.raw);
+    serials.push(canonicalSerial(issuer.serialNumber));
+    last = issuer;
   }
   return { chain, serials, fingerprint: canonicalFingerprint(leaf.fingerprint256) };
 }
+
+const MAX_CHAIN_LENGTH = 10;
 
 const addressKey = (address: string | undefined, port: number | undefined): string => `${address}|${port}`;
 
@@ -156,8 +175,9 @@ export class ConnectionRegistry {
    * chain). Returns null, and records nothing, when the peer presented no
    * certificate. Forgets the connection when its socket closes.
    */
-  track(socket: TLSSocket): TrackedConnection | null {
-    const peer = readPeerChain(socket);
+  /** `knownAuthorities`: CA certificates that may complete a chain Node reports only in part. */
+  track(socket: TLSSocket, knownAuthorities: readonly X509Certificate[] = []): TrackedConnection | null {
+    const peer = readPeerChain(socket, knownAuthorities);
     if (!peer) return null;
     const connection: TrackedConnection = {
       socket,

@@ -14,7 +14,7 @@
 // connections stay up), each connection is recorded with its peer chain at
 // handshake (peer identity without re-parsing per call), and revocation can
 // refuse a connection before grpc-js sees it or destroy it mid-stream.
-import { constants } from 'node:crypto';
+import { constants, X509Certificate } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -82,6 +82,18 @@ export interface MtlsServerOptions {
   readonly onHandshakeError?: (failure: HandshakeFailure) => void;
   /** Every material accepted after construction. */
   readonly onRotated?: (material: ValidatedMaterial) => void;
+}
+
+const authoritiesByMaterial = new WeakMap<ValidatedMaterial, X509Certificate[]>();
+
+/** The CA certificates a server's material knows: its trust bundle and its own intermediates. */
+function knownAuthorities(material: ValidatedMaterial): X509Certificate[] {
+  let authorities = authoritiesByMaterial.get(material);
+  if (!authorities) {
+    authorities = [...material.trusted, ...material.chain.slice(1)].map((ca) => new X509Certificate(ca.der));
+    authoritiesByMaterial.set(material, authorities);
+  }
+  return authorities;
 }
 
 // grpc-js arms a setTimeout with the age plus up to 10% jitter; Node clamps a
@@ -318,7 +330,7 @@ export class MtlsServer {
       this.#injector.injectConnection(socket);
       return;
     }
-    const connection = this.connections.track(socket);
+    const connection = this.connections.track(socket, knownAuthorities(this.#material));
     if (!connection) {
       // Unreachable with requestCert + rejectUnauthorized; refuse rather than trust that.
       socket.destroy();
