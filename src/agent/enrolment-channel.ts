@@ -25,7 +25,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import http2 from 'node:http2';
 import { isIP, type Socket } from 'node:net';
-import { createSecureContext, type SecureContext, connect as tlsConnect } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { CallCredentials, ChannelCredentials, type ChannelOptions, experimental } from '@grpc/grpc-js';
 import { invalid, unauthenticated } from '../errors.ts';
 import { TrustBundle } from '../gen/sigil/v1/sigil.ts';
@@ -35,6 +35,7 @@ import {
   X509Certificate as LibraryCertificate,
   SubjectAlternativeNameExtension,
 } from '../pki/x509-library.ts';
+import { connectVerifiedTls } from '../transport/client-credentials.ts';
 import {
   parseFingerprint,
   type ServerVerification,
@@ -265,34 +266,10 @@ class ServerAuthConnector implements experimental.SecureConnector {
   }
 
   connect(socket: Socket): Promise<experimental.SecureConnectResult> {
-    return new Promise((resolve, reject) => {
-      const serverName = this.#serverName;
-      const verify = this.#verify;
-      const tlsSocket = tlsConnect(
-        {
-          socket,
-          secureContext: this.#context,
-          servername: isIP(serverName) === 0 ? serverName : undefined,
-          ALPNProtocols: ['h2'],
-          checkServerIdentity: (_host, certificate) => verify.check({ serverName, certificate }),
-        },
-        () => {
-          tlsSocket.removeListener('close', onClose);
-          tlsSocket.removeListener('error', onError);
-          if (!tlsSocket.authorized) {
-            tlsSocket.destroy();
-            reject(
-              unauthenticated(`server certificate not verified: ${String(tlsSocket.authorizationError)}`),
-            );
-            return;
-          }
-          resolve({ socket: tlsSocket, secure: true });
-        },
-      );
-      const onClose = () => reject(new Error('the connection closed during the TLS handshake'));
-      const onError = (error: Error) => reject(error);
-      tlsSocket.once('close', onClose);
-      tlsSocket.once('error', onError);
+    return connectVerifiedTls(socket, {
+      secureContext: this.#context,
+      serverName: this.#serverName,
+      verification: this.#verify,
     });
   }
 

@@ -103,45 +103,17 @@ class SigilSecureConnector implements experimental.SecureConnector {
   }
 
   connect(socket: Socket): Promise<experimental.SecureConnectResult> {
-    return new Promise((resolve, reject) => {
-      let secureContext: SecureContext;
-      try {
-        secureContext = this.#owner.secureContext();
-      } catch (error) {
-        reject(error);
-        return;
-      }
-      const serverName = this.#serverName;
-      const verification = this.#owner.verification;
-      const tlsSocket = tlsConnect(
-        {
-          socket,
-          secureContext,
-          // SNI carries host names only (RFC 6066); Node warns when given an IP.
-          servername: isIP(serverName) === 0 ? serverName : undefined,
-          ALPNProtocols: ['h2'],
-          enableTrace: this.#trace,
-          checkServerIdentity: (_host, certificate) => verification.check({ serverName, certificate }),
-        },
-        () => {
-          tlsSocket.removeListener('close', onClose);
-          tlsSocket.removeListener('error', onError);
-          if (!tlsSocket.authorized) {
-            // Unreachable with rejectUnauthorized left at its default; kept so a
-            // change elsewhere can never turn into an unverified connection.
-            tlsSocket.destroy();
-            reject(
-              unauthenticated(`server certificate not verified: ${String(tlsSocket.authorizationError)}`),
-            );
-            return;
-          }
-          resolve({ socket: tlsSocket, secure: true });
-        },
-      );
-      const onClose = () => reject(new Error('the connection closed during the TLS handshake'));
-      const onError = (error: Error) => reject(error);
-      tlsSocket.once('close', onClose);
-      tlsSocket.once('error', onError);
+    let secureContext: SecureContext;
+    try {
+      secureContext = this.#owner.secureContext();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return connectVerifiedTls(socket, {
+      secureContext,
+      serverName: this.#serverName,
+      verification: this.#owner.verification,
+      trace: this.#trace,
     });
   }
 
@@ -212,4 +184,50 @@ export function channelCredentials(options: ChannelCredentialsOptions): ChannelC
     throw invalid('serverName is empty; leave it out to use the channel target host');
   }
   return new SigilChannelCredentials(options);
+}
+
+/**
+ * The TLS handshake of every sigil client connection (grpc-js hands us the
+ * TCP socket): SNI for host names only, ALPN h2, sigil's checks on top of
+ * OpenSSL's chain validation, and no connection unless OpenSSL authorized it.
+ */
+export function connectVerifiedTls(
+  socket: Socket,
+  options: {
+    readonly secureContext: SecureContext;
+    readonly serverName: string;
+    readonly verification: ServerVerification;
+    readonly trace?: boolean;
+  },
+): Promise<experimental.SecureConnectResult> {
+  const { serverName, verification } = options;
+  return new Promise((resolve, reject) => {
+    const tlsSocket = tlsConnect(
+      {
+        socket,
+        secureContext: options.secureContext,
+        // SNI carries host names only (RFC 6066); Node warns when given an IP.
+        servername: isIP(serverName) === 0 ? serverName : undefined,
+        ALPNProtocols: ['h2'],
+        enableTrace: options.trace ?? false,
+        checkServerIdentity: (_host, certificate) => verification.check({ serverName, certificate }),
+      },
+      () => {
+        tlsSocket.removeListener('close', onClose);
+        tlsSocket.removeListener('error', onError);
+        if (!tlsSocket.authorized) {
+          // Unreachable with rejectUnauthorized left at its default; kept so a
+          // change elsewhere can never turn into an unverified connection.
+          tlsSocket.destroy();
+          reject(unauthenticated(`server certificate not verified: ${String(tlsSocket.authorizationError)}`));
+          return;
+        }
+        resolve({ socket: tlsSocket, secure: true });
+      },
+    );
+    const onClose = () => reject(new Error('the connection closed during the TLS handshake'));
+    const onError = (error: Error) => reject(error);
+    tlsSocket.once('close', onClose);
+    tlsSocket.once('error', onError);
+  });
 }
