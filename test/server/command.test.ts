@@ -33,9 +33,10 @@ function serverInfo(dataDir: string, pid: number): ServerInfoFile | undefined {
 
 /** The server.json this process wrote; fails fast if the process exits first. */
 function waitForServer(server: ServerProcess, dataDir: string): Promise<ServerInfoFile> {
-  return eventually('server.json', () => {
+  // server.json is written during start-up; the announcement on stdout comes just after it.
+  return eventually('server.json and the serving announcement', () => {
     if (server.child.exitCode !== null) throw new Error(`the server exited early: ${server.stderr()}`);
-    return serverInfo(dataDir, server.child.pid ?? 0);
+    return server.stdout().includes('sigil: serving') && serverInfo(dataDir, server.child.pid ?? 0);
   });
 }
 

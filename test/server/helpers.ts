@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { AdminClient, CertificateAuthorityClient, EnrolmentClient } from '../../src/gen/sigil/v1/sigil.ts';
 import { type RunningServer, type ServerOptions, startServer } from '../../src/services/server.ts';
@@ -151,9 +152,17 @@ export function spawnServer(args: readonly string[], env: NodeJS.ProcessEnv = {}
   const exited = new Promise<number | string>((resolve) => {
     child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
   });
-  process.once('exit', () => child.kill('SIGKILL'));
+  spawned.add(child);
+  child.once('exit', () => spawned.delete(child));
   return { child, stdout: () => out, stderr: () => err, exited };
 }
+
+// A test that fails before stopping its server must not leave it running:
+// its pipes would keep this test file's process alive for ever.
+const spawned = new Set<ChildProcess>();
+after(() => {
+  for (const child of spawned) child.kill('SIGKILL');
+});
 
 /** Resolves when `probe` returns something other than undefined/false; rejects after `timeoutMs`. */
 export async function eventually<T>(
