@@ -29,14 +29,12 @@
 // interleaved runs (each run split into slices alternating between subjects).
 // Targets are information only, never asserted. SIGIL_BENCH_CASES=sign,enrol
 // runs a subset; without cfssl the sign lines have no baseline.
-import { type ChildProcess, fork } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { possessionFor, signChallenge } from '../src/authority/challenges.ts';
 import {
@@ -51,9 +49,10 @@ import type { TlsMaterial } from '../src/transport/material.ts';
 import { StaticMaterialSource } from '../src/transport/static-source.ts';
 import { postgresUnavailable, startPostgres } from '../test/support/postgres.ts';
 import { type Limits, median, type Report } from './measure.ts';
+import { LoadClient } from './workers/load-client.ts';
 import { CFSSL_INSTALL_HINT, type CfsslServer, findCfssl, startCfssl } from './workers/server-cfssl.ts';
 import { type SigilServerProcess, startSigilServer } from './workers/server-process.ts';
-import type { FromClient, Sample, SignSubject, ToClient } from './workers/server-protocol.ts';
+import type { Sample, SignSubject, ToClient } from './workers/server-protocol.ts';
 
 export const description =
   'control plane end to end: Sign calls/s (SQLite, mTLS) vs cfssl serve, enrolments/s, ' +
@@ -81,50 +80,8 @@ function tempDir(prefix: string): string {
   return dir;
 }
 
-/** The child process and a request/reply channel to it (one request at a time). */
-class LoadClient {
-  readonly #child: ChildProcess;
-  #pending: { resolve: (reply: FromClient) => void; reject: (error: Error) => void } | null = null;
-
-  constructor() {
-    this.#child = fork(fileURLToPath(new URL('./workers/server-client.ts', import.meta.url)), [], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.#child.on('message', (reply: FromClient) => {
-      const pending = this.#pending;
-      this.#pending = null;
-      pending?.resolve(reply);
-    });
-    this.#child.on('exit', (code, signal) => {
-      const pending = this.#pending;
-      this.#pending = null;
-      pending?.reject(new Error(`the load client exited (${signal ?? code})`));
-    });
-  }
-
-  async request(message: ToClient): Promise<FromClient> {
-    if (this.#pending) throw new Error('one request at a time');
-    const reply = await new Promise<FromClient>((resolve, reject) => {
-      this.#pending = { resolve, reject };
-      this.#child.send(message);
-    });
-    if (reply.type === 'error') throw new Error(`load client: ${reply.message}`);
-    return reply;
-  }
-
-  async sample(message: ToClient): Promise<Sample> {
-    const reply = await this.request(message);
-    if (reply.type !== 'sample') throw new Error(`load client answered ${reply.type}, not a sample`);
-    return reply.sample;
-  }
-
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.#child.once('exit', resolve));
-    this.#child.disconnect();
-    await exited;
-  }
-}
+const newLoadClient = () =>
+  new LoadClient<ToClient, Sample>(new URL('./workers/server-client.ts', import.meta.url));
 
 /** Failed operations per subject, reported on stderr at the end of a case. */
 class Failures {
@@ -152,7 +109,7 @@ class Failures {
  * first). Failed operations do not count.
  */
 async function compareRemote(
-  client: LoadClient,
+  client: LoadClient<ToClient, Sample>,
   names: readonly SignSubject[],
   limits: Limits,
 ): Promise<Record<string, number>> {
@@ -223,7 +180,7 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
   const server = await startSigilServer(dataDir);
   const wantSign = cases.has('sign') || cases.has('sign-csr') || cases.has('enrol');
   const cfssl = cases.has('sign') || cases.has('sign-csr') ? await startCfsslBaseline() : null;
-  const client = new LoadClient();
+  const client = newLoadClient();
   try {
     await client.request({
       type: 'setup',

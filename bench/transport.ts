@@ -23,11 +23,9 @@
 // interleaved runs (each run split into slices that alternate between
 // subjects, like measure.ts's compare()), after at least a second of warm-up
 // per subject. SIGIL_BENCH_CASES=unary,connect runs a subset.
-import { type ChildProcess, fork } from 'node:child_process';
 import { constants, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { EmbeddedCA, type IssuedLeaf } from '../src/transport/embedded-ca.ts';
 import type { TlsMaterial } from '../src/transport/material.ts';
@@ -38,11 +36,11 @@ import { type Limits, median, type Report } from './measure.ts';
 import {
   echoImplementation,
   echoService,
-  type FromClient,
   type LoadSpec,
   type Sample,
   type ToClient,
 } from './workers/echo.ts';
+import { LoadClient } from './workers/load-client.ts';
 
 export const description =
   'mTLS for grpc-js: unary calls/s vs plaintext, connections/s vs grpc-js createSsl and bare TLS 1.3, ' +
@@ -61,50 +59,8 @@ const ROTATION_BUDGET_MS = 90_000;
 
 const progress = (line: string) => process.stderr.write(`${line}\n`);
 
-/** The child process and a request/reply channel to it (one request at a time). */
-class LoadClient {
-  readonly #child: ChildProcess;
-  #pending: { resolve: (reply: FromClient) => void; reject: (error: Error) => void } | null = null;
-
-  constructor() {
-    this.#child = fork(fileURLToPath(new URL('./workers/transport-client.ts', import.meta.url)), [], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.#child.on('message', (reply: FromClient) => {
-      const pending = this.#pending;
-      this.#pending = null;
-      pending?.resolve(reply);
-    });
-    this.#child.on('exit', (code, signal) => {
-      const pending = this.#pending;
-      this.#pending = null;
-      pending?.reject(new Error(`the load client exited (${signal ?? code})`));
-    });
-  }
-
-  async request(message: ToClient): Promise<FromClient> {
-    if (this.#pending) throw new Error('one request at a time');
-    const reply = await new Promise<FromClient>((resolve, reject) => {
-      this.#pending = { resolve, reject };
-      this.#child.send(message);
-    });
-    if (reply.type === 'error') throw new Error(`load client: ${reply.message}`);
-    return reply;
-  }
-
-  async sample(message: ToClient): Promise<Sample> {
-    const reply = await this.request(message);
-    if (reply.type !== 'sample') throw new Error(`load client answered ${reply.type}, not a sample`);
-    return reply.sample;
-  }
-
-  async close(): Promise<void> {
-    await this.request({ type: 'teardown' });
-    const exited = new Promise((resolve) => this.#child.once('exit', resolve));
-    this.#child.disconnect();
-    await exited;
-  }
-}
+const newLoadClient = () =>
+  new LoadClient<ToClient, Sample>(new URL('./workers/transport-client.ts', import.meta.url));
 
 /**
  * Each subject's median rate (successful operations per second) over
@@ -113,7 +69,7 @@ class LoadClient {
  * reported on stderr and do not count.
  */
 async function compareRemote(
-  client: LoadClient,
+  client: LoadClient<ToClient, Sample>,
   names: readonly string[],
   limits: Limits,
 ): Promise<Record<string, number>> {
@@ -188,7 +144,12 @@ async function sigilServer(material: TlsMaterial): Promise<{ server: MtlsServer;
   return { server, port: await server.listen('127.0.0.1', 0) };
 }
 
-async function unaryCase(client: LoadClient, report: Report, limits: Limits, ca: EmbeddedCA): Promise<void> {
+async function unaryCase(
+  client: LoadClient<ToClient, Sample>,
+  report: Report,
+  limits: Limits,
+  ca: EmbeddedCA,
+): Promise<void> {
   progress(`case unary: echo calls/s, one persistent channel, ${UNARY_CONCURRENCY} calls in flight`);
   const sigil = await sigilServer(materialOf(ca.issueServer(), ca));
   const plaintext = new grpc.Server();
@@ -244,7 +205,7 @@ async function bareTlsServer(material: TlsMaterial): Promise<{ server: tls.Serve
 }
 
 async function connectCase(
-  client: LoadClient,
+  client: LoadClient<ToClient, Sample>,
   report: Report,
   limits: Limits,
   ca: EmbeddedCA,
@@ -309,7 +270,11 @@ async function connectCase(
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function rotationCase(client: LoadClient, report: Report, ca: EmbeddedCA): Promise<void> {
+async function rotationCase(
+  client: LoadClient<ToClient, Sample>,
+  report: Report,
+  ca: EmbeddedCA,
+): Promise<void> {
   progress(
     `case rotation: ${ROTATIONS} server-certificate rotations under load ` +
       `(${UNARY_CONCURRENCY} calls in flight on connections aged out every ${ROTATION_AGE_MS} ms, ` +
@@ -439,7 +404,7 @@ export async function run(report: Report, limits: Limits): Promise<void> {
   const cases = selectedCases();
   if (cases.has('unary') || cases.has('connect') || cases.has('rotation')) {
     const ca = EmbeddedCA.create({ addresses: ADDRESSES, intermediate: true });
-    const client = new LoadClient();
+    const client = newLoadClient();
     try {
       if (cases.has('unary')) await unaryCase(client, report, limits, ca);
       if (cases.has('connect')) await connectCase(client, report, limits, ca);
