@@ -127,24 +127,35 @@ describe('replicas on PostgreSQL', { skip }, () => {
     );
   });
 
-  test('a revocation on one replica reaches WatchRevocations on the other', async () => {
+  /** Admin clients of replica a and replica b (one admin identity serves the whole trust domain). */
+  function adminsOnBothReplicas(): { adminA: Clients; adminB: Clients } {
     const [a, b] = running;
     const adminA = clients(a.address, credentialsFor(first, adminIdentity(first)));
     const adminB = clients(b.address, credentialsFor(first, adminIdentity(first)));
     opened.push(adminA, adminB);
+    return { adminA, adminB };
+  }
+
+  /** A client certificate signed by `admin`'s replica, proven with a fresh P-256 key. */
+  function signClient(admin: Clients, commonName: string) {
     const { privateKey } = generateKeyPair('p256');
     const adminFingerprint = new X509Certificate(adminIdentity(first).certificateChain).fingerprint256
       .replaceAll(':', '')
       .toLowerCase();
-    const issued = await call(adminA.ca, adminA.ca.sign, {
+    return call(admin.ca, admin.ca.sign, {
       key: { $case: 'possession', value: possessionFor(privateKey, signChallenge(adminFingerprint)) },
       profile: 'client',
-      commonName: 'doomed',
+      commonName,
       dnsNames: [],
       ipAddresses: [],
       uris: [],
       ttlSeconds: 3600,
     });
+  }
+
+  test('a revocation on one replica reaches WatchRevocations on the other', async () => {
+    const { adminA, adminB } = adminsOnBothReplicas();
+    const issued = await signClient(adminA, 'doomed');
     const events: RevocationEvent[] = [];
     const stream = adminB.ca.watchRevocations({});
     stream.on('data', (event: RevocationEvent) => events.push(event));
@@ -156,24 +167,10 @@ describe('replicas on PostgreSQL', { skip }, () => {
     );
     stream.cancel();
   });
+
   test('a revocation made while the other replica lost its LISTEN connection still reaches it (re-read on the gap)', async () => {
-    const [a, b] = running;
-    const adminA = clients(a.address, credentialsFor(first, adminIdentity(first)));
-    const adminB = clients(b.address, credentialsFor(first, adminIdentity(first)));
-    opened.push(adminA, adminB);
-    const { privateKey } = generateKeyPair('p256');
-    const adminFingerprint = new X509Certificate(adminIdentity(first).certificateChain).fingerprint256
-      .replaceAll(':', '')
-      .toLowerCase();
-    const issued = await call(adminA.ca, adminA.ca.sign, {
-      key: { $case: 'possession', value: possessionFor(privateKey, signChallenge(adminFingerprint)) },
-      profile: 'client',
-      commonName: 'missed',
-      dnsNames: [],
-      ipAddresses: [],
-      uris: [],
-      ttlSeconds: 3600,
-    });
+    const { adminA } = adminsOnBothReplicas();
+    const issued = await signClient(adminA, 'missed');
     // Cut every LISTEN connection, then revoke at once: the NOTIFY goes out
     // before the listeners are back (they wait at least 100 ms), so replica b
     // can only learn of it by re-reading the store when it sees the gap.
@@ -190,7 +187,7 @@ describe('replicas on PostgreSQL', { skip }, () => {
     await call(adminA.ca, adminA.ca.revoke, { serial: issued.serial, reason: 'keyCompromise' });
     await eventually(
       'the missed revocation in replica b',
-      () => b.authority.revokedSerials().includes(issued.serial),
+      () => running[1].authority.revokedSerials().includes(issued.serial),
       10_000,
     );
   });
