@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'failed_precondition' // input is well-formed but the state forbids it: expired issuer, key mismatch
   | 'permission_denied' // authenticated but not allowed
   | 'unauthenticated' // no or bad proof of identity or possession
+  | 'resource_exhausted' // a quota or limit would be exceeded
   | 'internal';
 
 export class SigilError extends Error {

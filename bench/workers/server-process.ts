@@ -48,9 +48,13 @@ export async function startSigilServer(
   args: readonly string[] = [],
   env: NodeJS.ProcessEnv = {},
 ): Promise<SigilServerProcess> {
+  // SIGIL_BENCH_PROFILE=DIR writes a V8 CPU profile of each server to DIR.
+  const profile = process.env.SIGIL_BENCH_PROFILE;
+  const nodeArgs = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [];
   const child = spawn(
     process.execPath,
     [
+      ...nodeArgs,
       SIGIL,
       'server',
       '--data',

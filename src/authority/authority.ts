@@ -60,6 +60,15 @@ import {
   verifySignProof,
 } from './challenges.ts';
 import { CrlCache } from './crl-cache.ts';
+import { DELEGATION_PREFIX } from './delegation.ts';
+import {
+  type CreatedDelegation,
+  type DelegateGrant,
+  type DelegationRequest,
+  type DelegationStatusView,
+  Delegations,
+  type DelegationTreeNode,
+} from './delegations.ts';
 import {
   adminSpiffeId,
   BOOTSTRAP_ADMIN_NAME,
@@ -104,6 +113,7 @@ import {
   type TokenKind,
   tokenKindOf,
 } from './tokens.ts';
+import type { ReservationRequest } from './usage.ts';
 import {
   type AuthorityStatus,
   type CertificateSummary,
@@ -323,6 +333,7 @@ export class Authority {
   readonly #warn: (message: string, error?: unknown) => void;
   readonly #revocations: RevocationTracker;
   readonly #crls: CrlCache;
+  readonly #delegations: Delegations;
   #cas: CaSet;
   #server!: ServerMaterialSource;
   #serverLeaf: { serial: string; issuerId: string; notBefore: Date; notAfter: Date } | null = null;
@@ -332,6 +343,7 @@ export class Authority {
   /** Serializes CA changes, reloads and maintenance runs. */
   #lock: Promise<unknown> = Promise.resolve();
   readonly #warned = new Set<string>();
+  #caCertificates: { cas: CaSet; certificates: X509Certificate[] } | null = null;
 
   private constructor(options: AuthorityOptions, trustDomain: string, cas: CaSet) {
     this.#store = options.store;
@@ -351,6 +363,18 @@ export class Authority {
       this.#warn(`a revocation subscriber failed: ${describe(error)}`, error),
     );
     this.#crls = new CrlCache(this.#store, () => this.#cas, this.#now);
+    this.#delegations = new Delegations({
+      store: this.#store,
+      trustDomain,
+      now: this.#now,
+      serverCas: () => this.#serverCaCertificates(),
+      signer: (now) => {
+        const { ca, issuer } = this.#cas.signer(now);
+        return { issuer, issuerId: ca.record.id, chain: [ca.record.certificate] };
+      },
+      isRevoked: (id) => this.#revocations.isRevoked(id),
+      revoked: (ids) => this.#afterRevocation(ids),
+    });
   }
 
   /**
@@ -462,9 +486,11 @@ export class Authority {
         throw invalid(`SPIFFE ID ${identity} is not in this trust domain (${this.#trustDomain})`);
       }
       const first = parsed.path.split('/')[1];
-      if (first === 'node' || first === 'replica') {
+      if (first === 'node' || first === 'replica' || first === DELEGATION_PREFIX) {
         throw invalid(
-          `SPIFFE IDs under /${first}/ are reserved: ${first}s get theirs by enrolling with a join token`,
+          first === DELEGATION_PREFIX
+            ? `SPIFFE IDs under /${first}/ are delegation subtrees: create one with sigil delegate`
+            : `SPIFFE IDs under /${first}/ are reserved: ${first}s get theirs by enrolling with a join token`,
         );
       }
     } else {
@@ -575,16 +601,19 @@ export class Authority {
     const serial = canonicalSerial(serialText);
     const reason = reasonOf(reasonText);
     const record = await this.#store.getCertificate(serial);
-    if (!record) throw notFound(`certificate ${serial} not found`);
-    const holder = caller.spiffeId !== '' && record.sans.includes(`uri:${caller.spiffeId}`);
-    if (caller.role !== 'admin' && !holder) {
-      throw permissionDenied(
-        `only an admin or the certificate's own holder may revoke certificate ${serial}`,
-      );
+    const holder = record !== null && caller.spiffeId !== '' && record.sans.includes(`uri:${caller.spiffeId}`);
+    // Someone else's certificate looks exactly like a missing one: a refusal
+    // must not tell a non-admin what exists outside what it holds.
+    if (!record || (caller.role !== 'admin' && !holder)) {
+      throw notFound(`certificate ${serial} not found among the certificates you may revoke`);
     }
     if (record.revokedAt) return { alreadyRevoked: true };
     const changed = await this.#store.revokeCertificate(serial, reason, this.#now());
     this.#afterRevocation([serial]);
+    if (record.profile === 'delegation' || record.profile === 'command') {
+      // Keep the delegation tree's record in step (its event carries the fingerprint too).
+      await this.#store.revokeDelegation(sha256Hex(record.der), reason, this.#now(), caller.spiffeId);
+    }
     if (record.profile === 'intermediate' && this.#cas.rootKey()) await this.#crls.publishRoot();
     return { alreadyRevoked: !changed };
   }
@@ -639,14 +668,74 @@ export class Authority {
     this.#requireLive(caller);
     const serial = canonicalSerial(serialText);
     const record = await this.#store.getCertificate(serial);
-    if (!record) throw notFound(`certificate ${serial} not found`);
     if (
-      caller.role !== 'admin' &&
-      !(caller.spiffeId !== '' && record.sans.includes(`uri:${caller.spiffeId}`))
+      !record ||
+      (caller.role !== 'admin' && !(caller.spiffeId !== '' && record.sans.includes(`uri:${caller.spiffeId}`)))
     ) {
-      throw permissionDenied(`only an admin or the certificate's own holder may read certificate ${serial}`);
+      throw notFound(`certificate ${serial} not found among the certificates you may read`);
     }
     return record;
+  }
+
+  // ------------------------------------------------------------ delegation
+
+  /**
+   * The grant of a delegate connection: its verified leaf and the CA
+   * certificates it sent (sigil-chain-bin). See delegations.ts.
+   */
+  async admitDelegate(leafDer: Buffer, presented: readonly Buffer[]): Promise<DelegateGrant> {
+    return this.#delegations.admit(leafDer, presented);
+  }
+
+  /** A direct delegation or command certificate under this replica's intermediate. Admin only. */
+  async createDelegation(
+    caller: Caller,
+    request: Omit<DelegationRequest, 'publicKey'> & { readonly possession: Possession | undefined },
+  ): Promise<CreatedDelegation> {
+    this.#requireAdmin(caller, 'create delegations');
+    const publicKey = verifySignProof(request.possession, caller.fingerprint, this.#now());
+    return this.#delegations.create({ ...request, publicKey }, caller.spiffeId);
+  }
+
+  async delegationStatus(grant: DelegateGrant): Promise<DelegationStatusView> {
+    return this.#delegations.status(grant);
+  }
+
+  /** Every delegation recorded (issued here or seen in a presented chain), as a forest. */
+  async delegationTree(): Promise<DelegationTreeNode[]> {
+    return this.#delegations.tree();
+  }
+
+  async reserve(grant: DelegateGrant, request: ReservationRequest) {
+    return this.#delegations.reserve(grant, request);
+  }
+
+  async release(grant: DelegateGrant, holder: string): Promise<boolean> {
+    return this.#delegations.release(grant, holder);
+  }
+
+  /** Revokes a certificate in a delegation subtree: a delegate's own subtree (grant), or any (admin). */
+  async revokeDelegated(
+    caller: Caller,
+    grant: DelegateGrant | null,
+    request: { certificate: Buffer; chain: readonly Buffer[]; reason?: string },
+  ): Promise<{ alreadyRevoked: boolean }> {
+    this.#requireLive(caller);
+    if (!grant && caller.role !== 'admin')
+      throw permissionDenied('only an admin or a delegate may revoke delegations');
+    const reason = reasonOf(request.reason);
+    return this.#delegations.revoke(grant, request.certificate, request.chain, reason, caller.spiffeId);
+  }
+
+  #serverCaCertificates(): X509Certificate[] {
+    const cas = this.#cas;
+    if (this.#caCertificates?.cas !== cas) {
+      this.#caCertificates = {
+        cas,
+        certificates: cas.all().map((ca) => new X509Certificate(ca.record.certificate)),
+      };
+    }
+    return this.#caCertificates.certificates;
   }
 
   // ---------------------------------------------------------------- tokens

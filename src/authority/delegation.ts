@@ -28,6 +28,7 @@ import { parseSpiffeId, parseTrustDomain } from '../pki/names.ts';
 import {
   intersectPolicies,
   isNarrowing,
+  type Permission,
   type Policy,
   policyExtension,
   readPolicy,
@@ -100,6 +101,9 @@ function spiffeSegments(der: Buffer, trustDomain: string, what: string): string[
 
 const isDelegationPath = (segments: readonly string[] | null): segments is string[] =>
   segments !== null && segments.length >= 2 && segments[0] === DELEGATION_PREFIX;
+
+const sameSegments = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && a.every((segment, i) => segment === b[i]);
 
 /** Whether `child` lies strictly below `parent`, segment by segment. */
 function strictlyInside(child: readonly string[], parent: readonly string[]): boolean {
@@ -235,6 +239,81 @@ export function issueDelegation(request: DelegationRequest): IssuedDelegation {
   return { ...issued, id, segments: Object.freeze([DELEGATION_PREFIX, ...segments]), policy: request.policy };
 }
 
+export interface DelegateLeafRequest {
+  /** The issuing CA: a delegation, or (for an admin's command certificate) a replica intermediate. */
+  readonly parent: { readonly issuer: Issuer; readonly certificateDer: Buffer };
+  readonly trustDomain: string;
+  readonly publicKey: KeyObject;
+  /**
+   * One path segment appended to the parent's delegation path. Absent: the
+   * delegate's own identity leaf, carrying the parent's SPIFFE ID (the parent
+   * must then be a delegation).
+   */
+  readonly name?: string;
+  /** A command certificate's permissions (limits must be null: it holds no resources). */
+  readonly policy?: Policy;
+  /** Defaults to the parent's remaining lifetime; outliving it is refused. */
+  readonly ttlMs?: number;
+  readonly now?: Date;
+}
+
+export interface IssuedDelegateLeaf extends IssuedCertificate {
+  readonly id: string;
+}
+
+/**
+ * A client leaf inside a delegation subtree: the delegate's own identity (no
+ * name) or a command certificate (a name and a policy without resources).
+ * The checks a presented chain gets are applied here too, so nothing is
+ * issued that the server would refuse.
+ */
+export function issueDelegateLeaf(request: DelegateLeafRequest): IssuedDelegateLeaf {
+  const trustDomain = parseTrustDomain(request.trustDomain);
+  const parentSegments = spiffeSegments(request.parent.certificateDer, trustDomain, 'the parent certificate');
+  const base = isDelegationPath(parentSegments) ? parentSegments.slice(1) : [];
+  if (request.name === undefined && base.length === 0) {
+    throw denied('an identity leaf needs a delegation as its parent');
+  }
+  if (request.name !== undefined) checkSegment(request.name);
+  if (request.policy !== undefined && request.policy.limits !== null) {
+    throw new SigilError(
+      'invalid_argument',
+      'a command certificate carries permissions only, no resource limits',
+    );
+  }
+  const parentPolicy = policyOf(request.parent.certificateDer, 'the parent certificate');
+  if (request.name !== undefined && parentPolicy !== null && !parentPolicy.permissions.has('issue')) {
+    throw denied('the parent lacks the "issue" permission; it may not issue certificates in its subtree');
+  }
+  if (request.policy !== undefined && parentPolicy !== null) {
+    const narrowing = isNarrowing(request.policy, parentPolicy);
+    if (!narrowing.ok)
+      throw denied(`the command certificate escalates its parent's policy: ${narrowing.reason}`);
+  }
+  const segments = request.name === undefined ? base : [...base, request.name];
+  const id = delegationPath(trustDomain, segments);
+  const parentCert = parseCertificate(request.parent.certificateDer, 'parent certificate');
+  const nowMs = (request.now ?? new Date()).getTime();
+  const wanted = request.ttlMs === undefined ? parentCert.notAfter.getTime() : nowMs + request.ttlMs;
+  if (wanted > parentCert.notAfter.getTime()) {
+    throw denied(
+      `the certificate would outlive its parent: it would end ${new Date(wanted).toISOString()}, the parent ends ${parentCert.notAfter.toISOString()}`,
+    );
+  }
+  const issued = request.parent.issuer.issue({
+    publicKey: request.publicKey,
+    profile: 'client',
+    subject: {
+      commonName: `sigil ${request.policy ? 'command' : 'delegate'} ${segments.join('/')}`.slice(0, 64),
+    },
+    sans: [{ type: 'uri', value: id }],
+    notAfter: new Date(wanted),
+    extensions: request.policy ? [policyExtension(request.policy)] : [],
+    now: request.now,
+  });
+  return { ...issued, id };
+}
+
 // --- checking a presented chain -------------------------------------------------
 
 export interface DelegationChainOptions {
@@ -305,12 +384,20 @@ export function checkDelegationChain(
       }
     } else {
       if (segments === null) throw denied(`${what} has no SPIFFE ID`);
-      if (!strictlyInside(segments, parentSegments)) {
+      // A delegate's own identity leaf carries its delegation's SPIFFE ID;
+      // everything else lies strictly inside the parent's subtree.
+      const ownIdentity = isLeaf && sameSegments(segments, parentSegments);
+      if (!ownIdentity && !strictlyInside(segments, parentSegments)) {
         throw denied(
           `${what} path /${segments.join('/')} is outside its parent's subtree /${parentSegments.join('/')}`,
         );
       }
       if (!isLeaf && policy === null) throw denied(`${what} is a CA below a delegation without a policy`);
+      // Making a sub-delegation needs "delegate", any other leaf "issue".
+      const needed: Permission | null = !isLeaf ? 'delegate' : ownIdentity ? null : 'issue';
+      if (needed !== null && effective !== null && !effective.permissions.has(needed)) {
+        throw denied(`${what} was made by ${parentWhat}, which lacks the "${needed}" permission`);
+      }
     }
     if (isLeaf && segments === null) throw denied(`${what} has no SPIFFE ID`);
 

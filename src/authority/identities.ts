@@ -4,12 +4,14 @@
 //   spiffe://<td>/admin/<name>        admin: everything
 //   spiffe://<td>/node/<node-id>      node: renew itself, revoke its own certificates
 //   spiffe://<td>/replica/<replica>   replica: another server replica
+//   spiffe://<td>/d/<a>/<b>…          delegate: what its chain grants (see
+//                                     delegations.ts; decided per connection)
 // Anything else (other trust domains, workload certificates from Sign) is 'other'.
 import { invalid } from '../errors.ts';
 import { parseSpiffeId, spiffeId } from '../pki/names.ts';
 import { isNodeId } from './node-id.ts';
 
-export type Role = 'admin' | 'node' | 'replica' | 'other';
+export type Role = 'admin' | 'node' | 'replica' | 'delegate' | 'other';
 
 export interface Caller {
   /** The verified client certificate's SPIFFE ID; '' when it has none. */
@@ -19,7 +21,7 @@ export interface Caller {
   /** SHA-256 of the client certificate DER, lower-case hex. */
   readonly fingerprint: string;
   readonly role: Role;
-  /** The admin name, node ID or replica ID; null for 'other'. */
+  /** The admin name, node ID, replica ID or delegate path ("/d/alice/carol"); null for 'other'. */
   readonly name: string | null;
 }
 
@@ -70,6 +72,7 @@ export function callerFrom(peer: VerifiedPeer, trustDomain: string): Caller {
     return other;
   }
   const segments = path.split('/').slice(1);
+  if (segments[0] === 'd' && segments.length >= 2) return { ...base, role: 'delegate', name: path };
   if (segments.length !== 2) return other;
   const [kind, name] = segments;
   if (kind === 'admin') return { ...base, role: 'admin', name };

@@ -25,7 +25,7 @@ export class RevocationTracker implements RevocationSource {
     this.#onListenerError = onListenerError;
   }
 
-  /** Replaces the set with the store's revoked, unexpired certificates of every CA in `caIds`. */
+  /** Replaces the set with the store's revoked, unexpired certificates of every CA in `caIds` and revoked delegations. */
   async reload(store: Store, caIds: readonly string[], now: Date): Promise<void> {
     const arrived = new Set<string>();
     this.#arrivedDuringReload = arrived;
@@ -34,6 +34,8 @@ export class RevocationTracker implements RevocationSource {
       for (const caId of caIds) {
         for (const record of await store.listRevoked(caId, now)) fresh.add(record.serial);
       }
+      // Delegation certificates made offline are known by fingerprint (their serials are their issuers' choice).
+      for (const record of await store.listRevokedDelegations(now)) fresh.add(`fp:${record.fingerprint}`);
       const added = [...fresh].filter((serial) => !this.#serials.has(serial));
       for (const serial of arrived) fresh.add(serial);
       this.#serials = fresh;

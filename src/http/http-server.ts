@@ -6,12 +6,16 @@
 //   GET /metrics                       Prometheus text exposition
 //   GET /healthz                       200 while the process is up
 //   GET /readyz                        200 when the store answers and the gRPC side serves, else 503
+//   GET /delegations                   admins: every recorded delegation as a JSON tree; needs
+//                                      "Authorization: Bearer <token>" with the token from
+//                                      <data>/http-admin.token (401 without, 403 when wrong)
 //
 // HEAD works wherever GET does. Any other path is 404, any other method 405.
 // Like the transport's metrics endpoint, this is plain HTTP and therefore
 // binds a loopback address only: sigil never opens a plaintext listener to
 // the network (CRLs are signed, but metrics and health are nobody else's
 // business; put a proxy in front to publish CRLs).
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { isIP } from 'node:net';
@@ -25,6 +29,10 @@ export interface HttpSideSources {
   readonly metrics: { metrics(): Promise<string>; readonly contentType: string };
   /** Resolves to null when ready, else to a short reason (sent with the 503). */
   readiness(): Promise<string | null>;
+  /** The delegation forest as JSON-ready data; absent: /delegations is 404. */
+  delegations?(): Promise<unknown>;
+  /** The bearer token /delegations requires (compared in constant time). */
+  readonly adminToken?: string;
 }
 
 export interface HttpSideOptions {
@@ -51,6 +59,13 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 const CRL_PREFIX = '/crl/';
+
+/** Constant-time comparison of a presented secret with the expected one (by their SHA-256). */
+function sameSecret(presented: string, expected: string): boolean {
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
 const READINESS_TIMEOUT_MS = 5_000;
 
 function send(
@@ -99,7 +114,11 @@ async function answer(
   }
   const path = url.pathname;
   const known =
-    path === '/metrics' || path === '/healthz' || path === '/readyz' || path.startsWith(CRL_PREFIX);
+    path === '/metrics' ||
+    path === '/healthz' ||
+    path === '/readyz' ||
+    path.startsWith(CRL_PREFIX) ||
+    (path === '/delegations' && sources.delegations !== undefined);
   if (!known) {
     text(response, head, 404, 'not found');
     return;
@@ -121,6 +140,22 @@ async function answer(
     }
     if (reason === null) text(response, head, 200, 'ready');
     else text(response, head, 503, `not ready: ${reason}`);
+    return;
+  }
+  if (path === '/delegations') {
+    const presented = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '')?.[1];
+    if (presented === undefined) {
+      send(response, head, 401, 'text/plain; charset=utf-8', 'admin token required\n', {
+        'www-authenticate': 'Bearer',
+      });
+      return;
+    }
+    if (!sources.adminToken || !sameSecret(presented, sources.adminToken)) {
+      text(response, head, 403, 'wrong admin token');
+      return;
+    }
+    const tree = await (sources.delegations as () => Promise<unknown>)();
+    send(response, head, 200, 'application/json', `${JSON.stringify({ delegations: tree }, null, 2)}\n`);
     return;
   }
   if (path === '/metrics') {

@@ -8,11 +8,19 @@
 //                                           any peer of the trust domain; the
 //                                           authority decides ownership (a node
 //                                           renews and revokes only itself)
+//   Delegation/*                            any peer of the trust domain; the
+//                                           authority decides (admins create,
+//                                           delegates act in their subtree)
 //   Enrolment/*                             public: callable without a client
 //                                           certificate (MtlsServer publicMethods);
 //                                           with one, any peer of the trust domain
 import type * as grpc from '@grpc/grpc-js';
-import { AdminService, CertificateAuthorityService, EnrolmentService } from '../gen/sigil/v1/sigil.ts';
+import {
+  AdminService,
+  CertificateAuthorityService,
+  DelegationService,
+  EnrolmentService,
+} from '../gen/sigil/v1/sigil.ts';
 import {
   type AuthorizationOptions,
   type AuthorizationRules,
@@ -43,6 +51,9 @@ export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules
     [ca.getTrustBundle.path]: members,
     [ca.watchRevocations.path]: members,
     '/sigil.v1.Enrolment/*': members,
+    // Admins create delegations; delegates act in their subtrees. The
+    // authority decides, on the chain DelegateGrants admitted.
+    '/sigil.v1.Delegation/*': members,
   };
 }
 
@@ -66,4 +77,5 @@ export const ALL_METHODS: readonly string[] = Object.freeze([
   ...Object.values(CertificateAuthorityService).map((method) => method.path),
   ...Object.values(EnrolmentService).map((method) => method.path),
   ...Object.values(AdminService).map((method) => method.path),
+  ...Object.values(DelegationService).map((method) => method.path),
 ]);

@@ -168,3 +168,24 @@ export function writeCaBundle(dir: string, pem: string): string {
   writeFileAtomically(path, pem, 0o644);
   return path;
 }
+
+export const HTTP_ADMIN_TOKEN_FILE = 'http-admin.token';
+
+/**
+ * The bearer token for the HTTP side's admin endpoints (/delegations):
+ * <data>/http-admin.token, 0600, made on first start. Whoever can read the
+ * data directory is an operator already.
+ */
+export function httpAdminToken(dir: string): string {
+  const path = join(dir, HTTP_ADMIN_TOKEN_FILE);
+  try {
+    const token = readFileSync(path, 'utf8').trim();
+    if (/^[0-9a-f]{64}$/.test(token)) return token;
+    throw invalid(`${path} does not hold a token (64 hex characters); delete it to make a new one`);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const token = randomBytes(32).toString('hex');
+  writeFileAtomically(path, `${token}\n`, 0o600);
+  return token;
+}

@@ -13,7 +13,12 @@ import { Authority } from '../authority/authority.ts';
 import type { StartupMode } from '../authority/bootstrap.ts';
 import { loadStoreKey, STORE_KEY_ENV } from '../authority/store-key.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
-import { AdminService, CertificateAuthorityService, EnrolmentService } from '../gen/sigil/v1/sigil.ts';
+import {
+  AdminService,
+  CertificateAuthorityService,
+  DelegationService,
+  EnrolmentService,
+} from '../gen/sigil/v1/sigil.ts';
 import { type HttpSide, isLoopbackHost, startHttpSide } from '../http/http-server.ts';
 import { type Logger, silentLogger } from '../logging.ts';
 import { dnsName } from '../pki/names.ts';
@@ -29,12 +34,15 @@ import {
   ADMIN_KEY_FILE,
   CA_BUNDLE_FILE,
   createDataDirectory,
+  httpAdminToken,
   resolveReplicaId,
   type ServerInfoFile,
   writeAdminIdentity,
   writeCaBundle,
   writeServerInfo,
 } from './data-directory.ts';
+import { DelegateGrants } from './delegate-grants.ts';
+import { delegationService } from './delegation.ts';
 import { enrolmentService } from './enrolment.ts';
 import { joinReplica } from './replica-join.ts';
 import { ServerMetrics } from './server-metrics.ts';
@@ -269,6 +277,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     };
     const deps = { authority, metrics: serverMetrics, onFailure };
     const ca = certificateAuthorityService(deps);
+    const grants = new DelegateGrants(authority);
 
     const mtls = new MtlsServer({
       material: authority.serverMaterial(),
@@ -279,6 +288,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         sigilAuthorizationInterceptor(authority.trustDomain, {
           onDenied: (denial) => log.info({ method: denial.method, rule: denial.rule }, denial.message),
         }),
+        grants.interceptor(),
       ],
       grpcOptions: {
         'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -295,6 +305,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     mtls.addService(CertificateAuthorityService, ca.implementation);
     mtls.addService(EnrolmentService, enrolmentService(deps));
     mtls.addService(AdminService, adminService(deps));
+    mtls.addService(DelegationService, delegationService(deps, grants));
     let port: number;
     try {
       port = await mtls.listen(grpcListen.host, grpcListen.port);
@@ -316,6 +327,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       {
         crl: (issuerId) => authority.crl(issuerId),
         metrics: registry,
+        delegations: () => authority.delegationTree(),
+        adminToken: httpAdminToken(dataDir),
         readiness: async () => {
           if (!serving) return 'shutting down';
           let timer: NodeJS.Timeout | undefined;

@@ -15,6 +15,7 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
   failed_precondition: grpc.status.FAILED_PRECONDITION,
   permission_denied: grpc.status.PERMISSION_DENIED,
   unauthenticated: grpc.status.UNAUTHENTICATED,
+  resource_exhausted: grpc.status.RESOURCE_EXHAUSTED,
   internal: grpc.status.INTERNAL,
 };
 

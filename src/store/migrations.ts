@@ -13,7 +13,8 @@
 // so two replicas starting at once apply each migration exactly once.
 //
 // Every instant is a BIGINT of unix milliseconds in both dialects (exact,
-// comparable, no time-zone conversions); SANs are a JSON array in TEXT.
+// comparable, no time-zone conversions); SANs (and a reservation's CPU ids)
+// are a JSON array in TEXT.
 import { SigilError } from '../errors.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -113,6 +114,46 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
       'CREATE INDEX nodes_state ON nodes (state)',
       'CREATE INDEX nodes_token_id ON nodes (token_id)',
+    ],
+  },
+  {
+    version: 2,
+    name: 'delegation subtrees: delegations, usage_reservations',
+    // SPIFFE IDs (and holders) are byte-ordered: "at or under X" is the range
+    // [X + '/', X + '0') next to X itself, and the listings are ordered by them.
+    // A reservation's CPU ids are a JSON array of integers in TEXT.
+    statements: (t) => [
+      `CREATE TABLE delegations (
+        fingerprint TEXT PRIMARY KEY,
+        serial TEXT NOT NULL,
+        spiffe_id ${t.byteOrderedText} NOT NULL,
+        parent_fingerprint TEXT,
+        policy TEXT,
+        is_ca ${t.bool} NOT NULL,
+        not_after BIGINT NOT NULL,
+        der ${t.bytes} NOT NULL,
+        origin TEXT NOT NULL CHECK (origin IN ('issued', 'seen')),
+        recorded_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        revocation_reason TEXT,
+        revoked_by TEXT,
+        CHECK ((revoked_at IS NULL) = (revocation_reason IS NULL)),
+        CHECK ((revoked_at IS NULL) = (revoked_by IS NULL))
+      )`,
+      // Subtree listings (ordered by SPIFFE ID, then recordedAt) and issuance-rate counts.
+      'CREATE INDEX delegations_spiffe_id ON delegations (spiffe_id, recorded_at)',
+      // The revoked, unexpired delegations: this small partial index only.
+      'CREATE INDEX delegations_revoked ON delegations (not_after) WHERE revoked_at IS NOT NULL',
+      `CREATE TABLE usage_reservations (
+        spiffe_id ${t.byteOrderedText} NOT NULL,
+        holder ${t.byteOrderedText} NOT NULL,
+        workloads BIGINT NOT NULL CHECK (workloads >= 0),
+        cpus TEXT NOT NULL,
+        memory_mib BIGINT NOT NULL CHECK (memory_mib >= 0),
+        block_mib BIGINT NOT NULL CHECK (block_mib >= 0),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (spiffe_id, holder)
+      )`,
     ],
   },
 ];

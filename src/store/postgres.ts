@@ -10,6 +10,11 @@
 //   commits, so a single-use token admits exactly one node; a concurrent
 //   registration of the same key ends in ON CONFLICT and is answered with the
 //   winner's record, its own token use rolled back.
+// - reserveUsage takes a transaction-scoped advisory lock on every SPIFFE ID
+//   whose totals it checks (each ceiling's, and its own), always in the same
+//   order, before reading the totals. Every reservation that checks a ceiling
+//   holds that ceiling's lock until it commits, so siblings under one limited
+//   parent queue on the parent's lock and each sees the others' rows.
 // - Events: each change publishes its event with pg_notify in the same
 //   transaction, so it is delivered (on commit, in commit order) to every
 //   replica LISTENing on `sigil_events`, and never for a change that did not
@@ -23,6 +28,7 @@
 //
 // The connection URL's password never appears in an error or a warning.
 
+import { createHash } from 'node:crypto';
 import type { PoolClient, QueryResultRow } from 'pg';
 import pg from 'pg';
 import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
@@ -37,36 +43,55 @@ import {
   CERTIFICATE_COLUMNS,
   caFromRow,
   caParams,
+  ceilingSumsFromRow,
   certificateFromRow,
   certificatePage,
   certificatePageQuery,
   certificateParams,
+  checkCeilings,
   checkNodeState,
+  checkRevocation,
+  DELEGATION_COLUMNS,
   decodeEvent,
+  delegationFromRow,
+  delegationParams,
   encodeEvent,
+  exceededResource,
   Listeners,
   millis,
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
   type Param,
+  RESERVATION_COLUMNS,
   type Row,
+  reservationFromRow,
+  reservationParams,
+  subtreeBounds,
+  subtreeCondition,
   TOKEN_COLUMNS,
   tokenFromRow,
   tokenParams,
+  USAGE_SUMS,
+  usageTotalsFromRow,
   warn,
 } from './records.ts';
 import type {
   CaRecord,
   CertificateFilter,
   CertificateRecord,
+  DelegationRecord,
   NodeRecord,
   NodeState,
   Page,
   RegisterResult,
+  ReserveResult,
   Store,
   StoreEvent,
   TokenRecord,
+  UsageCeiling,
+  UsageReservation,
+  UsageTotals,
 } from './store.ts';
 
 /** The LISTEN/NOTIFY channel every replica shares. */
@@ -127,6 +152,21 @@ const insertSql = (table: string, columns: readonly string[]): string =>
 
 const notify = (placeholder: string): string => `pg_notify('${EVENT_CHANNEL}', ${placeholder})`;
 
+/** At or under the SPIFFE ID of subtreeBounds, bound to $1, $2, $3. */
+const under = (column: string): string => subtreeCondition(column, ['$1', '$2', '$3']);
+
+/**
+ * First key of the two-key pg_advisory_xact_lock(int, int) that reserveUsage
+ * takes per SPIFFE ID (the second is usageLockKey). The two-key space does not
+ * overlap the one-key space of POSTGRES_MIGRATION_LOCK_KEY.
+ */
+const USAGE_LOCK_CLASS = 0x5349_4755; // 'SIGU'
+
+/** A stable int4 for a SPIFFE ID; equal IDs share a lock, a rare collision only serialises more. */
+function usageLockKey(spiffeId: string): number {
+  return createHash('sha256').update(spiffeId).digest().readInt32BE(0);
+}
+
 const SQL = {
   getSetting: 'SELECT value FROM settings WHERE key = $1',
   initSetting: 'INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING',
@@ -160,6 +200,35 @@ const SQL = {
   transitionNode: `UPDATE nodes SET state = $2, updated_at = $3, certificate_serial = coalesce($4, certificate_serial)
     WHERE id = $1 RETURNING ${NODE_COLUMNS.join(', ')}`,
   publish: `SELECT ${notify('$1')}`,
+  recordDelegation: `${insertSql('delegations', DELEGATION_COLUMNS)} ON CONFLICT (fingerprint) DO NOTHING`,
+  getDelegation: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations WHERE fingerprint = $1`,
+  listDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    ORDER BY spiffe_id, recorded_at, fingerprint`,
+  listDelegationsUnder: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, recorded_at, fingerprint`,
+  countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('spiffe_id')} AND recorded_at >= $4`,
+  revokeDelegation: `WITH revoked AS (
+      UPDATE delegations SET revoked_at = $2, revocation_reason = $3, revoked_by = $4
+      WHERE fingerprint = $1 AND revoked_at IS NULL RETURNING fingerprint)
+    SELECT ${notify('$5')} FROM revoked`,
+  listRevokedDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, fingerprint`,
+  lockUsage: `SELECT pg_advisory_xact_lock(${USAGE_LOCK_CLASS}, $1::integer)`,
+  getReservation: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
+    WHERE spiffe_id = $1 AND holder = $2`,
+  insertReservation: `${insertSql('usage_reservations', RESERVATION_COLUMNS)}
+    ON CONFLICT (spiffe_id, holder) DO NOTHING RETURNING ${RESERVATION_COLUMNS.join(', ')}`,
+  releaseUsage: 'DELETE FROM usage_reservations WHERE spiffe_id = $1 AND holder = $2',
+  usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('spiffe_id')}`,
+  // One statement, so the sums and the CPU ids come from one snapshot.
+  usageUnder: `SELECT ${USAGE_SUMS}, (
+      SELECT json_agg(DISTINCT cpu.value::bigint)::text
+      FROM usage_reservations AS r CROSS JOIN LATERAL jsonb_array_elements_text(r.cpus::jsonb) AS cpu (value)
+      WHERE ${under('r.spiffe_id')}
+    ) AS cpus
+    FROM usage_reservations WHERE ${under('spiffe_id')}`,
+  listReservations: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
+    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, holder`,
 } as const;
 
 type SqlName = keyof typeof SQL;
@@ -404,6 +473,96 @@ class PostgresStore implements Store {
         await this.query('publish', [encodeEvent({ kind: 'node', nodeId: id, state: to })], client);
       return nodeFromRow(rows[0]);
     });
+  }
+
+  async recordDelegation(record: DelegationRecord): Promise<DelegationRecord> {
+    await this.query('recordDelegation', delegationParams(record, false));
+    // A concurrent first writer's INSERT made ours wait and then conflict; this read sees its record.
+    const rows = await this.query('getDelegation', [record.fingerprint]);
+    return delegationFromRow(rows[0]);
+  }
+
+  async getDelegation(fingerprint: string): Promise<DelegationRecord | null> {
+    const rows = await this.query('getDelegation', [fingerprint]);
+    return rows.length === 0 ? null : delegationFromRow(rows[0]);
+  }
+
+  async listDelegations(filter: { readonly under?: string } = {}): Promise<readonly DelegationRecord[]> {
+    const rows =
+      filter.under === undefined
+        ? await this.query('listDelegations', [])
+        : await this.query('listDelegationsUnder', subtreeBounds(filter.under));
+    return rows.map(delegationFromRow);
+  }
+
+  async countDelegationsSince(under: string, since: Date): Promise<number> {
+    const rows = await this.query('countDelegationsSince', [...subtreeBounds(under), millis(since, 'since')]);
+    return Number(rows[0].n);
+  }
+
+  async revokeDelegation(fingerprint: string, reason: string, at: Date, by: string): Promise<boolean> {
+    checkRevocation(reason, by);
+    const event = encodeEvent({ kind: 'revocation', serials: [`fp:${fingerprint}`] });
+    const rows = await this.query('revokeDelegation', [
+      fingerprint,
+      millis(at, 'revokedAt'),
+      reason,
+      by,
+      event,
+    ]);
+    return rows.length === 1;
+  }
+
+  async listRevokedDelegations(now: Date): Promise<readonly DelegationRecord[]> {
+    return (await this.query('listRevokedDelegations', [millis(now, 'now')])).map(delegationFromRow);
+  }
+
+  async reserveUsage(
+    reservation: UsageReservation,
+    ceilings: readonly UsageCeiling[],
+  ): Promise<ReserveResult> {
+    const params = reservationParams(reservation);
+    checkCeilings(reservation, ceilings);
+    const key = [reservation.spiffeId, reservation.holder];
+    // Ascending, so two reservations sharing locks take them in the same order and cannot deadlock.
+    const locks = [
+      ...new Set([reservation.spiffeId, ...ceilings.map((c) => c.spiffeId)].map(usageLockKey)),
+    ].sort((a, b) => a - b);
+    return this.transaction(async (client): Promise<ReserveResult> => {
+      for (const lock of locks) await this.query('lockUsage', [lock], client);
+      const held = await this.query('getReservation', key, client);
+      if (held.length > 0) return { outcome: 'existing', reservation: reservationFromRow(held[0]) };
+      for (const ceiling of ceilings) {
+        const [sums] = await this.query('usageSums', subtreeBounds(ceiling.spiffeId), client);
+        const exceeded = exceededResource(ceiling, ceilingSumsFromRow(sums), reservation);
+        if (exceeded !== null) return { outcome: 'exceeded', spiffeId: ceiling.spiffeId, ...exceeded };
+      }
+      const inserted = await this.query('insertReservation', params, client);
+      if (inserted.length === 1) return { outcome: 'reserved', reservation: reservationFromRow(inserted[0]) };
+      // Only a writer that bypassed the lock on this SPIFFE ID could have inserted it meanwhile.
+      const winner = await this.query('getReservation', key, client);
+      return { outcome: 'existing', reservation: reservationFromRow(winner[0]) };
+    });
+  }
+
+  async releaseUsage(spiffeId: string, holder: string): Promise<boolean> {
+    const result = await this.run((client) =>
+      client.query({
+        name: 'sigil_releaseUsage',
+        text: SQL.releaseUsage,
+        values: [spiffeId, holder],
+      }),
+    );
+    return result.rowCount === 1;
+  }
+
+  async usageUnder(under: string): Promise<UsageTotals> {
+    const [row] = await this.query('usageUnder', subtreeBounds(under));
+    return usageTotalsFromRow(row);
+  }
+
+  async listReservations(under: string): Promise<readonly UsageReservation[]> {
+    return (await this.query('listReservations', subtreeBounds(under))).map(reservationFromRow);
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

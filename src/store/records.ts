@@ -10,10 +10,14 @@ import type {
   CaRecord,
   CertificateFilter,
   CertificateRecord,
+  DelegationRecord,
   NodeRecord,
   NodeState,
   StoreEvent,
   TokenRecord,
+  UsageCeiling,
+  UsageReservation,
+  UsageTotals,
 } from './store.ts';
 
 export type Row = Readonly<Record<string, unknown>>;
@@ -75,6 +79,32 @@ export const NODE_COLUMNS = [
   'certificate_serial',
 ] as const;
 
+export const DELEGATION_COLUMNS = [
+  'fingerprint',
+  'serial',
+  'spiffe_id',
+  'parent_fingerprint',
+  'policy',
+  'is_ca',
+  'not_after',
+  'der',
+  'origin',
+  'recorded_at',
+  'revoked_at',
+  'revocation_reason',
+  'revoked_by',
+] as const;
+
+export const RESERVATION_COLUMNS = [
+  'spiffe_id',
+  'holder',
+  'workloads',
+  'cpus',
+  'memory_mib',
+  'block_mib',
+  'created_at',
+] as const;
+
 // --- checks on the way in -------------------------------------------------
 
 /** Unix milliseconds of a valid Date; anything else is refused naming the field. */
@@ -129,6 +159,89 @@ export function pageSizeOf(filter: CertificateFilter): number {
   if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE)
     throw invalid(`page size must be an integer from 1 to ${MAX_PAGE_SIZE}, got ${size}`);
   return size;
+}
+
+const FINGERPRINT = /^[0-9a-f]{64}$/;
+
+function checkFingerprint(fingerprint: string, field: string): string {
+  if (typeof fingerprint !== 'string' || !FINGERPRINT.test(fingerprint))
+    throw invalid(
+      `${field} ${JSON.stringify(String(fingerprint).slice(0, 80))} is not a SHA-256 in lower-case hex`,
+    );
+  return fingerprint;
+}
+
+/**
+ * The bounds of "at or under `spiffeId`" as [itself, lower, upper]: a SPIFFE
+ * ID is in the subtree when it equals `itself` or lies in [lower, upper),
+ * i.e. starts with spiffeId + '/' ('0' is the character after '/'). Both
+ * dialects compare these columns byte by byte (byteOrderedText), so the range
+ * is exact, has no wildcards to escape and is case-sensitive, like SPIFFE
+ * paths (SQLite's LIKE is not), and it uses the index.
+ */
+export function subtreeBounds(spiffeId: string, field = 'under'): [string, string, string] {
+  const root = text(spiffeId, field);
+  return [root, `${root}/`, `${root}0`];
+}
+
+/** The SQL condition of subtreeBounds on `column`, given the three placeholders. */
+export function subtreeCondition(column: string, [itself, lower, upper]: readonly string[]): string {
+  return `(${column} = ${itself} OR (${column} >= ${lower} AND ${column} < ${upper}))`;
+}
+
+/** True when `spiffeId` is `ancestor` or lies beneath it. */
+export function isAtOrUnder(spiffeId: string, ancestor: string): boolean {
+  return spiffeId === ancestor || spiffeId.startsWith(`${ancestor}/`);
+}
+
+export function checkRevocation(reason: string, by?: string): void {
+  if (typeof reason !== 'string' || reason === '')
+    throw invalid('revocation reason must be a non-empty string');
+  if (by !== undefined && (typeof by !== 'string' || by === ''))
+    throw invalid('revoker (by) must be a non-empty string');
+}
+
+/**
+ * The ceilings checked, with the reservation they are checked for. Every
+ * ceiling must be at or above the reservation's SPIFFE ID: a ceiling
+ * elsewhere would not count it, and the locks that make reserveUsage atomic
+ * assume one subtree.
+ */
+export function checkCeilings(
+  reservation: UsageReservation,
+  ceilings: readonly UsageCeiling[],
+): readonly UsageCeiling[] {
+  if (!Array.isArray(ceilings)) throw invalid('ceilings must be an array');
+  for (const ceiling of ceilings) {
+    text(ceiling.spiffeId, 'ceiling spiffeId');
+    checkCount(ceiling.workloads, 'ceiling workloads');
+    checkCount(ceiling.memoryMiB, 'ceiling memoryMiB');
+    checkCount(ceiling.blockMiB, 'ceiling blockMiB');
+    if (!isAtOrUnder(reservation.spiffeId, ceiling.spiffeId))
+      throw invalid(
+        `ceiling ${ceiling.spiffeId} is not at or above the reservation's SPIFFE ID ${reservation.spiffeId}`,
+      );
+  }
+  return ceilings;
+}
+
+/** Sums at or under a ceiling's SPIFFE ID, before the reservation. */
+export interface CeilingSums {
+  readonly workloads: number;
+  readonly memoryMiB: number;
+  readonly blockMiB: number;
+}
+
+/** The first resource of `ceiling` the reservation would exceed, or null when it fits. */
+export function exceededResource(
+  ceiling: UsageCeiling,
+  sums: CeilingSums,
+  reservation: UsageReservation,
+): { resource: 'workloads' | 'memoryMiB' | 'blockMiB'; used: number; limit: number } | null {
+  for (const resource of ['workloads', 'memoryMiB', 'blockMiB'] as const)
+    if (sums[resource] + reservation[resource] > ceiling[resource])
+      return { resource, used: sums[resource], limit: ceiling[resource] };
+  return null;
 }
 
 export interface CertificateQuery {
@@ -258,6 +371,49 @@ export function nodeParams(r: NodeRecord): Param[] {
   ];
 }
 
+/** SQLite has no boolean type: pass `booleansAsIntegers` for it. */
+export function delegationParams(r: DelegationRecord, booleansAsIntegers: boolean): Param[] {
+  if (typeof r.isCa !== 'boolean') throw invalid('delegation isCa must be a boolean');
+  if (r.origin !== 'issued' && r.origin !== 'seen')
+    throw invalid(`delegation origin ${JSON.stringify(r.origin)} is not issued or seen`);
+  if (r.policy !== null && typeof r.policy !== 'string')
+    throw invalid('delegation policy must be a string or null');
+  const revoked = [r.revokedAt, r.revocationReason, r.revokedBy].filter((v) => v !== null).length;
+  if (revoked !== 0 && revoked !== 3)
+    throw invalid('delegation revokedAt, revocationReason and revokedBy must be all set or all null');
+  return [
+    checkFingerprint(r.fingerprint, 'delegation fingerprint'),
+    checkSerial(r.serial),
+    text(r.spiffeId, 'delegation spiffeId'),
+    r.parentFingerprint === null
+      ? null
+      : checkFingerprint(r.parentFingerprint, 'delegation parentFingerprint'),
+    r.policy,
+    booleansAsIntegers ? (r.isCa ? 1 : 0) : r.isCa,
+    millis(r.notAfter, 'delegation notAfter'),
+    bytes(r.der, 'delegation DER'),
+    r.origin,
+    millis(r.recordedAt, 'delegation recordedAt'),
+    optionalMillis(r.revokedAt, 'delegation revokedAt'),
+    r.revocationReason === null ? null : text(r.revocationReason, 'delegation revocationReason'),
+    r.revokedBy === null ? null : text(r.revokedBy, 'delegation revokedBy'),
+  ];
+}
+
+export function reservationParams(r: UsageReservation): Param[] {
+  if (!Array.isArray(r.cpus) || !r.cpus.every((cpu) => Number.isSafeInteger(cpu) && cpu >= 0))
+    throw invalid('reservation cpus must be an array of non-negative integers');
+  return [
+    text(r.spiffeId, 'reservation spiffeId'),
+    text(r.holder, 'reservation holder'),
+    checkCount(r.workloads, 'reservation workloads'),
+    JSON.stringify(r.cpus),
+    checkCount(r.memoryMiB, 'reservation memoryMiB'),
+    checkCount(r.blockMiB, 'reservation blockMiB'),
+    millis(r.createdAt, 'reservation createdAt'),
+  ];
+}
+
 // --- rows to records ---------------------------------------------------------
 
 function corrupt(what: string): SigilError {
@@ -367,6 +523,79 @@ export function nodeFromRow(row: Row): NodeRecord {
     createdAt: dateOf(row.created_at, 'node createdAt'),
     updatedAt: dateOf(row.updated_at, 'node updatedAt'),
     certificateSerial: optionalStringOf(row.certificate_serial, 'node certificateSerial'),
+  };
+}
+
+export function delegationFromRow(row: Row): DelegationRecord {
+  const origin = row.origin;
+  if (origin !== 'issued' && origin !== 'seen') throw corrupt('delegation origin');
+  return {
+    fingerprint: stringOf(row.fingerprint, 'delegation fingerprint'),
+    serial: stringOf(row.serial, 'delegation serial'),
+    spiffeId: stringOf(row.spiffe_id, 'delegation spiffeId'),
+    parentFingerprint: optionalStringOf(row.parent_fingerprint, 'delegation parentFingerprint'),
+    policy: optionalStringOf(row.policy, 'delegation policy'),
+    isCa: boolOf(row.is_ca, 'delegation isCa'),
+    notAfter: dateOf(row.not_after, 'delegation notAfter'),
+    der: bufferOf(row.der, 'delegation DER'),
+    origin,
+    recordedAt: dateOf(row.recorded_at, 'delegation recordedAt'),
+    revokedAt: optionalDateOf(row.revoked_at, 'delegation revokedAt'),
+    revocationReason: optionalStringOf(row.revocation_reason, 'delegation revocationReason'),
+    revokedBy: optionalStringOf(row.revoked_by, 'delegation revokedBy'),
+  };
+}
+
+/** A JSON array of CPU ids (non-negative integers). */
+function cpusOf(value: unknown, what: string): number[] {
+  let cpus: unknown;
+  try {
+    cpus = JSON.parse(stringOf(value, what));
+  } catch {
+    throw corrupt(what);
+  }
+  if (!Array.isArray(cpus) || !cpus.every((cpu) => Number.isSafeInteger(cpu) && cpu >= 0))
+    throw corrupt(what);
+  return cpus;
+}
+
+export function reservationFromRow(row: Row): UsageReservation {
+  return {
+    holder: stringOf(row.holder, 'reservation holder'),
+    spiffeId: stringOf(row.spiffe_id, 'reservation spiffeId'),
+    workloads: intOf(row.workloads, 'reservation workloads'),
+    cpus: cpusOf(row.cpus, 'reservation cpus'),
+    memoryMiB: intOf(row.memory_mib, 'reservation memoryMiB'),
+    blockMiB: intOf(row.block_mib, 'reservation blockMiB'),
+    createdAt: dateOf(row.created_at, 'reservation createdAt'),
+  };
+}
+
+/**
+ * The select list of the sums over usage_reservations (both dialects): sum()
+ * of nothing is NULL, hence coalesce. PostgreSQL's sum of BIGINT is NUMERIC
+ * and count() BIGINT, both returned as strings; intOf reads either.
+ */
+export const USAGE_SUMS = `coalesce(sum(workloads), 0) AS workloads,
+  coalesce(sum(memory_mib), 0) AS memory_mib,
+  coalesce(sum(block_mib), 0) AS block_mib,
+  count(*) AS reservations`;
+
+export function ceilingSumsFromRow(row: Row): CeilingSums {
+  return {
+    workloads: intOf(row.workloads, 'usage workloads'),
+    memoryMiB: intOf(row.memory_mib, 'usage memoryMiB'),
+    blockMiB: intOf(row.block_mib, 'usage blockMiB'),
+  };
+}
+
+/** A row of USAGE_SUMS plus `cpus`, a JSON array of the distinct CPU ids (or NULL for none). */
+export function usageTotalsFromRow(row: Row): UsageTotals {
+  const cpus = row.cpus === null || row.cpus === undefined ? [] : cpusOf(row.cpus, 'usage cpus');
+  return {
+    ...ceilingSumsFromRow(row),
+    cpus: [...new Set(cpus)].sort((a, b) => a - b),
+    reservations: intOf(row.reservations, 'usage reservations'),
   };
 }
 

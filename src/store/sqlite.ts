@@ -5,7 +5,7 @@
 // loss, as far as the disk keeps its promises).
 //
 // Atomicity: every write that reads before it writes (registerNode,
-// transitionNode, migrate) runs in BEGIN IMMEDIATE, which takes SQLite's
+// transitionNode, reserveUsage, migrate) runs in BEGIN IMMEDIATE, which takes SQLite's
 // write lock up front, so it is atomic against other store objects and other
 // processes on the same file; they wait up to busy_timeout for the lock.
 // node:sqlite is synchronous, so within one process calls never interleave.
@@ -26,34 +26,53 @@ import {
   CERTIFICATE_COLUMNS,
   caFromRow,
   caParams,
+  ceilingSumsFromRow,
   certificateFromRow,
   certificatePage,
   certificatePageQuery,
   certificateParams,
+  checkCeilings,
   checkNodeState,
+  checkRevocation,
+  DELEGATION_COLUMNS,
+  delegationFromRow,
+  delegationParams,
+  exceededResource,
   Listeners,
   millis,
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
   type Param,
+  RESERVATION_COLUMNS,
   type Row,
+  reservationFromRow,
+  reservationParams,
+  subtreeBounds,
+  subtreeCondition,
   TOKEN_COLUMNS,
   tokenFromRow,
   tokenParams,
+  USAGE_SUMS,
+  usageTotalsFromRow,
   warn,
 } from './records.ts';
 import type {
   CaRecord,
   CertificateFilter,
   CertificateRecord,
+  DelegationRecord,
   NodeRecord,
   NodeState,
   Page,
   RegisterResult,
+  ReserveResult,
   Store,
   StoreEvent,
   TokenRecord,
+  UsageCeiling,
+  UsageReservation,
+  UsageTotals,
 } from './store.ts';
 
 export interface SqliteStoreOptions {
@@ -70,6 +89,9 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
 
 const insertSql = (table: string, columns: readonly string[]): string =>
   `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
+
+/** At or under the SPIFFE ID bound to the three parameters of subtreeBounds. */
+const under = (column: string): string => subtreeCondition(column, ['?', '?', '?']);
 
 const SQL = {
   getSetting: 'SELECT value FROM settings WHERE key = ?',
@@ -100,6 +122,29 @@ const SQL = {
   listNodesInState: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE state = ? ORDER BY created_at, id`,
   transitionNode: `UPDATE nodes SET state = ?, updated_at = ?, certificate_serial = coalesce(?, certificate_serial)
     WHERE id = ? RETURNING ${NODE_COLUMNS.join(', ')}`,
+  recordDelegation: `${insertSql('delegations', DELEGATION_COLUMNS)} ON CONFLICT (fingerprint) DO NOTHING`,
+  getDelegation: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations WHERE fingerprint = ?`,
+  listDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    ORDER BY spiffe_id, recorded_at, fingerprint`,
+  listDelegationsUnder: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, recorded_at, fingerprint`,
+  countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('spiffe_id')} AND recorded_at >= ?`,
+  revokeDelegation: `UPDATE delegations SET revoked_at = ?, revocation_reason = ?, revoked_by = ?
+    WHERE fingerprint = ? AND revoked_at IS NULL`,
+  listRevokedDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, fingerprint`,
+  getReservation: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations WHERE spiffe_id = ? AND holder = ?`,
+  insertReservation: insertSql('usage_reservations', RESERVATION_COLUMNS),
+  releaseUsage: 'DELETE FROM usage_reservations WHERE spiffe_id = ? AND holder = ?',
+  usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('spiffe_id')}`,
+  usageUnder: `SELECT ${USAGE_SUMS}, (
+      SELECT json_group_array(cpu) FROM (
+        SELECT DISTINCT cpu.value AS cpu FROM usage_reservations AS r, json_each(r.cpus) AS cpu
+        WHERE ${under('r.spiffe_id')} ORDER BY cpu.value)
+    ) AS cpus
+    FROM usage_reservations WHERE ${under('spiffe_id')}`,
+  listReservations: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
+    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, holder`,
 } as const;
 
 interface PendingInsert {
@@ -344,6 +389,74 @@ class SqliteStore implements Store {
     if (change === null) return null;
     if (change.previous !== to) this.publish({ kind: 'node', nodeId: id, state: to });
     return change.node;
+  }
+
+  async recordDelegation(record: DelegationRecord): Promise<DelegationRecord> {
+    this.run(SQL.recordDelegation, delegationParams(record, true));
+    return delegationFromRow(this.get(SQL.getDelegation, [record.fingerprint])!);
+  }
+
+  async getDelegation(fingerprint: string): Promise<DelegationRecord | null> {
+    const row = this.get(SQL.getDelegation, [fingerprint]);
+    return row === undefined ? null : delegationFromRow(row);
+  }
+
+  async listDelegations(filter: { readonly under?: string } = {}): Promise<readonly DelegationRecord[]> {
+    const rows =
+      filter.under === undefined
+        ? this.all(SQL.listDelegations, [])
+        : this.all(SQL.listDelegationsUnder, subtreeBounds(filter.under));
+    return rows.map(delegationFromRow);
+  }
+
+  async countDelegationsSince(under: string, since: Date): Promise<number> {
+    const row = this.get(SQL.countDelegationsSince, [...subtreeBounds(under), millis(since, 'since')]);
+    return Number(row?.n);
+  }
+
+  async revokeDelegation(fingerprint: string, reason: string, at: Date, by: string): Promise<boolean> {
+    checkRevocation(reason, by);
+    const changes = this.run(SQL.revokeDelegation, [millis(at, 'revokedAt'), reason, by, fingerprint]);
+    if (changes === 0) return false;
+    this.publish({ kind: 'revocation', serials: [`fp:${fingerprint}`] });
+    return true;
+  }
+
+  async listRevokedDelegations(now: Date): Promise<readonly DelegationRecord[]> {
+    return this.all(SQL.listRevokedDelegations, [millis(now, 'now')]).map(delegationFromRow);
+  }
+
+  async reserveUsage(
+    reservation: UsageReservation,
+    ceilings: readonly UsageCeiling[],
+  ): Promise<ReserveResult> {
+    const params = reservationParams(reservation);
+    checkCeilings(reservation, ceilings);
+    const key = [reservation.spiffeId, reservation.holder];
+    return this.transaction((): ReserveResult => {
+      const held = this.get(SQL.getReservation, key);
+      if (held !== undefined) return { outcome: 'existing', reservation: reservationFromRow(held) };
+      for (const ceiling of ceilings) {
+        const sums = ceilingSumsFromRow(this.get(SQL.usageSums, subtreeBounds(ceiling.spiffeId))!);
+        const exceeded = exceededResource(ceiling, sums, reservation);
+        if (exceeded !== null) return { outcome: 'exceeded', spiffeId: ceiling.spiffeId, ...exceeded };
+      }
+      this.run(SQL.insertReservation, params);
+      return { outcome: 'reserved', reservation: reservationFromRow(this.get(SQL.getReservation, key)!) };
+    });
+  }
+
+  async releaseUsage(spiffeId: string, holder: string): Promise<boolean> {
+    return this.run(SQL.releaseUsage, [spiffeId, holder]) === 1;
+  }
+
+  async usageUnder(under: string): Promise<UsageTotals> {
+    const bounds = subtreeBounds(under);
+    return usageTotalsFromRow(this.get(SQL.usageUnder, [...bounds, ...bounds])!);
+  }
+
+  async listReservations(under: string): Promise<readonly UsageReservation[]> {
+    return this.all(SQL.listReservations, subtreeBounds(under)).map(reservationFromRow);
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

@@ -75,6 +75,83 @@ export interface CaRecord {
   readonly retiredAt: Date | null;
 }
 
+/**
+ * A certificate of a delegation subtree (spiffe://<td>/d/…): a delegation CA,
+ * a command certificate or a leaf, issued by this server or seen in a chain a
+ * delegate presented. Keyed by fingerprint, not serial: offline issuers choose
+ * their own serials, so serials are not unique across the subtree.
+ */
+export interface DelegationRecord {
+  /** SHA-256 of the DER, lower-case hex. */
+  readonly fingerprint: string;
+  /** Canonical serial (lower-case hex, no leading zeros). */
+  readonly serial: string;
+  /** Its SPIFFE ID, spiffe://<td>/d/alice/carol… */
+  readonly spiffeId: string;
+  /** Fingerprint of the certificate that signed it; null when a server CA did. */
+  readonly parentFingerprint: string | null;
+  /** The policy it carries as JSON (policyToJson); null for a leaf without one. */
+  readonly policy: string | null;
+  readonly isCa: boolean;
+  readonly notAfter: Date;
+  readonly der: Buffer;
+  /** 'issued' by this control plane, or 'seen' first in a presented chain. */
+  readonly origin: 'issued' | 'seen';
+  readonly recordedAt: Date;
+  readonly revokedAt: Date | null;
+  readonly revocationReason: string | null;
+  /** SPIFFE ID of who revoked it. */
+  readonly revokedBy: string | null;
+}
+
+/** Resources one holder (e.g. a workload) keeps inside a delegation subtree. */
+export interface UsageReservation {
+  /** Unique per principal: (spiffeId, holder) is the key. */
+  readonly holder: string;
+  /** The principal it is charged to; every ancestor's subtree counts it too. */
+  readonly spiffeId: string;
+  readonly workloads: number;
+  readonly cpus: readonly number[];
+  readonly memoryMiB: number;
+  readonly blockMiB: number;
+  readonly createdAt: Date;
+}
+
+/** Sums over the reservations at or under a SPIFFE ID. */
+export interface UsageTotals {
+  readonly workloads: number;
+  /** Distinct CPU ids in use, ascending. */
+  readonly cpus: readonly number[];
+  readonly memoryMiB: number;
+  readonly blockMiB: number;
+  readonly reservations: number;
+}
+
+/**
+ * One ceiling to respect when reserving: the totals at or under `spiffeId`,
+ * this reservation included, must not exceed these (computed by
+ * authority/usage.ts from the policies along the caller's chain).
+ */
+export interface UsageCeiling {
+  readonly spiffeId: string;
+  readonly workloads: number;
+  readonly memoryMiB: number;
+  readonly blockMiB: number;
+}
+
+export type ReserveResult =
+  | { readonly outcome: 'reserved'; readonly reservation: UsageReservation }
+  /** (spiffeId, holder) already held: nothing changed, the held one returned. */
+  | { readonly outcome: 'existing'; readonly reservation: UsageReservation }
+  /** A ceiling would be exceeded: nothing changed. */
+  | {
+      readonly outcome: 'exceeded';
+      readonly spiffeId: string;
+      readonly resource: 'workloads' | 'memoryMiB' | 'blockMiB';
+      readonly used: number;
+      readonly limit: number;
+    };
+
 export type StoreEvent =
   | { readonly kind: 'revocation'; readonly serials: readonly string[] }
   | { readonly kind: 'node'; readonly nodeId: string; readonly state: NodeState }
@@ -154,6 +231,40 @@ export interface Store {
     to: NodeState,
     update: { readonly certificateSerial?: string; readonly at: Date },
   ): Promise<NodeRecord | null>;
+
+  /** Insert if no record has this fingerprint; returns the record now stored (the first writer wins). */
+  recordDelegation(record: DelegationRecord): Promise<DelegationRecord>;
+  getDelegation(fingerprint: string): Promise<DelegationRecord | null>;
+  /**
+   * Records whose SPIFFE ID is `under` or lies beneath it ("…/d/alice" matches
+   * "…/d/alice" and "…/d/alice/carol", not "…/d/alicia"); every record when
+   * absent. Ordered by SPIFFE ID, then recordedAt.
+   */
+  listDelegations(filter?: { readonly under?: string }): Promise<readonly DelegationRecord[]>;
+  /** How many records at or under `under` were recorded at or after `since` (issuance-rate limits). */
+  countDelegationsSince(under: string, since: Date): Promise<number>;
+  /**
+   * Marks revoked and publishes a revocation event carrying "fp:<fingerprint>";
+   * false if unknown or already revoked (nothing changes).
+   */
+  revokeDelegation(fingerprint: string, reason: string, at: Date, by: string): Promise<boolean>;
+  /** Revoked records whose notAfter is after `now`. */
+  listRevokedDelegations(now: Date): Promise<readonly DelegationRecord[]>;
+
+  /**
+   * One transaction, atomic across replicas: if (spiffeId, holder) is held,
+   * 'existing'; else, if for every ceiling the totals at or under its SPIFFE
+   * ID plus this reservation stay within it, insert ('reserved'); else
+   * 'exceeded' naming the first ceiling broken. Two concurrent reservations
+   * can never both pass a ceiling only one of them fits under.
+   */
+  reserveUsage(reservation: UsageReservation, ceilings: readonly UsageCeiling[]): Promise<ReserveResult>;
+  /** False if (spiffeId, holder) held nothing. */
+  releaseUsage(spiffeId: string, holder: string): Promise<boolean>;
+  /** Totals of the reservations whose spiffeId is `under` or beneath it. */
+  usageUnder(under: string): Promise<UsageTotals>;
+  /** Reservations whose spiffeId is `under` or beneath it, ordered by spiffeId, holder. */
+  listReservations(under: string): Promise<readonly UsageReservation[]>;
 
   /** Events from every replica (PostgreSQL LISTEN/NOTIFY; in-process for SQLite). Returns unsubscribe. */
   subscribe(listener: (event: StoreEvent) => void): () => void;

@@ -21,7 +21,10 @@ export interface TrackedConnection {
   readonly socket: TLSSocket;
   /** DER, leaf first: the peer's chain as Node reports it, completed from known CAs (see readPeerChain). */
   readonly chain: readonly Buffer[];
-  /** Serials of `chain`, sigil's canonical form (lower-case hex, no leading zeros). */
+  /**
+   * Serials of `chain`, sigil's canonical form (lower-case hex, no leading
+   * zeros), plus any revocation identifiers learnt later (addRevocationIds).
+   */
   readonly chainSerials: readonly string[];
   /** SHA-256 of the leaf DER, lower-case hex. */
   readonly leafFingerprint: string;
@@ -30,6 +33,16 @@ export interface TrackedConnection {
   readonly localAddress: string;
   readonly localPort: number;
   readonly since: Date;
+}
+
+/**
+ * More identifiers whose revocation must end this connection: what the
+ * application learnt about the peer's chain after the handshake (a
+ * delegate's presented CAs, by serial and "fp:<fingerprint>").
+ */
+export function addRevocationIds(connection: TrackedConnection, ids: readonly string[]): void {
+  const serials = connection.chainSerials as string[];
+  for (const id of ids) if (!serials.includes(id)) serials.push(id);
 }
 
 /** Canonical serial text from Node's upper-case hex. */

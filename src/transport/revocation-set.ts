@@ -3,8 +3,13 @@
 import { invalid } from '../errors.ts';
 import type { RevocationSource } from './revocation-source.ts';
 
-/** "0A:1B", "0a1b", "000A1B" → "a1b"; invalid() for anything that is not a hex serial. */
+/**
+ * "0A:1B", "0a1b", "000A1B" → "a1b"; invalid() for anything that is not a hex
+ * serial. "fp:<SHA-256 hex>" names a certificate by fingerprint (delegation
+ * certificates made offline, whose serials their issuers chose) and is kept.
+ */
 export function normalizeSerial(text: string): string {
+  if (/^fp:[0-9a-fA-F]{64}$/.test(text)) return text.toLowerCase();
   const hex = text.replaceAll(':', '').toLowerCase();
   if (!/^[0-9a-f]{1,42}$/.test(hex)) {
     const shown = text.length > 48 ? `${text.slice(0, 48)}…` : text;

@@ -231,10 +231,17 @@ describe('Sign, Renew, Revoke', () => {
       commonName: 'holder-b',
     });
     const callerB = callerFromIssued(b, f.authority.trustDomain);
-    await assert.rejects(
-      f.authority.revoke(callerB, a.serial),
-      code('permission_denied', /only an admin or the certificate's own holder/),
+    // Another's certificate is refused exactly as a missing one is: nothing leaks about what exists.
+    const othersError = await f.authority.revoke(callerB, a.serial).then(
+      () => assert.fail('revoking another holder’s certificate succeeded'),
+      (error: unknown) => error as Error & { code: string },
     );
+    const missingError = await f.authority.revoke(callerB, 'ffff0000ffff').then(
+      () => assert.fail('revoking a missing certificate succeeded'),
+      (error: unknown) => error as Error & { code: string },
+    );
+    assert.equal(othersError.code, 'not_found');
+    assert.equal(othersError.message.replace(a.serial, 'S'), missingError.message.replace('ffff0000ffff', 'S'));
     const callerA = callerFromIssued(a, f.authority.trustDomain);
     assert.deepEqual(await f.authority.revoke(callerA, a.serial, 'superseded'), { alreadyRevoked: false });
     await assert.rejects(

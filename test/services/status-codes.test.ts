@@ -21,6 +21,7 @@ const EXPECTED: Record<ErrorCode, grpc.status> = {
   failed_precondition: grpc.status.FAILED_PRECONDITION,
   permission_denied: grpc.status.PERMISSION_DENIED,
   unauthenticated: grpc.status.UNAUTHENTICATED,
+  resource_exhausted: grpc.status.RESOURCE_EXHAUSTED,
   internal: grpc.status.INTERNAL,
 };
 

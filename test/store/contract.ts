@@ -3,16 +3,21 @@
 // storeContract() with a harness that opens a store on a fresh database.
 // Nothing here knows which backend it is testing.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { afterEach, describe, test } from 'node:test';
 import { SigilError } from '../../src/errors.ts';
 import type {
   CaRecord,
   CertificateFilter,
   CertificateRecord,
+  DelegationRecord,
   NodeRecord,
+  ReserveResult,
   Store,
   StoreEvent,
   TokenRecord,
+  UsageCeiling,
+  UsageReservation,
 } from '../../src/store/store.ts';
 
 export interface StoreFixture {
@@ -100,6 +105,58 @@ function sampleCa(id: string, overrides: Partial<CaRecord> = {}): CaRecord {
     ...overrides,
   };
 }
+
+/** The delegation subtree of the sample trust domain. */
+const D = 'spiffe://example.test/d';
+
+export function sampleDelegation(
+  spiffeId: string,
+  n: number,
+  overrides: Partial<DelegationRecord> = {},
+): DelegationRecord {
+  const der = Buffer.from(`delegation ${n} of ${spiffeId} \u0000\u00ff`, 'latin1');
+  return {
+    fingerprint: createHash('sha256').update(der).digest('hex'),
+    serial: (0x2000 + n).toString(16),
+    spiffeId,
+    parentFingerprint: null,
+    policy: '{"version":1,"permissions":["create","delegate"]}',
+    isCa: true,
+    notAfter: at(30 * 24 * HOUR),
+    der,
+    origin: 'issued',
+    recordedAt: at(n),
+    revokedAt: null,
+    revocationReason: null,
+    revokedBy: null,
+    ...overrides,
+  };
+}
+
+export function sampleReservation(
+  spiffeId: string,
+  holder: string,
+  overrides: Partial<UsageReservation> = {},
+): UsageReservation {
+  return {
+    holder,
+    spiffeId,
+    workloads: 1,
+    cpus: [],
+    memoryMiB: 512,
+    blockMiB: 1024,
+    createdAt: at(100),
+    ...overrides,
+  };
+}
+
+/** A ceiling on workloads (memory and block generous unless given). */
+function ceiling(spiffeId: string, workloads: number, memoryMiB = 1 << 30, blockMiB = 1 << 30): UsageCeiling {
+  return { spiffeId, workloads, memoryMiB, blockMiB };
+}
+
+/** Byte order of UTF-8, the order both stores keep SPIFFE IDs in. */
+const byteOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
   await assert.rejects(promise, (error: unknown) => {
@@ -750,6 +807,557 @@ export function storeContract(harness: StoreHarness): void {
       assert.deepEqual(await store.listNodes({ state: 'REVOKED' }), []);
     });
 
+    // --- delegations ----------------------------------------------------------------
+
+    test('recordDelegation stores every field and getDelegation returns it; an unknown fingerprint is null', async () => {
+      const { store } = await fresh();
+      const alice = sampleDelegation(`${D}/alice`, 1);
+      const carol = sampleDelegation(`${D}/alice/carol`, 2, {
+        parentFingerprint: alice.fingerprint,
+        serial: '0',
+        policy: null,
+        isCa: false,
+        origin: 'seen',
+        notAfter: at(HOUR),
+        revokedAt: at(50),
+        revocationReason: 'keyCompromise',
+        revokedBy: `${D}/alice`,
+      });
+      assert.deepEqual(await store.recordDelegation(alice), alice);
+      assert.deepEqual(await store.recordDelegation(carol), carol);
+      assert.deepEqual(await store.getDelegation(alice.fingerprint), alice);
+      assert.deepEqual(await store.getDelegation(carol.fingerprint), carol);
+      assert.equal(await store.getDelegation('0'.repeat(64)), null);
+      assert.equal(await store.getDelegation('not a fingerprint'), null);
+    });
+
+    test('recordDelegation inserts only if absent: the first record wins, also across store objects and under concurrency', async () => {
+      const { store, another } = await fresh();
+      const other = await another();
+      const first = sampleDelegation(`${D}/alice`, 1);
+      assert.deepEqual(await store.recordDelegation(first), first);
+      const later = { ...first, origin: 'seen' as const, policy: null, recordedAt: at(99), serial: 'ff' };
+      assert.deepEqual(await other.recordDelegation(later), first);
+      assert.deepEqual(await store.getDelegation(first.fingerprint), first);
+
+      const racing = Array.from({ length: 10 }, (_, i) =>
+        sampleDelegation(`${D}/bob`, 2, { recordedAt: at(200 + i) }),
+      );
+      const results = await Promise.all(
+        racing.map((record, i) => (i % 2 ? store : other).recordDelegation(record)),
+      );
+      assert.equal(
+        new Set(results.map((r) => r.recordedAt.getTime())).size,
+        1,
+        'every caller sees one record',
+      );
+      assert.ok(racing.some((r) => r.recordedAt.getTime() === results[0].recordedAt.getTime()));
+      assert.deepEqual(await store.getDelegation(racing[0].fingerprint), results[0]);
+      assert.equal((await store.listDelegations()).length, 2);
+    });
+
+    test('recordDelegation refuses a malformed record (invalid_argument) and stores nothing', async () => {
+      const { store } = await fresh();
+      const good = sampleDelegation(`${D}/alice`, 1);
+      const bad: [Partial<DelegationRecord>, RegExp][] = [
+        [{ fingerprint: good.fingerprint.toUpperCase() }, /fingerprint/],
+        [{ fingerprint: good.fingerprint.slice(2) }, /fingerprint/],
+        [{ parentFingerprint: 'abc' }, /parentFingerprint/],
+        [{ serial: '0a' }, /serial/],
+        [{ spiffeId: '' }, /spiffeId/],
+        [{ origin: 'forged' as DelegationRecord['origin'] }, /origin/],
+        [{ revokedAt: at(5) }, /revoked/],
+        [{ revokedAt: at(5), revocationReason: 'superseded' }, /revoked/],
+        [{ notAfter: new Date(Number.NaN) }, /notAfter/],
+      ];
+      for (const [overrides, message] of bad)
+        await rejectsWith(store.recordDelegation({ ...good, ...overrides }), 'invalid_argument', message);
+      assert.deepEqual(await store.listDelegations(), []);
+    });
+
+    test('listDelegations: at or under a SPIFFE ID by whole path segments, never by wildcard or case; ordered by SPIFFE ID, then recordedAt', async () => {
+      const { store } = await fresh();
+      const records = {
+        alice: sampleDelegation(`${D}/alice`, 5),
+        carolRenewed: sampleDelegation(`${D}/alice/carol`, 3),
+        carol: sampleDelegation(`${D}/alice/carol`, 2),
+        dave: sampleDelegation(`${D}/alice/carol/dave`, 1),
+        // Byte order puts "Zed" before "carol"; a locale-aware collation would not.
+        zed: sampleDelegation(`${D}/alice/Zed`, 4),
+        alicia: sampleDelegation(`${D}/alicia`, 6),
+        aliceUnderscore: sampleDelegation(`${D}/alice_x`, 7),
+        aliceDash: sampleDelegation(`${D}/alice-x`, 8),
+        aliceDot: sampleDelegation(`${D}/alice.x`, 9),
+        aliceZero: sampleDelegation(`${D}/alice0`, 10),
+        alicePercent: sampleDelegation(`${D}/alice%x`, 11),
+        capital: sampleDelegation(`${D}/Alice`, 12),
+        bob: sampleDelegation(`${D}/bob`, 13),
+      };
+      const all = Object.values(records);
+      for (const record of all) await store.recordDelegation(record);
+      const fingerprints = (list: readonly DelegationRecord[]) => list.map((r) => r.fingerprint);
+
+      assert.deepEqual(await store.listDelegations({ under: `${D}/alice` }), [
+        records.alice,
+        records.zed,
+        records.carol,
+        records.carolRenewed,
+        records.dave,
+      ]);
+      assert.deepEqual(fingerprints(await store.listDelegations({ under: `${D}/alice/carol` })), [
+        records.carol.fingerprint,
+        records.carolRenewed.fingerprint,
+        records.dave.fingerprint,
+      ]);
+      assert.deepEqual(await store.listDelegations({ under: `${D}/alice_x` }), [records.aliceUnderscore]);
+      assert.deepEqual(await store.listDelegations({ under: `${D}/Alice` }), [records.capital]);
+      assert.deepEqual(await store.listDelegations({ under: `${D}/alice%x` }), [records.alicePercent]);
+      // LIKE wildcards are plain characters here: "_" and "%" match only themselves.
+      for (const under of [
+        `${D}/al_ce`,
+        `${D}/alic%`,
+        `${D}/alice%`,
+        `${D}/ALICE`,
+        `${D}/alic`,
+        `${D}/alice/`,
+      ])
+        assert.deepEqual(await store.listDelegations({ under }), [], `under ${under}`);
+      assert.equal((await store.listDelegations({ under: D })).length, all.length);
+
+      const expected = [...all].sort(
+        (a, b) => byteOrder(a.spiffeId, b.spiffeId) || a.recordedAt.getTime() - b.recordedAt.getTime(),
+      );
+      assert.deepEqual(fingerprints(await store.listDelegations()), fingerprints(expected));
+      assert.deepEqual(fingerprints(await store.listDelegations({})), fingerprints(expected));
+      await rejectsWith(store.listDelegations({ under: '' }), 'invalid_argument', /under/);
+    });
+
+    test('countDelegationsSince counts the records at or under a SPIFFE ID recorded at or after an instant', async () => {
+      const { store } = await fresh();
+      await store.recordDelegation(sampleDelegation(`${D}/alice`, 10));
+      await store.recordDelegation(sampleDelegation(`${D}/alice/carol`, 20));
+      await store.recordDelegation(sampleDelegation(`${D}/alice/carol/dave`, 30));
+      await store.recordDelegation(sampleDelegation(`${D}/alicia`, 40));
+      await store.recordDelegation(sampleDelegation(`${D}/alice_x`, 50));
+      assert.equal(await store.countDelegationsSince(`${D}/alice`, at(0)), 3);
+      assert.equal(
+        await store.countDelegationsSince(`${D}/alice`, at(20)),
+        2,
+        'recorded exactly then counts',
+      );
+      assert.equal(await store.countDelegationsSince(`${D}/alice`, at(21)), 1);
+      assert.equal(await store.countDelegationsSince(`${D}/alice`, at(31)), 0);
+      assert.equal(await store.countDelegationsSince(`${D}/alice/carol`, at(0)), 2);
+      assert.equal(await store.countDelegationsSince(`${D}/alicia`, at(0)), 1);
+      assert.equal(await store.countDelegationsSince(`${D}/al_ce`, at(0)), 0);
+      assert.equal(await store.countDelegationsSince(D, at(35)), 2);
+    });
+
+    test('revokeDelegation: true once, then false (the first revocation kept); false for an unknown fingerprint', async () => {
+      const { store } = await fresh();
+      const record = sampleDelegation(`${D}/alice/carol`, 1);
+      await store.recordDelegation(record);
+      assert.equal(
+        await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(300), `${D}/alice`),
+        true,
+      );
+      assert.equal(
+        await store.revokeDelegation(record.fingerprint, 'superseded', at(400), `${D}/bob`),
+        false,
+      );
+      assert.equal(
+        await store.revokeDelegation('0'.repeat(64), 'keyCompromise', at(300), `${D}/alice`),
+        false,
+      );
+      const revoked = {
+        ...record,
+        revokedAt: at(300),
+        revocationReason: 'keyCompromise',
+        revokedBy: `${D}/alice`,
+      };
+      assert.deepEqual(await store.getDelegation(record.fingerprint), revoked);
+      assert.equal(await store.getDelegation('0'.repeat(64)), null);
+
+      const other = sampleDelegation(`${D}/alice/dan`, 2);
+      await store.recordDelegation(other);
+      await rejectsWith(
+        store.revokeDelegation(other.fingerprint, '', at(1), `${D}/alice`),
+        'invalid_argument',
+      );
+      await rejectsWith(
+        store.revokeDelegation(other.fingerprint, 'superseded', at(1), ''),
+        'invalid_argument',
+      );
+      assert.deepEqual(await store.getDelegation(other.fingerprint), other);
+    });
+
+    test('revokeDelegation publishes one revocation event carrying "fp:<fingerprint>", none for a repeat', async () => {
+      const { store } = await fresh();
+      const events = recordEvents(store);
+      const record = sampleDelegation(`${D}/alice`, 1);
+      await store.recordDelegation(record);
+      await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(300), `${D}/alice`);
+      const event = await events.waitFor((e) => e.kind === 'revocation', 'revocation');
+      assert.deepEqual(event, { kind: 'revocation', serials: [`fp:${record.fingerprint}`] });
+      await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(301), `${D}/alice`);
+      await store.revokeDelegation('f'.repeat(64), 'keyCompromise', at(301), `${D}/alice`);
+      await settle(store, events, 'sentinel');
+      assert.equal(events.events.filter((e) => e.kind === 'revocation').length, 1);
+    });
+
+    test('listRevokedDelegations returns the revoked records that have not expired', async () => {
+      const { store } = await fresh();
+      const now = at(5000);
+      const records = [
+        sampleDelegation(`${D}/a`, 1, { notAfter: at(10_000) }), // revoked, valid: listed
+        sampleDelegation(`${D}/b`, 2, { notAfter: at(4999) }), // revoked, expired: not listed
+        sampleDelegation(`${D}/c`, 3, { notAfter: at(5000) }), // revoked, expires exactly now: not listed
+        sampleDelegation(`${D}/d`, 4, { notAfter: at(10_000) }), // not revoked
+        sampleDelegation(`${D}/e`, 5, { notAfter: at(20_000) }), // revoked first, valid: listed
+      ];
+      for (const record of records) await store.recordDelegation(record);
+      for (const [n, when] of [
+        [1, 40],
+        [2, 30],
+        [3, 20],
+        [5, 10],
+      ])
+        await store.revokeDelegation(records[n - 1].fingerprint, 'superseded', at(when), `${D}/admin`);
+      const listed = await store.listRevokedDelegations(now);
+      assert.deepEqual(
+        listed.map((r) => r.spiffeId),
+        [`${D}/e`, `${D}/a`],
+      );
+      assert.ok(listed.every((r) => r.revocationReason === 'superseded' && r.revokedBy === `${D}/admin`));
+      assert.deepEqual(await store.listRevokedDelegations(at(30_000)), []);
+    });
+
+    // --- usage reservations ------------------------------------------------------------
+
+    test('reserveUsage reserves and returns the stored reservation; the same (spiffeId, holder) again is existing and changes nothing', async () => {
+      const { store } = await fresh();
+      const carol = `${D}/alice/carol`;
+      const ceilings = [ceiling(`${D}/alice`, 5), ceiling(carol, 5)];
+      const web = sampleReservation(carol, 'web-1', { cpus: [3, 1], workloads: 2 });
+      assert.deepEqual(await store.reserveUsage(web, ceilings), { outcome: 'reserved', reservation: web });
+      const again = { ...web, workloads: 1, cpus: [7], memoryMiB: 1, createdAt: at(200) };
+      assert.deepEqual(await store.reserveUsage(again, ceilings), { outcome: 'existing', reservation: web });
+      // Held already: 'existing', even where a ceiling would now refuse it.
+      assert.deepEqual(await store.reserveUsage({ ...web, workloads: 100 }, [ceiling(`${D}/alice`, 0)]), {
+        outcome: 'existing',
+        reservation: web,
+      });
+      // The same holder name charged to another principal is another reservation.
+      const dan = sampleReservation(`${D}/alice/dan`, 'web-1');
+      assert.deepEqual(await store.reserveUsage(dan, [ceiling(`${D}/alice`, 5)]), {
+        outcome: 'reserved',
+        reservation: dan,
+      });
+      // No ceilings: reserved as long as it is not held.
+      const free = sampleReservation(`${D}/zoe`, 'db');
+      assert.deepEqual(await store.reserveUsage(free, []), { outcome: 'reserved', reservation: free });
+      assert.deepEqual(await store.listReservations(`${D}/alice`), [web, dan]);
+      assert.equal((await store.usageUnder(`${D}/alice`)).workloads, 3);
+    });
+
+    test('reserveUsage refuses what would exceed a ceiling, naming it, the resource, the use so far and the limit; exactly at the limit fits', async () => {
+      const { store } = await fresh();
+      const alice = `${D}/alice`;
+      const ceilings = [ceiling(alice, 3, 4096, 8192)];
+      const first = sampleReservation(alice, 'a', { workloads: 2, memoryMiB: 2048, blockMiB: 4096 });
+      assert.equal((await store.reserveUsage(first, ceilings)).outcome, 'reserved');
+      const cases: [Partial<UsageReservation>, ReserveResult][] = [
+        [
+          { workloads: 2, memoryMiB: 0, blockMiB: 0 },
+          { outcome: 'exceeded', spiffeId: alice, resource: 'workloads', used: 2, limit: 3 },
+        ],
+        [
+          { workloads: 1, memoryMiB: 2049, blockMiB: 0 },
+          { outcome: 'exceeded', spiffeId: alice, resource: 'memoryMiB', used: 2048, limit: 4096 },
+        ],
+        [
+          { workloads: 1, memoryMiB: 2048, blockMiB: 4097 },
+          { outcome: 'exceeded', spiffeId: alice, resource: 'blockMiB', used: 4096, limit: 8192 },
+        ],
+      ];
+      for (const [overrides, expected] of cases)
+        assert.deepEqual(
+          await store.reserveUsage(sampleReservation(alice, 'b', overrides), ceilings),
+          expected,
+          JSON.stringify(overrides),
+        );
+      assert.deepEqual(await store.listReservations(alice), [first], 'a refused reservation stores nothing');
+
+      const exact = sampleReservation(alice, 'b', { workloads: 1, memoryMiB: 2048, blockMiB: 4096 });
+      assert.deepEqual(await store.reserveUsage(exact, ceilings), {
+        outcome: 'reserved',
+        reservation: exact,
+      });
+      assert.deepEqual(await store.usageUnder(alice), {
+        workloads: 3,
+        cpus: [],
+        memoryMiB: 4096,
+        blockMiB: 8192,
+        reservations: 2,
+      });
+
+      // The first ceiling broken is the one named, in the order given.
+      const carol = `${D}/alice/carol`;
+      const next = sampleReservation(carol, 'c');
+      assert.deepEqual(await store.reserveUsage(next, [ceiling(alice, 3), ceiling(carol, 0)]), {
+        outcome: 'exceeded',
+        spiffeId: alice,
+        resource: 'workloads',
+        used: 3,
+        limit: 3,
+      });
+      assert.deepEqual(await store.reserveUsage(next, [ceiling(carol, 0), ceiling(alice, 3)]), {
+        outcome: 'exceeded',
+        spiffeId: carol,
+        resource: 'workloads',
+        used: 0,
+        limit: 0,
+      });
+      // A reservation of nothing still fits under a full ceiling.
+      const nothing = sampleReservation(carol, 'd', { workloads: 0, memoryMiB: 0, blockMiB: 0 });
+      assert.equal((await store.reserveUsage(nothing, [ceiling(alice, 3, 4096, 8192)])).outcome, 'reserved');
+    });
+
+    test('a ceiling on an ancestor is shared by its subtree: siblings under one parent share its workloads limit', async () => {
+      const { store } = await fresh();
+      const alice = `${D}/alice`;
+      const carol = `${alice}/carol`;
+      const dan = `${alice}/dan`;
+      const ceilingsOf = (self: string) => [ceiling(alice, 3), ceiling(self, 2)];
+      for (const holder of ['c1', 'c2'])
+        assert.equal(
+          (await store.reserveUsage(sampleReservation(carol, holder), ceilingsOf(carol))).outcome,
+          'reserved',
+        );
+      assert.equal(
+        (await store.reserveUsage(sampleReservation(dan, 'd1'), ceilingsOf(dan))).outcome,
+        'reserved',
+      );
+      // Dan has room under his own ceiling (1 of 2) but Alice's is full with Carol's two and Dan's one.
+      assert.deepEqual(await store.reserveUsage(sampleReservation(dan, 'd2'), ceilingsOf(dan)), {
+        outcome: 'exceeded',
+        spiffeId: alice,
+        resource: 'workloads',
+        used: 3,
+        limit: 3,
+      });
+      // A holder beneath Dan is charged to Dan's and Alice's subtrees too.
+      assert.deepEqual(
+        await store.reserveUsage(sampleReservation(`${dan}/erin`, 'e1'), [
+          ...ceilingsOf(dan),
+          ceiling(`${dan}/erin`, 5),
+        ]),
+        { outcome: 'exceeded', spiffeId: alice, resource: 'workloads', used: 3, limit: 3 },
+      );
+      assert.equal((await store.usageUnder(alice)).workloads, 3);
+      assert.equal((await store.usageUnder(carol)).workloads, 2);
+      assert.equal((await store.usageUnder(dan)).workloads, 1);
+
+      assert.equal(await store.releaseUsage(carol, 'c1'), true);
+      assert.equal(
+        (await store.reserveUsage(sampleReservation(dan, 'd2'), ceilingsOf(dan))).outcome,
+        'reserved',
+        "Carol's release made room for Dan",
+      );
+      assert.deepEqual(await store.reserveUsage(sampleReservation(dan, 'd3'), ceilingsOf(dan)), {
+        outcome: 'exceeded',
+        spiffeId: alice,
+        resource: 'workloads',
+        used: 3,
+        limit: 3,
+      });
+    });
+
+    test('releaseUsage: true once, then false; the capacity is free again', async () => {
+      const { store } = await fresh();
+      const alice = `${D}/alice`;
+      const ceilings = [ceiling(alice, 1)];
+      await store.reserveUsage(sampleReservation(alice, 'web'), ceilings);
+      assert.equal((await store.reserveUsage(sampleReservation(alice, 'db'), ceilings)).outcome, 'exceeded');
+      assert.equal(await store.releaseUsage(`${D}/alicia`, 'web'), false, 'held under another SPIFFE ID');
+      assert.equal(await store.releaseUsage(alice, 'nothing'), false);
+      assert.equal(await store.releaseUsage(alice, 'web'), true);
+      assert.equal(await store.releaseUsage(alice, 'web'), false);
+      assert.deepEqual(await store.listReservations(alice), []);
+      assert.deepEqual(await store.usageUnder(alice), {
+        workloads: 0,
+        cpus: [],
+        memoryMiB: 0,
+        blockMiB: 0,
+        reservations: 0,
+      });
+      const db = sampleReservation(alice, 'db');
+      assert.deepEqual(await store.reserveUsage(db, ceilings), { outcome: 'reserved', reservation: db });
+      // The released holder name can be reserved again, afresh.
+      const web = sampleReservation(alice, 'web', { workloads: 0, createdAt: at(900) });
+      assert.deepEqual(await store.reserveUsage(web, ceilings), { outcome: 'reserved', reservation: web });
+    });
+
+    test('usageUnder sums the reservations at or under a SPIFFE ID, with its distinct CPU ids ascending', async () => {
+      const { store } = await fresh();
+      const reservations = [
+        sampleReservation(`${D}/alice/carol`, 'h1', { cpus: [3, 10, 1], memoryMiB: 100, blockMiB: 1000 }),
+        sampleReservation(`${D}/alice/carol/dave`, 'h2', {
+          workloads: 2,
+          cpus: [1, 2],
+          memoryMiB: 200,
+          blockMiB: 2000,
+        }),
+        sampleReservation(`${D}/alice`, 'h3', { cpus: [], memoryMiB: 50, blockMiB: 0 }),
+        sampleReservation(`${D}/alicia`, 'h4', { workloads: 5, cpus: [9] }),
+        sampleReservation(`${D}/alice_x`, 'h5', { workloads: 7, cpus: [8] }),
+      ];
+      for (const reservation of reservations) await store.reserveUsage(reservation, []);
+      assert.deepEqual(await store.usageUnder(`${D}/alice`), {
+        workloads: 4,
+        cpus: [1, 2, 3, 10],
+        memoryMiB: 350,
+        blockMiB: 3000,
+        reservations: 3,
+      });
+      assert.deepEqual(await store.usageUnder(`${D}/alice/carol`), {
+        workloads: 3,
+        cpus: [1, 2, 3, 10],
+        memoryMiB: 300,
+        blockMiB: 3000,
+        reservations: 2,
+      });
+      assert.deepEqual(await store.usageUnder(`${D}/alicia`), {
+        workloads: 5,
+        cpus: [9],
+        memoryMiB: 512,
+        blockMiB: 1024,
+        reservations: 1,
+      });
+      const none = { workloads: 0, cpus: [], memoryMiB: 0, blockMiB: 0, reservations: 0 };
+      assert.deepEqual(await store.usageUnder(`${D}/al_ce`), none);
+      assert.deepEqual(await store.usageUnder(`${D}/nobody`), none);
+      assert.deepEqual(await store.usageUnder(D), {
+        workloads: 16,
+        cpus: [1, 2, 3, 8, 9, 10],
+        memoryMiB: 350 + 512 * 2,
+        blockMiB: 3000 + 1024 * 2,
+        reservations: 5,
+      });
+      await rejectsWith(store.usageUnder(''), 'invalid_argument', /under/);
+    });
+
+    test('listReservations returns those at or under a SPIFFE ID, ordered by spiffeId, then holder', async () => {
+      const { store } = await fresh();
+      const r = {
+        aliceLower: sampleReservation(`${D}/alice`, 'web'),
+        aliceUpper: sampleReservation(`${D}/alice`, 'Web'),
+        carol: sampleReservation(`${D}/alice/carol`, 'a'),
+        zed: sampleReservation(`${D}/alice/Zed`, 'z'),
+        alicia: sampleReservation(`${D}/alicia`, 'a'),
+        underscore: sampleReservation(`${D}/alice_x`, 'a'),
+      };
+      for (const reservation of Object.values(r)) await store.reserveUsage(reservation, []);
+      // Byte order: "Web" before "web", "Zed" before "carol".
+      assert.deepEqual(await store.listReservations(`${D}/alice`), [
+        r.aliceUpper,
+        r.aliceLower,
+        r.zed,
+        r.carol,
+      ]);
+      assert.deepEqual(await store.listReservations(`${D}/alice/carol`), [r.carol]);
+      assert.deepEqual(await store.listReservations(`${D}/al_ce`), []);
+      assert.deepEqual(await store.listReservations(`${D}/alice_x`), [r.underscore]);
+    });
+
+    test('reserveUsage refuses malformed reservations and ceilings (invalid_argument) and stores nothing', async () => {
+      const { store } = await fresh();
+      const carol = `${D}/alice/carol`;
+      const good = sampleReservation(carol, 'web');
+      const badReservations: Partial<UsageReservation>[] = [
+        { workloads: -1 },
+        { workloads: 1.5 },
+        { memoryMiB: Number.NaN },
+        { blockMiB: -5 },
+        { cpus: [-1] },
+        { cpus: [0.5] },
+        { cpus: ['1' as unknown as number] },
+        { holder: '' },
+        { spiffeId: '' },
+        { createdAt: new Date(Number.NaN) },
+      ];
+      for (const overrides of badReservations)
+        await rejectsWith(
+          store.reserveUsage({ ...good, ...overrides }, [ceiling(`${D}/alice`, 10)]),
+          'invalid_argument',
+        );
+      // A ceiling must be at or above the reservation's SPIFFE ID, by whole segments.
+      for (const elsewhere of [`${D}/alicia`, `${D}/ali`, `${carol}/dave`, `${D}/al_ce`])
+        await rejectsWith(store.reserveUsage(good, [ceiling(elsewhere, 10)]), 'invalid_argument', /ceiling/);
+      await rejectsWith(store.reserveUsage(good, [ceiling(`${D}/alice`, -1)]), 'invalid_argument', /ceiling/);
+      assert.deepEqual(await store.listReservations(D), []);
+    });
+
+    test('reserveUsage under concurrency: of 10 racing reservations under a 3-workload ceiling exactly 3 are reserved', async () => {
+      const { store, another } = await fresh();
+      const stores = [store, await another(), await another()];
+      const alice = `${D}/alice`;
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          stores[i % stores.length].reserveUsage(sampleReservation(alice, `web-${i}`), [ceiling(alice, 3)]),
+        ),
+      );
+      assert.equal(
+        results.filter((r) => r.outcome === 'reserved').length,
+        3,
+        `outcomes: ${results.map((r) => r.outcome)}`,
+      );
+      assert.equal(results.filter((r) => r.outcome === 'exceeded').length, 7);
+      assert.equal((await store.listReservations(alice)).length, 3);
+      assert.equal((await store.usageUnder(alice)).workloads, 3);
+    });
+
+    test('reserveUsage under concurrency: siblings racing under a shared parent ceiling never overfill it', async () => {
+      const { store, another } = await fresh();
+      const stores = [store, await another(), await another()];
+      const alice = `${D}/alice`;
+      const dan = `${alice}/dan`;
+      // 12 principals, each reserving once: 6 children of Alice and 6 grandchildren under Dan.
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => {
+          const principal = i % 2 === 0 ? `${alice}/c${i}` : `${dan}/e${i}`;
+          const ceilings = [
+            ceiling(alice, 3),
+            ...(i % 2 === 0 ? [] : [ceiling(dan, 10)]),
+            ceiling(principal, 10),
+          ];
+          return stores[i % stores.length].reserveUsage(sampleReservation(principal, 'w'), ceilings);
+        }),
+      );
+      assert.equal(
+        results.filter((r) => r.outcome === 'reserved').length,
+        3,
+        `outcomes: ${results.map((r) => r.outcome)}`,
+      );
+      assert.equal((await store.usageUnder(alice)).workloads, 3);
+    });
+
+    test('reserveUsage under concurrency: the same holder reserved 10 times at once is reserved once, existing 9 times', async () => {
+      const { store, another } = await fresh();
+      const stores = [store, await another()];
+      const carol = `${D}/alice/carol`;
+      const web = sampleReservation(carol, 'web');
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          stores[i % stores.length].reserveUsage(web, [ceiling(`${D}/alice`, 5), ceiling(carol, 5)]),
+        ),
+      );
+      assert.deepEqual(results.map((r) => r.outcome).sort(), [...Array(9).fill('existing'), 'reserved']);
+      for (const result of results)
+        assert.ok(result.outcome !== 'exceeded' && result.reservation.holder === 'web');
+      assert.equal((await store.usageUnder(carol)).workloads, 1);
+    });
+
     // --- events -------------------------------------------------------------------
 
     test('unsubscribe stops delivery; a listener that throws neither fails the write nor starves others', async () => {
@@ -803,25 +1411,33 @@ export function storeContract(harness: StoreHarness): void {
         certificateSerial: certificate.serial,
         at: at(70),
       });
-      const expected = {
-        setting: await store.getSetting('trust-domain'),
-        cas: await store.listCas(),
-        certificate: await store.getCertificate(certificate.serial),
-        token: await store.getToken('tok'),
-        nodes: await store.listNodes(),
-      };
+      const delegation = sampleDelegation(`${D}/alice`, 1);
+      await store.recordDelegation(delegation);
+      await store.recordDelegation(sampleDelegation(`${D}/alice/carol`, 2));
+      await store.revokeDelegation(delegation.fingerprint, 'superseded', at(80), `${D}/admin`);
+      await store.reserveUsage(sampleReservation(`${D}/alice/carol`, 'web', { cpus: [2] }), [
+        ceiling(`${D}/alice`, 3),
+      ]);
+      await store.reserveUsage(sampleReservation(`${D}/alice`, 'db'), []);
+      await store.releaseUsage(`${D}/alice`, 'db');
+      const snapshot = async (s: Store) => ({
+        setting: await s.getSetting('trust-domain'),
+        cas: await s.listCas(),
+        certificate: await s.getCertificate(certificate.serial),
+        token: await s.getToken('tok'),
+        nodes: await s.listNodes(),
+        delegations: await s.listDelegations(),
+        revokedDelegations: await s.listRevokedDelegations(at(90)),
+        reservations: await s.listReservations(D),
+        usage: await s.usageUnder(D),
+      });
+      const expected = await snapshot(store);
+      assert.equal(expected.delegations.length, 2);
+      assert.equal(expected.revokedDelegations.length, 1);
+      assert.equal(expected.reservations.length, 1);
       await store.close();
       const reopened = await another();
-      assert.deepEqual(
-        {
-          setting: await reopened.getSetting('trust-domain'),
-          cas: await reopened.listCas(),
-          certificate: await reopened.getCertificate(certificate.serial),
-          token: await reopened.getToken('tok'),
-          nodes: await reopened.listNodes(),
-        },
-        expected,
-      );
+      assert.deepEqual(await snapshot(reopened), expected);
     });
 
     test('a closed store refuses further calls (failed_precondition), and closing twice is fine', async () => {

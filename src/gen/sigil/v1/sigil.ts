@@ -272,6 +272,122 @@ export interface JoinReplicaResponse {
   bundle?: TrustBundle | undefined;
 }
 
+export interface Policy {
+  /** 1 */
+  version: number;
+  /** info, create, destroy, console, log, stats, block, delegate, revoke, issue, admin */
+  permissions: string[];
+  /** absent: no resources (a command certificate) */
+  limits?: Limits | undefined;
+}
+
+export interface Limits {
+  workloads: number;
+  cpus: number[];
+  memoryMib: number;
+  blockMib: number;
+  bridges: string[];
+  issuancePerHour: number;
+}
+
+export interface CreateDelegationRequest {
+  /** one path segment: [a-z0-9._-]+ */
+  name: string;
+  policy?:
+    | Policy
+    | undefined;
+  /** -1: one below the parent's (the default); ignored for a command certificate */
+  pathLen: number;
+  /** 0: 30 days for a delegation, 1 hour for a command certificate */
+  ttlSeconds: number;
+  dnsNames: string[];
+  /** challenge: signChallenge of the caller's fingerprint */
+  possession?:
+    | ProofOfPossession
+    | undefined;
+  /** a leaf with permissions and no resources, not a CA */
+  command: boolean;
+}
+
+export interface DelegationCertificate {
+  certificate?: IssuedCertificate | undefined;
+  spiffeId: string;
+  policy?: Policy | undefined;
+}
+
+export interface GetDelegationStatusRequest {
+}
+
+export interface Usage {
+  workloads: number;
+  cpus: number[];
+  memoryMib: number;
+  blockMib: number;
+  reservations: number;
+  issuedLastHour: number;
+}
+
+export interface DelegationNode {
+  spiffeId: string;
+  serial: string;
+  fingerprint: string;
+  policy?: Policy | undefined;
+  isCa: boolean;
+  /** "issued" | "seen" */
+  origin: string;
+  notAfterUnixMs: number;
+  /** 0: not revoked */
+  revokedAtUnixMs: number;
+  children: DelegationNode[];
+}
+
+export interface DelegationStatus {
+  spiffeId: string;
+  /** effective: the intersection along the caller's chain */
+  policy?:
+    | Policy
+    | undefined;
+  /** the whole subtree */
+  usage?:
+    | Usage
+    | undefined;
+  /** beneath the caller */
+  delegated: DelegationNode[];
+}
+
+export interface ReserveRequest {
+  /** the caller's name for it, unique within the caller's subtree */
+  holder: string;
+  workloads: number;
+  cpus: number[];
+  memoryMib: number;
+  blockMib: number;
+}
+
+export interface Reservation {
+  holder: string;
+  spiffeId: string;
+  /** the same holder was already reserved (idempotent) */
+  existing: boolean;
+}
+
+export interface ReleaseRequest {
+  holder: string;
+}
+
+export interface ReleaseResponse {
+  /** false: nothing held under that name */
+  released: boolean;
+}
+
+export interface RevokeDelegatedRequest {
+  /** DER */
+  certificate: Buffer;
+  /** DER, its issuer first, up to the caller's own certificate or below */
+  chain: Buffer[];
+  reason: string;
+}
+
 function createBaseProofOfPossession(): ProofOfPossession {
   return { spki: Buffer.alloc(0), challenge: Buffer.alloc(0), signature: Buffer.alloc(0) };
 }
@@ -4043,6 +4159,1660 @@ export const JoinReplicaResponse: MessageFns<JoinReplicaResponse> = {
   },
 };
 
+function createBasePolicy(): Policy {
+  return { version: 0, permissions: [], limits: undefined };
+}
+
+export const Policy: MessageFns<Policy> = {
+  encode(message: Policy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint32(message.version);
+    }
+    for (const v of message.permissions) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.limits !== undefined) {
+      Limits.encode(message.limits, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Policy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePolicy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.permissions.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.limits = Limits.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Policy {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      permissions: globalThis.Array.isArray(object?.permissions)
+        ? object.permissions.map((e: any) => globalThis.String(e))
+        : [],
+      limits: isSet(object.limits) ? Limits.fromJSON(object.limits) : undefined,
+    };
+  },
+
+  toJSON(message: Policy): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.permissions?.length) {
+      obj.permissions = message.permissions;
+    }
+    if (message.limits !== undefined) {
+      obj.limits = Limits.toJSON(message.limits);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Policy>): Policy {
+    return Policy.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Policy>): Policy {
+    const message = createBasePolicy();
+    message.version = object.version ?? 0;
+    message.permissions = object.permissions?.map((e) => e) || [];
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? Limits.fromPartial(object.limits)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLimits(): Limits {
+  return { workloads: 0, cpus: [], memoryMib: 0, blockMib: 0, bridges: [], issuancePerHour: 0 };
+}
+
+export const Limits: MessageFns<Limits> = {
+  encode(message: Limits, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloads !== 0) {
+      writer.uint32(8).uint64(message.workloads);
+    }
+    if (message.cpus.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.cpus) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(24).uint64(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      writer.uint32(32).uint64(message.blockMib);
+    }
+    for (const v of message.bridges) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.issuancePerHour !== 0) {
+      writer.uint32(48).uint64(message.issuancePerHour);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Limits {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLimits();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.workloads = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.cpus.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.cpus.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.blockMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.bridges.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.issuancePerHour = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Limits {
+    return {
+      workloads: isSet(object.workloads) ? globalThis.Number(object.workloads) : 0,
+      cpus: globalThis.Array.isArray(object?.cpus) ? object.cpus.map((e: any) => globalThis.Number(e)) : [],
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+      blockMib: isSet(object.blockMib)
+        ? globalThis.Number(object.blockMib)
+        : isSet(object.block_mib)
+        ? globalThis.Number(object.block_mib)
+        : 0,
+      bridges: globalThis.Array.isArray(object?.bridges) ? object.bridges.map((e: any) => globalThis.String(e)) : [],
+      issuancePerHour: isSet(object.issuancePerHour)
+        ? globalThis.Number(object.issuancePerHour)
+        : isSet(object.issuance_per_hour)
+        ? globalThis.Number(object.issuance_per_hour)
+        : 0,
+    };
+  },
+
+  toJSON(message: Limits): unknown {
+    const obj: any = {};
+    if (message.workloads !== 0) {
+      obj.workloads = Math.round(message.workloads);
+    }
+    if (message.cpus?.length) {
+      obj.cpus = message.cpus.map((e) => Math.round(e));
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      obj.blockMib = Math.round(message.blockMib);
+    }
+    if (message.bridges?.length) {
+      obj.bridges = message.bridges;
+    }
+    if (message.issuancePerHour !== 0) {
+      obj.issuancePerHour = Math.round(message.issuancePerHour);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Limits>): Limits {
+    return Limits.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Limits>): Limits {
+    const message = createBaseLimits();
+    message.workloads = object.workloads ?? 0;
+    message.cpus = object.cpus?.map((e) => e) || [];
+    message.memoryMib = object.memoryMib ?? 0;
+    message.blockMib = object.blockMib ?? 0;
+    message.bridges = object.bridges?.map((e) => e) || [];
+    message.issuancePerHour = object.issuancePerHour ?? 0;
+    return message;
+  },
+};
+
+function createBaseCreateDelegationRequest(): CreateDelegationRequest {
+  return {
+    name: "",
+    policy: undefined,
+    pathLen: 0,
+    ttlSeconds: 0,
+    dnsNames: [],
+    possession: undefined,
+    command: false,
+  };
+}
+
+export const CreateDelegationRequest: MessageFns<CreateDelegationRequest> = {
+  encode(message: CreateDelegationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.policy !== undefined) {
+      Policy.encode(message.policy, writer.uint32(18).fork()).join();
+    }
+    if (message.pathLen !== 0) {
+      writer.uint32(24).int32(message.pathLen);
+    }
+    if (message.ttlSeconds !== 0) {
+      writer.uint32(32).uint32(message.ttlSeconds);
+    }
+    for (const v of message.dnsNames) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.possession !== undefined) {
+      ProofOfPossession.encode(message.possession, writer.uint32(50).fork()).join();
+    }
+    if (message.command !== false) {
+      writer.uint32(56).bool(message.command);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateDelegationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateDelegationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.policy = Policy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pathLen = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.ttlSeconds = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.dnsNames.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.possession = ProofOfPossession.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.command = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateDelegationRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      policy: isSet(object.policy) ? Policy.fromJSON(object.policy) : undefined,
+      pathLen: isSet(object.pathLen)
+        ? globalThis.Number(object.pathLen)
+        : isSet(object.path_len)
+        ? globalThis.Number(object.path_len)
+        : 0,
+      ttlSeconds: isSet(object.ttlSeconds)
+        ? globalThis.Number(object.ttlSeconds)
+        : isSet(object.ttl_seconds)
+        ? globalThis.Number(object.ttl_seconds)
+        : 0,
+      dnsNames: globalThis.Array.isArray(object?.dnsNames)
+        ? object.dnsNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dns_names)
+        ? object.dns_names.map((e: any) => globalThis.String(e))
+        : [],
+      possession: isSet(object.possession) ? ProofOfPossession.fromJSON(object.possession) : undefined,
+      command: isSet(object.command) ? globalThis.Boolean(object.command) : false,
+    };
+  },
+
+  toJSON(message: CreateDelegationRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.policy !== undefined) {
+      obj.policy = Policy.toJSON(message.policy);
+    }
+    if (message.pathLen !== 0) {
+      obj.pathLen = Math.round(message.pathLen);
+    }
+    if (message.ttlSeconds !== 0) {
+      obj.ttlSeconds = Math.round(message.ttlSeconds);
+    }
+    if (message.dnsNames?.length) {
+      obj.dnsNames = message.dnsNames;
+    }
+    if (message.possession !== undefined) {
+      obj.possession = ProofOfPossession.toJSON(message.possession);
+    }
+    if (message.command !== false) {
+      obj.command = message.command;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateDelegationRequest>): CreateDelegationRequest {
+    return CreateDelegationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateDelegationRequest>): CreateDelegationRequest {
+    const message = createBaseCreateDelegationRequest();
+    message.name = object.name ?? "";
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? Policy.fromPartial(object.policy)
+      : undefined;
+    message.pathLen = object.pathLen ?? 0;
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.dnsNames = object.dnsNames?.map((e) => e) || [];
+    message.possession = (object.possession !== undefined && object.possession !== null)
+      ? ProofOfPossession.fromPartial(object.possession)
+      : undefined;
+    message.command = object.command ?? false;
+    return message;
+  },
+};
+
+function createBaseDelegationCertificate(): DelegationCertificate {
+  return { certificate: undefined, spiffeId: "", policy: undefined };
+}
+
+export const DelegationCertificate: MessageFns<DelegationCertificate> = {
+  encode(message: DelegationCertificate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.certificate !== undefined) {
+      IssuedCertificate.encode(message.certificate, writer.uint32(10).fork()).join();
+    }
+    if (message.spiffeId !== "") {
+      writer.uint32(18).string(message.spiffeId);
+    }
+    if (message.policy !== undefined) {
+      Policy.encode(message.policy, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DelegationCertificate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDelegationCertificate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificate = IssuedCertificate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spiffeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.policy = Policy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DelegationCertificate {
+    return {
+      certificate: isSet(object.certificate) ? IssuedCertificate.fromJSON(object.certificate) : undefined,
+      spiffeId: isSet(object.spiffeId)
+        ? globalThis.String(object.spiffeId)
+        : isSet(object.spiffe_id)
+        ? globalThis.String(object.spiffe_id)
+        : "",
+      policy: isSet(object.policy) ? Policy.fromJSON(object.policy) : undefined,
+    };
+  },
+
+  toJSON(message: DelegationCertificate): unknown {
+    const obj: any = {};
+    if (message.certificate !== undefined) {
+      obj.certificate = IssuedCertificate.toJSON(message.certificate);
+    }
+    if (message.spiffeId !== "") {
+      obj.spiffeId = message.spiffeId;
+    }
+    if (message.policy !== undefined) {
+      obj.policy = Policy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DelegationCertificate>): DelegationCertificate {
+    return DelegationCertificate.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DelegationCertificate>): DelegationCertificate {
+    const message = createBaseDelegationCertificate();
+    message.certificate = (object.certificate !== undefined && object.certificate !== null)
+      ? IssuedCertificate.fromPartial(object.certificate)
+      : undefined;
+    message.spiffeId = object.spiffeId ?? "";
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? Policy.fromPartial(object.policy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetDelegationStatusRequest(): GetDelegationStatusRequest {
+  return {};
+}
+
+export const GetDelegationStatusRequest: MessageFns<GetDelegationStatusRequest> = {
+  encode(_: GetDelegationStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDelegationStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDelegationStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetDelegationStatusRequest {
+    return {};
+  },
+
+  toJSON(_: GetDelegationStatusRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetDelegationStatusRequest>): GetDelegationStatusRequest {
+    return GetDelegationStatusRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetDelegationStatusRequest>): GetDelegationStatusRequest {
+    const message = createBaseGetDelegationStatusRequest();
+    return message;
+  },
+};
+
+function createBaseUsage(): Usage {
+  return { workloads: 0, cpus: [], memoryMib: 0, blockMib: 0, reservations: 0, issuedLastHour: 0 };
+}
+
+export const Usage: MessageFns<Usage> = {
+  encode(message: Usage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloads !== 0) {
+      writer.uint32(8).uint64(message.workloads);
+    }
+    if (message.cpus.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.cpus) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(24).uint64(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      writer.uint32(32).uint64(message.blockMib);
+    }
+    if (message.reservations !== 0) {
+      writer.uint32(40).uint64(message.reservations);
+    }
+    if (message.issuedLastHour !== 0) {
+      writer.uint32(48).uint64(message.issuedLastHour);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Usage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.workloads = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.cpus.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.cpus.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.blockMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.reservations = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.issuedLastHour = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Usage {
+    return {
+      workloads: isSet(object.workloads) ? globalThis.Number(object.workloads) : 0,
+      cpus: globalThis.Array.isArray(object?.cpus) ? object.cpus.map((e: any) => globalThis.Number(e)) : [],
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+      blockMib: isSet(object.blockMib)
+        ? globalThis.Number(object.blockMib)
+        : isSet(object.block_mib)
+        ? globalThis.Number(object.block_mib)
+        : 0,
+      reservations: isSet(object.reservations) ? globalThis.Number(object.reservations) : 0,
+      issuedLastHour: isSet(object.issuedLastHour)
+        ? globalThis.Number(object.issuedLastHour)
+        : isSet(object.issued_last_hour)
+        ? globalThis.Number(object.issued_last_hour)
+        : 0,
+    };
+  },
+
+  toJSON(message: Usage): unknown {
+    const obj: any = {};
+    if (message.workloads !== 0) {
+      obj.workloads = Math.round(message.workloads);
+    }
+    if (message.cpus?.length) {
+      obj.cpus = message.cpus.map((e) => Math.round(e));
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      obj.blockMib = Math.round(message.blockMib);
+    }
+    if (message.reservations !== 0) {
+      obj.reservations = Math.round(message.reservations);
+    }
+    if (message.issuedLastHour !== 0) {
+      obj.issuedLastHour = Math.round(message.issuedLastHour);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Usage>): Usage {
+    return Usage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Usage>): Usage {
+    const message = createBaseUsage();
+    message.workloads = object.workloads ?? 0;
+    message.cpus = object.cpus?.map((e) => e) || [];
+    message.memoryMib = object.memoryMib ?? 0;
+    message.blockMib = object.blockMib ?? 0;
+    message.reservations = object.reservations ?? 0;
+    message.issuedLastHour = object.issuedLastHour ?? 0;
+    return message;
+  },
+};
+
+function createBaseDelegationNode(): DelegationNode {
+  return {
+    spiffeId: "",
+    serial: "",
+    fingerprint: "",
+    policy: undefined,
+    isCa: false,
+    origin: "",
+    notAfterUnixMs: 0,
+    revokedAtUnixMs: 0,
+    children: [],
+  };
+}
+
+export const DelegationNode: MessageFns<DelegationNode> = {
+  encode(message: DelegationNode, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.spiffeId !== "") {
+      writer.uint32(10).string(message.spiffeId);
+    }
+    if (message.serial !== "") {
+      writer.uint32(18).string(message.serial);
+    }
+    if (message.fingerprint !== "") {
+      writer.uint32(26).string(message.fingerprint);
+    }
+    if (message.policy !== undefined) {
+      Policy.encode(message.policy, writer.uint32(34).fork()).join();
+    }
+    if (message.isCa !== false) {
+      writer.uint32(40).bool(message.isCa);
+    }
+    if (message.origin !== "") {
+      writer.uint32(50).string(message.origin);
+    }
+    if (message.notAfterUnixMs !== 0) {
+      writer.uint32(56).int64(message.notAfterUnixMs);
+    }
+    if (message.revokedAtUnixMs !== 0) {
+      writer.uint32(64).int64(message.revokedAtUnixMs);
+    }
+    for (const v of message.children) {
+      DelegationNode.encode(v!, writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DelegationNode {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDelegationNode();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.spiffeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serial = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fingerprint = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.policy = Policy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.isCa = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.origin = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.notAfterUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.revokedAtUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.children.push(DelegationNode.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DelegationNode {
+    return {
+      spiffeId: isSet(object.spiffeId)
+        ? globalThis.String(object.spiffeId)
+        : isSet(object.spiffe_id)
+        ? globalThis.String(object.spiffe_id)
+        : "",
+      serial: isSet(object.serial) ? globalThis.String(object.serial) : "",
+      fingerprint: isSet(object.fingerprint) ? globalThis.String(object.fingerprint) : "",
+      policy: isSet(object.policy) ? Policy.fromJSON(object.policy) : undefined,
+      isCa: isSet(object.isCa)
+        ? globalThis.Boolean(object.isCa)
+        : isSet(object.is_ca)
+        ? globalThis.Boolean(object.is_ca)
+        : false,
+      origin: isSet(object.origin) ? globalThis.String(object.origin) : "",
+      notAfterUnixMs: isSet(object.notAfterUnixMs)
+        ? globalThis.Number(object.notAfterUnixMs)
+        : isSet(object.not_after_unix_ms)
+        ? globalThis.Number(object.not_after_unix_ms)
+        : 0,
+      revokedAtUnixMs: isSet(object.revokedAtUnixMs)
+        ? globalThis.Number(object.revokedAtUnixMs)
+        : isSet(object.revoked_at_unix_ms)
+        ? globalThis.Number(object.revoked_at_unix_ms)
+        : 0,
+      children: globalThis.Array.isArray(object?.children)
+        ? object.children.map((e: any) => DelegationNode.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DelegationNode): unknown {
+    const obj: any = {};
+    if (message.spiffeId !== "") {
+      obj.spiffeId = message.spiffeId;
+    }
+    if (message.serial !== "") {
+      obj.serial = message.serial;
+    }
+    if (message.fingerprint !== "") {
+      obj.fingerprint = message.fingerprint;
+    }
+    if (message.policy !== undefined) {
+      obj.policy = Policy.toJSON(message.policy);
+    }
+    if (message.isCa !== false) {
+      obj.isCa = message.isCa;
+    }
+    if (message.origin !== "") {
+      obj.origin = message.origin;
+    }
+    if (message.notAfterUnixMs !== 0) {
+      obj.notAfterUnixMs = Math.round(message.notAfterUnixMs);
+    }
+    if (message.revokedAtUnixMs !== 0) {
+      obj.revokedAtUnixMs = Math.round(message.revokedAtUnixMs);
+    }
+    if (message.children?.length) {
+      obj.children = message.children.map((e) => DelegationNode.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DelegationNode>): DelegationNode {
+    return DelegationNode.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DelegationNode>): DelegationNode {
+    const message = createBaseDelegationNode();
+    message.spiffeId = object.spiffeId ?? "";
+    message.serial = object.serial ?? "";
+    message.fingerprint = object.fingerprint ?? "";
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? Policy.fromPartial(object.policy)
+      : undefined;
+    message.isCa = object.isCa ?? false;
+    message.origin = object.origin ?? "";
+    message.notAfterUnixMs = object.notAfterUnixMs ?? 0;
+    message.revokedAtUnixMs = object.revokedAtUnixMs ?? 0;
+    message.children = object.children?.map((e) => DelegationNode.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDelegationStatus(): DelegationStatus {
+  return { spiffeId: "", policy: undefined, usage: undefined, delegated: [] };
+}
+
+export const DelegationStatus: MessageFns<DelegationStatus> = {
+  encode(message: DelegationStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.spiffeId !== "") {
+      writer.uint32(10).string(message.spiffeId);
+    }
+    if (message.policy !== undefined) {
+      Policy.encode(message.policy, writer.uint32(18).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.delegated) {
+      DelegationNode.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DelegationStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDelegationStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.spiffeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.policy = Policy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.delegated.push(DelegationNode.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DelegationStatus {
+    return {
+      spiffeId: isSet(object.spiffeId)
+        ? globalThis.String(object.spiffeId)
+        : isSet(object.spiffe_id)
+        ? globalThis.String(object.spiffe_id)
+        : "",
+      policy: isSet(object.policy) ? Policy.fromJSON(object.policy) : undefined,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
+      delegated: globalThis.Array.isArray(object?.delegated)
+        ? object.delegated.map((e: any) => DelegationNode.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DelegationStatus): unknown {
+    const obj: any = {};
+    if (message.spiffeId !== "") {
+      obj.spiffeId = message.spiffeId;
+    }
+    if (message.policy !== undefined) {
+      obj.policy = Policy.toJSON(message.policy);
+    }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
+    }
+    if (message.delegated?.length) {
+      obj.delegated = message.delegated.map((e) => DelegationNode.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DelegationStatus>): DelegationStatus {
+    return DelegationStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DelegationStatus>): DelegationStatus {
+    const message = createBaseDelegationStatus();
+    message.spiffeId = object.spiffeId ?? "";
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? Policy.fromPartial(object.policy)
+      : undefined;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    message.delegated = object.delegated?.map((e) => DelegationNode.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseReserveRequest(): ReserveRequest {
+  return { holder: "", workloads: 0, cpus: [], memoryMib: 0, blockMib: 0 };
+}
+
+export const ReserveRequest: MessageFns<ReserveRequest> = {
+  encode(message: ReserveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    if (message.workloads !== 0) {
+      writer.uint32(16).uint32(message.workloads);
+    }
+    if (message.cpus.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.cpus) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(32).uint64(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      writer.uint32(40).uint64(message.blockMib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReserveRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReserveRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.workloads = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.cpus.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.cpus.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.blockMib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReserveRequest {
+    return {
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+      workloads: isSet(object.workloads) ? globalThis.Number(object.workloads) : 0,
+      cpus: globalThis.Array.isArray(object?.cpus) ? object.cpus.map((e: any) => globalThis.Number(e)) : [],
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+      blockMib: isSet(object.blockMib)
+        ? globalThis.Number(object.blockMib)
+        : isSet(object.block_mib)
+        ? globalThis.Number(object.block_mib)
+        : 0,
+    };
+  },
+
+  toJSON(message: ReserveRequest): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    if (message.workloads !== 0) {
+      obj.workloads = Math.round(message.workloads);
+    }
+    if (message.cpus?.length) {
+      obj.cpus = message.cpus.map((e) => Math.round(e));
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      obj.blockMib = Math.round(message.blockMib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReserveRequest>): ReserveRequest {
+    return ReserveRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReserveRequest>): ReserveRequest {
+    const message = createBaseReserveRequest();
+    message.holder = object.holder ?? "";
+    message.workloads = object.workloads ?? 0;
+    message.cpus = object.cpus?.map((e) => e) || [];
+    message.memoryMib = object.memoryMib ?? 0;
+    message.blockMib = object.blockMib ?? 0;
+    return message;
+  },
+};
+
+function createBaseReservation(): Reservation {
+  return { holder: "", spiffeId: "", existing: false };
+}
+
+export const Reservation: MessageFns<Reservation> = {
+  encode(message: Reservation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    if (message.spiffeId !== "") {
+      writer.uint32(18).string(message.spiffeId);
+    }
+    if (message.existing !== false) {
+      writer.uint32(24).bool(message.existing);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Reservation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReservation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spiffeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.existing = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Reservation {
+    return {
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+      spiffeId: isSet(object.spiffeId)
+        ? globalThis.String(object.spiffeId)
+        : isSet(object.spiffe_id)
+        ? globalThis.String(object.spiffe_id)
+        : "",
+      existing: isSet(object.existing) ? globalThis.Boolean(object.existing) : false,
+    };
+  },
+
+  toJSON(message: Reservation): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    if (message.spiffeId !== "") {
+      obj.spiffeId = message.spiffeId;
+    }
+    if (message.existing !== false) {
+      obj.existing = message.existing;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Reservation>): Reservation {
+    return Reservation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Reservation>): Reservation {
+    const message = createBaseReservation();
+    message.holder = object.holder ?? "";
+    message.spiffeId = object.spiffeId ?? "";
+    message.existing = object.existing ?? false;
+    return message;
+  },
+};
+
+function createBaseReleaseRequest(): ReleaseRequest {
+  return { holder: "" };
+}
+
+export const ReleaseRequest: MessageFns<ReleaseRequest> = {
+  encode(message: ReleaseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseRequest {
+    return { holder: isSet(object.holder) ? globalThis.String(object.holder) : "" };
+  },
+
+  toJSON(message: ReleaseRequest): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReleaseRequest>): ReleaseRequest {
+    return ReleaseRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReleaseRequest>): ReleaseRequest {
+    const message = createBaseReleaseRequest();
+    message.holder = object.holder ?? "";
+    return message;
+  },
+};
+
+function createBaseReleaseResponse(): ReleaseResponse {
+  return { released: false };
+}
+
+export const ReleaseResponse: MessageFns<ReleaseResponse> = {
+  encode(message: ReleaseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.released !== false) {
+      writer.uint32(8).bool(message.released);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.released = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseResponse {
+    return { released: isSet(object.released) ? globalThis.Boolean(object.released) : false };
+  },
+
+  toJSON(message: ReleaseResponse): unknown {
+    const obj: any = {};
+    if (message.released !== false) {
+      obj.released = message.released;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReleaseResponse>): ReleaseResponse {
+    return ReleaseResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReleaseResponse>): ReleaseResponse {
+    const message = createBaseReleaseResponse();
+    message.released = object.released ?? false;
+    return message;
+  },
+};
+
+function createBaseRevokeDelegatedRequest(): RevokeDelegatedRequest {
+  return { certificate: Buffer.alloc(0), chain: [], reason: "" };
+}
+
+export const RevokeDelegatedRequest: MessageFns<RevokeDelegatedRequest> = {
+  encode(message: RevokeDelegatedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.certificate.length !== 0) {
+      writer.uint32(10).bytes(message.certificate);
+    }
+    for (const v of message.chain) {
+      writer.uint32(18).bytes(v!);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeDelegatedRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeDelegatedRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificate = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chain.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeDelegatedRequest {
+    return {
+      certificate: isSet(object.certificate) ? Buffer.from(bytesFromBase64(object.certificate)) : Buffer.alloc(0),
+      chain: globalThis.Array.isArray(object?.chain)
+        ? object.chain.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: RevokeDelegatedRequest): unknown {
+    const obj: any = {};
+    if (message.certificate.length !== 0) {
+      obj.certificate = base64FromBytes(message.certificate);
+    }
+    if (message.chain?.length) {
+      obj.chain = message.chain.map((e) => base64FromBytes(e));
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeDelegatedRequest>): RevokeDelegatedRequest {
+    return RevokeDelegatedRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeDelegatedRequest>): RevokeDelegatedRequest {
+    const message = createBaseRevokeDelegatedRequest();
+    message.certificate = object.certificate ?? Buffer.alloc(0);
+    message.chain = object.chain?.map((e) => e) || [];
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
 export type CertificateAuthorityService = typeof CertificateAuthorityService;
 export const CertificateAuthorityService = {
   sign: {
@@ -4591,6 +6361,205 @@ export interface AdminClient extends Client {
 export const AdminClient = makeGenericClientConstructor(AdminService, "sigil.v1.Admin") as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): AdminClient;
   service: typeof AdminService;
+  serviceName: string;
+};
+
+export type DelegationService = typeof DelegationService;
+export const DelegationService = {
+  /**
+   * An admin creates a direct delegation (or a command certificate) under
+   * this replica's intermediate. Deeper delegations are made offline by the
+   * delegates themselves (`sigil delegate --from`).
+   */
+  createDelegation: {
+    path: "/sigil.v1.Delegation/CreateDelegation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateDelegationRequest): Buffer =>
+      Buffer.from(CreateDelegationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateDelegationRequest => CreateDelegationRequest.decode(value),
+    responseSerialize: (value: DelegationCertificate): Buffer =>
+      Buffer.from(DelegationCertificate.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DelegationCertificate => DelegationCertificate.decode(value),
+  },
+  /**
+   * The caller's effective policy, its subtree's usage and what lies beneath
+   * it (delegations this server issued or has seen in a presented chain).
+   */
+  getDelegationStatus: {
+    path: "/sigil.v1.Delegation/GetDelegationStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDelegationStatusRequest): Buffer =>
+      Buffer.from(GetDelegationStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDelegationStatusRequest => GetDelegationStatusRequest.decode(value),
+    responseSerialize: (value: DelegationStatus): Buffer => Buffer.from(DelegationStatus.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DelegationStatus => DelegationStatus.decode(value),
+  },
+  /**
+   * Resources held in the caller's subtree, accounted against every
+   * ancestor's limits at once ("create" permission).
+   */
+  reserve: {
+    path: "/sigil.v1.Delegation/Reserve" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReserveRequest): Buffer => Buffer.from(ReserveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReserveRequest => ReserveRequest.decode(value),
+    responseSerialize: (value: Reservation): Buffer => Buffer.from(Reservation.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Reservation => Reservation.decode(value),
+  },
+  /** "destroy" permission */
+  release: {
+    path: "/sigil.v1.Delegation/Release" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseRequest): Buffer => Buffer.from(ReleaseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseRequest => ReleaseRequest.decode(value),
+    responseSerialize: (value: ReleaseResponse): Buffer => Buffer.from(ReleaseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
+  },
+  /**
+   * Revoke a certificate inside the caller's subtree ("revoke" permission),
+   * also one the server never issued: `chain` links it to the caller.
+   */
+  revokeDelegated: {
+    path: "/sigil.v1.Delegation/RevokeDelegated" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeDelegatedRequest): Buffer =>
+      Buffer.from(RevokeDelegatedRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeDelegatedRequest => RevokeDelegatedRequest.decode(value),
+    responseSerialize: (value: RevokeResponse): Buffer => Buffer.from(RevokeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeResponse => RevokeResponse.decode(value),
+  },
+} as const;
+
+export interface DelegationServer extends UntypedServiceImplementation {
+  /**
+   * An admin creates a direct delegation (or a command certificate) under
+   * this replica's intermediate. Deeper delegations are made offline by the
+   * delegates themselves (`sigil delegate --from`).
+   */
+  createDelegation: handleUnaryCall<CreateDelegationRequest, DelegationCertificate>;
+  /**
+   * The caller's effective policy, its subtree's usage and what lies beneath
+   * it (delegations this server issued or has seen in a presented chain).
+   */
+  getDelegationStatus: handleUnaryCall<GetDelegationStatusRequest, DelegationStatus>;
+  /**
+   * Resources held in the caller's subtree, accounted against every
+   * ancestor's limits at once ("create" permission).
+   */
+  reserve: handleUnaryCall<ReserveRequest, Reservation>;
+  /** "destroy" permission */
+  release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
+  /**
+   * Revoke a certificate inside the caller's subtree ("revoke" permission),
+   * also one the server never issued: `chain` links it to the caller.
+   */
+  revokeDelegated: handleUnaryCall<RevokeDelegatedRequest, RevokeResponse>;
+}
+
+export interface DelegationClient extends Client {
+  /**
+   * An admin creates a direct delegation (or a command certificate) under
+   * this replica's intermediate. Deeper delegations are made offline by the
+   * delegates themselves (`sigil delegate --from`).
+   */
+  createDelegation(
+    request: CreateDelegationRequest,
+    callback: (error: ServiceError | null, response: DelegationCertificate) => void,
+  ): ClientUnaryCall;
+  createDelegation(
+    request: CreateDelegationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DelegationCertificate) => void,
+  ): ClientUnaryCall;
+  createDelegation(
+    request: CreateDelegationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DelegationCertificate) => void,
+  ): ClientUnaryCall;
+  /**
+   * The caller's effective policy, its subtree's usage and what lies beneath
+   * it (delegations this server issued or has seen in a presented chain).
+   */
+  getDelegationStatus(
+    request: GetDelegationStatusRequest,
+    callback: (error: ServiceError | null, response: DelegationStatus) => void,
+  ): ClientUnaryCall;
+  getDelegationStatus(
+    request: GetDelegationStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DelegationStatus) => void,
+  ): ClientUnaryCall;
+  getDelegationStatus(
+    request: GetDelegationStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DelegationStatus) => void,
+  ): ClientUnaryCall;
+  /**
+   * Resources held in the caller's subtree, accounted against every
+   * ancestor's limits at once ("create" permission).
+   */
+  reserve(
+    request: ReserveRequest,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  reserve(
+    request: ReserveRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  reserve(
+    request: ReserveRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  /** "destroy" permission */
+  release(
+    request: ReleaseRequest,
+    callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Revoke a certificate inside the caller's subtree ("revoke" permission),
+   * also one the server never issued: `chain` links it to the caller.
+   */
+  revokeDelegated(
+    request: RevokeDelegatedRequest,
+    callback: (error: ServiceError | null, response: RevokeResponse) => void,
+  ): ClientUnaryCall;
+  revokeDelegated(
+    request: RevokeDelegatedRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeResponse) => void,
+  ): ClientUnaryCall;
+  revokeDelegated(
+    request: RevokeDelegatedRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const DelegationClient = makeGenericClientConstructor(DelegationService, "sigil.v1.Delegation") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): DelegationClient;
+  service: typeof DelegationService;
   serviceName: string;
 };
 

@@ -1,0 +1,476 @@
+// The control plane's side of delegation: admitting a delegate's chain,
+// creating direct delegations, a delegate's view of its subtree, resource
+// reservations and revocation inside a subtree.
+//
+// Every delegate call is decided on a grant computed once per connection:
+// the presented chain linked to this control plane's CAs (presented-chain.ts),
+// checked link by link (delegation.ts: narrowing, subtree, lifetimes, length,
+// permissions), none of its links revoked, and each certificate recorded so
+// that every replica knows the tree and can revoke any part of it.
+//
+// Isolation: a delegate sees and acts on its own subtree only. Anything
+// outside it — unknown, a sibling's, an ancestor's — gets the same
+// NOT_FOUND message, so a refusal tells nothing about what exists elsewhere.
+import { createHash, type KeyObject, type X509Certificate } from 'node:crypto';
+import { invalid, notFound, SigilError } from '../errors.ts';
+import type { Issuer } from '../pki/issuer.ts';
+import {
+  PERMISSIONS,
+  type Permission,
+  type Policy,
+  policyToJson,
+  readPolicy,
+} from '../pki/policy-extension.ts';
+import type { DelegationRecord, Store, UsageTotals } from '../store/store.ts';
+import { checkDelegationChain, DELEGATION_PREFIX, issueDelegateLeaf, issueDelegation } from './delegation.ts';
+import { type LinkedCertificate, linkPresentedChain } from './presented-chain.ts';
+import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
+
+/** What a verified delegate may do, as computed for its connection. */
+export interface DelegateGrant {
+  /** The leaf's SPIFFE ID, spiffe://<td>/d/alice/carol. */
+  readonly spiffeId: string;
+  /** The intersection of the policies along the chain. */
+  readonly effective: Policy;
+  /** Leaf first, up to the topmost delegation. */
+  readonly links: readonly LinkedCertificate[];
+  /** Fingerprints of the chain's certificates. */
+  readonly fingerprints: ReadonlySet<string>;
+  /**
+   * What revokes this grant, in the revocation set's terms: "fp:<hex>" for
+   * every link and the serial of the link a server CA signed.
+   */
+  readonly revocationIds: readonly string[];
+}
+
+export interface DelegationRequest {
+  readonly name: string;
+  readonly policy: Policy;
+  readonly pathLen?: number;
+  readonly ttlMs?: number;
+  readonly dnsNames?: readonly string[];
+  readonly publicKey: KeyObject;
+  readonly command: boolean;
+}
+
+export interface CreatedDelegation {
+  readonly certificate: Buffer;
+  readonly chain: readonly Buffer[];
+  readonly serial: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly spiffeId: string;
+  readonly policy: Policy;
+}
+
+/** A node of the delegation tree (status, /delegations). */
+export interface DelegationTreeNode {
+  readonly spiffeId: string;
+  readonly serial: string;
+  readonly fingerprint: string;
+  readonly policy: ReturnType<typeof policyToJson> | null;
+  readonly isCa: boolean;
+  readonly origin: 'issued' | 'seen';
+  readonly notAfter: Date;
+  readonly revokedAt: Date | null;
+  readonly children: DelegationTreeNode[];
+}
+
+export interface DelegationStatusView {
+  readonly spiffeId: string;
+  readonly policy: Policy;
+  readonly usage: UsageTotals;
+  readonly issuedLastHour: number;
+  readonly delegated: DelegationTreeNode[];
+}
+
+export interface DelegationContext {
+  readonly store: Store;
+  readonly trustDomain: string;
+  readonly now: () => Date;
+  /** The control plane's CA certificates (roots and intermediates, current and retired). */
+  readonly serverCas: () => readonly X509Certificate[];
+  /** The CA that signs direct delegations now, with the chain to send (issuer first, root excluded). */
+  readonly signer: (now: Date) => { issuer: Issuer; issuerId: string; chain: readonly Buffer[] };
+  readonly isRevoked: (id: string) => boolean;
+  /** After a revocation this replica made: feed the revocation set at once (events follow). */
+  readonly revoked: (ids: readonly string[]) => void;
+}
+
+/** Direct delegations last 30 days unless asked otherwise; command certificates an hour. */
+export const DEFAULT_DELEGATION_TTL_MS = 30 * 24 * 3600_000;
+export const DEFAULT_COMMAND_TTL_MS = 3600_000;
+export const MAX_DELEGATION_TTL_MS = 365 * 24 * 3600_000;
+
+const HOUR_MS = 3600_000;
+const NOT_IN_SUBTREE = 'no such certificate in your subtree';
+
+const denied = (message: string): SigilError => new SigilError('permission_denied', message);
+
+/** Whether `id` is `base` or lies beneath it. */
+export function isAtOrUnder(id: string, base: string): boolean {
+  return id === base || id.startsWith(`${base}/`);
+}
+
+/** Whether a SPIFFE ID names a delegation subtree: spiffe://<td>/d/… */
+export function isDelegationId(spiffeId: string, trustDomain: string): boolean {
+  return spiffeId.startsWith(`spiffe://${trustDomain}/${DELEGATION_PREFIX}/`);
+}
+
+function spiffeIdOfCertificate(certificate: X509Certificate): string {
+  const uris = (certificate.subjectAltName ?? '')
+    .split(', ')
+    .filter((entry) => entry.startsWith('URI:spiffe://'))
+    .map((entry) => entry.slice(4));
+  return uris.length === 1 ? uris[0] : '';
+}
+
+export class Delegations {
+  readonly #context: DelegationContext;
+
+  constructor(context: DelegationContext) {
+    this.#context = context;
+  }
+
+  // ------------------------------------------------------------ admission
+
+  /**
+   * The grant of a delegate whose verified leaf is `leafDer`, with the CA
+   * certificates it sent in `presented`. Refuses (permission_denied) a chain
+   * that does not link, does not narrow, strays from its subtree, is too long,
+   * carries a malformed or critical policy, or has a revoked link; records
+   * every link, and refuses a certificate first seen beyond an issuance rate.
+   */
+  async admit(leafDer: Buffer, presented: readonly Buffer[]): Promise<DelegateGrant> {
+    const { store, trustDomain, now: clock } = this.#context;
+    const now = clock();
+    const linked = linkPresentedChain(leafDer, presented, this.#context.serverCas(), now);
+    const anchorIsRoot = linked.anchor.checkIssued(linked.anchor);
+    const chain = [...linked.links.map((link) => link.der), ...(anchorIsRoot ? [] : [linked.anchor.raw])];
+    const result = checkDelegationChain(chain, { trustDomain });
+    const leafId = spiffeIdOfCertificate(linked.links[0].certificate);
+    if (!isDelegationId(leafId, trustDomain))
+      throw denied('the client certificate is not in a delegation subtree');
+
+    const revocationIds: string[] = [];
+    for (const link of linked.links) {
+      revocationIds.push(`fp:${link.fingerprint}`);
+      if (link.issuedByServer) revocationIds.push(link.serial);
+    }
+    if (revocationIds.some((id) => this.#context.isRevoked(id))) {
+      throw denied('a certificate in the chain has been revoked');
+    }
+
+    // Record top-down so every record's parent is known; enforce issuance
+    // rates on certificates this control plane has not seen before.
+    for (let index = linked.links.length - 1; index >= 0; index--) {
+      const link = linked.links[index];
+      if (await store.getDelegation(link.fingerprint)) continue;
+      const ancestors = linked.links.slice(index + 1);
+      await this.#checkIssuanceRate(ancestors, now);
+      const policy = readPolicy(link.der);
+      await store.recordDelegation({
+        fingerprint: link.fingerprint,
+        serial: link.serial,
+        spiffeId: spiffeIdOfCertificate(link.certificate),
+        parentFingerprint: index + 1 < linked.links.length ? linked.links[index + 1].fingerprint : null,
+        policy: policy ? JSON.stringify(policyToJson(policy)) : null,
+        isCa: link.certificate.ca,
+        notAfter: new Date(link.certificate.validTo),
+        der: link.der,
+        origin: 'seen',
+        recordedAt: now,
+        revokedAt: null,
+        revocationReason: null,
+        revokedBy: null,
+      });
+    }
+    // A revocation may have landed while recording.
+    if (revocationIds.some((id) => this.#context.isRevoked(id))) {
+      throw denied('a certificate in the chain has been revoked');
+    }
+    return {
+      spiffeId: leafId,
+      effective: result.effective,
+      links: linked.links,
+      fingerprints: new Set(linked.links.map((link) => link.fingerprint)),
+      revocationIds,
+    };
+  }
+
+  /** Each delegation above a new certificate allows only so many new certificates an hour in its subtree. */
+  async #checkIssuanceRate(ancestors: readonly LinkedCertificate[], now: Date): Promise<void> {
+    const since = new Date(now.getTime() - HOUR_MS);
+    for (const ancestor of ancestors) {
+      const limit = readPolicy(ancestor.der)?.limits?.issuancePerHour;
+      if (limit === undefined) continue;
+      const id = spiffeIdOfCertificate(ancestor.certificate);
+      // The ancestor's own record counts as issued in its parent's subtree, not its own.
+      const seen = await this.#context.store.countDelegationsSince(id, since);
+      const own = (await this.#context.store.getDelegation(ancestor.fingerprint))?.recordedAt;
+      const beneath = seen - (own && own.getTime() >= since.getTime() ? 1 : 0);
+      if (beneath >= limit) {
+        throw denied(
+          `issuance rate exceeded: ${id === spiffeIdOfCertificate(ancestors[0].certificate) ? 'your issuer' : 'a delegation above'} allows ${limit} new certificates an hour in its subtree`,
+        );
+      }
+    }
+  }
+
+  // ------------------------------------------------------------- creation
+
+  /** A direct delegation (or command certificate) under this replica's intermediate. The caller is an admin. */
+  async create(request: DelegationRequest, requester: string): Promise<CreatedDelegation> {
+    const { store, trustDomain } = this.#context;
+    const now = this.#context.now();
+    const signer = this.#context.signer(now);
+    let ttlMs = request.ttlMs;
+    if (ttlMs !== undefined && (ttlMs <= 0 || ttlMs > MAX_DELEGATION_TTL_MS)) {
+      throw invalid('ttl_seconds must be at most 365 days');
+    }
+    ttlMs ??= request.command ? DEFAULT_COMMAND_TTL_MS : DEFAULT_DELEGATION_TTL_MS;
+    const issued = request.command
+      ? issueDelegateLeaf({
+          parent: { issuer: signer.issuer, certificateDer: signer.chain[0] },
+          trustDomain,
+          publicKey: request.publicKey,
+          name: request.name,
+          policy: request.policy,
+          ttlMs,
+          now,
+        })
+      : issueDelegation({
+          // The operator grants from the top: any policy, bounded by nothing above.
+          parent: {
+            issuer: signer.issuer,
+            certificateDer: signer.chain[0],
+            policy: {
+              version: 1,
+              permissions: new Set<Permission>(PERMISSIONS),
+              limits: request.policy.limits,
+            },
+          },
+          trustDomain,
+          publicKey: request.publicKey,
+          name: request.name,
+          policy: request.policy,
+          ...(request.pathLen !== undefined ? { pathLen: request.pathLen } : {}),
+          ttlMs,
+          ...(request.dnsNames ? { dnsNames: request.dnsNames } : {}),
+          now,
+        });
+    const spiffeId = issued.id;
+    const existing = await store.listDelegations({ under: spiffeId });
+    if (
+      existing.some(
+        (record) => record.spiffeId === spiffeId && record.revokedAt === null && record.notAfter > now,
+      )
+    ) {
+      throw new SigilError(
+        'already_exists',
+        `a live delegation ${spiffeId} exists; revoke it first or pick another name`,
+      );
+    }
+    const fingerprint = createHash('sha256').update(issued.der).digest('hex');
+    await store.insertCertificate({
+      serial: issued.serialHex,
+      subject: `CN=${request.command ? 'sigil command' : 'sigil delegation'} ${request.name}`,
+      sans: [`uri:${spiffeId}`],
+      profile: request.command ? 'command' : 'delegation',
+      notBefore: issued.notBefore,
+      notAfter: issued.notAfter,
+      issuerId: signer.issuerId,
+      requester,
+      der: issued.der,
+      issuedAt: now,
+      revokedAt: null,
+      revocationReason: null,
+    });
+    await store.recordDelegation({
+      fingerprint,
+      serial: issued.serialHex,
+      spiffeId,
+      parentFingerprint: null,
+      policy: JSON.stringify(policyToJson(request.policy)),
+      isCa: !request.command,
+      notAfter: issued.notAfter,
+      der: issued.der,
+      origin: 'issued',
+      recordedAt: now,
+      revokedAt: null,
+      revocationReason: null,
+      revokedBy: null,
+    });
+    return {
+      certificate: issued.der,
+      chain: signer.chain,
+      serial: issued.serialHex,
+      notBefore: issued.notBefore,
+      notAfter: issued.notAfter,
+      spiffeId,
+      policy: request.policy,
+    };
+  }
+
+  // --------------------------------------------------------------- views
+
+  async status(grant: DelegateGrant): Promise<DelegationStatusView> {
+    this.#require(grant, 'info');
+    const { store } = this.#context;
+    const since = new Date(this.#context.now().getTime() - HOUR_MS);
+    const records = await store.listDelegations({ under: grant.spiffeId });
+    const beneath = records.filter((record) => !grant.fingerprints.has(record.fingerprint));
+    return {
+      spiffeId: grant.spiffeId,
+      policy: grant.effective,
+      usage: await store.usageUnder(grant.spiffeId),
+      issuedLastHour: beneath.filter((record) => record.recordedAt >= since).length,
+      delegated: buildTree(beneath),
+    };
+  }
+
+  /** Every recorded delegation as a forest (for admins: /delegations). */
+  async tree(): Promise<DelegationTreeNode[]> {
+    return buildTree(await this.#context.store.listDelegations());
+  }
+
+  // ---------------------------------------------------------- reservations
+
+  async reserve(grant: DelegateGrant, request: ReservationRequest) {
+    this.#require(grant, 'create');
+    checkReservation(request, grant.effective.limits);
+    const levels = grant.links
+      .map((link) => ({
+        spiffeId: spiffeIdOfCertificate(link.certificate),
+        limits: readPolicy(link.der)?.limits ?? null,
+      }))
+      .reverse();
+    levels.push({ spiffeId: grant.spiffeId, limits: grant.effective.limits });
+    const result = await this.#context.store.reserveUsage(
+      {
+        holder: request.holder,
+        spiffeId: grant.spiffeId,
+        workloads: request.workloads,
+        cpus: [...new Set(request.cpus)].sort((a, b) => a - b),
+        memoryMiB: request.memoryMiB,
+        blockMiB: request.blockMiB,
+        createdAt: this.#context.now(),
+      },
+      ceilingsFor(levels),
+    );
+    if (result.outcome === 'exceeded') {
+      throw new SigilError(
+        'resource_exhausted',
+        exceededMessage(result.resource, result.used, result.limit, result.spiffeId, grant.spiffeId),
+      );
+    }
+    return { reservation: result.reservation, existing: result.outcome === 'existing' };
+  }
+
+  async release(grant: DelegateGrant, holder: string): Promise<boolean> {
+    this.#require(grant, 'destroy');
+    return this.#context.store.releaseUsage(grant.spiffeId, holder);
+  }
+
+  // ------------------------------------------------------------ revocation
+
+  /**
+   * Revokes `certificateDer`, linked by `chain` (its issuer first) to the
+   * caller: a delegate with "revoke" may revoke anything strictly beneath its
+   * own SPIFFE ID; an admin (grant null) anything in a delegation subtree.
+   */
+  async revoke(
+    grant: DelegateGrant | null,
+    certificateDer: Buffer,
+    chain: readonly Buffer[],
+    reason: string,
+    by: string,
+  ): Promise<{ alreadyRevoked: boolean }> {
+    if (grant) this.#require(grant, 'revoke');
+    const { store, trustDomain } = this.#context;
+    const now = this.#context.now();
+    let linked: ReturnType<typeof linkPresentedChain>;
+    try {
+      // A delegate's own certificates serve as anchors: the target must descend from them.
+      const anchors = grant ? grant.links.map((link) => link.certificate) : this.#context.serverCas();
+      linked = linkPresentedChain(certificateDer, chain, anchors, now);
+    } catch {
+      throw notFound(NOT_IN_SUBTREE);
+    }
+    const target = linked.links[0];
+    const targetId = spiffeIdOfCertificate(target.certificate);
+    const inside = grant
+      ? targetId !== grant.spiffeId && isAtOrUnder(targetId, grant.spiffeId)
+      : isDelegationId(targetId, trustDomain);
+    if (!inside || grant?.fingerprints.has(target.fingerprint)) throw notFound(NOT_IN_SUBTREE);
+
+    const existing = await store.getDelegation(target.fingerprint);
+    if (!existing) {
+      const policy = readPolicy(target.der);
+      const parent = linked.links[1] ?? null;
+      await store.recordDelegation({
+        fingerprint: target.fingerprint,
+        serial: target.serial,
+        spiffeId: targetId,
+        parentFingerprint: parent ? parent.fingerprint : grant ? fingerprintOfAnchor(linked.anchor) : null,
+        policy: policy ? JSON.stringify(policyToJson(policy)) : null,
+        isCa: target.certificate.ca,
+        notAfter: new Date(target.certificate.validTo),
+        der: target.der,
+        origin: 'seen',
+        recordedAt: now,
+        revokedAt: null,
+        revocationReason: null,
+        revokedBy: null,
+      });
+    }
+    const changed = await store.revokeDelegation(target.fingerprint, reason, now, by);
+    const ids = [`fp:${target.fingerprint}`];
+    // A direct delegation is also a certificate this control plane issued.
+    if (!grant && target.issuedByServer) {
+      const record = await store.getCertificate(target.serial);
+      if (record?.der.equals(target.der) && record.revokedAt === null) {
+        await store.revokeCertificate(target.serial, reason, now);
+        ids.push(target.serial);
+      }
+    }
+    this.#context.revoked(ids);
+    return { alreadyRevoked: !changed };
+  }
+
+  #require(grant: DelegateGrant, permission: Permission): void {
+    if (!grant.effective.permissions.has(permission)) {
+      throw denied(`this delegation lacks the "${permission}" permission`);
+    }
+  }
+}
+
+function fingerprintOfAnchor(anchor: X509Certificate): string {
+  return anchor.fingerprint256.replaceAll(':', '').toLowerCase();
+}
+
+/** Records as a forest by parent fingerprint; a record whose parent is not among them is a root. */
+export function buildTree(records: readonly DelegationRecord[]): DelegationTreeNode[] {
+  const nodes = new Map<string, DelegationTreeNode>();
+  for (const record of records) {
+    nodes.set(record.fingerprint, {
+      spiffeId: record.spiffeId,
+      serial: record.serial,
+      fingerprint: record.fingerprint,
+      policy: record.policy ? (JSON.parse(record.policy) as ReturnType<typeof policyToJson>) : null,
+      isCa: record.isCa,
+      origin: record.origin,
+      notAfter: record.notAfter,
+      revokedAt: record.revokedAt,
+      children: [],
+    });
+  }
+  const roots: DelegationTreeNode[] = [];
+  for (const record of records) {
+    const node = nodes.get(record.fingerprint) as DelegationTreeNode;
+    const parent = record.parentFingerprint ? nodes.get(record.parentFingerprint) : undefined;
+    if (parent) parent.children.push(node);
+    else roots.push(node);
+  }
+  return roots;
+}

@@ -1,0 +1,232 @@
+// sigil.v1.Delegation: message → authority call → message. Who may do what
+// is the authority's decision (delegations.ts); delegate calls arrive here
+// only after DelegateGrants admitted their chain, and the handlers fetch that
+// grant (cached) to act on it.
+import type * as grpc from '@grpc/grpc-js';
+import type { DelegateGrant, DelegationStatusView, DelegationTreeNode } from '../authority/delegations.ts';
+import type { Caller } from '../authority/identities.ts';
+import { invalid } from '../errors.ts';
+import type {
+  CreateDelegationRequest,
+  DelegationCertificate,
+  DelegationNode,
+  DelegationServer,
+  DelegationStatus,
+  GetDelegationStatusRequest,
+  Limits as LimitsMessage,
+  Policy as PolicyMessage,
+  ReleaseRequest,
+  ReleaseResponse,
+  Reservation,
+  ReserveRequest,
+  RevokeDelegatedRequest,
+  RevokeResponse,
+} from '../gen/sigil/v1/sigil.ts';
+import { DelegationService } from '../gen/sigil/v1/sigil.ts';
+import {
+  encodePolicy,
+  isPermission,
+  type Permission,
+  type Policy,
+  policyToJson,
+} from '../pki/policy-extension.ts';
+import { callerOf } from './caller.ts';
+import type { ServiceDependencies } from './certificate-authority.ts';
+import type { DelegateGrants } from './delegate-grants.ts';
+import { issuedCertificateMessage } from './messages.ts';
+import { unaryHandler } from './status-codes.ts';
+import {
+  checkBytes,
+  checkList,
+  checkPossession,
+  checkText,
+  fieldError,
+  MAX_CSR_BYTES,
+  MAX_DNS_NAME_LENGTH,
+  MAX_SHORT_TEXT,
+  withPossessionField,
+} from './validation.ts';
+
+const paths = DelegationService;
+const MAX_CHAIN_CERTIFICATES = 9;
+
+/** A policy from the wire, validated (encodePolicy checks every field). */
+export function policyFromMessage(message: PolicyMessage | undefined, field = 'policy'): Policy {
+  if (!message) throw fieldError(field, 'required');
+  if (message.version !== 1) throw fieldError(`${field}.version`, `must be 1, not ${message.version}`);
+  const permissions = new Set<Permission>();
+  for (const name of message.permissions) {
+    if (!isPermission(name))
+      throw fieldError(`${field}.permissions`, `unknown permission ${JSON.stringify(name.slice(0, 32))}`);
+    permissions.add(name);
+  }
+  const limits = message.limits
+    ? {
+        workloads: message.limits.workloads,
+        cpus: message.limits.cpus,
+        memoryMiB: message.limits.memoryMib,
+        blockMiB: message.limits.blockMib,
+        bridges: message.limits.bridges,
+        issuancePerHour: message.limits.issuancePerHour,
+      }
+    : null;
+  const policy: Policy = { version: 1, permissions, limits };
+  encodePolicy(policy);
+  return policy;
+}
+
+export function policyMessage(policy: Policy | ReturnType<typeof policyToJson>): PolicyMessage {
+  const json =
+    'permissions' in policy && Array.isArray(policy.permissions) ? policy : policyToJson(policy as Policy);
+  const { limits } = json as ReturnType<typeof policyToJson>;
+  const limitsMessage: LimitsMessage | undefined = limits
+    ? {
+        workloads: limits.workloads,
+        cpus: limits.cpus,
+        memoryMib: limits.memoryMiB,
+        blockMib: limits.blockMiB,
+        bridges: limits.bridges,
+        issuancePerHour: limits.issuancePerHour,
+      }
+    : undefined;
+  return {
+    version: (json as ReturnType<typeof policyToJson>).version,
+    permissions: (json as ReturnType<typeof policyToJson>).permissions,
+    ...(limitsMessage ? { limits: limitsMessage } : {}),
+  };
+}
+
+export function delegationNodeMessage(node: DelegationTreeNode): DelegationNode {
+  return {
+    spiffeId: node.spiffeId,
+    serial: node.serial,
+    fingerprint: node.fingerprint,
+    ...(node.policy ? { policy: policyMessage(node.policy) } : {}),
+    isCa: node.isCa,
+    origin: node.origin,
+    notAfterUnixMs: node.notAfter.getTime(),
+    revokedAtUnixMs: node.revokedAt ? node.revokedAt.getTime() : 0,
+    children: node.children.map(delegationNodeMessage),
+  };
+}
+
+function statusMessage(view: DelegationStatusView): DelegationStatus {
+  return {
+    spiffeId: view.spiffeId,
+    policy: policyMessage(view.policy),
+    usage: {
+      workloads: view.usage.workloads,
+      cpus: [...view.usage.cpus],
+      memoryMib: view.usage.memoryMiB,
+      blockMib: view.usage.blockMiB,
+      reservations: view.usage.reservations,
+      issuedLastHour: view.issuedLastHour,
+    },
+    delegated: view.delegated.map(delegationNodeMessage),
+  };
+}
+
+export function delegationService(deps: ServiceDependencies, grants: DelegateGrants): DelegationServer {
+  const { authority, onFailure } = deps;
+  const td = authority.trustDomain;
+
+  /** The caller and, for a delegate, its admitted grant. */
+  async function who(
+    call: grpc.ServerUnaryCall<unknown, unknown>,
+  ): Promise<{ caller: Caller; grant: DelegateGrant | null }> {
+    const caller = callerOf(call, td);
+    if (caller.role !== 'delegate') return { caller, grant: null };
+    return { caller, grant: await grants.grantFor(call, call.metadata) };
+  }
+
+  async function requireGrant(call: grpc.ServerUnaryCall<unknown, unknown>): Promise<DelegateGrant> {
+    const { grant } = await who(call);
+    if (!grant)
+      throw invalid('this call is for delegates: call with a delegation identity (sigil delegate --out)');
+    return grant;
+  }
+
+  return {
+    createDelegation: unaryHandler<CreateDelegationRequest, DelegationCertificate>(
+      { method: paths.createDelegation.path, onFailure },
+      async (request, call) => {
+        const caller = callerOf(call, td);
+        checkText('name', request.name, 64, { required: true });
+        checkList('dns_names', request.dnsNames, MAX_DNS_NAME_LENGTH);
+        if (request.dnsNames.length > 64) throw fieldError('dns_names', 'at most 64 names');
+        const possession = checkPossession('possession', request.possession);
+        const policy = policyFromMessage(request.policy);
+        if (!Number.isInteger(request.pathLen) || request.pathLen < -1 || request.pathLen > 16) {
+          throw fieldError('path_len', 'must be -1 (default) or 0 to 16');
+        }
+        const created = await withPossessionField('possession', () =>
+          authority.createDelegation(caller, {
+            name: request.name,
+            policy,
+            ...(request.pathLen >= 0 ? { pathLen: request.pathLen } : {}),
+            ...(request.ttlSeconds > 0 ? { ttlMs: request.ttlSeconds * 1000 } : {}),
+            dnsNames: request.dnsNames,
+            command: request.command,
+            possession,
+          }),
+        );
+        return {
+          certificate: issuedCertificateMessage({ ...created, certificate: created.certificate }),
+          spiffeId: created.spiffeId,
+          policy: policyMessage(created.policy),
+        };
+      },
+    ),
+
+    getDelegationStatus: unaryHandler<GetDelegationStatusRequest, DelegationStatus>(
+      { method: paths.getDelegationStatus.path, onFailure },
+      async (_request, call) => statusMessage(await authority.delegationStatus(await requireGrant(call))),
+    ),
+
+    reserve: unaryHandler<ReserveRequest, Reservation>(
+      { method: paths.reserve.path, onFailure },
+      async (request, call) => {
+        const grant = await requireGrant(call);
+        checkText('holder', request.holder, MAX_SHORT_TEXT, { required: true });
+        if (request.cpus.length > 4096) throw fieldError('cpus', 'at most 4096 cpu ids');
+        const { reservation, existing } = await authority.reserve(grant, {
+          holder: request.holder,
+          workloads: request.workloads,
+          cpus: request.cpus,
+          memoryMiB: request.memoryMib,
+          blockMiB: request.blockMib,
+        });
+        return { holder: reservation.holder, spiffeId: reservation.spiffeId, existing };
+      },
+    ),
+
+    release: unaryHandler<ReleaseRequest, ReleaseResponse>(
+      { method: paths.release.path, onFailure },
+      async (request, call) => {
+        const grant = await requireGrant(call);
+        checkText('holder', request.holder, MAX_SHORT_TEXT, { required: true });
+        return { released: await authority.release(grant, request.holder) };
+      },
+    ),
+
+    revokeDelegated: unaryHandler<RevokeDelegatedRequest, RevokeResponse>(
+      { method: paths.revokeDelegated.path, onFailure },
+      async (request, call) => {
+        const { caller, grant } = await who(call);
+        checkBytes('certificate', request.certificate, MAX_CSR_BYTES, 1);
+        if (request.chain.length > MAX_CHAIN_CERTIFICATES) {
+          throw fieldError('chain', `at most ${MAX_CHAIN_CERTIFICATES} certificates`);
+        }
+        for (const [index, der] of request.chain.entries()) {
+          checkBytes(`chain[${index}]`, der, MAX_CSR_BYTES, 1);
+        }
+        checkText('reason', request.reason, 32);
+        return authority.revokeDelegated(caller, grant, {
+          certificate: request.certificate,
+          chain: request.chain,
+          reason: request.reason,
+        });
+      },
+    ),
+  };
+}

@@ -1,0 +1,430 @@
+// Delegation end to end, in process: the real server (SQLite), real TLS
+// sockets, delegates calling with the chains they made themselves. The admin
+// delegates to Alice through the server; Alice delegates to Carol and Dan
+// offline; the server checks every chain when it is presented, accounts
+// usage over the whole subtree, keeps siblings apart, and ends every session
+// beneath a revoked delegation.
+import assert from 'node:assert/strict';
+import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
+import { issueDelegateLeaf, issueDelegation } from '../../src/authority/delegation.ts';
+import {
+  CertificateAuthorityClient,
+  type DelegationCertificate,
+  DelegationClient,
+  type DelegationNode,
+  type Policy as PolicyMessage,
+} from '../../src/gen/sigil/v1/sigil.ts';
+import { Issuer } from '../../src/pki/issuer.ts';
+import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import { encodePem } from '../../src/pki/pem.ts';
+import {
+  type Policy,
+  parsePermissions,
+  policyExtension,
+  readPolicy,
+} from '../../src/pki/policy-extension.ts';
+import type { RunningServer } from '../../src/services/server.ts';
+import { chainMetadataInterceptor } from '../../src/transport/chain-metadata.ts';
+import { channelCredentials } from '../../src/transport/client-credentials.ts';
+import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { adminIdentity, call, eventually, refused, startTestServer, statusName, tempDir } from './helpers.ts';
+
+const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
+
+/** A delegation this test holds: its CA (certificate, key, chain above it) and an identity to call with. */
+interface Held {
+  readonly ca: Buffer;
+  readonly key: KeyObject;
+  /** Above `ca`: issuer first, root excluded. */
+  readonly above: readonly Buffer[];
+  readonly policy: Policy;
+}
+
+function policy(permissions: string, limits: Partial<NonNullable<Policy['limits']>> | null): Policy {
+  return {
+    version: 1,
+    permissions: parsePermissions(permissions),
+    limits:
+      limits === null
+        ? null
+        : {
+            workloads: 0,
+            cpus: [],
+            memoryMiB: 0,
+            blockMiB: 0,
+            bridges: [],
+            issuancePerHour: 100,
+            ...limits,
+          },
+  };
+}
+
+function policyMessage(p: Policy): PolicyMessage {
+  return {
+    version: 1,
+    permissions: [...p.permissions],
+    ...(p.limits
+      ? {
+          limits: {
+            workloads: p.limits.workloads,
+            cpus: [...p.limits.cpus],
+            memoryMib: p.limits.memoryMiB,
+            blockMib: p.limits.blockMiB,
+            bridges: [...p.limits.bridges],
+            issuancePerHour: p.limits.issuancePerHour,
+          },
+        }
+      : {}),
+  };
+}
+
+function assertStatus(error: grpc.ServiceError, code: grpc.status, details?: RegExp): void {
+  assert.equal(
+    error.code,
+    code,
+    `expected ${statusName(code)}, got ${statusName(error.code)}: ${error.details}`,
+  );
+  if (details) assert.match(error.details, details);
+}
+
+describe('delegation through the server', () => {
+  const dataDir = join(tempDir(), 'data');
+  let running: RunningServer;
+  let trustBundle: string;
+  let trustDomain: string;
+  const open: grpc.Client[] = [];
+
+  function credentials(chain: readonly Buffer[], privateKey: KeyObject) {
+    return channelCredentials({
+      material: new StaticMaterialSource({
+        certificateChain: chain.map((der) => encodePem('CERTIFICATE', der)).join(''),
+        privateKey: privateKeyToPem(privateKey),
+        trustBundle,
+      }),
+    });
+  }
+
+  /** Clients calling with `chain` (leaf first), sending its CAs as sigil-chain-bin unless told not to. */
+  function clientsFor(chain: readonly Buffer[], privateKey: KeyObject, sendChain = true) {
+    const pem = chain.map((der) => encodePem('CERTIFICATE', der)).join('');
+    const interceptor = sendChain ? chainMetadataInterceptor(pem) : null;
+    const options = interceptor ? { interceptors: [interceptor] } : {};
+    const creds = credentials(chain, privateKey);
+    const delegation = new DelegationClient(running.address, creds, options);
+    const ca = new CertificateAuthorityClient(running.address, creds, options);
+    open.push(delegation, ca);
+    return { delegation, ca };
+  }
+
+  /** The identity leaf of a held delegation, and clients calling with it. */
+  function as(held: Held, sendChain = true) {
+    const keys = generateKeyPair('p256');
+    const leaf = issueDelegateLeaf({
+      parent: { issuer: Issuer.fromCertificate(held.ca, held.key), certificateDer: held.ca },
+      trustDomain,
+      publicKey: keys.publicKey,
+    });
+    return clientsFor([leaf.der, held.ca, ...held.above], keys.privateKey, sendChain);
+  }
+
+  /** Offline sub-delegation by `parent`, as `sigil delegate --from` does it. */
+  function subDelegate(parent: Held, name: string, p: Policy, extra: { pathLen?: number } = {}): Held {
+    const keys = generateKeyPair('p256');
+    const issued = issueDelegation({
+      parent: {
+        issuer: Issuer.fromCertificate(parent.ca, parent.key),
+        certificateDer: parent.ca,
+        policy: parent.policy,
+      },
+      trustDomain,
+      publicKey: keys.publicKey,
+      name,
+      policy: p,
+      ...extra,
+    });
+    return { ca: issued.der, key: keys.privateKey, above: [parent.ca, ...parent.above], policy: p };
+  }
+
+  async function adminDelegates(name: string, p: Policy, command = false): Promise<Held> {
+    const admin = adminIdentity(dataDir);
+    const adminDer = new X509Certificate(admin.certificateChain).raw;
+    const client = new DelegationClient(
+      running.address,
+      channelCredentials({
+        material: new StaticMaterialSource({ ...admin, trustBundle }),
+      }),
+    );
+    open.push(client);
+    const keys = generateKeyPair('p256');
+    const created: DelegationCertificate = await call(client, client.createDelegation, {
+      name,
+      policy: policyMessage(p),
+      pathLen: -1,
+      ttlSeconds: 0,
+      dnsNames: [],
+      possession: possessionFor(keys.privateKey, signChallenge(sha256(adminDer))),
+      command,
+    });
+    const issued = created.certificate;
+    assert.ok(issued);
+    return { ca: issued.certificate, key: keys.privateKey, above: issued.chain, policy: p };
+  }
+
+  let alice: Held;
+  let carol: Held;
+  let dan: Held;
+
+  before(async () => {
+    running = await startTestServer({ dataDir });
+    trustBundle = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
+    trustDomain = running.authority.trustDomain;
+    alice = await adminDelegates(
+      'alice',
+      policy('info,create,destroy,delegate,revoke,issue', {
+        workloads: 2,
+        cpus: [0, 1],
+        memoryMiB: 4096,
+        blockMiB: 10240,
+        bridges: ['br0', 'br1'],
+      }),
+    );
+    carol = subDelegate(
+      alice,
+      'carol',
+      policy('info,create,destroy', { workloads: 1, cpus: [0], memoryMiB: 1024, bridges: ['br0'] }),
+    );
+    dan = subDelegate(
+      alice,
+      'dan',
+      policy('info,create,destroy,revoke', { workloads: 2, cpus: [1], memoryMiB: 2048 }),
+    );
+  });
+
+  after(async () => {
+    for (const client of open) client.close();
+    await running?.close();
+  });
+
+  test('the direct delegation is a CA carrying the policy extension and the subtree SPIFFE ID', () => {
+    const certificate = new X509Certificate(alice.ca);
+    assert.equal(certificate.ca, true);
+    assert.equal(certificate.subjectAltName, `URI:spiffe://${trustDomain}/d/alice`);
+    assert.deepEqual(readPolicy(alice.ca), alice.policy);
+    // Signed by this replica's intermediate, which is sent along as the chain.
+    assert.equal(alice.above.length, 1);
+    assert.ok(certificate.verify(new X509Certificate(alice.above[0]).publicKey));
+  });
+
+  test("Carol's status shows her effective policy (the intersection along Alice → Carol)", async () => {
+    const { delegation } = as(carol);
+    const status = await call(delegation, delegation.getDelegationStatus, {});
+    assert.equal(status.spiffeId, `spiffe://${trustDomain}/d/alice/carol`);
+    assert.deepEqual(status.policy?.permissions.sort(), ['create', 'destroy', 'info']);
+    assert.equal(status.policy?.limits?.workloads, 1);
+    assert.deepEqual(status.policy?.limits?.cpus, [0]);
+    assert.equal(status.usage?.workloads, 0);
+  });
+
+  test('usage is accounted over the whole subtree: Carol and Dan share Alice’s two workloads', async () => {
+    const c = as(carol).delegation;
+    const d = as(dan).delegation;
+    const first = await call(c, c.reserve, {
+      holder: 'web-1',
+      workloads: 1,
+      cpus: [0],
+      memoryMib: 512,
+      blockMib: 0,
+    });
+    assert.equal(first.existing, false);
+    // Idempotent: the same holder again changes nothing.
+    assert.equal(
+      (await call(c, c.reserve, { holder: 'web-1', workloads: 1, cpus: [0], memoryMib: 512, blockMib: 0 }))
+        .existing,
+      true,
+    );
+    // Carol's own limit is one workload.
+    assertStatus(
+      await refused(
+        call(c, c.reserve, { holder: 'web-2', workloads: 1, cpus: [], memoryMib: 0, blockMib: 0 }),
+      ),
+      grpc.status.RESOURCE_EXHAUSTED,
+      /your delegation's workloads limit \(1 in use of 1\)/,
+    );
+    await call(d, d.reserve, { holder: 'db-1', workloads: 1, cpus: [1], memoryMib: 1024, blockMib: 0 });
+    // Dan may hold two, but Alice's two are now both in use; the message does not reveal Carol's figures.
+    const shared = await refused(
+      call(d, d.reserve, { holder: 'db-2', workloads: 1, cpus: [], memoryMib: 0, blockMib: 0 }),
+    );
+    assertStatus(shared, grpc.status.RESOURCE_EXHAUSTED, /limit of a delegation above yours$/);
+    assert.doesNotMatch(shared.details, /carol|in use/);
+    // A cpu outside the delegation's set.
+    assertStatus(
+      await refused(
+        call(d, d.reserve, { holder: 'db-3', workloads: 0, cpus: [0], memoryMib: 0, blockMib: 0 }),
+      ),
+      grpc.status.PERMISSION_DENIED,
+      /cpu 0 is not among/,
+    );
+    const a = as(alice).delegation;
+    const aliceStatus = await call(a, a.getDelegationStatus, {});
+    assert.equal(aliceStatus.usage?.workloads, 2);
+    assert.equal(aliceStatus.usage?.memoryMib, 1536);
+    // Releasing frees the shared capacity for Dan.
+    assert.equal((await call(c, c.release, { holder: 'web-1' })).released, true);
+    assert.equal((await call(c, c.release, { holder: 'web-1' })).released, false);
+    await call(d, d.reserve, { holder: 'db-2', workloads: 1, cpus: [], memoryMib: 0, blockMib: 0 });
+  });
+
+  test("Alice's status lists what she delegated (seen in presented chains), Carol's not Dan's", async () => {
+    as(carol);
+    const a = as(alice).delegation;
+    const status = await call(a, a.getDelegationStatus, {});
+    const ids = (nodes: readonly DelegationNode[]): string[] =>
+      nodes.flatMap((node) => [node.spiffeId, ...ids(node.children)]);
+    const seen = ids(status.delegated);
+    assert.ok(seen.includes(`spiffe://${trustDomain}/d/alice/carol`), seen.join(', '));
+    assert.ok(seen.includes(`spiffe://${trustDomain}/d/alice/dan`), seen.join(', '));
+    const c = as(carol).delegation;
+    const carolView = ids((await call(c, c.getDelegationStatus, {})).delegated);
+    assert.ok(!carolView.some((id) => id.includes('/dan')), carolView.join(', '));
+  });
+
+  test('refuses: a sibling acting in another subtree gets the same answer as for a certificate that does not exist', async () => {
+    const d = as(dan).delegation;
+    const sibling = await refused(
+      call(d, d.revokeDelegated, { certificate: carol.ca, chain: [alice.ca, ...alice.above], reason: '' }),
+    );
+    const stranger = subDelegate(alice, 'nobody', policy('info', { workloads: 0 }));
+    const unknown = await refused(
+      call(d, d.revokeDelegated, { certificate: stranger.ca, chain: [alice.ca, ...alice.above], reason: '' }),
+    );
+    assertStatus(sibling, grpc.status.NOT_FOUND);
+    assert.equal(sibling.details, unknown.details);
+    assert.equal(sibling.code, unknown.code);
+  });
+
+  test('refuses: escalation of each limit and each permission, presented in a chain Alice signed', async () => {
+    const base = alice.policy.limits as NonNullable<Policy['limits']>;
+    const escalations: [string, Policy][] = [
+      ['workloads', policy('info', { ...base, workloads: 3 })],
+      ['memoryMiB', policy('info', { ...base, memoryMiB: 4097 })],
+      ['blockMiB', policy('info', { ...base, blockMiB: 10241 })],
+      ['cpus', policy('info', { ...base, cpus: [0, 1, 2] })],
+      ['bridges', policy('info', { ...base, bridges: ['br0', 'br9'] })],
+      ['issuancePerHour', policy('info', { ...base, issuancePerHour: 101 })],
+      ['permission admin', policy('info,admin', base)],
+      ['permission console', policy('info,console', base)],
+    ];
+    for (const [what, escalated] of escalations) {
+      // Signed directly with Alice's key (issueDelegation would refuse to make it).
+      const keys = generateKeyPair('p256');
+      const forged = Issuer.fromCertificate(alice.ca, alice.key).issue({
+        publicKey: keys.publicKey,
+        profile: 'intermediate',
+        subject: { commonName: `escalation ${what}` },
+        sans: [{ type: 'uri', value: `spiffe://${trustDomain}/d/alice/greedy` }],
+        nameConstraints: { permittedUri: [trustDomain], permittedDns: ['invalid'] },
+        extensions: [policyExtension(escalated)],
+      });
+      const held: Held = {
+        ca: forged.der,
+        key: keys.privateKey,
+        above: [alice.ca, ...alice.above],
+        policy: escalated,
+      };
+      const { delegation } = as(held);
+      assertStatus(
+        await refused(call(delegation, delegation.getDelegationStatus, {})),
+        grpc.status.PERMISSION_DENIED,
+        /escalates/,
+      );
+    }
+  });
+
+  test('refuses: a chain whose CAs were not sent, a chain of ten, a delegation without "delegate" making one', async () => {
+    const noChain = as(carol, false).delegation;
+    assertStatus(
+      await refused(call(noChain, noChain.getDelegationStatus, {})),
+      grpc.status.PERMISSION_DENIED,
+      /does not lead/,
+    );
+
+    // Carol lacks "delegate": a sub-delegation she signs anyway is refused when presented.
+    const keys = generateKeyPair('p256');
+    const rogue = Issuer.fromCertificate(carol.ca, carol.key).issue({
+      publicKey: keys.publicKey,
+      profile: 'intermediate',
+      subject: { commonName: 'rogue' },
+      sans: [{ type: 'uri', value: `spiffe://${trustDomain}/d/alice/carol/rogue` }],
+      nameConstraints: { permittedUri: [trustDomain], permittedDns: ['invalid'] },
+      extensions: [policyExtension(policy('info', { workloads: 0 }))],
+    });
+    const rogueHeld: Held = {
+      ca: rogue.der,
+      key: keys.privateKey,
+      above: [carol.ca, ...carol.above],
+      policy: policy('info', null),
+    };
+    const r = as(rogueHeld).delegation;
+    assertStatus(
+      await refused(call(r, r.getDelegationStatus, {})),
+      grpc.status.PERMISSION_DENIED,
+      /lacks the "delegate" permission/,
+    );
+
+    // Ten certificates: replica intermediate, alice, 7 more, leaf.
+    let deep = alice;
+    const deepPolicy = policy('info,delegate,issue', { workloads: 0 });
+    for (let i = 0; i < 7; i++) deep = subDelegate(deep, `l${i}`, deepPolicy);
+    const d = as(deep).delegation;
+    assertStatus(
+      await refused(call(d, d.getDelegationStatus, {})),
+      grpc.status.PERMISSION_DENIED,
+      /(more than 9|at most 9)/,
+    );
+  });
+
+  test('revoking Alice ends every session beneath her and refuses new ones; admins cannot be impersonated by delegates', async () => {
+    const carolClients = as(carol);
+    const c = carolClients.delegation;
+    await call(c, c.getDelegationStatus, {});
+    const admin = adminIdentity(dataDir);
+    const adminCa = new CertificateAuthorityClient(
+      running.address,
+      channelCredentials({ material: new StaticMaterialSource({ ...admin, trustBundle }) }),
+    );
+    open.push(adminCa);
+    // Delegates are not admins.
+    assertStatus(
+      await refused(
+        call(carolClients.ca, carolClients.ca.listCertificates, {
+          pageSize: 1,
+          pageToken: '',
+          requester: '',
+          profile: '',
+          revoked: '',
+        }),
+      ),
+      grpc.status.PERMISSION_DENIED,
+    );
+    const serial = new X509Certificate(alice.ca).serialNumber.toLowerCase().replace(/^0+/, '');
+    await call(adminCa, adminCa.revoke, { serial, reason: 'keyCompromise' });
+    // The live connection is closed: the next call on it fails…
+    await eventually('the revoked chain to be refused on the live connection', async () => {
+      const error = await refused(call(c, c.getDelegationStatus, {}));
+      return error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.PERMISSION_DENIED;
+    });
+    // …and a fresh connection with the same chain is refused.
+    const fresh = as(carol).delegation;
+    const error = await refused(call(fresh, fresh.getDelegationStatus, {}));
+    assert.ok(
+      error.code === grpc.status.PERMISSION_DENIED || error.code === grpc.status.UNAVAILABLE,
+      `${statusName(error.code)}: ${error.details}`,
+    );
+  });
+});
