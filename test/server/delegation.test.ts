@@ -5,83 +5,19 @@
 // usage over the whole subtree, keeps siblings apart, and ends every session
 // beneath a revoked delegation.
 import assert from 'node:assert/strict';
-import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
-import { issueDelegateLeaf, issueDelegation } from '../../src/authority/delegation.ts';
-import {
-  CertificateAuthorityClient,
-  type DelegationCertificate,
-  DelegationClient,
-  type DelegationNode,
-  type Policy as PolicyMessage,
-} from '../../src/gen/sigil/v1/sigil.ts';
+import { CertificateAuthorityClient, type DelegationNode } from '../../src/gen/sigil/v1/sigil.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
-import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
-import { encodePem } from '../../src/pki/pem.ts';
-import {
-  type Policy,
-  parsePermissions,
-  policyExtension,
-  readPolicy,
-} from '../../src/pki/policy-extension.ts';
+import { generateKeyPair } from '../../src/pki/keys.ts';
+import { type Policy, policyExtension, readPolicy } from '../../src/pki/policy-extension.ts';
 import type { RunningServer } from '../../src/services/server.ts';
-import { chainMetadataInterceptor } from '../../src/transport/chain-metadata.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { Delegates, type Held, policy } from './delegation-fixtures.ts';
 import { adminIdentity, call, eventually, refused, startTestServer, statusName, tempDir } from './helpers.ts';
-
-const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
-
-/** A delegation this test holds: its CA (certificate, key, chain above it) and an identity to call with. */
-interface Held {
-  readonly ca: Buffer;
-  readonly key: KeyObject;
-  /** Above `ca`: issuer first, root excluded. */
-  readonly above: readonly Buffer[];
-  readonly policy: Policy;
-}
-
-function policy(permissions: string, limits: Partial<NonNullable<Policy['limits']>> | null): Policy {
-  return {
-    version: 1,
-    permissions: parsePermissions(permissions),
-    limits:
-      limits === null
-        ? null
-        : {
-            workloads: 0,
-            cpus: [],
-            memoryMiB: 0,
-            blockMiB: 0,
-            bridges: [],
-            issuancePerHour: 100,
-            ...limits,
-          },
-  };
-}
-
-function policyMessage(p: Policy): PolicyMessage {
-  return {
-    version: 1,
-    permissions: [...p.permissions],
-    ...(p.limits
-      ? {
-          limits: {
-            workloads: p.limits.workloads,
-            cpus: [...p.limits.cpus],
-            memoryMib: p.limits.memoryMiB,
-            blockMib: p.limits.blockMiB,
-            bridges: [...p.limits.bridges],
-            issuancePerHour: p.limits.issuancePerHour,
-          },
-        }
-      : {}),
-  };
-}
 
 function assertStatus(error: grpc.ServiceError, code: grpc.status, details?: RegExp): void {
   assert.equal(
@@ -95,85 +31,11 @@ function assertStatus(error: grpc.ServiceError, code: grpc.status, details?: Reg
 describe('delegation through the server', () => {
   const dataDir = join(tempDir(), 'data');
   let running: RunningServer;
-  let trustBundle: string;
   let trustDomain: string;
+  let delegates: Delegates;
   const open: grpc.Client[] = [];
-
-  function credentials(chain: readonly Buffer[], privateKey: KeyObject) {
-    return channelCredentials({
-      material: new StaticMaterialSource({
-        certificateChain: chain.map((der) => encodePem('CERTIFICATE', der)).join(''),
-        privateKey: privateKeyToPem(privateKey),
-        trustBundle,
-      }),
-    });
-  }
-
-  /** Clients calling with `chain` (leaf first), sending its CAs as sigil-chain-bin unless told not to. */
-  function clientsFor(chain: readonly Buffer[], privateKey: KeyObject, sendChain = true) {
-    const pem = chain.map((der) => encodePem('CERTIFICATE', der)).join('');
-    const interceptor = sendChain ? chainMetadataInterceptor(pem) : null;
-    const options = interceptor ? { interceptors: [interceptor] } : {};
-    const creds = credentials(chain, privateKey);
-    const delegation = new DelegationClient(running.address, creds, options);
-    const ca = new CertificateAuthorityClient(running.address, creds, options);
-    open.push(delegation, ca);
-    return { delegation, ca };
-  }
-
-  /** The identity leaf of a held delegation, and clients calling with it. */
-  function as(held: Held, sendChain = true) {
-    const keys = generateKeyPair('p256');
-    const leaf = issueDelegateLeaf({
-      parent: { issuer: Issuer.fromCertificate(held.ca, held.key), certificateDer: held.ca },
-      trustDomain,
-      publicKey: keys.publicKey,
-    });
-    return clientsFor([leaf.der, held.ca, ...held.above], keys.privateKey, sendChain);
-  }
-
-  /** Offline sub-delegation by `parent`, as `sigil delegate --from` does it. */
-  function subDelegate(parent: Held, name: string, p: Policy, extra: { pathLen?: number } = {}): Held {
-    const keys = generateKeyPair('p256');
-    const issued = issueDelegation({
-      parent: {
-        issuer: Issuer.fromCertificate(parent.ca, parent.key),
-        certificateDer: parent.ca,
-        policy: parent.policy,
-      },
-      trustDomain,
-      publicKey: keys.publicKey,
-      name,
-      policy: p,
-      ...extra,
-    });
-    return { ca: issued.der, key: keys.privateKey, above: [parent.ca, ...parent.above], policy: p };
-  }
-
-  async function adminDelegates(name: string, p: Policy, command = false): Promise<Held> {
-    const admin = adminIdentity(dataDir);
-    const adminDer = new X509Certificate(admin.certificateChain).raw;
-    const client = new DelegationClient(
-      running.address,
-      channelCredentials({
-        material: new StaticMaterialSource({ ...admin, trustBundle }),
-      }),
-    );
-    open.push(client);
-    const keys = generateKeyPair('p256');
-    const created: DelegationCertificate = await call(client, client.createDelegation, {
-      name,
-      policy: policyMessage(p),
-      pathLen: -1,
-      ttlSeconds: 0,
-      dnsNames: [],
-      possession: possessionFor(keys.privateKey, signChallenge(sha256(adminDer))),
-      command,
-    });
-    const issued = created.certificate;
-    assert.ok(issued);
-    return { ca: issued.certificate, key: keys.privateKey, above: issued.chain, policy: p };
-  }
+  const as = (held: Held, sendChain = true) => delegates.as(held, sendChain);
+  const subDelegate = (parent: Held, name: string, p: Policy) => delegates.subDelegate(parent, name, p);
 
   let alice: Held;
   let carol: Held;
@@ -181,9 +43,9 @@ describe('delegation through the server', () => {
 
   before(async () => {
     running = await startTestServer({ dataDir });
-    trustBundle = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
     trustDomain = running.authority.trustDomain;
-    alice = await adminDelegates(
+    delegates = new Delegates(running.address, dataDir, trustDomain);
+    alice = await delegates.adminDelegates(
       'alice',
       policy('info,create,destroy,delegate,revoke,issue', {
         workloads: 2,
@@ -207,6 +69,7 @@ describe('delegation through the server', () => {
 
   after(async () => {
     for (const client of open) client.close();
+    delegates?.close();
     await running?.close();
   });
 
@@ -396,7 +259,9 @@ describe('delegation through the server', () => {
     const admin = adminIdentity(dataDir);
     const adminCa = new CertificateAuthorityClient(
       running.address,
-      channelCredentials({ material: new StaticMaterialSource({ ...admin, trustBundle }) }),
+      channelCredentials({
+        material: new StaticMaterialSource({ ...admin, trustBundle: delegates.trustBundle }),
+      }),
     );
     open.push(adminCa);
     // Delegates are not admins.

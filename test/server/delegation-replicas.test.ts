@@ -1,0 +1,110 @@
+// Subtree revocation across replicas: two replicas on one PostgreSQL store.
+// Carol's chain (admin → Alice through replica A, Alice → Carol offline) is
+// admitted on replica B; Alice revokes Carol on replica A with a certificate
+// the control plane never issued, and Carol's live session on B ends, as does
+// the session of Carol's own sub-delegate beneath her.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import type { RunningServer } from '../../src/services/server.ts';
+import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
+import { Delegates, policy } from './delegation-fixtures.ts';
+import {
+  adminIdentity,
+  call,
+  clients,
+  credentialsFor,
+  eventually,
+  refused,
+  startTestServer,
+  statusName,
+  tempDir,
+} from './helpers.ts';
+
+const skip = postgresUnavailable() ?? undefined;
+
+describe('delegation across replicas on PostgreSQL', { skip }, () => {
+  let postgres: TestPostgres;
+  const first = join(tempDir(), 'a');
+  const second = join(tempDir(), 'b');
+  const running: RunningServer[] = [];
+  let onA: Delegates;
+  let onB: Delegates;
+
+  before(async () => {
+    postgres = await startPostgres();
+    const url = await postgres.createDatabase();
+    const a = await startTestServer({ dataDir: first, store: url, replicaId: 'a' });
+    running.push(a);
+    const admin = clients(a.address, credentialsFor(first, adminIdentity(first)));
+    const token = await call(admin.admin, admin.admin.createToken, {
+      ttlSeconds: 600,
+      uses: 1,
+      autoApprove: false,
+      name: 'replica b',
+      replica: true,
+    });
+    admin.close();
+    const b = await startTestServer({ dataDir: second, store: url, replicaId: 'b', join: token.token });
+    running.push(b);
+    onA = new Delegates(a.address, first, a.authority.trustDomain);
+    // B's clients trust the same roots; the admin identity lives in A's data directory.
+    onB = new Delegates(b.address, first, b.authority.trustDomain);
+  });
+
+  after(async () => {
+    onA?.close();
+    onB?.close();
+    for (const server of running.reverse()) await server.close(1000);
+    await postgres?.stop();
+  });
+
+  test('Alice revokes Carol (made offline) on replica A; Carol and her sub-delegate lose their sessions on B', async () => {
+    const alice = await onA.adminDelegates(
+      'alice',
+      policy('info,create,delegate,revoke,issue', { workloads: 4, cpus: [0] }),
+    );
+    const carol = onA.subDelegate(alice, 'carol', policy('info,delegate', { workloads: 2 }));
+    const erin = onA.subDelegate(carol, 'erin', policy('info', { workloads: 1 }));
+
+    const carolOnB = onB.as(carol).delegation;
+    const erinOnB = onB.as(erin).delegation;
+    assert.equal(
+      (await call(carolOnB, carolOnB.getDelegationStatus, {})).spiffeId,
+      `spiffe://${onB.trustDomain}/d/alice/carol`,
+    );
+    await call(erinOnB, erinOnB.getDelegationStatus, {});
+
+    const aliceOnA = onA.as(alice).delegation;
+    const revoked = await call(aliceOnA, aliceOnA.revokeDelegated, {
+      certificate: carol.ca,
+      chain: [alice.ca, ...alice.above],
+      reason: 'keyCompromise',
+    });
+    assert.equal(revoked.alreadyRevoked, false);
+
+    for (const [who, client] of [
+      ['carol', carolOnB],
+      ['erin', erinOnB],
+    ] as const) {
+      const error = await eventually(`${who}'s session on replica B to end`, async () => {
+        const failure = await refused(call(client, client.getDelegationStatus, {}));
+        return failure.code === grpc.status.UNAVAILABLE || failure.code === grpc.status.PERMISSION_DENIED
+          ? failure
+          : undefined;
+      });
+      assert.ok(error, `${who}: ${statusName(error.code)}`);
+    }
+    // A fresh connection on B with Carol's chain is refused at admission.
+    const again = onB.as(carol).delegation;
+    const error = await refused(call(again, again.getDelegationStatus, {}));
+    assert.equal(error.code, grpc.status.PERMISSION_DENIED, error.details);
+    assert.match(error.details, /revoked/);
+    // Alice herself is untouched.
+    assert.equal(
+      (await call(aliceOnA, aliceOnA.getDelegationStatus, {})).spiffeId.endsWith('/d/alice'),
+      true,
+    );
+  });
+});
