@@ -6,6 +6,7 @@
 // beneath a revoked delegation.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -250,6 +251,27 @@ describe('delegation through the server', () => {
       grpc.status.PERMISSION_DENIED,
       /(more than 9|at most 9)/,
     );
+  });
+
+  test('/delegations on the HTTP side: the whole tree for admins (bearer token from the data directory), 401/403 otherwise', async () => {
+    as(carol);
+    const url = `${running.httpUrl}/delegations`;
+    const none = await fetch(url);
+    assert.equal(none.status, 401);
+    const wrong = await fetch(url, { headers: { authorization: `Bearer ${'0'.repeat(64)}` } });
+    assert.equal(wrong.status, 403);
+    const tokenPath = join(dataDir, 'http-admin.token');
+    assert.equal(statSync(tokenPath).mode & 0o777, 0o600);
+    const token = readFileSync(tokenPath, 'utf8').trim();
+    const ok = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(ok.status, 200);
+    const body = (await ok.json()) as {
+      delegations: { spiffeId: string; children: { spiffeId: string }[] }[];
+    };
+    const top = body.delegations.find((node) => node.spiffeId.endsWith('/d/alice'));
+    assert.ok(top, JSON.stringify(body));
+    const children = top.children.map((child) => child.spiffeId.split('/').pop());
+    assert.ok(children.includes('carol') && children.includes('dan'), children.join(', '));
   });
 
   test('revoking Alice ends every session beneath her and refuses new ones; admins cannot be impersonated by delegates', async () => {
