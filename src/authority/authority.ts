@@ -601,7 +601,8 @@ export class Authority {
     const serial = canonicalSerial(serialText);
     const reason = reasonOf(reasonText);
     const record = await this.#store.getCertificate(serial);
-    const holder = record !== null && caller.spiffeId !== '' && record.sans.includes(`uri:${caller.spiffeId}`);
+    const holder =
+      record !== null && caller.spiffeId !== '' && record.sans.includes(`uri:${caller.spiffeId}`);
     // Someone else's certificate looks exactly like a missing one: a refusal
     // must not tell a non-admin what exists outside what it holds.
     if (!record || (caller.role !== 'admin' && !holder)) {

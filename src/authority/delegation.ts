@@ -394,7 +394,7 @@ export function checkDelegationChain(
       }
       if (!isLeaf && policy === null) throw denied(`${what} is a CA below a delegation without a policy`);
       // Making a sub-delegation needs "delegate", any other leaf "issue".
-      const needed: Permission | null = !isLeaf ? 'delegate' : ownIdentity ? null : 'issue';
+      const needed: Permission | null = info.isCa ? 'delegate' : ownIdentity ? null : 'issue';
       if (needed !== null && effective !== null && !effective.permissions.has(needed)) {
         throw denied(`${what} was made by ${parentWhat}, which lacks the "${needed}" permission`);
       }

@@ -151,6 +151,11 @@ export class Delegations {
     const leafId = spiffeIdOfCertificate(linked.links[0].certificate);
     if (!isDelegationId(leafId, trustDomain))
       throw denied('the client certificate is not in a delegation subtree');
+    if (linked.links[0].certificate.ca) {
+      throw denied(
+        'a CA certificate cannot call as a client: call with its identity leaf (cert.pem from sigil delegate)',
+      );
+    }
 
     const revocationIds: string[] = [];
     for (const link of linked.links) {
@@ -449,8 +454,18 @@ function fingerprintOfAnchor(anchor: X509Certificate): string {
   return anchor.fingerprint256.replaceAll(':', '').toLowerCase();
 }
 
-/** Records as a forest by parent fingerprint; a record whose parent is not among them is a root. */
-export function buildTree(records: readonly DelegationRecord[]): DelegationTreeNode[] {
+/**
+ * Records as a forest by parent fingerprint; a record whose parent is not
+ * among them is a root. A delegate's own identity leaves (same SPIFFE ID as
+ * the delegation that signed them) are the delegate itself, not something it
+ * delegated, and are left out.
+ */
+export function buildTree(all: readonly DelegationRecord[]): DelegationTreeNode[] {
+  const byFingerprint = new Map(all.map((record) => [record.fingerprint, record]));
+  const records = all.filter((record) => {
+    const parent = record.parentFingerprint ? byFingerprint.get(record.parentFingerprint) : undefined;
+    return record.isCa || parent === undefined || parent.spiffeId !== record.spiffeId;
+  });
   const nodes = new Map<string, DelegationTreeNode>();
   for (const record of records) {
     nodes.set(record.fingerprint, {

@@ -89,18 +89,20 @@ export function linkPresentedChain(
       throw refused(`the certificate chain has more than ${MAX_LINKS} certificates (root excluded)`);
     }
     if (anchor) return { links, anchor };
-    const issuer = candidates.find((candidate) => !used.has(candidate) && signs(candidate, current));
+    // Several certificates may share a key (a renewed delegation): take one
+    // that can sign now, whatever order they came in.
+    const signers = candidates.filter((candidate) => !used.has(candidate) && signs(candidate, current));
+    const issuer = signers.find((candidate) => candidate.ca && validAt(candidate, now));
     if (!issuer) {
-      throw refused(
-        `the chain of "${current.subject.replaceAll('\n', ', ')}" does not lead to this control plane's CAs (send the chain's CA certificates in sigil-chain-bin)`,
-      );
-    }
-    if (!issuer.ca)
-      throw refused(`"${issuer.subject.replaceAll('\n', ', ')}" signs a certificate but is not a CA`);
-    if (!validAt(issuer, now)) {
-      throw refused(
-        `"${issuer.subject.replaceAll('\n', ', ')}" in the chain is not valid at ${now.toISOString()}`,
-      );
+      const [first] = signers;
+      const subject = (c: X509Certificate) => c.subject.replaceAll('\n', ', ');
+      if (!first) {
+        throw refused(
+          `the chain of "${subject(current)}" does not lead to this control plane's CAs (send the chain's CA certificates in sigil-chain-bin)`,
+        );
+      }
+      if (!first.ca) throw refused(`"${subject(first)}" signs a certificate but is not a CA`);
+      throw refused(`"${subject(first)}" in the chain is not valid at ${now.toISOString()}`);
     }
     used.add(issuer);
     current = issuer;

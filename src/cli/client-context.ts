@@ -5,7 +5,8 @@
 //   --server HOST:PORT        $SIGIL_SERVER          the server's gRPC address
 //   --ca-fingerprint HEX      $SIGIL_CA_FINGERPRINT  SHA-256 of the root CA, pinned
 //   --identity DIR            $SIGIL_IDENTITY        cert.pem (chain), key.pem, bundle.pem
-//                                                    (and node.json), as `sigil enrol` writes
+//                                                    and node.json (as `sigil enrol` writes) or
+//                                                    delegation.json (as `sigil delegate` writes)
 //   --data DIR                $SIGIL_DATA            a server's data directory (default ./.sigil):
 //                                                    server.json (address, fingerprint, trust
 //                                                    domain), ca.pem (roots) and the bootstrap
@@ -17,6 +18,11 @@
 // domain. Without a bundle file holding the pinned root, the root is fetched
 // from the server and accepted only if its hash matches the pin
 // (enrolment-channel.ts): no trust on first use.
+//
+// A client chain with intermediates (a delegate's: leaf, its delegation CAs,
+// the replica intermediate) is also sent as `sigil-chain-bin` metadata on
+// every call (transport/chain-metadata.ts): the server needs the delegation
+// certificates to check the chain and Node does not hand it the presented ones.
 //
 // This module is imported when commands are registered, so it loads nothing
 // heavy at the top (gRPC, X.509): those are imported when a command runs.
@@ -33,7 +39,7 @@ import {
   parseNodeInfo,
 } from '../agent/identity-files.ts';
 import { invalid, notFound } from '../errors.ts';
-import type { AdminClient, CertificateAuthorityClient } from '../gen/sigil/v1/sigil.ts';
+import type { AdminClient, CertificateAuthorityClient, DelegationClient } from '../gen/sigil/v1/sigil.ts';
 import type { TlsMaterial } from '../transport/material.ts';
 
 export const DEFAULT_DATA_DIR = '.sigil';
@@ -41,6 +47,8 @@ export const SERVER_INFO_FILE = 'server.json';
 export const ADMIN_CERTIFICATE_FILE = 'admin.pem';
 export const ADMIN_KEY_FILE = 'admin.key';
 export const CA_BUNDLE_FILE = 'ca.pem';
+/** What `sigil delegate` writes beside cert.pem/key.pem/bundle.pem instead of node.json. */
+export const DELEGATION_INFO_FILE = 'delegation.json';
 
 /** The connection flags every client command accepts (commander fills them from flags or env). */
 export interface ClientFlags {
@@ -93,9 +101,10 @@ export function addClientOptions(command: Command): Command {
       ),
     )
     .addOption(
-      new Option('--server <host:port>', 'the server address (default: from server.json or node.json)').env(
-        'SIGIL_SERVER',
-      ),
+      new Option(
+        '--server <host:port>',
+        'the server address (default: from server.json, node.json or delegation.json)',
+      ).env('SIGIL_SERVER'),
     )
     .addOption(
       new Option(
@@ -238,24 +247,67 @@ export async function resolveClientContext(flags: ClientFlags): Promise<ClientCo
   return dataContext(flags, dataDirectory(flags));
 }
 
+/** What an identity directory's node.json or delegation.json says about the server. */
+interface IdentityDirectoryInfo {
+  readonly addresses: readonly string[];
+  readonly rootFingerprint: string | undefined;
+  readonly trustDomain: string | undefined;
+}
+
+/** The server facts of a delegation.json (`sigil delegate` owns the whole format). */
+export function parseDelegationServerInfo(text: string, path: string): IdentityDirectoryInfo {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw invalid(`${path} is not valid JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid(`${path} is not a JSON object`);
+  }
+  const record = value as Record<string, unknown>;
+  const addresses = record.addresses ?? [];
+  if (!Array.isArray(addresses) || !addresses.every((a): a is string => typeof a === 'string' && a !== '')) {
+    throw invalid(`${path}: "addresses" must be a list of HOST:PORT strings`);
+  }
+  const fingerprint = firstString(record, 'rootFingerprint');
+  return {
+    addresses,
+    rootFingerprint: fingerprint === undefined ? undefined : fingerprintFrom(fingerprint, path),
+    trustDomain: firstString(record, 'trustDomain'),
+  };
+}
+
+function identityDirectoryInfo(dir: string): IdentityDirectoryInfo | undefined {
+  const nodePath = join(dir, NODE_FILE);
+  const nodeText = readOptionalFile(nodePath);
+  if (nodeText !== undefined) return parseNodeInfo(nodeText, nodePath);
+  const delegationPath = join(dir, DELEGATION_INFO_FILE);
+  const delegationText = readOptionalFile(delegationPath);
+  if (delegationText !== undefined) return parseDelegationServerInfo(delegationText, delegationPath);
+  return undefined;
+}
+
 async function identityContext(flags: ClientFlags, dir: string): Promise<ClientContext> {
   const { rootFingerprints } = await import('../agent/trust-bundle.ts');
-  const hint = ' (an identity directory holds cert.pem, key.pem and bundle.pem, as sigil enrol writes them)';
+  const hint =
+    ' (an identity directory holds cert.pem, key.pem and bundle.pem, as sigil enrol and sigil delegate write them)';
   const certificateChain = readFile(join(dir, CERTIFICATE_FILE), 'certificate file', hint);
   const privateKey = readFile(join(dir, KEY_FILE), 'key file', hint);
   const bundlePath = join(dir, BUNDLE_FILE);
   const trustBundle = readFile(bundlePath, 'trust bundle file', hint);
-  const nodeText = readOptionalFile(join(dir, NODE_FILE));
-  const node = nodeText === undefined ? undefined : parseNodeInfo(nodeText, join(dir, NODE_FILE));
-  const address = flags.server ?? node?.addresses[0];
+  const info = identityDirectoryInfo(dir);
+  const address = flags.server ?? info?.addresses[0];
   if (address === undefined) {
-    throw invalid(`${dir} has no node.json naming the server: give --server HOST:PORT`);
+    throw invalid(
+      `${dir} has no node.json naming the server: give --server HOST:PORT (or a directory with a delegation.json naming it)`,
+    );
   }
   const roots = rootFingerprints(trustBundle, bundlePath);
   const fingerprint =
     flags.caFingerprint !== undefined
       ? fingerprintFrom(flags.caFingerprint, '--ca-fingerprint')
-      : (node?.rootFingerprint ?? roots[0]);
+      : (info?.rootFingerprint ?? roots[0]);
   if (fingerprint === undefined) throw invalid(`${bundlePath} holds no root certificate`);
   if (!roots.includes(fingerprint)) {
     throw invalid(
@@ -265,7 +317,7 @@ async function identityContext(flags: ClientFlags, dir: string): Promise<ClientC
   return {
     address: connectableAddress(address),
     rootFingerprint: fingerprint,
-    trustDomain: node?.trustDomain,
+    trustDomain: info?.trustDomain,
     certificateChain,
     privateKey,
     trustBundle,
@@ -341,25 +393,37 @@ export interface Clients {
   readonly target: string;
   readonly admin: AdminClient;
   readonly ca: CertificateAuthorityClient;
+  readonly delegation: DelegationClient;
   readonly context: ClientContext;
   close(): void;
 }
 
-/** Resolves the context and opens Admin and CertificateAuthority clients. */
+/**
+ * Resolves the context and opens Admin, CertificateAuthority and Delegation
+ * clients; each sends the identity's intermediates as `sigil-chain-bin`.
+ */
 export async function connectClients(flags: ClientFlags): Promise<Clients> {
   const context = await resolveClientContext(flags);
   const credentials = await clientCredentials(context);
-  const { AdminClient, CertificateAuthorityClient } = await import('../gen/sigil/v1/sigil.ts');
-  const admin = new AdminClient(context.address, credentials);
-  const ca = new CertificateAuthorityClient(context.address, credentials);
+  const { AdminClient, CertificateAuthorityClient, DelegationClient } = await import(
+    '../gen/sigil/v1/sigil.ts'
+  );
+  const { chainMetadataInterceptor } = await import('../transport/chain-metadata.ts');
+  const interceptor = chainMetadataInterceptor(context.certificateChain);
+  const options = interceptor === null ? {} : { interceptors: [interceptor] };
+  const admin = new AdminClient(context.address, credentials, options);
+  const ca = new CertificateAuthorityClient(context.address, credentials, options);
+  const delegation = new DelegationClient(context.address, credentials, options);
   return {
     target: context.address,
     admin,
     ca,
+    delegation,
     context,
     close() {
       admin.close();
       ca.close();
+      delegation.close();
     },
   };
 }

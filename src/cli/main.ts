@@ -6,6 +6,8 @@ import { describeError, exitCodeFor } from '../errors.ts';
 import { registerAgentCommand } from './agent.ts';
 import { registerCaCommands } from './ca.ts';
 import { registerCertCommands } from './cert.ts';
+import { registerDelegateCommand } from './delegate.ts';
+import { registerDelegationCommands } from './delegation.ts';
 import { registerEnrolCommand } from './enrol.ts';
 import { registerNodeCommands } from './node.ts';
 import { registerPkiCommands } from './pki.ts';
@@ -28,6 +30,8 @@ export function buildProgram(): Command {
   registerNodeCommands(program);
   registerCertCommands(program);
   registerStatusCommand(program);
+  registerDelegateCommand(program);
+  registerDelegationCommands(program);
   registerEnrolCommand(program);
   registerAgentCommand(program);
   registerCaCommands(program);

@@ -1,7 +1,10 @@
 // `sigil status`: what the control plane says about itself (Admin.GetStatus),
 // asked as an admin: trust domain, pinned root, replicas and their
 // intermediates, certificate and node counts, store, whether the root key is
-// online.
+// online. Called with a delegate's identity (an --identity directory written
+// by `sigil delegate`, or a leaf whose SPIFFE ID lies under /d/) it shows the
+// delegation status instead, as `sigil delegation status` does: a delegate
+// has no business with the deployment's state.
 import type { Command } from 'commander';
 import { addClientOptions, type ClientOptionValues, clientFlags, withClients } from './client-context.ts';
 import { examples } from './operator-output.ts';
@@ -14,13 +17,21 @@ interface StatusFlags extends ClientOptionValues {
 async function runStatus(flags: StatusFlags): Promise<void> {
   const { unary } = await import('../agent/rpc.ts');
   const { instant, relative, table } = await import('./operator-output.ts');
-  const { status, target } = await withClients(
-    await clientFlags(flags),
-    async ({ admin, target, context }) => ({
+  const { isDelegateIdentity, showDelegationStatus } = await import('./delegation.ts');
+  const values = await clientFlags(flags);
+  const result = await withClients(values, async (clients) => {
+    const { admin, target, context } = clients;
+    if (await isDelegateIdentity(values.identity, context.certificateChain)) {
+      await showDelegationStatus(clients, flags);
+      return null;
+    }
+    return {
       target,
       status: await unary(admin, admin.getStatus, {}, { target, timeoutMs: context.timeoutMs }),
-    }),
-  );
+    };
+  });
+  if (result === null) return;
+  const { status, target } = result;
   const json = {
     server: target,
     trustDomain: status.trustDomain,
@@ -66,9 +77,19 @@ export function registerStatusCommand(program: Command): void {
   addClientOptions(
     program
       .command('status')
-      .description("The control plane's state: trust domain, root CA, replicas, certificate and node counts")
+      .description(
+        "The control plane's state: trust domain, root CA, replicas, certificate and node counts; " +
+          'as a delegate (--identity DIR from sigil delegate): its policy, usage and what it delegated',
+      )
       .option('--json', 'print JSON'),
   )
-    .addHelpText('after', examples('$ sigil status', '$ sigil status --data /var/lib/sigil --json'))
+    .addHelpText(
+      'after',
+      examples(
+        '$ sigil status',
+        '$ sigil status --data /var/lib/sigil --json',
+        '$ sigil status --identity ./alice --json',
+      ),
+    )
     .action((flags: StatusFlags) => runStatus(flags));
 }

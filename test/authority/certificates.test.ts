@@ -241,7 +241,10 @@ describe('Sign, Renew, Revoke', () => {
       (error: unknown) => error as Error & { code: string },
     );
     assert.equal(othersError.code, 'not_found');
-    assert.equal(othersError.message.replace(a.serial, 'S'), missingError.message.replace('ffff0000ffff', 'S'));
+    assert.equal(
+      othersError.message.replace(a.serial, 'S'),
+      missingError.message.replace('ffff0000ffff', 'S'),
+    );
     const callerA = callerFromIssued(a, f.authority.trustDomain);
     assert.deepEqual(await f.authority.revoke(callerA, a.serial, 'superseded'), { alreadyRevoked: false });
     await assert.rejects(

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { DelegationService } from '../../src/gen/sigil/v1/sigil.ts';
 import {
   ALL_METHODS,
   PUBLIC_METHODS,
@@ -32,7 +33,7 @@ const allowed = (method: string, id: string | null) => policy.decide(method, pee
 
 describe('sigil authorization rules', () => {
   test('every method of the API is covered by a rule (nothing falls to default deny)', () => {
-    assert.equal(ALL_METHODS.length, 18);
+    assert.equal(ALL_METHODS.length, 23);
     for (const method of ALL_METHODS) assert.notEqual(policy.ruleFor(method), null, method);
   });
 
@@ -80,6 +81,15 @@ describe('sigil authorization rules', () => {
         false,
       );
       assert.equal(allowed(`/sigil.v1.CertificateAuthority/${method}`, null), false);
+    }
+  });
+
+  test('Delegation/*: any peer of the trust domain reaches the authority, which decides on the admitted chain', () => {
+    for (const method of Object.values(DelegationService).map((m) => m.path)) {
+      assert.equal(allowed(method, `spiffe://example.test/d/alice/carol`), true, method);
+      assert.equal(allowed(method, `spiffe://example.test/admin/root`), true, method);
+      assert.equal(allowed(method, 'spiffe://elsewhere.example/d/alice'), false, method);
+      assert.equal(allowed(method, null), false, method);
     }
   });
 

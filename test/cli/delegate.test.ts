@@ -1,0 +1,717 @@
+// `sigil delegate`, `sigil delegation …` and `sigil status` as a delegate, run
+// as the real CLI. Offline (`--from DIR`): a parent delegation directory is
+// made in-process (root → replica-like intermediate → alice) with the
+// command's own writer, then sub-delegations are made from it and checked by
+// openssl and by the chain check the server applies; every refusal is a named
+// test that leaves nothing behind. From the server: an admin creates alice
+// through a real server, alice delegates to carol offline, and carol's
+// `sigil status` shows her policy.
+import assert from 'node:assert/strict';
+import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { checkDelegationChain, issueDelegation } from '../../src/authority/delegation.ts';
+import { assembleDelegation } from '../../src/cli/delegate.ts';
+import { writeFilesAtomically } from '../../src/cli/files.ts';
+import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
+import { generateKeyPair, keysMatch, readPrivateKey } from '../../src/pki/keys.ts';
+import { encodePem } from '../../src/pki/pem.ts';
+import { type Limits, PERMISSIONS, type Permission, type Policy } from '../../src/pki/policy-extension.ts';
+import { openssl, pemCertificates, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
+
+const TD = 'sigil.internal';
+const DAY = 24 * 3_600_000;
+const ADDRESS = '127.0.0.1:7443';
+
+const policy = (permissions: Permission[], limits: Limits | null): Policy => ({
+  version: 1,
+  permissions: new Set(permissions),
+  limits,
+});
+
+const ADMIN = policy([...PERMISSIONS], {
+  workloads: 10,
+  cpus: [0, 1, 2, 3],
+  memoryMiB: 8192,
+  blockMiB: 4096,
+  bridges: ['br0', 'br1'],
+  issuancePerHour: 1000,
+});
+const ALICE_PERMISSIONS: Permission[] = ['info', 'create', 'destroy', 'delegate', 'revoke', 'issue'];
+const ALICE = policy(ALICE_PERMISSIONS, {
+  workloads: 2,
+  cpus: [0, 1],
+  memoryMiB: 4096,
+  blockMiB: 1024,
+  bridges: ['br0', 'br1'],
+  issuancePerHour: 100,
+});
+
+// --- the in-process parent: root → intermediate → delegations ------------------------
+
+const work = tempDir('sigil-delegate-');
+const rootKey = generateKeyPair('p256');
+const root = createRootCertificate({
+  privateKey: rootKey.privateKey,
+  subject: { commonName: 'delegate test root' },
+  ttlMs: 60 * DAY,
+});
+const rootFingerprint = createHash('sha256').update(root.der).digest('hex');
+const intermediateKey = generateKeyPair('p256');
+const intermediate = Issuer.fromIssued(root, rootKey.privateKey).issue({
+  publicKey: intermediateKey.publicKey,
+  profile: 'intermediate',
+  subject: { commonName: 'delegate test replica intermediate' },
+  ttlMs: 40 * DAY,
+  pathLen: 4,
+});
+const intermediateIssuer = Issuer.fromIssued(intermediate, intermediateKey.privateKey);
+
+/** A delegation directory under the intermediate, written by sigil delegate's own assembler. */
+async function parentDirectory(name: string, p: Policy, pathLen: number): Promise<string> {
+  const key = generateKeyPair('p256');
+  const issued = issueDelegation({
+    parent: { issuer: intermediateIssuer, certificateDer: intermediate.der, policy: ADMIN },
+    trustDomain: TD,
+    publicKey: key.publicKey,
+    name,
+    policy: p,
+    pathLen,
+    ttlMs: 20 * DAY,
+  });
+  const assembled = await assembleDelegation({
+    kind: 'delegation',
+    certificateDer: issued.der,
+    chainDer: [intermediate.der],
+    key: key.privateKey,
+    trustDomain: TD,
+    rootFingerprint,
+    addresses: [ADDRESS],
+    bundlePem: encodePem('CERTIFICATE', root.der),
+    leafKeyType: 'p256',
+  });
+  const dir = join(work, 'parents', name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFilesAtomically(assembled.files(dir));
+  return dir;
+}
+
+const alice = await parentDirectory('alice', ALICE, 2);
+// No "delegate" permission.
+const bob = await parentDirectory('bob', policy(['info', 'create', 'issue'], ALICE.limits), 2);
+// "delegate", but pathLen 0: no CA may follow beneath it.
+const dave = await parentDirectory('dave', policy(['info', 'delegate'], ALICE.limits), 0);
+
+// --- helpers -------------------------------------------------------------------------
+
+interface PolicyOut {
+  version: number;
+  permissions: string[];
+  limits: {
+    workloads: number;
+    cpus: number[];
+    memoryMiB: number;
+    blockMiB: number;
+    bridges: string[];
+    issuancePerHour: number;
+  } | null;
+}
+
+interface DelegateOut {
+  kind: 'delegation' | 'command';
+  spiffeId: string;
+  serial: string;
+  fingerprint: string;
+  pathLen: number | null;
+  notAfter: string;
+  policy: PolicyOut;
+  effective: PolicyOut;
+  issuedBy: 'server' | 'offline';
+  server: string | null;
+  from: string | null;
+  dir: string;
+  files: string[];
+}
+
+interface DelegationJson {
+  version: number;
+  kind: string;
+  spiffeId: string;
+  serial: string;
+  fingerprint: string;
+  isCa: boolean;
+  pathLen: number | null;
+  policy: PolicyOut;
+  effective: PolicyOut;
+  notAfter: string;
+  trustDomain: string;
+  rootFingerprint: string;
+  addresses: string[];
+}
+
+interface StatusOut {
+  server: string;
+  spiffeId: string;
+  policy: PolicyOut | null;
+  usage: { workloads: number; cpus: number[]; memoryMiB: number; reservations: number } | null;
+  delegated: { spiffeId: string; isCa: boolean; origin: string; children: unknown[] }[];
+}
+
+let outputs = 0;
+/** A fresh output path (not created). */
+function outDir(name: string): string {
+  outputs++;
+  return join(work, 'out', `${outputs}-${name}`);
+}
+
+async function delegateJson(args: readonly string[]): Promise<DelegateOut> {
+  const result = await sigil(['delegate', ...args, '--json']);
+  assert.equal(result.code, 0, `sigil delegate ${args.join(' ')}: ${result.stderr}`);
+  return JSON.parse(result.stdout) as DelegateOut;
+}
+
+/** The refusal contract: exit 1, nothing on stdout, one `sigil: …` line naming the problem. */
+function assertRefused(result: RunResult, problem: RegExp): void {
+  assert.equal(
+    result.code,
+    1,
+    `exit code ${result.code}; stdout: ${result.stdout}; stderr: ${result.stderr}`,
+  );
+  assert.equal(result.stdout, '');
+  assert.match(result.stderr, /^sigil: [^\n]+\n$/, `not one line: ${JSON.stringify(result.stderr)}`);
+  assert.match(result.stderr, problem);
+  assert.doesNotMatch(result.stderr, /PRIVATE KEY|unexpected error/);
+}
+
+/** A refused `sigil delegate --from PARENT …`: nothing written, the parent unchanged. */
+async function refusedOffline(parent: string, args: readonly string[], problem: RegExp): Promise<void> {
+  const out = outDir('refused');
+  const before = snapshot(parent);
+  assertRefused(await sigil(['delegate', '--from', parent, '--out', out, ...args]), problem);
+  assert.equal(existsSync(out), false, `${out} was created`);
+  assert.deepEqual(snapshot(parent), before);
+}
+
+const mode = (path: string): number => statSync(path).mode & 0o777;
+
+/** openssl verify -x509_strict of the first certificate of FILE, with the rest as untrusted, against BUNDLE. */
+async function opensslVerify(file: string, bundle: string): Promise<void> {
+  const [leaf, ...rest] = pemCertificates(readFileSync(file, 'utf8'));
+  const scratch = join(work, 'verify', createHash('sha256').update(file).digest('hex').slice(0, 12));
+  mkdirSync(scratch, { recursive: true });
+  writeFileSync(join(scratch, 'leaf.pem'), leaf);
+  writeFileSync(join(scratch, 'untrusted.pem'), rest.join(''));
+  const args = ['verify', '-x509_strict', '-CAfile', bundle];
+  if (rest.length > 0) args.push('-untrusted', join(scratch, 'untrusted.pem'));
+  const result = await openssl([...args, join(scratch, 'leaf.pem')]);
+  assert.equal(result.code, 0, `openssl verify ${file}: ${result.stdout}${result.stderr}`);
+  assert.match(result.stdout, /: OK\n$/);
+}
+
+const ders = (file: string): Buffer[] =>
+  pemCertificates(readFileSync(file, 'utf8')).map((pem) => Buffer.from(new X509Certificate(pem).raw));
+
+const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, 'utf8')) as T;
+
+function spiffeIdOf(der: Buffer): string | undefined {
+  return (new X509Certificate(der).subjectAltName ?? '')
+    .split(/,\s*/)
+    .find((name) => name.startsWith('URI:'))
+    ?.slice(4);
+}
+
+function keyOf(file: string): KeyObject {
+  return readPrivateKey(readFileSync(file, 'utf8'), { source: file });
+}
+
+// --- offline ---------------------------------------------------------------------------
+
+describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
+  test('a sub-delegation: its files, their modes, chains openssl accepts, a policy that narrows', async () => {
+    const out = outDir('carol');
+    const made = await delegateJson([
+      '--from',
+      alice,
+      '--to',
+      'carol',
+      '--permissions',
+      'info,create,issue',
+      '--workloads',
+      '1',
+      '--cpus',
+      '1',
+      '--out',
+      out,
+    ]);
+    assert.equal(made.kind, 'delegation');
+    assert.equal(made.spiffeId, `spiffe://${TD}/d/alice/carol`);
+    assert.equal(made.issuedBy, 'offline');
+    assert.equal(made.server, null);
+    assert.equal(made.pathLen, 1, "one below alice's 2");
+    // Named limits narrow; the rest are alice's.
+    assert.deepEqual(made.effective, {
+      version: 1,
+      permissions: ['info', 'create', 'issue'],
+      limits: {
+        workloads: 1,
+        cpus: [1],
+        memoryMiB: 4096,
+        blockMiB: 1024,
+        bridges: ['br0', 'br1'],
+        issuancePerHour: 100,
+      },
+    });
+    assert.deepEqual(made.policy, made.effective);
+
+    const names = [
+      'bundle.pem',
+      'cert.pem',
+      'delegation.json',
+      'delegation.key',
+      'delegation.pem',
+      'key.pem',
+    ];
+    assert.deepEqual(made.files.map((file) => file.slice(out.length + 1)).sort(), names);
+    assert.equal(mode(out), 0o700);
+    assert.equal(mode(join(out, 'delegation.key')), 0o600);
+    assert.equal(mode(join(out, 'key.pem')), 0o600);
+    for (const name of ['bundle.pem', 'cert.pem', 'delegation.json', 'delegation.pem']) {
+      assert.equal(mode(join(out, name)), 0o644, name);
+    }
+
+    // delegation.pem: carol, then alice and the intermediate (no root); cert.pem: carol's own leaf first.
+    const delegationChain = ders(join(out, 'delegation.pem'));
+    const aliceChain = ders(join(alice, 'delegation.pem'));
+    assert.equal(delegationChain.length, 3);
+    assert.deepEqual(delegationChain.slice(1), aliceChain);
+    const certificateChain = ders(join(out, 'cert.pem'));
+    assert.deepEqual(certificateChain.slice(1), delegationChain);
+    assert.equal(spiffeIdOf(certificateChain[0]), made.spiffeId);
+    assert.equal(new X509Certificate(certificateChain[0]).ca, false);
+    assert.ok(keysMatch(keyOf(join(out, 'key.pem')), new X509Certificate(certificateChain[0]).publicKey));
+    assert.ok(
+      keysMatch(keyOf(join(out, 'delegation.key')), new X509Certificate(delegationChain[0]).publicKey),
+    );
+    assert.equal(
+      readFileSync(join(out, 'bundle.pem'), 'utf8'),
+      readFileSync(join(alice, 'bundle.pem'), 'utf8'),
+    );
+
+    await opensslVerify(join(out, 'cert.pem'), join(out, 'bundle.pem'));
+    await opensslVerify(join(out, 'delegation.pem'), join(out, 'bundle.pem'));
+
+    // The chain check the server applies agrees.
+    const checked = checkDelegationChain(certificateChain, { trustDomain: TD, adminPolicy: ADMIN });
+    assert.deepEqual(checked.path, ['d', 'alice', 'carol']);
+    assert.deepEqual([...checked.effective.permissions], ['info', 'create', 'issue']);
+    assert.equal(checked.effective.limits?.workloads, 1);
+
+    const info = readJson<DelegationJson>(join(out, 'delegation.json'));
+    assert.equal(info.kind, 'delegation');
+    assert.equal(info.spiffeId, made.spiffeId);
+    assert.equal(info.serial, made.serial);
+    assert.equal(info.fingerprint, createHash('sha256').update(delegationChain[0]).digest('hex'));
+    assert.equal(info.isCa, true);
+    assert.equal(info.trustDomain, TD);
+    assert.equal(info.rootFingerprint, rootFingerprint);
+    assert.deepEqual(info.addresses, [ADDRESS]);
+    assert.deepEqual(info.effective, made.effective);
+    assert.equal(info.notAfter, made.notAfter);
+    assert.ok(Date.parse(info.notAfter) <= new X509Certificate(aliceChain[0]).validToDate.getTime());
+  });
+
+  test("omitted flags default to the parent's effective policy; a grandchild chains too", async () => {
+    const dan = outDir('dan');
+    const made = await delegateJson(['--from', alice, '--to', 'dan', '--out', dan]);
+    assert.equal(made.spiffeId, `spiffe://${TD}/d/alice/dan`);
+    assert.deepEqual(made.effective.permissions, ALICE_PERMISSIONS);
+    assert.deepEqual(made.effective.limits, {
+      workloads: 2,
+      cpus: [0, 1],
+      memoryMiB: 4096,
+      blockMiB: 1024,
+      bridges: ['br0', 'br1'],
+      issuancePerHour: 100,
+    });
+    assert.equal(made.pathLen, 1);
+
+    const eve = outDir('eve');
+    const grandchild = await delegateJson([
+      '--from',
+      dan,
+      '--to',
+      'eve',
+      '--bridges',
+      'br1',
+      '--memory',
+      '512',
+      '--ttl',
+      '2d',
+      '--out',
+      eve,
+    ]);
+    assert.equal(grandchild.spiffeId, `spiffe://${TD}/d/alice/dan/eve`);
+    assert.equal(grandchild.pathLen, 0);
+    assert.deepEqual(grandchild.effective.limits?.bridges, ['br1']);
+    assert.equal(grandchild.effective.limits?.memoryMiB, 512);
+    assert.equal(grandchild.effective.limits?.workloads, 2);
+    assert.ok(Math.abs(Date.parse(grandchild.notAfter) - Date.now() - 2 * DAY) < 120_000);
+    assert.equal(ders(join(eve, 'cert.pem')).length, 5, 'leaf, eve, dan, alice, intermediate');
+    await opensslVerify(join(eve, 'cert.pem'), join(eve, 'bundle.pem'));
+    await opensslVerify(join(eve, 'delegation.pem'), join(eve, 'bundle.pem'));
+  });
+
+  test('text output names what was made and where', async () => {
+    const out = outDir('text');
+    const result = await sigil([
+      'delegate',
+      '--from',
+      alice,
+      '--to',
+      'text',
+      '--workloads',
+      '0',
+      '--out',
+      out,
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, new RegExp(`^created delegation spiffe://${TD}/d/alice/text \\(offline`));
+    assert.match(result.stdout, /permissions: +info, create, destroy, delegate, revoke, issue\n/);
+    assert.match(
+      result.stdout,
+      /limits: +0 workloads, cpus 0,1, 4096 MiB memory, 1024 MiB block, bridges br0,br1, 100 issuances\/hour\n/,
+    );
+    assert.match(result.stdout, /path length: +1\n/);
+    assert.match(result.stdout, /wrote .*delegation\.key.*cert\.pem/);
+  });
+
+  test('--command: a command certificate with permissions only, no CA files', async () => {
+    const out = outDir('ops');
+    const made = await delegateJson([
+      '--from',
+      alice,
+      '--to',
+      'ops',
+      '--command',
+      '--permissions',
+      'info',
+      '--out',
+      out,
+    ]);
+    assert.equal(made.kind, 'command');
+    assert.equal(made.spiffeId, `spiffe://${TD}/d/alice/ops`);
+    assert.equal(made.pathLen, null);
+    assert.deepEqual(made.effective, { version: 1, permissions: ['info'], limits: null });
+    assert.deepEqual(made.files.map((file) => file.slice(out.length + 1)).sort(), [
+      'bundle.pem',
+      'cert.pem',
+      'delegation.json',
+      'key.pem',
+    ]);
+    const chain = ders(join(out, 'cert.pem'));
+    assert.equal(chain.length, 3, 'command certificate, alice, intermediate');
+    assert.equal(new X509Certificate(chain[0]).ca, false);
+    assert.equal(mode(join(out, 'key.pem')), 0o600);
+    await opensslVerify(join(out, 'cert.pem'), join(out, 'bundle.pem'));
+    assert.equal(readJson<DelegationJson>(join(out, 'delegation.json')).isCa, false);
+  });
+
+  test('refused: --command with resource flags', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'ops2', '--command', '--permissions', 'info', '--workloads', '1', '--path-len', '0'],
+      /--command makes a command certificate.*drop --workloads, --path-len/,
+    );
+  });
+
+  test('refused: escalating workloads', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'greedy', '--workloads', '5'],
+      /escalates.*workloads 5 exceeds the parent's 2/,
+    );
+  });
+
+  test('refused: escalating cpus', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'greedy', '--cpus', '0,2'],
+      /escalates.*cpus 2 not granted by the parent/,
+    );
+  });
+
+  test('refused: escalating a permission', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'greedy', '--permissions', 'info,admin'],
+      /escalates.*permission admin not held by the parent/,
+    );
+  });
+
+  test('refused: pathLen overflow', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'deep', '--path-len', '2'],
+      /pathLen overflow.*2 is not below the parent's pathLen 2/,
+    );
+    await refusedOffline(dave, ['--to', 'deep'], /pathLen overflow: the parent has pathLen 0/);
+  });
+
+  test('refused: a lifetime past the parent', async () => {
+    await refusedOffline(alice, ['--to', 'old', '--ttl', '365d'], /would outlive its parent/);
+  });
+
+  test('refused: a parent lacking "delegate"', async () => {
+    await refusedOffline(bob, ['--to', 'x', '--permissions', 'info'], /lacks the "delegate" permission/);
+  });
+
+  test('refused: bad --cpus text', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'x', '--cpus', '0,one'],
+      /--cpus "0,one": "one" is not a cpu id or range/,
+    );
+    await refusedOffline(alice, ['--to', 'x', '--cpus', '3-1'], /--cpus "3-1": "3-1" is out of range/);
+  });
+
+  test('refused: an unknown permission and a bad name', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'x', '--permissions', 'info,fly'],
+      /--permissions: unknown permission "fly"/,
+    );
+    await refusedOffline(alice, ['--to', 'Carol'], /delegation name "Carol" must be lower-case/);
+  });
+
+  test('refused: --from a directory that holds no delegation', async () => {
+    const ops = outDir('ops-parent');
+    await delegateJson(['--from', alice, '--to', 'ops3', '--command', '--permissions', 'info', '--out', ops]);
+    await refusedOffline(
+      ops,
+      ['--to', 'x'],
+      /delegation\.pem does not exist.*a command certificate cannot delegate/,
+    );
+  });
+
+  test('refused: --out exists without --force (nothing written, directory unchanged); --force replaces', async () => {
+    const out = outDir('again');
+    const first = await delegateJson(['--from', alice, '--to', 'again', '--workloads', '1', '--out', out]);
+    const before = snapshot(out);
+    assertRefused(
+      await sigil(['delegate', '--from', alice, '--to', 'again', '--workloads', '1', '--out', out]),
+      /already exists \(use --force to overwrite\)/,
+    );
+    assert.deepEqual(snapshot(out), before);
+    // A directory holding any one of the files is refused too.
+    const partial = outDir('partial');
+    mkdirSync(partial, { mode: 0o700 });
+    writeFileSync(join(partial, 'bundle.pem'), 'mine\n');
+    const partialBefore = snapshot(partial);
+    assertRefused(
+      await sigil(['delegate', '--from', alice, '--to', 'partial', '--out', partial]),
+      /bundle\.pem already exists/,
+    );
+    assert.deepEqual(snapshot(partial), partialBefore);
+
+    const second = await delegateJson([
+      '--from',
+      alice,
+      '--to',
+      'again',
+      '--workloads',
+      '1',
+      '--out',
+      out,
+      '--force',
+    ]);
+    assert.notEqual(second.serial, first.serial);
+    assert.equal(readJson<DelegationJson>(join(out, 'delegation.json')).serial, second.serial);
+    assert.equal(mode(join(out, 'delegation.key')), 0o600);
+  });
+
+  test('refused: without --from, --permissions is required (checked before any connection)', async () => {
+    const out = outDir('noperm');
+    assertRefused(
+      await sigil(['delegate', '--to', 'alice', '--out', out, '--data', join(work, 'no-such-data')]),
+      /give --permissions/,
+    );
+    assert.equal(existsSync(out), false);
+  });
+});
+
+// --- from the server -----------------------------------------------------------------------
+
+// Started at the top level (its clean-up hooks belong to the file), but
+// caught: the offline tests above do not depend on the server being loadable.
+interface Server {
+  dataDir: string;
+  running: { address: string; info: { rootFingerprint: string; trustDomain: string } };
+}
+const started: Server | Error = await import('../agent/server-fixture.ts')
+  .then(({ startTestServer }) => startTestServer())
+  .catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
+
+describe('sigil delegate from the server, then offline, then sigil status as the delegate', () => {
+  const dirs = { alice: outDir('srv-alice'), carol: outDir('srv-carol'), ops: outDir('srv-ops') };
+  const server = started instanceof Error ? (undefined as unknown as Server) : started;
+
+  before(() => {
+    if (started instanceof Error) throw started;
+  });
+
+  const asAdmin = (args: readonly string[]) => sigil([...args, '--data', server.dataDir]);
+  const as = (dir: string, args: readonly string[]) => sigil([...args, '--identity', dir]);
+  const json = <T>(result: RunResult, what: string): T => {
+    assert.equal(result.code, 0, `${what}: ${result.stderr}`);
+    return JSON.parse(result.stdout) as T;
+  };
+
+  test('an admin creates alice through the server', async () => {
+    const made = json<DelegateOut>(
+      await asAdmin([
+        'delegate',
+        '--to',
+        'alice',
+        '--permissions',
+        'info,create,destroy,delegate,issue,revoke',
+        '--workloads',
+        '2',
+        '--cpus',
+        '0,1',
+        '--memory',
+        '4096',
+        '--out',
+        dirs.alice,
+        '--json',
+      ]),
+      'delegate --to alice',
+    );
+    assert.equal(made.kind, 'delegation');
+    assert.equal(made.issuedBy, 'server');
+    assert.equal(made.server, server.running.address);
+    assert.equal(made.spiffeId, `spiffe://${server.running.info.trustDomain}/d/alice`);
+    assert.deepEqual(made.effective.limits, {
+      workloads: 2,
+      cpus: [0, 1],
+      memoryMiB: 4096,
+      blockMiB: 0,
+      bridges: [],
+      issuancePerHour: 1000,
+    });
+    const info = readJson<DelegationJson>(join(dirs.alice, 'delegation.json'));
+    assert.deepEqual(info.addresses, [server.running.address]);
+    assert.equal(info.rootFingerprint, server.running.info.rootFingerprint);
+    assert.equal(mode(join(dirs.alice, 'delegation.key')), 0o600);
+    await opensslVerify(join(dirs.alice, 'cert.pem'), join(dirs.alice, 'bundle.pem'));
+    await opensslVerify(join(dirs.alice, 'delegation.pem'), join(dirs.alice, 'bundle.pem'));
+
+    const status = json<StatusOut>(await as(dirs.alice, ['status', '--json']), 'status as alice');
+    assert.equal(status.spiffeId, made.spiffeId);
+    assert.deepEqual(status.policy, made.effective);
+  });
+
+  test('alice delegates to carol offline; sigil status --identity carol shows her policy', async () => {
+    const made = json<DelegateOut>(
+      await sigil([
+        'delegate',
+        '--from',
+        dirs.alice,
+        '--to',
+        'carol',
+        '--permissions',
+        'info,create,destroy',
+        '--workloads',
+        '1',
+        '--cpus',
+        '1',
+        '--out',
+        dirs.carol,
+        '--json',
+      ]),
+      'delegate --from alice --to carol',
+    );
+    assert.equal(made.spiffeId, `spiffe://${server.running.info.trustDomain}/d/alice/carol`);
+
+    const status = json<StatusOut>(await as(dirs.carol, ['status', '--json']), 'status as carol');
+    assert.equal(status.server, server.running.address);
+    assert.equal(status.spiffeId, made.spiffeId);
+    assert.deepEqual(status.policy, {
+      version: 1,
+      permissions: ['info', 'create', 'destroy'],
+      limits: { workloads: 1, cpus: [1], memoryMiB: 4096, blockMiB: 0, bridges: [], issuancePerHour: 1000 },
+    });
+    const text = await as(dirs.carol, ['delegation', 'status']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`^delegate ${made.spiffeId} at `));
+    assert.match(text.stdout, /permissions: +info, create, destroy\n/);
+  });
+
+  test("carol reserves within her limits, not past them, and releases; alice sees carol's subtree", async () => {
+    const reserved = json<{ holder: string; existing: boolean }>(
+      await as(dirs.carol, ['delegation', 'reserve', 'web-1', '--workloads', '1', '--cpus', '1', '--json']),
+      'reserve web-1',
+    );
+    assert.equal(reserved.holder, 'web-1');
+    assert.equal(reserved.existing, false);
+    const again = await as(dirs.carol, ['delegation', 'reserve', 'web-2', '--workloads', '1']);
+    assert.equal(again.code, 1, `a second workload past carol's 1 was reserved: ${again.stdout}`);
+    assert.match(again.stderr, /^sigil: [^\n]+\n$/);
+
+    const aliceStatus = json<StatusOut>(
+      await as(dirs.alice, ['delegation', 'status', '--json']),
+      'alice status',
+    );
+    assert.equal(aliceStatus.usage?.workloads, 1, "carol's workload counts against alice");
+    assert.ok(
+      JSON.stringify(aliceStatus.delegated).includes(`/d/alice/carol`),
+      `carol not in ${JSON.stringify(aliceStatus.delegated)}`,
+    );
+
+    const released = json<{ released: boolean }>(
+      await as(dirs.carol, ['delegation', 'release', 'web-1', '--json']),
+      'release web-1',
+    );
+    assert.equal(released.released, true);
+  });
+
+  test('an admin makes a command certificate through the server; its status shows permissions only', async () => {
+    const made = json<DelegateOut>(
+      await asAdmin([
+        'delegate',
+        '--to',
+        'ops',
+        '--command',
+        '--permissions',
+        'info',
+        '--out',
+        dirs.ops,
+        '--json',
+      ]),
+      'delegate --command',
+    );
+    assert.equal(made.kind, 'command');
+    assert.equal(existsSync(join(dirs.ops, 'delegation.pem')), false);
+    const status = json<StatusOut>(await as(dirs.ops, ['status', '--json']), 'status as ops');
+    assert.deepEqual(status.policy, { version: 1, permissions: ['info'], limits: null });
+  });
+
+  test("alice revokes carol's delegation; carol can no longer call", async () => {
+    const revoked = json<{ revoked: boolean; alreadyRevoked: boolean; spiffeId: string }>(
+      await as(dirs.alice, [
+        'delegation',
+        'revoke',
+        join(dirs.carol, 'delegation.pem'),
+        '--reason',
+        'keyCompromise',
+        '--json',
+      ]),
+      'revoke carol',
+    );
+    assert.equal(revoked.alreadyRevoked, false);
+    assert.equal(revoked.spiffeId, `spiffe://${server.running.info.trustDomain}/d/alice/carol`);
+    const refused = await as(dirs.carol, ['status', '--json']);
+    assert.equal(refused.code, 1, `carol still answered: ${refused.stdout}`);
+    assert.match(refused.stderr, /^sigil: [^\n]+\n$/);
+  });
+});
