@@ -22,7 +22,13 @@ import {
   readPolicy,
 } from '../pki/policy-extension.ts';
 import type { DelegationRecord, Store, UsageTotals } from '../store/store.ts';
-import { checkDelegationChain, DELEGATION_PREFIX, issueDelegateLeaf, issueDelegation } from './delegation.ts';
+import {
+  checkDelegationChain,
+  DEFAULT_MAX_CHAIN_LENGTH,
+  DELEGATION_PREFIX,
+  issueDelegateLeaf,
+  issueDelegation,
+} from './delegation.ts';
 import { type LinkedCertificate, linkPresentedChain } from './presented-chain.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
 
@@ -101,6 +107,12 @@ export interface DelegationContext {
 export const DEFAULT_DELEGATION_TTL_MS = 30 * 24 * 3600_000;
 export const DEFAULT_COMMAND_TTL_MS = 3600_000;
 export const MAX_DELEGATION_TTL_MS = 365 * 24 * 3600_000;
+/**
+ * pathLen of a direct delegation unless asked otherwise: the longest chain
+ * the server accepts (leaf, delegations, replica intermediate: 9) leaves room
+ * for the direct delegation and six below it.
+ */
+export const DEFAULT_DIRECT_PATH_LEN = DEFAULT_MAX_CHAIN_LENGTH - 3;
 
 const HOUR_MS = 3600_000;
 const NOT_IN_SUBTREE = 'no such certificate in your subtree';
@@ -259,7 +271,7 @@ export class Delegations {
           publicKey: request.publicKey,
           name: request.name,
           policy: request.policy,
-          ...(request.pathLen !== undefined ? { pathLen: request.pathLen } : {}),
+          pathLen: request.pathLen ?? DEFAULT_DIRECT_PATH_LEN,
           ttlMs,
           ...(request.dnsNames ? { dnsNames: request.dnsNames } : {}),
           now,

@@ -144,7 +144,7 @@ export class Delegates {
     return { ca: issued.der, key: keys.privateKey, above: [parent.ca, ...parent.above], policy: p };
   }
 
-  async adminDelegates(name: string, p: Policy, command = false): Promise<Held> {
+  async adminDelegates(name: string, p: Policy, command = false, pathLen = -1): Promise<Held> {
     const admin = adminIdentity(this.dataDir);
     const adminDer = new X509Certificate(admin.certificateChain).raw;
     const client = new DelegationClient(
@@ -158,7 +158,7 @@ export class Delegates {
     const created: DelegationCertificate = await call(client, client.createDelegation, {
       name,
       policy: policyMessage(p),
-      pathLen: -1,
+      pathLen,
       ttlSeconds: 0,
       dnsNames: [],
       possession: possessionFor(keys.privateKey, signChallenge(sha256(adminDer))),

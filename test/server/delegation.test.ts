@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { CertificateAuthorityClient, type DelegationNode } from '../../src/gen/sigil/v1/sigil.ts';
+import { parseCertificate } from '../../src/pki/certificate.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { type Policy, policyExtension, readPolicy } from '../../src/pki/policy-extension.ts';
@@ -82,6 +83,36 @@ describe('delegation through the server', () => {
     // Signed by this replica's intermediate, which is sent along as the chain.
     assert.equal(alice.above.length, 1);
     assert.ok(certificate.verify(new X509Certificate(alice.above[0]).publicKey));
+  });
+
+  test('refuses: pathLen overflow, at issuance and when presented (OpenSSL refuses the handshake)', async () => {
+    // A direct delegation gets pathLen 6 by default.
+    assert.equal(parseCertificate(alice.ca, 'alice').pathLen, 6);
+    const flat = await delegates.adminDelegates(
+      'flat',
+      policy('info,delegate,issue', { workloads: 0 }),
+      false,
+      0,
+    );
+    assert.throws(() => subDelegate(flat, 'below', policy('info', { workloads: 0 })), /pathLen overflow/);
+    // Forged past the refusal: the chain no longer validates, so the TLS handshake fails.
+    const keys = generateKeyPair('p256');
+    const forged = Issuer.fromCertificate(flat.ca, flat.key).issue({
+      publicKey: keys.publicKey,
+      profile: 'intermediate',
+      subject: { commonName: 'below' },
+      sans: [{ type: 'uri', value: `spiffe://${trustDomain}/d/flat/below` }],
+      nameConstraints: { permittedUri: [trustDomain], permittedDns: ['invalid'] },
+      extensions: [policyExtension(policy('info', { workloads: 0 }))],
+    });
+    const below = as({
+      ca: forged.der,
+      key: keys.privateKey,
+      above: [flat.ca, ...flat.above],
+      policy: flat.policy,
+    });
+    const error = await refused(call(below.delegation, below.delegation.getDelegationStatus, {}));
+    assert.equal(error.code, grpc.status.UNAVAILABLE, `${statusName(error.code)}: ${error.details}`);
   });
 
   test("Carol's status shows her effective policy (the intersection along Alice → Carol)", async () => {
@@ -241,9 +272,10 @@ describe('delegation through the server', () => {
       /lacks the "delegate" permission/,
     );
 
-    // Ten certificates: replica intermediate, alice, 7 more, leaf.
-    let deep = alice;
+    // Ten certificates: replica intermediate, deep, 7 more, leaf.
+    // A direct delegation allows six levels below it by default; this one asks for more.
     const deepPolicy = policy('info,delegate,issue', { workloads: 0 });
+    let deep = await delegates.adminDelegates('deep', deepPolicy, false, 12);
     for (let i = 0; i < 7; i++) deep = subDelegate(deep, `l${i}`, deepPolicy);
     const d = as(deep).delegation;
     assertStatus(
