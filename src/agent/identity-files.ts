@@ -13,7 +13,7 @@
 
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { type PlannedFile, PRIVATE, PUBLIC, writeFilesAtomically } from '../cli/files.ts';
+import { type PlannedFile, PRIVATE, PUBLIC, parseJsonObject, writeFilesAtomically } from '../cli/files.ts';
 import { invalid, notFound } from '../errors.ts';
 import type { TlsMaterial } from '../transport/material.ts';
 
@@ -86,16 +86,7 @@ function stringField(value: Record<string, unknown>, name: string, path: string)
 
 /** Parses node.json, refusing anything that is not the shape sigil writes. */
 export function parseNodeInfo(text: string, path: string): NodeInfo {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw invalid(`${path} is not valid JSON`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw invalid(`${path} is not a JSON object`);
-  }
-  const record = value as Record<string, unknown>;
+  const record = parseJsonObject(text, path);
   const state = stringField(record, 'state', path);
   if (state !== 'NEW' && state !== 'UP' && state !== 'REVOKED') {
     throw invalid(`${path}: unknown state ${JSON.stringify(state)}`);

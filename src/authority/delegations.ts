@@ -18,6 +18,7 @@ import {
   PERMISSIONS,
   type Permission,
   type Policy,
+  type PolicyJson,
   policyToJson,
   readPolicy,
 } from '../pki/policy-extension.ts';
@@ -29,6 +30,7 @@ import {
   issueDelegateLeaf,
   issueDelegation,
 } from './delegation.ts';
+import type { IssuedCertificateView } from './issuance.ts';
 import { type LinkedCertificate, linkPresentedChain } from './presented-chain.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
 
@@ -59,13 +61,7 @@ export interface DelegationRequest {
   readonly command: boolean;
 }
 
-export interface CreatedDelegation {
-  readonly certificate: Buffer;
-  readonly chain: readonly Buffer[];
-  readonly serial: string;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly spiffeId: string;
+export interface CreatedDelegation extends IssuedCertificateView {
   readonly policy: Policy;
 }
 
@@ -74,7 +70,7 @@ export interface DelegationTreeNode {
   readonly spiffeId: string;
   readonly serial: string;
   readonly fingerprint: string;
-  readonly policy: ReturnType<typeof policyToJson> | null;
+  readonly policy: PolicyJson | null;
   readonly isCa: boolean;
   readonly origin: 'issued' | 'seen';
   readonly notAfter: Date;
@@ -484,7 +480,7 @@ export function buildTree(all: readonly DelegationRecord[]): DelegationTreeNode[
       spiffeId: record.spiffeId,
       serial: record.serial,
       fingerprint: record.fingerprint,
-      policy: record.policy ? (JSON.parse(record.policy) as ReturnType<typeof policyToJson>) : null,
+      policy: record.policy ? (JSON.parse(record.policy) as PolicyJson) : null,
       isCa: record.isCa,
       origin: record.origin,
       notAfter: record.notAfter,

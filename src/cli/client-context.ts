@@ -41,6 +41,7 @@ import {
 import { invalid, notFound } from '../errors.ts';
 import type { AdminClient, CertificateAuthorityClient, DelegationClient } from '../gen/sigil/v1/sigil.ts';
 import type { TlsMaterial } from '../transport/material.ts';
+import { parseJsonObject } from './files.ts';
 
 export const DEFAULT_DATA_DIR = '.sigil';
 export const SERVER_INFO_FILE = 'server.json';
@@ -192,16 +193,7 @@ function splitHostPort(address: string, where: string): { host: string; port: nu
 
 /** Parses server.json, accepting the field spellings the server has used. */
 export function parseServerInfo(text: string, path: string): ServerInfo {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw invalid(`${path} is not valid JSON`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw invalid(`${path} is not a JSON object`);
-  }
-  const record = value as Record<string, unknown>;
+  const record = parseJsonObject(text, path);
   const listen = firstString(record, 'listen', 'address', 'grpcListen');
   if (listen === undefined) throw invalid(`${path} names no server address ("listen")`);
   const fingerprint = firstString(record, 'rootFingerprint', 'caFingerprint', 'fingerprint');
@@ -256,16 +248,7 @@ interface IdentityDirectoryInfo {
 
 /** The server facts of a delegation.json (`sigil delegate` owns the whole format). */
 export function parseDelegationServerInfo(text: string, path: string): IdentityDirectoryInfo {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw invalid(`${path} is not valid JSON`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw invalid(`${path} is not a JSON object`);
-  }
-  const record = value as Record<string, unknown>;
+  const record = parseJsonObject(text, path);
   const addresses = record.addresses ?? [];
   if (!Array.isArray(addresses) || !addresses.every((a): a is string => typeof a === 'string' && a !== '')) {
     throw invalid(`${path}: "addresses" must be a list of HOST:PORT strings`);

@@ -38,7 +38,7 @@ import { BUNDLE_FILE, CERTIFICATE_FILE, KEY_FILE } from '../agent/identity-files
 import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
 import type { DelegationCertificate } from '../gen/sigil/v1/sigil.ts';
 import { KEY_TYPES, type KeyType } from '../pki/keys.ts';
-import type { Limits, Permission, Policy } from '../pki/policy-extension.ts';
+import type { Limits, Permission, Policy, PolicyJson } from '../pki/policy-extension.ts';
 import {
   addClientOptions,
   type ClientContext,
@@ -47,14 +47,7 @@ import {
   DELEGATION_INFO_FILE,
   withClients,
 } from './client-context.ts';
-import {
-  limitsText,
-  type PolicyJson,
-  parseCpuList,
-  permissionsText,
-  policyToProto,
-  wholeNumber,
-} from './delegation.ts';
+import { limitsText, parseCpuList, permissionsText, policyToProto, wholeNumber } from './delegation.ts';
 import type { PlannedFile } from './files.ts';
 import { examples, relative } from './operator-output.ts';
 import { printResult } from './output.ts';

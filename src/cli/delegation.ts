@@ -14,7 +14,7 @@ import type {
   Policy as ProtoPolicy,
   Usage,
 } from '../gen/sigil/v1/sigil.ts';
-import type { Limits, Policy } from '../pki/policy-extension.ts';
+import type { Limits, Policy, PolicyJson } from '../pki/policy-extension.ts';
 import {
   addClientOptions,
   type ClientOptionValues,
@@ -27,20 +27,6 @@ import { examples, instant, relative } from './operator-output.ts';
 import { printResult } from './output.ts';
 
 // --- policies in JSON and text --------------------------------------------------
-
-/** A policy in plain JSON (the shape of policyToJson in src/pki/policy-extension.ts). */
-export interface PolicyJson {
-  readonly version: number;
-  readonly permissions: readonly string[];
-  readonly limits: {
-    readonly workloads: number;
-    readonly cpus: readonly number[];
-    readonly memoryMiB: number;
-    readonly blockMiB: number;
-    readonly bridges: readonly string[];
-    readonly issuancePerHour: number;
-  } | null;
-}
 
 /** A proto Policy (from the server) as PolicyJson; null when absent. */
 export function protoPolicyJson(policy: ProtoPolicy | undefined): PolicyJson | null {

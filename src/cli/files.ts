@@ -81,3 +81,17 @@ export function readInputFile(path: string, what = 'file'): Buffer {
     throw error;
   }
 }
+
+/** A JSON file's text parsed as an object (not an array or a scalar); invalid() names `path` otherwise. */
+export function parseJsonObject(text: string, path: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw invalid(`${path} is not valid JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid(`${path} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}

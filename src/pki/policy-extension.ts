@@ -155,10 +155,11 @@ const MAX_VALUE_BYTES = 32 * 1024;
 type Quantity = 'workloads' | 'memoryMiB' | 'blockMiB' | 'issuancePerHour';
 const QUANTITIES: readonly Quantity[] = ['workloads', 'memoryMiB', 'blockMiB', 'issuancePerHour'];
 
-/** A policy in plain JSON terms (for `--json` output and logs). */
-export function policyToJson(policy: Policy): {
+/** A policy in plain JSON terms (for `--json` output, logs and the store). */
+export interface PolicyJson {
   version: number;
-  permissions: Permission[];
+  /** Permission names in bit order. */
+  permissions: string[];
   limits: {
     workloads: number;
     cpus: number[];
@@ -167,7 +168,9 @@ export function policyToJson(policy: Policy): {
     bridges: string[];
     issuancePerHour: number;
   } | null;
-} {
+}
+
+export function policyToJson(policy: Policy): PolicyJson {
   const { limits } = policy;
   return {
     version: policy.version,

@@ -13,7 +13,6 @@ import type {
   DelegationServer,
   DelegationStatus,
   GetDelegationStatusRequest,
-  Limits as LimitsMessage,
   Policy as PolicyMessage,
   ReleaseRequest,
   ReleaseResponse,
@@ -28,6 +27,7 @@ import {
   isPermission,
   type Permission,
   type Policy,
+  type PolicyJson,
   policyToJson,
 } from '../pki/policy-extension.ts';
 import { callerOf } from './caller.ts';
@@ -75,24 +75,25 @@ export function policyFromMessage(message: PolicyMessage | undefined, field = 'p
   return policy;
 }
 
-export function policyMessage(policy: Policy | ReturnType<typeof policyToJson>): PolicyMessage {
-  const json =
-    'permissions' in policy && Array.isArray(policy.permissions) ? policy : policyToJson(policy as Policy);
-  const { limits } = json as ReturnType<typeof policyToJson>;
-  const limitsMessage: LimitsMessage | undefined = limits
-    ? {
-        workloads: limits.workloads,
-        cpus: limits.cpus,
-        memoryMib: limits.memoryMiB,
-        blockMib: limits.blockMiB,
-        bridges: limits.bridges,
-        issuancePerHour: limits.issuancePerHour,
-      }
-    : undefined;
+export function policyMessage(policy: Policy | PolicyJson): PolicyMessage {
+  const json: PolicyJson =
+    policy.permissions instanceof Set ? policyToJson(policy as Policy) : (policy as PolicyJson);
+  const { limits } = json;
   return {
-    version: (json as ReturnType<typeof policyToJson>).version,
-    permissions: (json as ReturnType<typeof policyToJson>).permissions,
-    ...(limitsMessage ? { limits: limitsMessage } : {}),
+    version: json.version,
+    permissions: [...json.permissions],
+    ...(limits
+      ? {
+          limits: {
+            workloads: limits.workloads,
+            cpus: [...limits.cpus],
+            memoryMib: limits.memoryMiB,
+            blockMib: limits.blockMiB,
+            bridges: [...limits.bridges],
+            issuancePerHour: limits.issuancePerHour,
+          },
+        }
+      : {}),
   };
 }
 

@@ -19,16 +19,16 @@ import type { RunningServer } from '../../src/services/server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 import { Delegates, type Held, policy } from './delegation-fixtures.ts';
-import { adminIdentity, call, eventually, refused, startTestServer, statusName, tempDir } from './helpers.ts';
-
-function assertStatus(error: grpc.ServiceError, code: grpc.status, details?: RegExp): void {
-  assert.equal(
-    error.code,
-    code,
-    `expected ${statusName(code)}, got ${statusName(error.code)}: ${error.details}`,
-  );
-  if (details) assert.match(error.details, details);
-}
+import {
+  adminIdentity,
+  assertStatus,
+  call,
+  eventually,
+  refused,
+  startTestServer,
+  statusName,
+  tempDir,
+} from './helpers.ts';
 
 describe('delegation through the server', () => {
   const dataDir = join(tempDir(), 'data');

@@ -3,6 +3,7 @@
 // built the way operators' and nodes' are (sigil channel credentials from the
 // admin identity and the trust bundle in the data directory), and promise
 // wrappers that keep the raw gRPC status for assertions.
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -122,6 +123,16 @@ export async function refused(promise: Promise<unknown>): Promise<grpc.ServiceEr
 
 export function statusName(code: number): string {
   return grpc.status[code] ?? String(code);
+}
+
+/** The error has this status code (and details matching `details`). */
+export function assertStatus(error: grpc.ServiceError, code: grpc.status, details?: RegExp): void {
+  assert.equal(
+    error.code,
+    code,
+    `expected ${statusName(code)}, got ${statusName(error.code)}: ${error.details}`,
+  );
+  if (details) assert.match(error.details, details);
 }
 
 // --- the real command ----------------------------------------------------------

@@ -21,6 +21,7 @@ import { CLIENT_CERTIFICATE_REQUIRED } from '../../src/transport/public-methods.
 import {
   adminIdentity,
   anonymousCredentials,
+  assertStatus,
   type Clients,
   call,
   clients,
@@ -29,7 +30,6 @@ import {
   type Identity,
   refused,
   startTestServer,
-  statusName,
   tempDir,
 } from './helpers.ts';
 
@@ -43,15 +43,6 @@ function identityOf(issued: IssuedCertificate, privateKeyPem: string): Identity 
       .join(''),
     privateKey: privateKeyPem,
   };
-}
-
-function assertStatus(error: grpc.ServiceError, code: grpc.status, details?: RegExp): void {
-  assert.equal(
-    error.code,
-    code,
-    `expected ${statusName(code)}, got ${statusName(error.code)}: ${error.details}`,
-  );
-  if (details) assert.match(error.details, details);
 }
 
 describe('sigil server in process', () => {
