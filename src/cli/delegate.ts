@@ -39,6 +39,7 @@ import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
 import type { DelegationCertificate } from '../gen/sigil/v1/sigil.ts';
 import { KEY_TYPES, type KeyType } from '../pki/keys.ts';
 import type { Limits, Permission, Policy, PolicyJson } from '../pki/policy-extension.ts';
+import { policyMessage } from '../services/policy-messages.ts';
 import {
   addClientOptions,
   type ClientContext,
@@ -47,7 +48,7 @@ import {
   DELEGATION_INFO_FILE,
   withClients,
 } from './client-context.ts';
-import { limitsText, parseCpuList, permissionsText, policyToProto, wholeNumber } from './delegation.ts';
+import { limitsText, parseCpuList, permissionsText, wholeNumber } from './delegation.ts';
 import type { PlannedFile } from './files.ts';
 import { examples, relative } from './operator-output.ts';
 import { printResult } from './output.ts';
@@ -428,7 +429,7 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
         delegation.createDelegation,
         {
           name: request.name,
-          policy: policyToProto(policy),
+          policy: policyMessage(policy),
           pathLen: request.pathLen ?? -1,
           ttlSeconds,
           dnsNames: request.dnsNames,

@@ -8,13 +8,9 @@
 // registered, so it loads nothing heavy at the top (gRPC, X.509).
 import type { Command } from 'commander';
 import { invalid } from '../errors.ts';
-import type {
-  DelegationNode,
-  DelegationStatus,
-  Policy as ProtoPolicy,
-  Usage,
-} from '../gen/sigil/v1/sigil.ts';
-import type { Limits, Policy, PolicyJson } from '../pki/policy-extension.ts';
+import type { DelegationNode, DelegationStatus, Usage } from '../gen/sigil/v1/sigil.ts';
+import type { PolicyJson } from '../pki/policy-extension.ts';
+import { policyJsonFromMessage } from '../services/policy-messages.ts';
 import {
   addClientOptions,
   type ClientOptionValues,
@@ -27,47 +23,6 @@ import { examples, instant, relative } from './operator-output.ts';
 import { printResult } from './output.ts';
 
 // --- policies in JSON and text --------------------------------------------------
-
-/** A proto Policy (from the server) as PolicyJson; null when absent. */
-export function protoPolicyJson(policy: ProtoPolicy | undefined): PolicyJson | null {
-  if (policy === undefined) return null;
-  const { limits } = policy;
-  return {
-    version: policy.version,
-    permissions: [...policy.permissions],
-    limits:
-      limits === undefined
-        ? null
-        : {
-            workloads: limits.workloads,
-            cpus: [...limits.cpus],
-            memoryMiB: limits.memoryMib,
-            blockMiB: limits.blockMib,
-            bridges: [...limits.bridges],
-            issuancePerHour: limits.issuancePerHour,
-          },
-  };
-}
-
-/** A policy as the proto carries it (CreateDelegationRequest.policy). */
-export function policyToProto(policy: Policy): ProtoPolicy {
-  const limits: Limits | null = policy.limits;
-  return {
-    version: policy.version,
-    permissions: [...policy.permissions],
-    limits:
-      limits === null
-        ? undefined
-        : {
-            workloads: limits.workloads,
-            cpus: [...limits.cpus],
-            memoryMib: limits.memoryMiB,
-            blockMib: limits.blockMiB,
-            bridges: [...limits.bridges],
-            issuancePerHour: limits.issuancePerHour,
-          },
-  };
-}
 
 const list = (items: readonly (string | number)[]): string => (items.length > 0 ? items.join(',') : 'none');
 
@@ -142,7 +97,7 @@ function nodeJson(node: DelegationNode): DelegationNodeJson {
     fingerprint: node.fingerprint,
     isCa: node.isCa,
     origin: node.origin,
-    policy: protoPolicyJson(node.policy),
+    policy: policyJsonFromMessage(node.policy),
     notAfter: instant(node.notAfterUnixMs),
     revokedAt: instant(node.revokedAtUnixMs),
     children: node.children.map(nodeJson),
@@ -153,7 +108,7 @@ export function delegationStatusJson(status: DelegationStatus, server: string): 
   return {
     server,
     spiffeId: status.spiffeId,
-    policy: protoPolicyJson(status.policy),
+    policy: policyJsonFromMessage(status.policy),
     usage: usageJson(status.usage),
     delegated: status.delegated.map(nodeJson),
   };

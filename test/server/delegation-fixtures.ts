@@ -13,12 +13,12 @@ import {
   CertificateAuthorityClient,
   type DelegationCertificate,
   DelegationClient,
-  type Policy as PolicyMessage,
 } from '../../src/gen/sigil/v1/sigil.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { type Policy, parsePermissions } from '../../src/pki/policy-extension.ts';
+import { policyMessage } from '../../src/services/policy-messages.ts';
 import { chainMetadataInterceptor } from '../../src/transport/chain-metadata.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
@@ -51,25 +51,6 @@ export function policy(permissions: string, limits: Partial<NonNullable<Policy['
             issuancePerHour: 100,
             ...limits,
           },
-  };
-}
-
-export function policyMessage(p: Policy): PolicyMessage {
-  return {
-    version: 1,
-    permissions: [...p.permissions],
-    ...(p.limits
-      ? {
-          limits: {
-            workloads: p.limits.workloads,
-            cpus: [...p.limits.cpus],
-            memoryMib: p.limits.memoryMiB,
-            blockMib: p.limits.blockMiB,
-            bridges: [...p.limits.bridges],
-            issuancePerHour: p.limits.issuancePerHour,
-          },
-        }
-      : {}),
   };
 }
 
