@@ -1,53 +1,31 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { type KeyObject, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import {
-  checkDelegationChain,
-  delegationPath,
-  type IssuedDelegation,
-  issueDelegateLeaf,
-  issueDelegation,
-} from '../../src/authority/delegation.ts';
+import { checkDelegationChain, delegationPath, issueDelegateLeaf } from '../../src/authority/delegation.ts';
 import { SigilError } from '../../src/errors.ts';
-import { createRootCertificate, type IssuedCertificate, Issuer } from '../../src/pki/issuer.ts';
+import { type IssuedCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { encodePem as toPem } from '../../src/pki/pem.ts';
-import {
-  type Limits,
-  PERMISSIONS,
-  type Permission,
-  type Policy,
-  policyExtension,
-  readPolicy,
-} from '../../src/pki/policy-extension.ts';
+import { type Permission, type Policy, policyExtension, readPolicy } from '../../src/pki/policy-extension.ts';
 import { ExtendedKeyUsage } from '../../src/pki/profiles.ts';
-
-const TD = 'example.test';
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-
-const policy = (permissions: Permission[], limits: Limits | null): Policy => ({
-  version: 1,
-  permissions: new Set(permissions),
+import {
+  ADMIN,
+  ALICE,
+  CAROL,
+  DAY,
+  delegate,
+  HOUR,
   limits,
-});
-const limits = (over: Partial<Limits> = {}): Limits => ({
-  workloads: 2,
-  cpus: [0, 1],
-  memoryMiB: 4096,
-  blockMiB: 1024,
-  bridges: ['br0', 'lan'],
-  issuancePerHour: 60,
-  ...over,
-});
+  policy,
+  TD,
+  testIntermediate,
+  testRoot,
+} from './delegation-fixtures.ts';
 
-const ADMIN = policy([...PERMISSIONS], limits({ workloads: 100, cpus: [0, 1, 2, 3], memoryMiB: 65536 }));
-const ALICE = policy(['info', 'create', 'destroy', 'delegate', 'issue'], limits());
-const CAROL = policy(['info', 'create', 'issue'], limits({ workloads: 1, cpus: [1], bridges: ['br0'] }));
 // May delegate but not issue leaves.
 const DAVE = policy(['info', 'create', 'delegate'], limits({ workloads: 1 }));
 
@@ -59,55 +37,13 @@ const failsWith = (code: string, pattern: RegExp) => (error: unknown) => {
 };
 const denied = (pattern: RegExp) => failsWith('permission_denied', pattern);
 
-const rootKey = generateKeyPair('p256');
-const root = createRootCertificate({
-  privateKey: rootKey.privateKey,
-  subject: { commonName: 'sigil delegate-leaf test root' },
-  ttlMs: 30 * DAY,
-});
-const rootIssuer = Issuer.fromIssued(root, rootKey.privateKey);
+const { certificate: root, issuer: rootIssuer } = testRoot('sigil delegate-leaf test root');
 // The replica intermediate: no policy, no SPIFFE ID under /d/.
-const replicaKey = generateKeyPair('p256');
-const replica = rootIssuer.issue({
-  publicKey: replicaKey.publicKey,
-  profile: 'intermediate',
-  subject: { commonName: 'sigil delegate-leaf test replica' },
-  ttlMs: 20 * DAY,
-});
-const replicaIssuer = Issuer.fromIssued(replica, replicaKey.privateKey);
+const { certificate: replica, issuer: replicaIssuer } = testIntermediate(
+  rootIssuer,
+  'sigil delegate-leaf test replica',
+);
 const admin = { issuer: replicaIssuer, certificateDer: replica.der, policy: ADMIN };
-
-interface Parent {
-  issuer: Issuer;
-  certificateDer: Buffer;
-  policy: Policy;
-}
-interface Delegate {
-  readonly issued: IssuedDelegation;
-  readonly key: KeyObject;
-  readonly issuer: Issuer;
-  readonly parent: Parent;
-}
-
-function delegate(parent: Parent, name: string, p: Policy, extra: { pathLen?: number; ttlMs?: number } = {}) {
-  const key = generateKeyPair('p256');
-  const issued = issueDelegation({
-    parent,
-    trustDomain: TD,
-    publicKey: key.publicKey,
-    name,
-    policy: p,
-    ...extra,
-  });
-  const issuer = Issuer.fromIssued(issued, key.privateKey);
-  const d: Delegate = {
-    issued,
-    key: key.privateKey,
-    issuer,
-    parent: { issuer, certificateDer: issued.der, policy: p },
-  };
-  return d;
-}
 
 const alice = delegate(admin, 'alice', ALICE, { pathLen: 2, ttlMs: 10 * DAY });
 const carol = delegate(alice.parent, 'carol', CAROL, { pathLen: 0, ttlMs: 5 * DAY });
@@ -342,6 +278,25 @@ describe('checkDelegationChain: "issue" and "delegate" along the chain', () => {
     });
   }
 
+  /** A CA certificate at the given path signed by `parent`, bypassing issueDelegation's checks. */
+  function forgedCa(
+    parent: Issuer,
+    segments: string[],
+    p: Policy,
+  ): { certificate: IssuedCertificate; issuer: Issuer } {
+    const key = generateKeyPair('p256');
+    const certificate = parent.issue({
+      publicKey: key.publicKey,
+      profile: 'intermediate',
+      subject: { commonName: `forged ${segments[segments.length - 1]}` },
+      sans: [{ type: 'uri', value: delegationPath(TD, segments) }],
+      ttlMs: DAY,
+      pathLen: 0,
+      extensions: [policyExtension(p)],
+    });
+    return { certificate, issuer: Issuer.fromIssued(certificate, key.privateKey) };
+  }
+
   it('a leaf at a different path than its issuer needs "issue" in the issuer\'s effective policy', () => {
     const web = forgedLeaf(dave.issuer, ['alice', 'dave', 'web']);
     assert.throws(
@@ -373,17 +328,11 @@ describe('checkDelegationChain: "issue" and "delegate" along the chain', () => {
   it('"issue" is judged on the effective policy, not only the issuer\'s own', () => {
     // erin under dave: dave lacks "issue", so erin cannot hold it either (a narrowing).
     // Forge erin with "issue" under dave: the chain is refused as an escalation.
-    const erinKey = generateKeyPair('p256');
-    const erin = dave.issuer.issue({
-      publicKey: erinKey.publicKey,
-      profile: 'intermediate',
-      subject: { commonName: 'forged erin' },
-      sans: [{ type: 'uri', value: delegationPath(TD, ['alice', 'dave', 'erin']) }],
-      ttlMs: DAY,
-      pathLen: 0,
-      extensions: [policyExtension(policy(['info', 'issue'], null))],
-    });
-    const erinIssuer = Issuer.fromIssued(erin, erinKey.privateKey);
+    const { certificate: erin, issuer: erinIssuer } = forgedCa(
+      dave.issuer,
+      ['alice', 'dave', 'erin'],
+      policy(['info', 'issue'], null),
+    );
     const web = forgedLeaf(erinIssuer, ['alice', 'dave', 'erin', 'web']);
     assert.throws(
       () => check([web.der, erin.der, dave.issued.der, alice.issued.der]),
@@ -397,16 +346,11 @@ describe('checkDelegationChain: "issue" and "delegate" along the chain', () => {
     pathLen: 1,
     ttlMs: 5 * DAY,
   });
-  const subKey = generateKeyPair('p256');
-  const sub = gina.issuer.issue({
-    publicKey: subKey.publicKey,
-    profile: 'intermediate',
-    subject: { commonName: 'forged sub' },
-    sans: [{ type: 'uri', value: delegationPath(TD, ['alice', 'gina', 'sub']) }],
-    ttlMs: DAY,
-    pathLen: 0,
-    extensions: [policyExtension(policy(['info', 'issue'], null))],
-  });
+  const { certificate: sub, issuer: subIssuer } = forgedCa(
+    gina.issuer,
+    ['alice', 'gina', 'sub'],
+    policy(['info', 'issue'], null),
+  );
 
   it('a CA below a delegation needs "delegate" in its parent\'s effective policy', () => {
     assert.throws(
@@ -415,7 +359,7 @@ describe('checkDelegationChain: "issue" and "delegate" along the chain', () => {
       'issueDelegation refuses it',
     );
     // A leaf signed by the forged sub-CA: the sub-CA sits in the middle of the chain.
-    const web = forgedLeaf(Issuer.fromIssued(sub, subKey.privateKey), ['alice', 'gina', 'sub', 'web']);
+    const web = forgedLeaf(subIssuer, ['alice', 'gina', 'sub', 'web']);
     assert.throws(
       () => check([web.der, sub.der, gina.issued.der, alice.issued.der]),
       denied(

@@ -1,55 +1,36 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import type { KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import {
-  checkDelegationChain,
-  delegationPath,
-  type IssuedDelegation,
-  issueDelegation,
-} from '../../src/authority/delegation.ts';
+import { checkDelegationChain, delegationPath } from '../../src/authority/delegation.ts';
 import { SigilError } from '../../src/errors.ts';
 import { signatureAlgorithmFor, signWith } from '../../src/pki/algorithms.ts';
 import { bitString, explicit, integer, sequence, time, unsignedInteger } from '../../src/pki/der.ts';
 import { basicConstraints, extension, subjectAltName } from '../../src/pki/extensions.ts';
-import { createRootCertificate, type IssuedCertificate, Issuer } from '../../src/pki/issuer.ts';
+import type { IssuedCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, spkiDer } from '../../src/pki/keys.ts';
 import type { GeneralName } from '../../src/pki/names.ts';
 import { encodePem as toPem } from '../../src/pki/pem.ts';
 import {
-  type Limits,
   PERMISSIONS,
-  type Permission,
   POLICY_EXTENSION_OID,
   type Policy,
   policyExtension,
 } from '../../src/pki/policy-extension.ts';
-
-const TD = 'example.test';
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-
-const policy = (permissions: Permission[], limits: Limits | null): Policy => ({
-  version: 1,
-  permissions: new Set(permissions),
+import {
+  ADMIN,
+  ALICE,
+  CAROL,
+  DAY,
+  delegate,
+  HOUR,
   limits,
-});
-const limits = (over: Partial<Limits> = {}): Limits => ({
-  workloads: 2,
-  cpus: [0, 1],
-  memoryMiB: 4096,
-  blockMiB: 1024,
-  bridges: ['br0', 'lan'],
-  issuancePerHour: 60,
-  ...over,
-});
-
-const ADMIN = policy([...PERMISSIONS], limits({ workloads: 100, cpus: [0, 1, 2, 3], memoryMiB: 65536 }));
-const ALICE = policy(['info', 'create', 'destroy', 'delegate', 'issue'], limits());
-const CAROL = policy(['info', 'create', 'issue'], limits({ workloads: 1, cpus: [1], bridges: ['br0'] }));
+  policy,
+  TD,
+  testRoot,
+} from './delegation-fixtures.ts';
 
 const denied = (pattern: RegExp) => (error: unknown) => {
   assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
@@ -58,40 +39,8 @@ const denied = (pattern: RegExp) => (error: unknown) => {
   return true;
 };
 
-const rootKey = generateKeyPair('p256');
-const root = createRootCertificate({
-  privateKey: rootKey.privateKey,
-  subject: { commonName: 'sigil delegation test root' },
-  ttlMs: 30 * DAY,
-});
-const rootIssuer = Issuer.fromIssued(root, rootKey.privateKey);
+const { certificate: root, issuer: rootIssuer } = testRoot('sigil delegation test root');
 const admin = { issuer: rootIssuer, certificateDer: root.der, policy: ADMIN };
-
-interface Delegate {
-  readonly issued: IssuedDelegation;
-  readonly key: KeyObject;
-  readonly issuer: Issuer;
-  readonly parent: { issuer: Issuer; certificateDer: Buffer; policy: Policy };
-}
-
-function delegate(
-  parent: { issuer: Issuer; certificateDer: Buffer; policy: Policy },
-  name: string,
-  p: Policy,
-  extra: { pathLen?: number; ttlMs?: number; dnsNames?: string[] } = {},
-): Delegate {
-  const key = generateKeyPair('p256');
-  const issued = issueDelegation({
-    parent,
-    trustDomain: TD,
-    publicKey: key.publicKey,
-    name,
-    policy: p,
-    ...extra,
-  });
-  const issuer = Issuer.fromIssued(issued, key.privateKey);
-  return { issued, key: key.privateKey, issuer, parent: { issuer, certificateDer: issued.der, policy: p } };
-}
 
 const alice = delegate(admin, 'alice', ALICE, { pathLen: 2, ttlMs: 10 * DAY });
 const carol = delegate(alice.parent, 'carol', CAROL, { pathLen: 0, ttlMs: 5 * DAY });

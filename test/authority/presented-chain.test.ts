@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { delegationPath, type IssuedDelegation, issueDelegation } from '../../src/authority/delegation.ts';
+import { delegationPath } from '../../src/authority/delegation.ts';
 import { type LinkedChain, linkPresentedChain, MAX_LINKS } from '../../src/authority/presented-chain.ts';
 import { SigilError } from '../../src/errors.ts';
 import { signatureAlgorithmFor, signWith } from '../../src/pki/algorithms.ts';
@@ -21,18 +21,19 @@ import {
   keyIdentifier,
 } from '../../src/pki/issuer.ts';
 import { generateKeyPair, spkiDer } from '../../src/pki/keys.ts';
-import { type Limits, PERMISSIONS, type Permission, type Policy } from '../../src/pki/policy-extension.ts';
+import { PERMISSIONS } from '../../src/pki/policy-extension.ts';
 import { KeyUsageBit } from '../../src/pki/profiles.ts';
+import {
+  DAY,
+  delegate,
+  HOUR,
+  type Parent,
+  policy,
+  TD,
+  testIntermediate,
+  testRoot,
+} from './delegation-fixtures.ts';
 
-const TD = 'example.test';
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-
-const policy = (permissions: Permission[], limits: Limits | null): Policy => ({
-  version: 1,
-  permissions: new Set(permissions),
-  limits,
-});
 const ADMIN = policy([...PERMISSIONS], null);
 const WIDE = policy(['info', 'delegate', 'issue'], null);
 
@@ -47,57 +48,24 @@ const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/
 
 // --- the control plane's CAs: a root and a replica intermediate ----------------
 
-const rootKey = generateKeyPair('p256');
-const root = createRootCertificate({
-  privateKey: rootKey.privateKey,
-  subject: { commonName: 'sigil presented-chain test root' },
-  ttlMs: 30 * DAY,
-});
-const rootIssuer = Issuer.fromIssued(root, rootKey.privateKey);
-const intermediateKey = generateKeyPair('p256');
-const intermediate = rootIssuer.issue({
-  publicKey: intermediateKey.publicKey,
-  profile: 'intermediate',
-  subject: { commonName: 'sigil presented-chain test intermediate' },
-  ttlMs: 20 * DAY,
-});
-const intermediateIssuer = Issuer.fromIssued(intermediate, intermediateKey.privateKey);
+const { certificate: root, issuer: rootIssuer } = testRoot('sigil presented-chain test root');
+const {
+  certificate: intermediate,
+  key: intermediateKey,
+  issuer: intermediateIssuer,
+} = testIntermediate(rootIssuer, 'sigil presented-chain test intermediate');
 
 const rootX509 = new X509Certificate(root.der);
 const intermediateX509 = new X509Certificate(intermediate.der);
 const serverCas = [rootX509, intermediateX509];
 
-interface Parent {
-  issuer: Issuer;
-  certificateDer: Buffer;
-  policy: Policy;
-}
-interface Delegate {
-  readonly issued: IssuedDelegation;
-  readonly key: KeyObject;
-  readonly issuer: Issuer;
-  readonly parent: Parent;
-}
-
-function delegate(parent: Parent, name: string, p: Policy, ttlMs?: number): Delegate {
-  const key = generateKeyPair('p256');
-  const issued = issueDelegation({
-    parent,
-    trustDomain: TD,
-    publicKey: key.publicKey,
-    name,
-    policy: p,
-    ...(ttlMs === undefined ? {} : { ttlMs }),
-  });
-  const issuer = Issuer.fromIssued(issued, key.privateKey);
-  return { issued, key: key.privateKey, issuer, parent: { issuer, certificateDer: issued.der, policy: p } };
-}
-
 const admin: Parent = { issuer: intermediateIssuer, certificateDer: intermediate.der, policy: ADMIN };
-const alice = delegate(admin, 'alice', WIDE, 10 * DAY);
-const carol = delegate(alice.parent, 'carol', WIDE, 5 * DAY);
+const alice = delegate(admin, 'alice', WIDE, { ttlMs: 10 * DAY });
+const carol = delegate(alice.parent, 'carol', WIDE, { ttlMs: 5 * DAY });
 // A delegation directly under the root.
-const bob = delegate({ issuer: rootIssuer, certificateDer: root.der, policy: ADMIN }, 'bob', WIDE, 10 * DAY);
+const bob = delegate({ issuer: rootIssuer, certificateDer: root.der, policy: ADMIN }, 'bob', WIDE, {
+  ttlMs: 10 * DAY,
+});
 
 function leaf(issuer: Issuer, segments: string[]): IssuedCertificate {
   return issuer.issue({
@@ -426,7 +394,7 @@ describe('linkPresentedChain: refusals', () => {
     // Signed by the intermediate; basicConstraints CA:false and no keyUsage, so
     // nothing but the CA flag stops it from signing.
     const midDer = handMade({
-      signer: intermediateKey.privateKey,
+      signer: intermediateKey,
       issuerName: Buffer.from(intermediate.subjectDer),
       subjectName: midName,
       publicKey: midKey.publicKey,

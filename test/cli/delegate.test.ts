@@ -17,18 +17,13 @@ import { writeFilesAtomically } from '../../src/cli/files.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, keysMatch, readPrivateKey } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
-import { type Limits, PERMISSIONS, type Permission, type Policy } from '../../src/pki/policy-extension.ts';
+import { PERMISSIONS, type Permission, type Policy } from '../../src/pki/policy-extension.ts';
+import { limits, policy } from '../authority/delegation-fixtures.ts';
 import { openssl, pemCertificates, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
 
 const TD = 'sigil.internal';
 const DAY = 24 * 3_600_000;
 const ADDRESS = '127.0.0.1:7443';
-
-const policy = (permissions: Permission[], limits: Limits | null): Policy => ({
-  version: 1,
-  permissions: new Set(permissions),
-  limits,
-});
 
 const ADMIN = policy([...PERMISSIONS], {
   workloads: 10,
@@ -39,14 +34,7 @@ const ADMIN = policy([...PERMISSIONS], {
   issuancePerHour: 1000,
 });
 const ALICE_PERMISSIONS: Permission[] = ['info', 'create', 'destroy', 'delegate', 'revoke', 'issue'];
-const ALICE = policy(ALICE_PERMISSIONS, {
-  workloads: 2,
-  cpus: [0, 1],
-  memoryMiB: 4096,
-  blockMiB: 1024,
-  bridges: ['br0', 'br1'],
-  issuancePerHour: 100,
-});
+const ALICE = policy(ALICE_PERMISSIONS, limits({ bridges: ['br0', 'br1'], issuancePerHour: 100 }));
 
 // --- the in-process parent: root → intermediate → delegations ------------------------
 
