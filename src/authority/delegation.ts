@@ -99,6 +99,17 @@ function spiffeSegments(der: Buffer, trustDomain: string, what: string): string[
   return parsed.path === '' ? [] : parsed.path.slice(1).split('/');
 }
 
+const segmentsToId = (trustDomain: string, segments: readonly string[] | null): string | null =>
+  segments === null ? null : `spiffe://${trustDomain}${segments.map((segment) => `/${segment}`).join('')}`;
+
+/**
+ * The SPIFFE ID of a certificate in `trustDomain`, or null when it has none;
+ * refuses (permission_denied) several, another trust domain or a malformed one.
+ */
+export function spiffeIdIn(der: Buffer, trustDomain: string, what: string): string | null {
+  return segmentsToId(trustDomain, spiffeSegments(der, trustDomain, what));
+}
+
 const isDelegationPath = (segments: readonly string[] | null): segments is string[] =>
   segments !== null && segments.length >= 2 && segments[0] === DELEGATION_PREFIX;
 
@@ -324,11 +335,21 @@ export interface DelegationChainOptions {
   readonly adminPolicy?: Policy;
 }
 
+/** What one certificate of a checked chain carries. */
+export interface ChainLink {
+  /** Its SPIFFE ID; null when it has none (an operator or replica CA). */
+  readonly spiffeId: string | null;
+  /** Its own policy extension; null when it carries none. */
+  readonly policy: Policy | null;
+}
+
 export interface DelegationChainResult {
   /** The intersection of every policy along the chain. */
   readonly effective: Policy;
   /** The SPIFFE path segments of the leaf, e.g. ["d", "alice", "carol", "web"]. */
   readonly path: readonly string[];
+  /** One per certificate of the chain, in the same order (leaf first). */
+  readonly links: readonly ChainLink[];
 }
 
 /**
@@ -361,6 +382,7 @@ export function checkDelegationChain(
   let parentSegments: string[] | null = null;
   let parentNotAfter: number | null = null;
   let parentWhat = '';
+  const links: ChainLink[] = new Array(chainDer.length);
 
   for (let index = chainDer.length - 1; index >= 0; index--) {
     const der = chainDer[index];
@@ -375,6 +397,7 @@ export function checkDelegationChain(
     if (!isLeaf && !info.isCa) throw denied(`${what} is not a CA but is not the leaf`);
     const policy = policyOf(der, what);
     const segments = spiffeSegments(der, trustDomain, what);
+    links[index] = { spiffeId: segmentsToId(trustDomain, segments), policy };
 
     if (parentSegments === null) {
       // Above the topmost delegation: operator / replica intermediates pass.
@@ -423,5 +446,5 @@ export function checkDelegationChain(
   }
 
   if (effective === null) throw denied('the chain carries no delegation policy');
-  return { effective, path: Object.freeze([...(parentSegments ?? [])]) };
+  return { effective, path: Object.freeze([...(parentSegments ?? [])]), links };
 }

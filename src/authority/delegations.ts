@@ -27,12 +27,20 @@ import {
   checkDelegationChain,
   DEFAULT_MAX_CHAIN_LENGTH,
   DELEGATION_PREFIX,
+  delegationPath,
   issueDelegateLeaf,
   issueDelegation,
+  spiffeIdIn,
 } from './delegation.ts';
-import type { IssuedCertificateView } from './issuance.ts';
+import { certificateRecord, type IssuedCertificateView } from './issuance.ts';
 import { type LinkedCertificate, linkPresentedChain } from './presented-chain.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
+
+/** A certificate of an admitted chain: what linking and checking found, read once. */
+export interface GrantLink extends LinkedCertificate {
+  readonly spiffeId: string;
+  readonly policy: Policy | null;
+}
 
 /** What a verified delegate may do, as computed for its connection. */
 export interface DelegateGrant {
@@ -40,8 +48,8 @@ export interface DelegateGrant {
   readonly spiffeId: string;
   /** The intersection of the policies along the chain. */
   readonly effective: Policy;
-  /** Leaf first, up to the topmost delegation. */
-  readonly links: readonly LinkedCertificate[];
+  /** Leaf first, up to the topmost delegation, each with its SPIFFE ID and own policy. */
+  readonly links: readonly GrantLink[];
   /** Fingerprints of the chain's certificates. */
   readonly fingerprints: ReadonlySet<string>;
   /**
@@ -125,14 +133,6 @@ export function isDelegationId(spiffeId: string, trustDomain: string): boolean {
   return spiffeId.startsWith(`spiffe://${trustDomain}/${DELEGATION_PREFIX}/`);
 }
 
-function spiffeIdOfCertificate(certificate: X509Certificate): string {
-  const uris = (certificate.subjectAltName ?? '')
-    .split(', ')
-    .filter((entry) => entry.startsWith('URI:spiffe://'))
-    .map((entry) => entry.slice(4));
-  return uris.length === 1 ? uris[0] : '';
-}
-
 export class Delegations {
   readonly #context: DelegationContext;
 
@@ -156,17 +156,23 @@ export class Delegations {
     const anchorIsRoot = linked.anchor.checkIssued(linked.anchor);
     const chain = [...linked.links.map((link) => link.der), ...(anchorIsRoot ? [] : [linked.anchor.raw])];
     const result = checkDelegationChain(chain, { trustDomain });
-    const leafId = spiffeIdOfCertificate(linked.links[0].certificate);
+    // checkDelegationChain requires a SPIFFE ID of every link from the topmost delegation down.
+    const links: GrantLink[] = linked.links.map((link, index) => ({
+      ...link,
+      spiffeId: result.links[index].spiffeId ?? '',
+      policy: result.links[index].policy,
+    }));
+    const leafId = links[0].spiffeId;
     if (!isDelegationId(leafId, trustDomain))
       throw denied('the client certificate is not in a delegation subtree');
-    if (linked.links[0].certificate.ca) {
+    if (links[0].certificate.ca) {
       throw denied(
         'a CA certificate cannot call as a client: call with its identity leaf (cert.pem from sigil delegate)',
       );
     }
 
     const revocationIds: string[] = [];
-    for (const link of linked.links) {
+    for (const link of links) {
       revocationIds.push(`fp:${link.fingerprint}`);
       if (link.issuedByServer) revocationIds.push(link.serial);
     }
@@ -176,27 +182,11 @@ export class Delegations {
 
     // Record top-down so every record's parent is known; enforce issuance
     // rates on certificates this control plane has not seen before.
-    for (let index = linked.links.length - 1; index >= 0; index--) {
-      const link = linked.links[index];
+    for (let index = links.length - 1; index >= 0; index--) {
+      const link = links[index];
       if (await store.getDelegation(link.fingerprint)) continue;
-      const ancestors = linked.links.slice(index + 1);
-      await this.#checkIssuanceRate(ancestors, now);
-      const policy = readPolicy(link.der);
-      await store.recordDelegation({
-        fingerprint: link.fingerprint,
-        serial: link.serial,
-        spiffeId: spiffeIdOfCertificate(link.certificate),
-        parentFingerprint: index + 1 < linked.links.length ? linked.links[index + 1].fingerprint : null,
-        policy: policy ? JSON.stringify(policyToJson(policy)) : null,
-        isCa: link.certificate.ca,
-        notAfter: new Date(link.certificate.validTo),
-        der: link.der,
-        origin: 'seen',
-        recordedAt: now,
-        revokedAt: null,
-        revocationReason: null,
-        revokedBy: null,
-      });
+      await this.#checkIssuanceRate(links.slice(index + 1), now);
+      await this.#recordSeen(link, links[index + 1]?.fingerprint ?? null, now);
     }
     // A revocation may have landed while recording.
     if (revocationIds.some((id) => this.#context.isRevoked(id))) {
@@ -205,26 +195,48 @@ export class Delegations {
     return {
       spiffeId: leafId,
       effective: result.effective,
-      links: linked.links,
-      fingerprints: new Set(linked.links.map((link) => link.fingerprint)),
+      links,
+      fingerprints: new Set(links.map((link) => link.fingerprint)),
       revocationIds,
     };
   }
 
+  /** Records a certificate first met in a presented chain (insert-if-absent). */
+  async #recordSeen(
+    link: LinkedCertificate & { readonly spiffeId: string; readonly policy: Policy | null },
+    parentFingerprint: string | null,
+    now: Date,
+  ): Promise<void> {
+    await this.#context.store.recordDelegation({
+      fingerprint: link.fingerprint,
+      serial: link.serial,
+      spiffeId: link.spiffeId,
+      parentFingerprint,
+      policy: link.policy ? JSON.stringify(policyToJson(link.policy)) : null,
+      isCa: link.certificate.ca,
+      notAfter: new Date(link.certificate.validTo),
+      der: link.der,
+      origin: 'seen',
+      recordedAt: now,
+      revokedAt: null,
+      revocationReason: null,
+      revokedBy: null,
+    });
+  }
+
   /** Each delegation above a new certificate allows only so many new certificates an hour in its subtree. */
-  async #checkIssuanceRate(ancestors: readonly LinkedCertificate[], now: Date): Promise<void> {
+  async #checkIssuanceRate(ancestors: readonly GrantLink[], now: Date): Promise<void> {
     const since = new Date(now.getTime() - HOUR_MS);
-    for (const ancestor of ancestors) {
-      const limit = readPolicy(ancestor.der)?.limits?.issuancePerHour;
+    for (const [index, ancestor] of ancestors.entries()) {
+      const limit = ancestor.policy?.limits?.issuancePerHour;
       if (limit === undefined) continue;
-      const id = spiffeIdOfCertificate(ancestor.certificate);
       // The ancestor's own record counts as issued in its parent's subtree, not its own.
-      const seen = await this.#context.store.countDelegationsSince(id, since);
+      const seen = await this.#context.store.countDelegationsSince(ancestor.spiffeId, since);
       const own = (await this.#context.store.getDelegation(ancestor.fingerprint))?.recordedAt;
       const beneath = seen - (own && own.getTime() >= since.getTime() ? 1 : 0);
       if (beneath >= limit) {
         throw denied(
-          `issuance rate exceeded: ${id === spiffeIdOfCertificate(ancestors[0].certificate) ? 'your issuer' : 'a delegation above'} allows ${limit} new certificates an hour in its subtree`,
+          `issuance rate exceeded: ${index === 0 ? 'your issuer' : 'a delegation above'} allows ${limit} new certificates an hour in its subtree`,
         );
       }
     }
@@ -242,6 +254,21 @@ export class Delegations {
       throw invalid('ttl_seconds must be at most 365 days');
     }
     ttlMs ??= request.command ? DEFAULT_COMMAND_TTL_MS : DEFAULT_DELEGATION_TTL_MS;
+    // One live direct grant per name (identity leaves seen beneath share the ID and do not count).
+    const wanted = delegationPath(trustDomain, [request.name]);
+    const live = (await store.listDelegations({ under: wanted })).some(
+      (record) =>
+        record.spiffeId === wanted &&
+        record.origin === 'issued' &&
+        record.revokedAt === null &&
+        record.notAfter > now,
+    );
+    if (live) {
+      throw new SigilError(
+        'already_exists',
+        `a live delegation ${wanted} exists; revoke it first or pick another name`,
+      );
+    }
     const issued = request.command
       ? issueDelegateLeaf({
           parent: { issuer: signer.issuer, certificateDer: signer.chain[0] },
@@ -273,32 +300,17 @@ export class Delegations {
           now,
         });
     const spiffeId = issued.id;
-    const existing = await store.listDelegations({ under: spiffeId });
-    if (
-      existing.some(
-        (record) => record.spiffeId === spiffeId && record.revokedAt === null && record.notAfter > now,
-      )
-    ) {
-      throw new SigilError(
-        'already_exists',
-        `a live delegation ${spiffeId} exists; revoke it first or pick another name`,
-      );
-    }
     const fingerprint = createHash('sha256').update(issued.der).digest('hex');
-    await store.insertCertificate({
-      serial: issued.serialHex,
-      subject: `CN=${request.command ? 'sigil command' : 'sigil delegation'} ${request.name}`,
-      sans: [`uri:${spiffeId}`],
-      profile: request.command ? 'command' : 'delegation',
-      notBefore: issued.notBefore,
-      notAfter: issued.notAfter,
-      issuerId: signer.issuerId,
-      requester,
-      der: issued.der,
-      issuedAt: now,
-      revokedAt: null,
-      revocationReason: null,
-    });
+    await store.insertCertificate(
+      certificateRecord(issued, {
+        subject: `CN=${request.command ? 'sigil command' : 'sigil delegation'} ${request.name}`,
+        sans: [`uri:${spiffeId}`],
+        profile: request.command ? 'command' : 'delegation',
+        issuerId: signer.issuerId,
+        requester,
+        now,
+      }),
+    );
     await store.recordDelegation({
       fingerprint,
       serial: issued.serialHex,
@@ -353,10 +365,7 @@ export class Delegations {
     this.#require(grant, 'create');
     checkReservation(request, grant.effective.limits);
     const levels = grant.links
-      .map((link) => ({
-        spiffeId: spiffeIdOfCertificate(link.certificate),
-        limits: readPolicy(link.der)?.limits ?? null,
-      }))
+      .map((link) => ({ spiffeId: link.spiffeId, limits: link.policy?.limits ?? null }))
       .reverse();
     levels.push({ spiffeId: grant.spiffeId, limits: grant.effective.limits });
     const result = await this.#context.store.reserveUsage(
@@ -411,31 +420,31 @@ export class Delegations {
       throw notFound(NOT_IN_SUBTREE);
     }
     const target = linked.links[0];
-    const targetId = spiffeIdOfCertificate(target.certificate);
-    const inside = grant
-      ? targetId !== grant.spiffeId && isAtOrUnder(targetId, grant.spiffeId)
-      : isDelegationId(targetId, trustDomain);
-    if (!inside || grant?.fingerprints.has(target.fingerprint)) throw notFound(NOT_IN_SUBTREE);
+    let targetId: string | null;
+    let policy: Policy | null;
+    try {
+      targetId = spiffeIdIn(target.der, trustDomain, 'the certificate');
+      policy = readPolicy(target.der);
+    } catch {
+      throw notFound(NOT_IN_SUBTREE);
+    }
+    const inside =
+      targetId !== null &&
+      (grant
+        ? targetId !== grant.spiffeId && isAtOrUnder(targetId, grant.spiffeId)
+        : isDelegationId(targetId, trustDomain));
+    if (targetId === null || !inside || grant?.fingerprints.has(target.fingerprint)) {
+      throw notFound(NOT_IN_SUBTREE);
+    }
 
-    const existing = await store.getDelegation(target.fingerprint);
-    if (!existing) {
-      const policy = readPolicy(target.der);
+    if (!(await store.getDelegation(target.fingerprint))) {
       const parent = linked.links[1] ?? null;
-      await store.recordDelegation({
-        fingerprint: target.fingerprint,
-        serial: target.serial,
-        spiffeId: targetId,
-        parentFingerprint: parent ? parent.fingerprint : grant ? fingerprintOfAnchor(linked.anchor) : null,
-        policy: policy ? JSON.stringify(policyToJson(policy)) : null,
-        isCa: target.certificate.ca,
-        notAfter: new Date(target.certificate.validTo),
-        der: target.der,
-        origin: 'seen',
-        recordedAt: now,
-        revokedAt: null,
-        revocationReason: null,
-        revokedBy: null,
-      });
+      const parentFingerprint = parent
+        ? parent.fingerprint
+        : grant
+          ? fingerprintOfAnchor(linked.anchor)
+          : null;
+      await this.#recordSeen({ ...target, spiffeId: targetId, policy }, parentFingerprint, now);
     }
     const changed = await store.revokeDelegation(target.fingerprint, reason, now, by);
     const ids = [`fp:${target.fingerprint}`];

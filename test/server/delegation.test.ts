@@ -306,6 +306,30 @@ describe('delegation through the server', () => {
     assert.ok(children.includes('carol') && children.includes('dan'), children.join(', '));
   });
 
+  test('refuses: a second live delegation of one name; once revoked, the name can be granted again', async () => {
+    const grant = policy('info', { workloads: 1 });
+    const first = await delegates.adminDelegates('repeat', grant);
+    const { delegation } = as(first); // its identity leaf is now recorded under the same SPIFFE ID
+    await call(delegation, delegation.getDelegationStatus, {});
+    assertStatus(
+      await refused(delegates.adminDelegates('repeat', grant)),
+      grpc.status.ALREADY_EXISTS,
+      /a live delegation spiffe:\/\/.*\/d\/repeat exists/,
+    );
+    const admin = adminIdentity(dataDir);
+    const adminCa = new CertificateAuthorityClient(
+      running.address,
+      channelCredentials({
+        material: new StaticMaterialSource({ ...admin, trustBundle: delegates.trustBundle }),
+      }),
+    );
+    open.push(adminCa);
+    const serial = new X509Certificate(first.ca).serialNumber.toLowerCase().replace(/^0+/, '');
+    await call(adminCa, adminCa.revoke, { serial, reason: 'superseded' });
+    const second = await delegates.adminDelegates('repeat', grant);
+    assert.notDeepEqual(second.ca, first.ca);
+  });
+
   test('revoking Alice ends every session beneath her and refuses new ones; admins cannot be impersonated by delegates', async () => {
     const carolClients = as(carol);
     const c = carolClients.delegation;
