@@ -13,6 +13,7 @@
 // NOT_FOUND message, so a refusal tells nothing about what exists elsewhere.
 import { createHash, type KeyObject, type X509Certificate } from 'node:crypto';
 import { invalid, notFound, SigilError } from '../errors.ts';
+import { fingerprintOf } from '../pki/certificate.ts';
 import type { Issuer } from '../pki/issuer.ts';
 import {
   PERMISSIONS,
@@ -439,11 +440,7 @@ export class Delegations {
 
     if (!(await store.getDelegation(target.fingerprint))) {
       const parent = linked.links[1] ?? null;
-      const parentFingerprint = parent
-        ? parent.fingerprint
-        : grant
-          ? fingerprintOfAnchor(linked.anchor)
-          : null;
+      const parentFingerprint = parent ? parent.fingerprint : grant ? fingerprintOf(linked.anchor) : null;
       await this.#recordSeen({ ...target, spiffeId: targetId, policy }, parentFingerprint, now);
     }
     const changed = await store.revokeDelegation(target.fingerprint, reason, now, by);
@@ -465,10 +462,6 @@ export class Delegations {
       throw denied(`this delegation lacks the "${permission}" permission`);
     }
   }
-}
-
-function fingerprintOfAnchor(anchor: X509Certificate): string {
-  return anchor.fingerprint256.replaceAll(':', '').toLowerCase();
 }
 
 /**

@@ -13,6 +13,7 @@
 // authority the leaf holds; checkDelegationChain then decides what it grants.
 import { X509Certificate } from 'node:crypto';
 import { SigilError } from '../errors.ts';
+import { fingerprintOf, serialHexOf } from '../pki/certificate.ts';
 
 export interface LinkedCertificate {
   readonly der: Buffer;
@@ -36,10 +37,6 @@ export interface LinkedChain {
 export const MAX_LINKS = 9;
 
 const refused = (message: string): SigilError => new SigilError('permission_denied', message);
-
-const canonicalSerial = (hex: string): string => hex.toLowerCase().replace(/^0+(?=.)/, '');
-const fingerprintOf = (certificate: X509Certificate): string =>
-  certificate.fingerprint256.replaceAll(':', '').toLowerCase();
 
 function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
   try {
@@ -82,7 +79,7 @@ export function linkPresentedChain(
       der: current.raw,
       certificate: current,
       fingerprint: fingerprintOf(current),
-      serial: canonicalSerial(current.serialNumber),
+      serial: serialHexOf(current),
       issuedByServer: anchor !== undefined,
     });
     if (links.length > MAX_LINKS) {

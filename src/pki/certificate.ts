@@ -8,6 +8,16 @@ import { invalid } from '../errors.ts';
 import { decodePem, looksLikePem } from './pem.ts';
 import { BasicConstraintsExtension, SubjectKeyIdentifierExtension, X509Certificate } from './x509-library.ts';
 
+/** sigil's serial text of a certificate: lower-case hex, no leading zeros. */
+export function serialHexOf(certificate: NodeX509Certificate): string {
+  return certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
+}
+
+/** SHA-256 of the certificate's DER, lower-case hex without separators. */
+export function fingerprintOf(certificate: NodeX509Certificate): string {
+  return certificate.fingerprint256.replaceAll(':', '').toLowerCase();
+}
+
 export interface CertificateInfo {
   readonly der: Buffer;
   /** The subject Name exactly as encoded, used verbatim as the issuer field of children. */
@@ -104,7 +114,7 @@ export function parseCertificate(
     get issuer() {
       return parsed().lib.issuer;
     },
-    serialHex: node.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+    serialHex: serialHexOf(node),
     notBefore: new Date(node.validFrom),
     notAfter: new Date(node.validTo),
     publicKey: node.publicKey,
@@ -115,7 +125,7 @@ export function parseCertificate(
     get pathLen() {
       return lazyFacts().pathLen;
     },
-    fingerprint: node.fingerprint256.replaceAll(':', '').toLowerCase(),
+    fingerprint: fingerprintOf(node),
   };
   infoCache.set(der, info);
   return info;
