@@ -69,10 +69,17 @@ export class DelegateGrants {
         new SigilError('permission_denied', 'too many different chains presented on one connection'),
       );
     }
-    const admitted = this.#authority.admitDelegate(leaf, presented).then((grant) => {
-      addRevocationIds(connection, grant.revocationIds);
-      return grant;
-    });
+    const admitted = this.#authority.admitDelegate(leaf, presented).then(
+      (grant) => {
+        addRevocationIds(connection, grant.revocationIds);
+        return grant;
+      },
+      (error: unknown) => {
+        // Not remembered: a store hiccup must not refuse the connection for good.
+        chains.delete(key);
+        throw error;
+      },
+    );
     chains.set(key, admitted);
     return admitted;
   }
