@@ -39,7 +39,6 @@ import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
 import type { DelegationCertificate } from '../gen/sigil/v1/sigil.ts';
 import { KEY_TYPES, type KeyType } from '../pki/keys.ts';
 import type { Limits, Permission, Policy, PolicyJson } from '../pki/policy-extension.ts';
-import { policyMessage } from '../services/policy-messages.ts';
 import {
   addClientOptions,
   type ClientContext,
@@ -80,7 +79,6 @@ const NO_LIMITS: Limits = Object.freeze({ ...SERVER_DEFAULT_LIMITS, issuancePerH
 
 const DEFAULT_KEY_TYPE: KeyType = 'p256';
 const MAX_PATH_LEN = 32;
-const BRIDGE_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 export type DelegationKind = 'delegation' | 'command';
 
@@ -138,11 +136,12 @@ const LIMIT_FLAGS = [
   ['issuancePerHour', '--issuance-per-hour'],
 ] as const;
 
-function parseBridges(text: string): string[] {
+async function parseBridges(text: string): Promise<string[]> {
   if (text.trim() === '') return [];
+  const { isBridgeName } = await import('../pki/policy-extension.ts');
   const names = text.split(',').map((item) => item.trim());
   for (const name of names) {
-    if (!BRIDGE_NAME.test(name)) {
+    if (!isBridgeName(name)) {
       throw invalid(
         `--bridges ${JSON.stringify(text)}: ${JSON.stringify(name)} is not a bridge name (1 to 64 of A-Z a-z 0-9 . _ -)`,
       );
@@ -160,7 +159,7 @@ function parseDnsNames(text: string | undefined): string[] {
 }
 
 /** Limits from the flags; what a flag does not name comes from `base`. Null: no limits at all. */
-function limitsFrom(flags: DelegateFlags, base: Limits | null): Limits | null {
+async function limitsFrom(flags: DelegateFlags, base: Limits | null): Promise<Limits | null> {
   const given = LIMIT_FLAGS.some(([name]) => flags[name] !== undefined);
   if (!given && base === null) return null;
   const from = base ?? NO_LIMITS;
@@ -169,7 +168,7 @@ function limitsFrom(flags: DelegateFlags, base: Limits | null): Limits | null {
     cpus: flags.cpus === undefined ? [...from.cpus] : parseCpuList(flags.cpus),
     memoryMiB: flags.memory === undefined ? from.memoryMiB : wholeNumber(flags.memory, '--memory'),
     blockMiB: flags.block === undefined ? from.blockMiB : wholeNumber(flags.block, '--block'),
-    bridges: flags.bridges === undefined ? [...from.bridges] : parseBridges(flags.bridges),
+    bridges: flags.bridges === undefined ? [...from.bridges] : await parseBridges(flags.bridges),
     issuancePerHour:
       flags.issuancePerHour === undefined
         ? from.issuancePerHour
@@ -268,22 +267,16 @@ export async function assembleDelegation(parts: DelegationParts): Promise<Assemb
   const { Issuer } = await import('../pki/issuer.ts');
   const { generateKeyPair, privateKeyToPem } = await import('../pki/keys.ts');
   const { encodePem } = await import('../pki/pem.ts');
-  const { parseSpiffeId } = await import('../pki/names.ts');
-  const { policyToJson, readPolicy } = await import('../pki/policy-extension.ts');
+  const { policyToJson } = await import('../pki/policy-extension.ts');
   const { PRIVATE, PUBLIC } = await import('./files.ts');
-  const { X509Certificate } = await import('node:crypto');
 
   const pem = (ders: readonly Buffer[]) => ders.map((der) => encodePem('CERTIFICATE', der)).join('');
   const certificate = parseCertificate(parts.certificateDer, 'the delegation certificate');
   const chain = [parts.certificateDer, ...parts.chainDer];
-  const { effective } = checkDelegationChain(chain, { trustDomain: parts.trustDomain });
-  const policy = readPolicy(parts.certificateDer);
+  const { effective, links } = checkDelegationChain(chain, { trustDomain: parts.trustDomain });
+  const { policy, spiffeId } = links[0];
   if (policy === null) throw invalid('the delegation certificate carries no sigil policy extension');
-  const spiffeId = (new X509Certificate(parts.certificateDer).subjectAltName ?? '')
-    .split(/,\s*/)
-    .filter((name) => name.startsWith('URI:spiffe://'))
-    .map((name) => parseSpiffeId(name.slice('URI:'.length)).id)[0];
-  if (spiffeId === undefined) throw invalid('the delegation certificate carries no SPIFFE ID');
+  if (spiffeId === null) throw invalid('the delegation certificate carries no SPIFFE ID');
 
   let identity: { chain: readonly Buffer[]; key: KeyObject };
   if (parts.kind === 'delegation') {
@@ -400,10 +393,11 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
     );
   }
   const permissions = await permissionsFrom(flags.permissions);
+  const { policyMessage } = await import('../services/policy-messages.ts');
   const policy: Policy = {
     version: 1,
     permissions,
-    limits: request.kind === 'command' ? null : limitsFrom(flags, SERVER_DEFAULT_LIMITS),
+    limits: request.kind === 'command' ? null : await limitsFrom(flags, SERVER_DEFAULT_LIMITS),
   };
   const ttlSeconds = request.ttlMs === undefined ? 0 : Math.ceil(request.ttlMs / 1000);
   if (ttlSeconds > 0xffffffff) throw invalid(`--ttl ${flags.ttl} is too long`);
@@ -414,7 +408,6 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
   const { possessionFor, signChallenge } = await import('../authority/challenges.ts');
   const { readCertificates } = await import('../pki/certificate.ts');
   const { generateKeyPair, keysMatch } = await import('../pki/keys.ts');
-  const { parseSpiffeId } = await import('../pki/names.ts');
   const { rootsOf } = await import('../agent/trust-bundle.ts');
 
   const key = generateKeyPair(request.keyType);
@@ -460,6 +453,7 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
     .map((der) => Buffer.from(der))
     .filter((der) => !rootDers.has(der.toString('base64')));
   const spiffeId = response.spiffeId || issued.spiffeId;
+  const { parseSpiffeId } = await import('../pki/names.ts');
   const trustDomain = context.trustDomain ?? parseSpiffeId(spiffeId).trustDomain;
   const assembled = await assembleDelegation({
     kind: request.kind,
@@ -496,7 +490,6 @@ async function readParent(dir: string): Promise<ParentDirectory> {
   const { readCertificates } = await import('../pki/certificate.ts');
   const { readPrivateKey } = await import('../pki/keys.ts');
   const { rootFingerprints, rootsOf } = await import('../agent/trust-bundle.ts');
-  const { parseSpiffeId } = await import('../pki/names.ts');
 
   try {
     if (!statSync(dir).isDirectory()) throw invalid(`--from ${dir} is not a directory`);
@@ -549,11 +542,7 @@ async function readParent(dir: string): Promise<ParentDirectory> {
   if (!fingerprints.includes(rootFingerprint)) {
     throw invalid(`${infoPath} pins root ${rootFingerprint}, which is not in ${bundlePath}`);
   }
-  const spiffe = (certificates[0].subjectAltName ?? '')
-    .split(/,\s*/)
-    .find((name) => name.startsWith('URI:spiffe://'));
-  const trustDomain =
-    info.trustDomain ?? (spiffe === undefined ? undefined : parseSpiffeId(spiffe.slice(4)).trustDomain);
+  const trustDomain = info.trustDomain;
   if (trustDomain === undefined) throw invalid(`${infoPath} names no trust domain`);
   return { dir, chainDer, key, bundlePem, trustDomain, rootFingerprint, addresses: info.addresses };
 }
@@ -577,7 +566,7 @@ async function offline(flags: DelegateFlags, request: CommonRequest, from: strin
   const policy: Policy = {
     version: 1,
     permissions,
-    limits: request.kind === 'command' ? null : limitsFrom(flags, effective.limits),
+    limits: request.kind === 'command' ? null : await limitsFrom(flags, effective.limits),
   };
   await checkOutput(request.out, request.kind, flags.force ?? false);
 

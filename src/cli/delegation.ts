@@ -8,9 +8,13 @@
 // registered, so it loads nothing heavy at the top (gRPC, X.509).
 import type { Command } from 'commander';
 import { invalid } from '../errors.ts';
-import type { DelegationNode, DelegationStatus, Usage } from '../gen/sigil/v1/sigil.ts';
+import type {
+  DelegationNode,
+  DelegationStatus,
+  Policy as PolicyMessage,
+  Usage,
+} from '../gen/sigil/v1/sigil.ts';
 import type { PolicyJson } from '../pki/policy-extension.ts';
-import { policyJsonFromMessage } from '../services/policy-messages.ts';
 import {
   addClientOptions,
   type ClientOptionValues,
@@ -23,6 +27,27 @@ import { examples, instant, relative } from './operator-output.ts';
 import { printResult } from './output.ts';
 
 // --- policies in JSON and text --------------------------------------------------
+
+/** A policy from the server, as plain JSON for printing (not validated); null when absent. */
+export function policyJsonFromMessage(message: PolicyMessage | undefined): PolicyJson | null {
+  if (message === undefined) return null;
+  const { limits } = message;
+  return {
+    version: message.version,
+    permissions: [...message.permissions],
+    limits:
+      limits === undefined
+        ? null
+        : {
+            workloads: limits.workloads,
+            cpus: [...limits.cpus],
+            memoryMiB: limits.memoryMib,
+            blockMiB: limits.blockMib,
+            bridges: [...limits.bridges],
+            issuancePerHour: limits.issuancePerHour,
+          },
+  };
+}
 
 const list = (items: readonly (string | number)[]): string => (items.length > 0 ? items.join(',') : 'none');
 
@@ -228,6 +253,7 @@ export function wholeNumber(text: string, flag: string, max = Number.MAX_SAFE_IN
 }
 
 /** CPU ids: "0,1", "0-3,8", or "" (none); sorted, without duplicates. */
+/** maxCpu: MAX_CPU_ID of pki/policy-extension.ts, not imported here so the CLI starts without ASN.1. */
 export function parseCpuList(text: string, flag = '--cpus', maxCpu = 4095): number[] {
   const cpus = new Set<number>();
   if (text.trim() === '') return [];

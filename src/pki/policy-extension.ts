@@ -149,6 +149,9 @@ export const MAX_CPU_ID = 4095;
 export const MAX_BRIDGES = 64;
 export const MAX_BRIDGE_NAME_LENGTH = 64;
 const BRIDGE_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** A bridge name a policy may carry: 1 to 64 of A-Z a-z 0-9 . _ - */
+export const isBridgeName = (name: string): boolean => BRIDGE_NAME.test(name);
 /** Every encoding of a valid policy is far below this; anything larger is refused unread. */
 const MAX_VALUE_BYTES = 32 * 1024;
 

@@ -57,24 +57,3 @@ export function policyMessage(policy: Policy | PolicyJson): PolicyMessage {
       : {}),
   };
 }
-
-/** What a peer sent, as plain JSON for printing (not validated); null when absent. */
-export function policyJsonFromMessage(message: PolicyMessage | undefined): PolicyJson | null {
-  if (message === undefined) return null;
-  const { limits } = message;
-  return {
-    version: message.version,
-    permissions: [...message.permissions],
-    limits:
-      limits === undefined
-        ? null
-        : {
-            workloads: limits.workloads,
-            cpus: [...limits.cpus],
-            memoryMiB: limits.memoryMib,
-            blockMiB: limits.blockMib,
-            bridges: [...limits.bridges],
-            issuancePerHour: limits.issuancePerHour,
-          },
-  };
-}
