@@ -831,34 +831,34 @@ export class Authority {
     const publicKey = verifyRegisterProof(request.possession, request.tokenId, request.tokenSecret);
     const name = displayName(request.name, 'node name');
     const id = nodeIdFor(publicKey);
-    let node = await this.#store.getNode(id);
-    if (!node) {
-      const problem = tokenProblem(token, now);
-      if (problem) throw problem;
-      const result = await this.#store.registerNode(
-        token.id,
-        {
-          id,
-          publicKey: spkiDer(publicKey),
-          name,
-          state: 'NEW',
-          tokenId: token.id,
-          createdAt: now,
-          updatedAt: now,
-          certificateSerial: null,
-        },
-        now,
-      );
-      if (result.outcome === 'token-unusable') {
-        const fresh = await this.#store.getToken(token.id);
-        throw (
-          (fresh && tokenProblem(fresh, now)) ??
-          permissionDenied(`join token ${token.id} can no longer be used`)
-        );
-      }
-      node = result.node;
-    }
+    const node =
+      (await this.#store.getNode(id)) ??
+      (await this.#spendToken(token, { id, publicKey: spkiDer(publicKey), name, state: 'NEW' }, now));
     return this.#enrolmentResult(node, now);
+  }
+
+  /**
+   * Consumes one use of `token` and records the enrolment, atomically (the
+   * store's registerNode). Refuses a token that is unusable now or was used
+   * up by a concurrent registration, naming why.
+   */
+  async #spendToken(
+    token: TokenRecord,
+    node: Pick<NodeRecord, 'id' | 'publicKey' | 'name' | 'state'>,
+    now: Date,
+  ): Promise<NodeRecord> {
+    const problem = tokenProblem(token, now);
+    if (problem) throw problem;
+    const result = await this.#store.registerNode(
+      token.id,
+      { ...node, tokenId: token.id, createdAt: now, updatedAt: now, certificateSerial: null },
+      now,
+    );
+    if (result.outcome !== 'token-unusable') return result.node;
+    const fresh = await this.#store.getToken(token.id);
+    throw (
+      (fresh && tokenProblem(fresh, now)) ?? permissionDenied(`join token ${token.id} can no longer be used`)
+    );
   }
 
   async #enrolmentResult(node: NodeRecord, now: Date): Promise<RegisterResult> {
@@ -1026,33 +1026,9 @@ export class Authority {
     }
     const enrolmentName = `replica:${replicaId}`;
     const id = replicaEnrolmentIdFor(publicKey);
-    let enrolment = await this.#store.getNode(id);
-    if (!enrolment) {
-      const problem = tokenProblem(token, now);
-      if (problem) throw problem;
-      const result = await this.#store.registerNode(
-        token.id,
-        {
-          id,
-          publicKey: spki,
-          name: enrolmentName,
-          state: 'UP',
-          tokenId: token.id,
-          createdAt: now,
-          updatedAt: now,
-          certificateSerial: null,
-        },
-        now,
-      );
-      if (result.outcome === 'token-unusable') {
-        const fresh = await this.#store.getToken(token.id);
-        throw (
-          (fresh && tokenProblem(fresh, now)) ??
-          permissionDenied(`join token ${token.id} can no longer be used`)
-        );
-      }
-      enrolment = result.node;
-    }
+    const enrolment =
+      (await this.#store.getNode(id)) ??
+      (await this.#spendToken(token, { id, publicKey: spki, name: enrolmentName, state: 'UP' }, now));
     if (enrolment.name !== enrolmentName) {
       throw new SigilError(
         'already_exists',
