@@ -17,10 +17,9 @@
 // business; put a proxy in front to publish CRLs).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
-import { isIP } from 'node:net';
 import { invalid, SigilError } from '../errors.ts';
 import { encodePem } from '../pki/pem.ts';
+import { isLoopbackHost, listenTracked } from '../transport/http-listener.ts';
 
 export interface HttpSideSources {
   /** The DER CRL of an issuer; null (or a not_found/invalid_argument SigilError) for unknown issuers. */
@@ -49,13 +48,6 @@ export interface HttpSide {
   readonly port: number;
   readonly url: string;
   close(): Promise<void>;
-}
-
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
-  return false;
 }
 
 const CRL_PREFIX = '/crl/';
@@ -220,7 +212,6 @@ export async function startHttpSide(
       `the HTTP side (CRLs, metrics, health) is plain HTTP and binds loopback only; ${JSON.stringify(host)} is not a loopback address (put a proxy in front to publish it)`,
     );
   }
-  const sockets = new Set<Socket>();
   const server = http.createServer((request, response) => {
     answer(sources, request, response).catch((error: unknown) => {
       options.onError?.(error instanceof Error ? error : new Error(String(error)));
@@ -228,32 +219,7 @@ export async function startHttpSide(
       else response.destroy();
     });
   });
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const listener = await listenTracked(server, host, port);
   server.on('error', (error) => options.onError?.(error));
-  const bound = (server.address() as AddressInfo).port;
-  const urlHost = isIP(host) === 6 ? `[${host}]` : host;
-  let closing: Promise<void> | null = null;
-  return {
-    host,
-    port: bound,
-    url: `http://${urlHost}:${bound}`,
-    close: () => {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        for (const socket of sockets) socket.destroy();
-      });
-      return closing;
-    },
-  };
+  return { host, port: listener.port, url: `http://${listener.authority}`, close: listener.close };
 }

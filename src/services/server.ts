@@ -19,11 +19,12 @@ import {
   DelegationService,
   EnrolmentService,
 } from '../gen/sigil/v1/sigil.ts';
-import { type HttpSide, isLoopbackHost, startHttpSide } from '../http/http-server.ts';
+import { type HttpSide, startHttpSide } from '../http/http-server.ts';
 import { type Logger, silentLogger } from '../logging.ts';
 import { dnsName } from '../pki/names.ts';
 import { openStore, type StoreKind, storeKind } from '../store/open-store.ts';
 import type { Store } from '../store/store.ts';
+import { isLoopbackHost } from '../transport/http-listener.ts';
 import { TransportMetrics } from '../transport/metrics.ts';
 import { MtlsServer } from '../transport/mtls-server.ts';
 import { adminService } from './admin.ts';

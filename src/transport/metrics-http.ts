@@ -8,9 +8,8 @@
 // requestCert + ca to require scraper client certificates).
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
-import { isIP } from 'node:net';
 import { invalid } from '../errors.ts';
+import { isLoopbackHost, listenTracked } from './http-listener.ts';
 
 /** What can be scraped: a prom-client Registry or a TransportMetrics both qualify. */
 export interface MetricsSource {
@@ -39,13 +38,6 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
-  return false;
-}
-
 /** Serve `source` on `/metrics`; resolves once listening. */
 export async function serveMetrics(
   source: MetricsSource,
@@ -62,7 +54,7 @@ export async function serveMetrics(
       `metrics path must start with "/" and have no query or fragment (got ${JSON.stringify(path)})`,
     );
   }
-  if (!options.tls && !isLoopback(host)) {
+  if (!options.tls && !isLoopbackHost(host)) {
     throw invalid(
       `refusing to serve metrics over plaintext HTTP on ${host}: plaintext is for loopback only; ` +
         'give tls options to serve HTTPS on another interface',
@@ -108,32 +100,11 @@ export async function serveMetrics(
   const server = options.tls
     ? https.createServer({ ...options.tls, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' }, handler)
     : http.createServer(handler);
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = (server.address() as AddressInfo).port;
-  const urlHost = isIP(host) === 6 ? `[${host}]` : host;
-  let closing: Promise<void> | null = null;
+  const listener = await listenTracked(server, host, port);
   return {
     host,
-    port: bound,
-    url: `${options.tls ? 'https' : 'http'}://${urlHost}:${bound}${path}`,
-    close: () => {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      });
-      return closing;
-    },
+    port: listener.port,
+    url: `${options.tls ? 'https' : 'http'}://${listener.authority}${path}`,
+    close: listener.close,
   };
 }
