@@ -4,6 +4,7 @@
 // with Buffer (de)serializers, and grpc-js clients built the plain way
 // (credentials.createSsl) so the server is tested against an unmodified peer.
 import { type KeyObject, X509Certificate } from 'node:crypto';
+import { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { createCrl, type RevokedEntry } from '../../src/pki/crl.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
@@ -358,4 +359,35 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/**
+ * start() and client() for one test file: every server and client they make
+ * is closed (newest first) when the file's tests are done.
+ */
+export function closedAfterTests(): {
+  start(options: Parameters<typeof startEchoServer>[0]): Promise<RunningServer>;
+  client(...args: Parameters<typeof mtlsClient>): grpc.Client;
+  /** Anything else to close with them. */
+  closeLater(cleanup: () => unknown): void;
+} {
+  const cleanups: (() => unknown)[] = [];
+  after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  });
+  return {
+    async start(options) {
+      const running = await startEchoServer(options);
+      cleanups.push(() => running.close());
+      return running;
+    },
+    client(...args) {
+      const made = mtlsClient(...args);
+      cleanups.push(() => made.close());
+      return made;
+    },
+    closeLater(cleanup) {
+      cleanups.push(cleanup);
+    },
+  };
 }

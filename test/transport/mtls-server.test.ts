@@ -2,7 +2,7 @@
 // in, what handlers see, and how material is replaced while it serves.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../../src/errors.ts';
@@ -10,16 +10,15 @@ import { MtlsServer } from '../../src/transport/mtls-server.ts';
 import { peerIdentity } from '../../src/transport/peer-identity.ts';
 import {
   callUnary,
+  closedAfterTests,
   describeIdentity,
   EchoClient,
   echoImplementation,
   echoService,
   eventually,
   ManualMaterialSource,
-  mtlsClient,
   type RunningServer,
   type SeenIdentity,
-  startEchoServer,
   TestCa,
 } from './fixtures.ts';
 
@@ -27,22 +26,7 @@ const hour = 3_600_000;
 const ca = new TestCa('sigil mtls-server test CA', { intermediate: true });
 const otherCa = new TestCa('some other CA');
 
-const cleanups: (() => unknown)[] = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-});
-
-async function start(options: Parameters<typeof startEchoServer>[0]): Promise<RunningServer> {
-  const running = await startEchoServer(options);
-  cleanups.push(() => running.close());
-  return running;
-}
-
-function client(...args: Parameters<typeof mtlsClient>): grpc.Client {
-  const made = mtlsClient(...args);
-  cleanups.push(() => made.close());
-  return made;
-}
+const { start, client, closeLater } = closedAfterTests();
 
 function seen(response: Buffer): SeenIdentity {
   return JSON.parse(response.toString()) as SeenIdentity;
@@ -168,7 +152,7 @@ describe('MtlsServer: refusals', () => {
   test('refuses a plaintext client', async () => {
     const since = running.failures.length;
     const plaintext = new EchoClient(`127.0.0.1:${running.port}`, grpc.credentials.createInsecure());
-    cleanups.push(() => plaintext.close());
+    closeLater(() => plaintext.close());
     const error = await callUnary(plaintext).then(
       () => assert.fail('a plaintext call succeeded'),
       (e: grpc.ServiceError) => e,
@@ -365,7 +349,7 @@ describe('MtlsServer: rotation', () => {
   test('the default connection age is half the leaf lifetime', async () => {
     const pair = ca.issueServer({ ttlMs: 2 * hour });
     const server = new MtlsServer({ material: new ManualMaterialSource(ca.material(pair)) });
-    cleanups.push(() => server.close(0));
+    closeLater(() => server.close(0));
     const leaf = server.material.leaf;
     assert.equal(
       server.maxConnectionAgeMs,
@@ -390,7 +374,7 @@ describe('MtlsServer: close', () => {
   test('listen rejects when the port is taken', async () => {
     const running = await start({ material: new ManualMaterialSource(ca.material(ca.issueServer())) });
     const second = new MtlsServer({ material: new ManualMaterialSource(ca.material(ca.issueServer())) });
-    cleanups.push(() => second.close(0));
+    closeLater(() => second.close(0));
     await assert.rejects(second.listen('127.0.0.1', running.port), /EADDRINUSE/);
   });
 

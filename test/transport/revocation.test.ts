@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../../src/errors.ts';
 import { CrlRevocationSource } from '../../src/transport/crl-revocation-source.ts';
@@ -12,13 +12,11 @@ import { normalizeSerial, RevocationSet } from '../../src/transport/revocation-s
 import type { RevocationSource } from '../../src/transport/revocation-source.ts';
 import {
   callUnary,
+  closedAfterTests,
   echoService,
   eventually,
   ManualMaterialSource,
-  mtlsClient,
-  type RunningServer,
   type SeenIdentity,
-  startEchoServer,
   TestCa,
 } from './fixtures.ts';
 
@@ -26,22 +24,7 @@ const hour = 3_600_000;
 const ca = new TestCa('sigil revocation test CA', { intermediate: true });
 const otherCa = new TestCa('some other CA');
 
-const cleanups: (() => unknown)[] = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-});
-
-async function start(options: Parameters<typeof startEchoServer>[0]): Promise<RunningServer> {
-  const running = await startEchoServer(options);
-  cleanups.push(() => running.close());
-  return running;
-}
-
-function client(...args: Parameters<typeof mtlsClient>): grpc.Client {
-  const made = mtlsClient(...args);
-  cleanups.push(() => made.close());
-  return made;
-}
+const { start, client } = closedAfterTests();
 
 function ticks(channel: grpc.Client): grpc.ClientReadableStream<Buffer> {
   return channel.makeServerStreamRequest(
