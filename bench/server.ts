@@ -49,6 +49,7 @@ import type { TlsMaterial } from '../src/transport/material.ts';
 import { StaticMaterialSource } from '../src/transport/static-source.ts';
 import { postgresUnavailable, startPostgres } from '../test/support/postgres.ts';
 import { type Limits, median, type Report } from './measure.ts';
+import { compareRemote, Failures } from './remote-compare.ts';
 import { LoadClient } from './workers/load-client.ts';
 import { CFSSL_INSTALL_HINT, type CfsslServer, findCfssl, startCfssl } from './workers/server-cfssl.ts';
 import { type SigilServerProcess, startSigilServer } from './workers/server-process.ts';
@@ -82,71 +83,6 @@ function tempDir(prefix: string): string {
 
 const newLoadClient = () =>
   new LoadClient<ToClient, Sample>(new URL('./workers/server-client.ts', import.meta.url));
-
-/** Failed operations per subject, reported on stderr at the end of a case. */
-class Failures {
-  readonly #bySubject = new Map<string, { count: number; errors: Set<string> }>();
-
-  note(name: string, sample: Sample): void {
-    if (sample.failures === 0) return;
-    const entry = this.#bySubject.get(name) ?? { count: 0, errors: new Set<string>() };
-    entry.count += sample.failures;
-    for (const error of sample.errors) entry.errors.add(error);
-    this.#bySubject.set(name, entry);
-  }
-
-  print(): void {
-    for (const [name, { count, errors }] of this.#bySubject) {
-      progress(`  ${name}: ${count} failed operations (${[...errors].join('; ')})`);
-    }
-  }
-}
-
-/**
- * Each subject's median rate (successful operations per second) over
- * `limits.runs` runs of at least MIN_RUN_MS, every run made of
- * `limits.slices` slices alternating between the subjects (rotating who goes
- * first). Failed operations do not count.
- */
-async function compareRemote(
-  client: LoadClient<ToClient, Sample>,
-  names: readonly SignSubject[],
-  limits: Limits,
-): Promise<Record<string, number>> {
-  const failures = new Failures();
-  const warmupMs = Math.max(limits.warmupMs, MIN_WARMUP_MS);
-  for (const name of names) {
-    failures.note(
-      name,
-      await client.sample({ type: 'run', subject: name, maxMs: warmupMs, maxOps: limits.maxOps }),
-    );
-  }
-  const rates: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
-  const sliceMs = Math.max(limits.maxMs, MIN_RUN_MS) / limits.slices;
-  const sliceOps = Math.max(1, Math.ceil(limits.maxOps / limits.slices));
-  for (let run = 0; run < limits.runs; run++) {
-    const totals = new Map(names.map((n) => [n, { ops: 0, ms: 0 }]));
-    for (let slice = 0; slice < limits.slices; slice++) {
-      for (let i = 0; i < names.length; i++) {
-        const name = names[(i + run + slice) % names.length];
-        const sample = await client.sample({ type: 'run', subject: name, maxMs: sliceMs, maxOps: sliceOps });
-        failures.note(name, sample);
-        const total = totals.get(name)!;
-        total.ops += sample.ops;
-        total.ms += sample.ms;
-      }
-    }
-    const parts = names.map((name) => {
-      const total = totals.get(name)!;
-      const rate = (total.ops * 1000) / total.ms;
-      rates[name].push(rate);
-      return `${name} ${Math.round(rate)}/s`;
-    });
-    progress(`  run ${run + 1}/${limits.runs}: ${parts.join(', ')}`);
-  }
-  failures.print();
-  return Object.fromEntries(names.map((n) => [n, median(rates[n])]));
-}
 
 async function startCfsslBaseline(): Promise<CfsslServer | null> {
   const binary = findCfssl();
@@ -197,7 +133,11 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
         `case sign: certificates/s, ${CONCURRENCY} in flight from a separate process: ${subjects.join(', ')} ` +
           `(each run ≥ ${MIN_RUN_MS} ms in ${limits.slices} interleaved slices)`,
       );
-      const rates = await compareRemote(client, subjects, limits);
+      const rates = await compareRemote(client, subjects, limits, {
+        minWarmupMs: MIN_WARMUP_MS,
+        minRunMs: MIN_RUN_MS,
+        progress,
+      });
       signRate = rates['sigil-spki'];
       const baselines: Record<string, number> = cfssl ? { 'cfssl-serve': rates.cfssl } : {};
       if (cases.has('sign')) report({ case: 'sign', metric: 'signs_per_s', value: signRate, baselines });
@@ -225,7 +165,7 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
           `  run ${run + 1}/${limits.runs}: ${sample.ops} enrolled in ${sample.ms.toFixed(0)} ms, ${Math.round(rate)}/s`,
         );
       }
-      failures.print();
+      failures.print(progress);
       report({
         case: 'enrol',
         metric: 'enrolments_per_s',

@@ -33,6 +33,7 @@ import { MaterialProvider } from '../src/transport/material-provider.ts';
 import { MtlsServer } from '../src/transport/mtls-server.ts';
 import { StaticMaterialSource } from '../src/transport/static-source.ts';
 import { type Limits, median, type Report } from './measure.ts';
+import { compareRemote } from './remote-compare.ts';
 import {
   echoImplementation,
   echoService,
@@ -61,59 +62,6 @@ const progress = (line: string) => process.stderr.write(`${line}\n`);
 
 const newLoadClient = () =>
   new LoadClient<ToClient, Sample>(new URL('./workers/transport-client.ts', import.meta.url));
-
-/**
- * Each subject's median rate (successful operations per second) over
- * `limits.runs` runs, every run made of `limits.slices` slices alternating
- * between the subjects (rotating who goes first). Failed operations are
- * reported on stderr and do not count.
- */
-async function compareRemote(
-  client: LoadClient<ToClient, Sample>,
-  names: readonly string[],
-  limits: Limits,
-): Promise<Record<string, number>> {
-  const failures = new Map<string, { count: number; errors: Set<string> }>();
-  const note = (name: string, sample: Sample) => {
-    if (sample.failures === 0) return;
-    const entry = failures.get(name) ?? { count: 0, errors: new Set<string>() };
-    entry.count += sample.failures;
-    for (const error of sample.errors) entry.errors.add(error);
-    failures.set(name, entry);
-  };
-  // JIT warm-up on both sides of the socket takes a while on a small machine: at least a second each.
-  const warmupMs = Math.max(limits.warmupMs, MIN_WARMUP_MS);
-  for (const name of names) {
-    note(name, await client.sample({ type: 'run', subject: name, maxMs: warmupMs, maxOps: limits.maxOps }));
-  }
-  const rates: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
-  const sliceMs = limits.maxMs / limits.slices;
-  const sliceOps = Math.max(1, Math.ceil(limits.maxOps / limits.slices));
-  for (let run = 0; run < limits.runs; run++) {
-    const totals = new Map(names.map((n) => [n, { ops: 0, ms: 0 }]));
-    for (let slice = 0; slice < limits.slices; slice++) {
-      for (let i = 0; i < names.length; i++) {
-        const name = names[(i + run + slice) % names.length];
-        const sample = await client.sample({ type: 'run', subject: name, maxMs: sliceMs, maxOps: sliceOps });
-        note(name, sample);
-        const total = totals.get(name)!;
-        total.ops += sample.ops;
-        total.ms += sample.ms;
-      }
-    }
-    const parts = names.map((name) => {
-      const total = totals.get(name)!;
-      const rate = (total.ops * 1000) / total.ms;
-      rates[name].push(rate);
-      return `${name} ${Math.round(rate)}/s`;
-    });
-    progress(`  run ${run + 1}/${limits.runs}: ${parts.join(', ')}`);
-  }
-  for (const [name, { count, errors }] of failures) {
-    progress(`  ${name}: ${count} failed operations (${[...errors].join('; ')})`);
-  }
-  return Object.fromEntries(names.map((n) => [n, median(rates[n])]));
-}
 
 function materialOf(leaf: IssuedLeaf, ca: EmbeddedCA): TlsMaterial {
   return { certificateChain: leaf.certificateChain, privateKey: leaf.privateKey, trustBundle: ca.chainPem() };
@@ -171,7 +119,10 @@ async function unaryCase(
     },
   };
   await client.request({ type: 'setup', subjects });
-  const rates = await compareRemote(client, Object.keys(subjects), limits);
+  const rates = await compareRemote(client, Object.keys(subjects), limits, {
+    minWarmupMs: MIN_WARMUP_MS,
+    progress,
+  });
   await client.request({ type: 'teardown' });
   await Promise.all([sigil.server.close(1000), shutdownGrpc(plaintext)]);
   report({
@@ -250,7 +201,10 @@ async function connectCase(
     },
   };
   await client.request({ type: 'setup', subjects });
-  const rates = await compareRemote(client, Object.keys(subjects), limits);
+  const rates = await compareRemote(client, Object.keys(subjects), limits, {
+    minWarmupMs: MIN_WARMUP_MS,
+    progress,
+  });
   await client.request({ type: 'teardown' });
   await Promise.all([
     sigil.server.close(1000),
