@@ -1,5 +1,6 @@
-// The bench side of a load-generating child process: fork the worker, then
-// one request/reply exchange at a time over IPC. Every worker protocol
+// Both sides of a load-generating child process. The bench forks the worker
+// and makes one request/reply exchange at a time over IPC (LoadClient); the
+// worker answers them in order (serveLoadRequests). Every worker protocol
 // answers `ok`, `sample` or `error`, and understands `teardown`.
 import { type ChildProcess, fork } from 'node:child_process';
 
@@ -50,4 +51,24 @@ export class LoadClient<To extends { readonly type: string }, S> {
     this.#child.disconnect();
     await exited;
   }
+}
+
+/**
+ * The worker side: answer the bench's messages one at a time, in order; a
+ * failure becomes an `error` reply. The worker exits when the bench lets go.
+ */
+export function serveLoadRequests<To, Reply>(handle: (message: To) => Promise<Reply>): void {
+  let queue: Promise<void> = Promise.resolve();
+  process.on('message', (message: To) => {
+    queue = queue.then(async () => {
+      let reply: Reply | { type: 'error'; message: string };
+      try {
+        reply = await handle(message);
+      } catch (error) {
+        reply = { type: 'error', message: error instanceof Error ? error.message : String(error) };
+      }
+      process.send?.(reply);
+    });
+  });
+  process.on('disconnect', () => process.exit(0));
 }

@@ -13,12 +13,12 @@ import { createRootCertificate } from '../../src/pki/issuer.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { dnsName, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { watchChild } from './child-process.ts';
 
 export const CFSSL_INSTALL_HINT =
   'install it with `apt-get install -y golang-cfssl` (Debian/Ubuntu), or point SIGIL_BENCH_CFSSL at a cfssl binary';
 
 const START_TIMEOUT_MS = 15_000;
-const KEEP_OUTPUT_CHARS = 4000;
 
 /** The cfssl binary: $SIGIL_BENCH_CFSSL, else `cfssl` on PATH; null when there is none. */
 export function findCfssl(): string | null {
@@ -134,31 +134,8 @@ export async function startCfssl(binary: string, dir: string): Promise<CfsslServ
     ],
     { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let output = '';
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-KEEP_OUTPUT_CHARS);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const killOnExit = (): void => {
-    child.kill('SIGKILL');
-  };
-  process.once('exit', killOnExit);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      exited = true;
-      process.removeListener('exit', killOnExit);
-      resolve();
-    });
-  });
-  const stop = async (): Promise<void> => {
-    if (exited) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exit;
-    clearTimeout(timer);
-  };
+  const watched = watchChild(child);
+  const stop = (): Promise<void> => watched.stop(5000);
 
   const url = `http://127.0.0.1:${port}`;
   const probeKey = generateKeyPair('p256');
@@ -169,7 +146,7 @@ export async function startCfssl(binary: string, dir: string): Promise<CfsslServ
   const body = JSON.stringify({ certificate_request: encodePem('CERTIFICATE REQUEST', csr) });
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
-    if (exited) throw new Error(`cfssl serve exited during start-up:\n${output}`);
+    if (watched.exited) throw new Error(`cfssl serve exited during start-up:\n${watched.output()}`);
     try {
       const answer = await post(new URL('/api/v1/cfssl/sign', url), body);
       const parsed = JSON.parse(answer.text) as { success?: boolean; result?: { certificate?: string } };
@@ -185,7 +162,9 @@ export async function startCfssl(binary: string, dir: string): Promise<CfsslServ
       if (error instanceof Error && error.message.startsWith('cfssl serve refused')) throw error;
       if (Date.now() > deadline) {
         await stop();
-        throw new Error(`cfssl serve did not answer within ${START_TIMEOUT_MS / 1000} s:\n${output}`);
+        throw new Error(
+          `cfssl serve did not answer within ${START_TIMEOUT_MS / 1000} s:\n${watched.output()}`,
+        );
       }
       await sleep(50);
     }

@@ -30,6 +30,7 @@ import { dnsName, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { serveLoadRequests } from './load-client.ts';
 import {
   CALL_DEADLINE_MS,
   type FromClient,
@@ -356,17 +357,4 @@ async function handle(message: ToClient): Promise<FromClient> {
   }
 }
 
-// One message at a time, in order.
-let queue: Promise<void> = Promise.resolve();
-process.on('message', (message: ToClient) => {
-  queue = queue.then(async () => {
-    let reply: FromClient;
-    try {
-      reply = await handle(message);
-    } catch (error) {
-      reply = { type: 'error', message: error instanceof Error ? error.message : String(error) };
-    }
-    process.send?.(reply);
-  });
-});
-process.on('disconnect', () => process.exit(0));
+serveLoadRequests(handle);

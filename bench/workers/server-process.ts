@@ -7,13 +7,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ServerInfoFile } from '../../src/services/data-directory.ts';
 import type { TlsMaterial } from '../../src/transport/material.ts';
+import { watchChild } from './child-process.ts';
 
 const SIGIL = fileURLToPath(new URL('../../bin/sigil.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
-/** How much of the server's output is kept for error messages. */
-const KEEP_OUTPUT_CHARS = 4000;
 
 export interface SigilServerProcess {
   readonly child: ChildProcess;
@@ -69,32 +68,15 @@ export async function startSigilServer(
     ],
     { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let output = '';
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-KEEP_OUTPUT_CHARS);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const killOnExit = (): void => {
-    child.kill('SIGKILL');
-  };
-  process.once('exit', killOnExit);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      exited = true;
-      process.removeListener('exit', killOnExit);
-      resolve();
-    });
-  });
+  const watched = watchChild(child);
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   let info: ServerInfoFile | null = null;
   while (info === null) {
-    if (exited) throw new Error(`sigil server exited during start-up:\n${output}`);
+    if (watched.exited) throw new Error(`sigil server exited during start-up:\n${watched.output()}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`sigil server did not start within ${START_TIMEOUT_MS / 1000} s:\n${output}`);
+      throw new Error(`sigil server did not start within ${START_TIMEOUT_MS / 1000} s:\n${watched.output()}`);
     }
     const found = readInfo(dataDir);
     if (found?.pid === child.pid) info = found;
@@ -112,13 +94,7 @@ export async function startSigilServer(
       trustBundle: readFileSync(join(dataDir, served.caBundle), 'utf8'),
     }),
     trustBundle: () => readFileSync(join(dataDir, served.caBundle), 'utf8'),
-    output: () => output,
-    async stop() {
-      if (exited) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-      await exit;
-      clearTimeout(timer);
-    },
+    output: watched.output,
+    stop: () => watched.stop(STOP_TIMEOUT_MS),
   };
 }

@@ -17,6 +17,7 @@ import {
   type Sample,
   type ToClient,
 } from './echo.ts';
+import { serveLoadRequests } from './load-client.ts';
 
 const payload = Buffer.alloc(PAYLOAD_BYTES, 7);
 const identity = (value: Buffer): Buffer => value;
@@ -216,17 +217,4 @@ async function handle(message: ToClient): Promise<FromClient> {
   }
 }
 
-// One message at a time, in order.
-let queue: Promise<void> = Promise.resolve();
-process.on('message', (message: ToClient) => {
-  queue = queue.then(async () => {
-    let reply: FromClient;
-    try {
-      reply = await handle(message);
-    } catch (error) {
-      reply = { type: 'error', message: error instanceof Error ? error.message : String(error) };
-    }
-    process.send?.(reply);
-  });
-});
-process.on('disconnect', () => process.exit(0));
+serveLoadRequests(handle);
