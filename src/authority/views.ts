@@ -1,48 +1,22 @@
 // The plain results the authority returns: what the services turn into proto
 // messages and the CLI prints. Dates stay Dates; DER stays Buffers.
-import type { CertificateRecord, NodeRecord, NodeState, TokenRecord } from '../store/store.ts';
+import type { CertificateRecord, NodeRecord, TokenRecord } from '../store/store.ts';
 import { nodeSpiffeId } from './identities.ts';
 import { tokenKindOf } from './tokens.ts';
 
-export interface NodeView {
-  readonly id: string;
-  readonly name: string | null;
-  readonly state: NodeState;
-  readonly tokenId: string;
-  readonly createdAt: Date;
-  readonly updatedAt: Date;
-  readonly certificateSerial: string | null;
+/** A node record without its key, with its SPIFFE ID. */
+export interface NodeView extends Omit<NodeRecord, 'publicKey'> {
   readonly spiffeId: string;
 }
 
-export interface TokenSummary {
-  readonly id: string;
-  readonly name: string | null;
-  readonly usesTotal: number;
-  readonly usesLeft: number;
-  readonly autoApprove: boolean;
-  readonly createdAt: Date;
-  readonly expiresAt: Date;
-  readonly revokedAt: Date | null;
-  readonly createdBy: string;
+/** A token record without its secret hash. */
+export interface TokenSummary extends Omit<TokenRecord, 'secretHash'> {
   /** A token for joining a replica rather than a node. */
   readonly replica: boolean;
 }
 
 /** A certificate record without its DER. */
-export interface CertificateSummary {
-  readonly serial: string;
-  readonly subject: string;
-  readonly sans: readonly string[];
-  readonly profile: string;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly issuerId: string;
-  readonly requester: string;
-  readonly issuedAt: Date;
-  readonly revokedAt: Date | null;
-  readonly revocationReason: string | null;
-}
+export type CertificateSummary = Omit<CertificateRecord, 'der'>;
 
 export interface TrustBundle {
   readonly trustDomain: string;
