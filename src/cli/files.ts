@@ -1,19 +1,5 @@
-// File output for commands: all or nothing. A command prepares every file it
-// will write, checks none would be clobbered (unless --force), writes each to
-// a temporary name beside its target, then renames them into place. Any
-// failure removes the temporaries, so a failed command leaves no partial files.
-import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { writeTemporaryBeside } from '../durable-write.ts';
 import { alreadyExists, invalid, notFound } from '../errors.ts';
 
 export interface PlannedFile {
@@ -38,18 +24,10 @@ export function writeFilesAtomically(files: readonly PlannedFile[], options: { f
   const written: { temporary: string; target: string }[] = [];
   try {
     for (const file of files) {
-      const temporary = join(
-        dirname(file.path),
-        `.${basename(file.path)}.${randomBytes(6).toString('hex')}.tmp`,
-      );
-      const fd = openSync(temporary, 'wx', file.mode);
-      try {
-        writeSync(fd, typeof file.contents === 'string' ? Buffer.from(file.contents) : file.contents);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      written.push({ temporary, target: file.path });
+      written.push({
+        temporary: writeTemporaryBeside(file.path, file.contents, file.mode),
+        target: file.path,
+      });
     }
     for (const { temporary, target } of written) renameSync(temporary, target);
   } catch (error) {

@@ -13,18 +13,9 @@
 // The directory is created 0700. Every file is written to a temporary name
 // and renamed into place, so a reader never sees half a file.
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeTemporaryBeside } from '../durable-write.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
 
 export const SERVER_INFO_FILE = 'server.json';
@@ -86,18 +77,12 @@ function describe(error: unknown): string {
 
 /** Write `contents` to `path` atomically (temporary file, fsync, rename) with `mode`. */
 export function writeFileAtomically(path: string, contents: string | Buffer, mode: number): void {
-  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  let temporary: string | null = null;
   try {
-    const fd = openSync(temporary, 'wx', mode);
-    try {
-      writeSync(fd, typeof contents === 'string' ? Buffer.from(contents) : contents);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    temporary = writeTemporaryBeside(path, contents, mode);
     renameSync(temporary, path);
   } catch (error) {
-    rmSync(temporary, { force: true });
+    if (temporary !== null) rmSync(temporary, { force: true });
     throw new SigilError('failed_precondition', `cannot write ${path}: ${describe(error)}`, { cause: error });
   }
 }
