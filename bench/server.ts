@@ -29,13 +29,15 @@
 // interleaved runs (each run split into slices alternating between subjects).
 // Targets are information only, never asserted. SIGIL_BENCH_CASES=sign,enrol
 // runs a subset; without cfssl the sign lines have no baseline.
+
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
+import { type UnaryMethod, unary } from '../src/agent/rpc.ts';
 import { possessionFor, signChallenge } from '../src/authority/challenges.ts';
 import {
   AdminClient,
@@ -186,28 +188,13 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
 
 // ------------------------------------------------------------ revocation
 
-type Unary<Request, Response> = (
+/** One call with the bench's deadline (sigil's own client helper). */
+const call = <Request, Response>(
+  client: object,
+  method: UnaryMethod<Request, Response>,
   request: Request,
-  metadata: grpc.Metadata,
-  options: Partial<grpc.CallOptions>,
-  callback: (error: grpc.ServiceError | null, response: Response) => void,
-) => grpc.ClientUnaryCall;
-
-function unary<Request, Response>(
-  client: grpc.Client,
-  method: Unary<Request, Response>,
-  request: Request,
-): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    method.call(
-      client,
-      request,
-      new grpc.Metadata(),
-      { deadline: Date.now() + CALL_DEADLINE_MS },
-      (error, response) => (error ? reject(error) : resolve(response)),
-    );
-  });
-}
+): Promise<Response> =>
+  unary(client, method, request, { target: 'the bench server', timeoutMs: CALL_DEADLINE_MS });
 
 function fingerprintOf(certificatePem: string): string {
   return createHash('sha256').update(new X509Certificate(certificatePem).raw).digest('hex');
@@ -227,7 +214,7 @@ async function issueVictims(
   const adminFingerprint = fingerprintOf(admin.certificateChain);
   const issueOne = async (i: number): Promise<Victim> => {
     const keys = generateKeyPair('p256');
-    const issued: IssuedCertificate = await unary(ca, ca.sign, {
+    const issued: IssuedCertificate = await call(ca, ca.sign, {
       key: { $case: 'possession', value: possessionFor(keys.privateKey, signChallenge(adminFingerprint)) },
       profile: 'client',
       commonName: `victim-${i}`,
@@ -337,7 +324,7 @@ async function revokePropagationCase(report: Report, limits: Limits): Promise<vo
     const adminClient = new AdminClient(a.info.listen, credentials);
     const ca = new CertificateAuthorityClient(a.info.listen, credentials);
     grpcClients.push(adminClient, ca);
-    const { token } = await unary(adminClient, adminClient.createToken, {
+    const { token } = await call(adminClient, adminClient.createToken, {
       ttlSeconds: 600,
       uses: 1,
       autoApprove: false,
@@ -371,7 +358,7 @@ async function revokePropagationCase(report: Report, limits: Limits): Promise<vo
       const connection = await connectVictim(b.info.listen, victim);
       const t0 = performance.now();
       let rpcDone = Number.NaN;
-      const revoked = unary(ca, ca.revoke, { serial: victim.serial, reason: 'keyCompromise' }).then(() => {
+      const revoked = call(ca, ca.revoke, { serial: victim.serial, reason: 'keyCompromise' }).then(() => {
         rpcDone = performance.now();
       });
       let timer: NodeJS.Timeout | undefined;

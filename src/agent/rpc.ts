@@ -106,7 +106,7 @@ function cleanDetails(details: string): string {
     .trim();
 }
 
-type UnaryMethod<Request, Response> = (
+export type UnaryMethod<Request, Response> = (
   request: Request,
   metadata: Metadata,
   options: Partial<CallOptions>,
