@@ -631,9 +631,19 @@ export class Authority {
       .join('');
   }
 
-  /** A snapshot of every revoked, unexpired serial (delivered before this returns), then each delta. */
-  watchRevocations(listener: (update: RevocationUpdate) => void): () => void {
-    return this.#revocations.watch(listener);
+  /**
+   * A snapshot of every revoked, unexpired serial (delivered before this
+   * returns), then each delta. For a delegate (`grant`), only what lies
+   * beneath it, delivered asynchronously (see Delegations.watchRevocations).
+   */
+  watchRevocations(listener: (update: RevocationUpdate) => void, grant?: DelegateGrant): () => void {
+    if (!grant) return this.#revocations.watch(listener);
+    return this.#delegations.watchRevocations(
+      grant,
+      (inner) => this.#revocations.watch(inner),
+      listener,
+      (error) => this.#warn(`a delegate's revocation watch failed: ${describe(error)}`, error),
+    );
   }
 
   revokedSerials(): string[] {

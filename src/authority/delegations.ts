@@ -35,6 +35,7 @@ import {
 } from './delegation.ts';
 import { certificateRecord, type IssuedCertificateView } from './issuance.ts';
 import { type LinkedCertificate, linkPresentedChain } from './presented-chain.ts';
+import type { RevocationUpdate } from './revocations.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
 
 /** A certificate of an admitted chain: what linking and checking found, read once. */
@@ -455,6 +456,54 @@ export class Delegations {
     }
     this.#context.revoked(ids);
     return { alreadyRevoked: !changed };
+  }
+
+  /**
+   * The revocation stream as a delegate may see it: only certificates
+   * recorded strictly beneath its own SPIFFE ID ("fp:<fingerprint>"), so it
+   * learns nothing of other subtrees, not even how often they revoke. The
+   * snapshot comes from the store, each later change is checked against it;
+   * updates keep their order.
+   */
+  watchRevocations(
+    grant: DelegateGrant,
+    source: (listener: (update: RevocationUpdate) => void) => () => void,
+    listener: (update: RevocationUpdate) => void,
+    onError: (error: unknown) => void,
+  ): () => void {
+    const { store } = this.#context;
+    const beneath = (record: DelegationRecord | null): boolean =>
+      record !== null && record.spiffeId !== grant.spiffeId && isAtOrUnder(record.spiffeId, grant.spiffeId);
+    let closed = false;
+    let queue: Promise<void> = Promise.resolve();
+    const deliver = (work: () => Promise<RevocationUpdate | null>): void => {
+      queue = queue
+        .then(work)
+        .then((update) => {
+          if (update !== null && !closed) listener(update);
+        })
+        .catch(onError);
+    };
+    const unsubscribe = source((update) =>
+      deliver(async () => {
+        if (update.snapshot) {
+          const now = this.#context.now();
+          const revoked = (await store.listDelegations({ under: grant.spiffeId })).filter(
+            (record) => beneath(record) && record.revokedAt !== null && record.notAfter > now,
+          );
+          return { snapshot: true, serials: revoked.map((record) => `fp:${record.fingerprint}`) };
+        }
+        const visible: string[] = [];
+        for (const id of update.serials) {
+          if (id.startsWith('fp:') && beneath(await store.getDelegation(id.slice(3)))) visible.push(id);
+        }
+        return visible.length > 0 ? { snapshot: false, serials: visible } : null;
+      }),
+    );
+    return () => {
+      closed = true;
+      unsubscribe();
+    };
   }
 
   #require(grant: DelegateGrant, permission: Permission): void {

@@ -24,6 +24,7 @@ import type {
 } from '../gen/sigil/v1/sigil.ts';
 import { CertificateAuthorityService } from '../gen/sigil/v1/sigil.ts';
 import { callerOf } from './caller.ts';
+import { type DelegateGrants, requireGrant } from './delegate-grants.ts';
 import { certificateSummaryMessage, issuedCertificateMessage, trustBundleMessage } from './messages.ts';
 import type { ServerMetrics } from './server-metrics.ts';
 import { type FailureReporter, serverStreamHandler, unaryHandler } from './status-codes.ts';
@@ -51,6 +52,8 @@ export interface ServiceDependencies {
   readonly metrics?: ServerMetrics;
   /** Every failed call (log internal errors with their stack). */
   readonly onFailure?: FailureReporter;
+  /** Admitted delegate chains; without it, delegates are refused wherever a grant is needed. */
+  readonly delegateGrants?: DelegateGrants;
 }
 
 export interface CertificateAuthorityImplementation {
@@ -141,7 +144,8 @@ export function certificateAuthorityService(deps: ServiceDependencies): Certific
     watchRevocations: serverStreamHandler<WatchRevocationsRequest, RevocationEvent>(
       { method: paths.watchRevocations.path, onFailure },
       async (call: grpc.ServerWritableStream<WatchRevocationsRequest, RevocationEvent>) => {
-        callerOf(call, td);
+        const caller = callerOf(call, td);
+        const grant = caller.role === 'delegate' ? await requireGrant(deps, call) : undefined;
         let open = true;
         let unsubscribe: (() => void) | null = null;
         const finish = (): void => {
@@ -166,7 +170,7 @@ export function certificateAuthorityService(deps: ServiceDependencies): Certific
         unsubscribe = authority.watchRevocations((update) => {
           if (!open || call.cancelled) return;
           call.write({ snapshot: update.snapshot, serials: [...update.serials] });
-        });
+        }, grant);
         if (!open) unsubscribe();
       },
     ),

@@ -121,3 +121,15 @@ function lengthPrefix(length: number): Buffer {
   prefix.writeUInt32BE(length);
   return prefix;
 }
+
+/**
+ * The admitted grant of a delegate's call. Fails closed when the server runs
+ * without DelegateGrants or the caller is not a delegate.
+ */
+export async function requireGrant(
+  deps: { readonly delegateGrants?: DelegateGrants },
+  call: PeerCall & { readonly metadata: grpc.Metadata },
+): Promise<DelegateGrant> {
+  if (!deps.delegateGrants) throw new SigilError('permission_denied', 'this server does not admit delegates');
+  return deps.delegateGrants.grantFor(call, call.metadata);
+}

@@ -23,7 +23,7 @@ import type {
 import { DelegationService } from '../gen/sigil/v1/sigil.ts';
 import { callerOf } from './caller.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
-import type { DelegateGrants } from './delegate-grants.ts';
+import { requireGrant } from './delegate-grants.ts';
 import { issuedCertificateMessage } from './messages.ts';
 import { policyFromMessage, policyMessage } from './policy-messages.ts';
 import { unaryHandler } from './status-codes.ts';
@@ -72,7 +72,7 @@ function statusMessage(view: DelegationStatusView): DelegationStatus {
   };
 }
 
-export function delegationService(deps: ServiceDependencies, grants: DelegateGrants): DelegationServer {
+export function delegationService(deps: ServiceDependencies): DelegationServer {
   const { authority, onFailure } = deps;
   const td = authority.trustDomain;
 
@@ -82,10 +82,10 @@ export function delegationService(deps: ServiceDependencies, grants: DelegateGra
   ): Promise<{ caller: Caller; grant: DelegateGrant | null }> {
     const caller = callerOf(call, td);
     if (caller.role !== 'delegate') return { caller, grant: null };
-    return { caller, grant: await grants.grantFor(call, call.metadata) };
+    return { caller, grant: await requireGrant(deps, call) };
   }
 
-  async function requireGrant(call: grpc.ServerUnaryCall<unknown, unknown>): Promise<DelegateGrant> {
+  async function delegateGrant(call: grpc.ServerUnaryCall<unknown, unknown>): Promise<DelegateGrant> {
     const { grant } = await who(call);
     if (!grant)
       throw invalid('this call is for delegates: call with a delegation identity (sigil delegate --out)');
@@ -126,13 +126,13 @@ export function delegationService(deps: ServiceDependencies, grants: DelegateGra
 
     getDelegationStatus: unaryHandler<GetDelegationStatusRequest, DelegationStatus>(
       { method: paths.getDelegationStatus.path, onFailure },
-      async (_request, call) => statusMessage(await authority.delegationStatus(await requireGrant(call))),
+      async (_request, call) => statusMessage(await authority.delegationStatus(await delegateGrant(call))),
     ),
 
     reserve: unaryHandler<ReserveRequest, Reservation>(
       { method: paths.reserve.path, onFailure },
       async (request, call) => {
-        const grant = await requireGrant(call);
+        const grant = await delegateGrant(call);
         checkText('holder', request.holder, MAX_SHORT_TEXT, { required: true });
         if (request.cpus.length > 4096) throw fieldError('cpus', 'at most 4096 cpu ids');
         const { reservation, existing } = await authority.reserve(grant, {
@@ -149,7 +149,7 @@ export function delegationService(deps: ServiceDependencies, grants: DelegateGra
     release: unaryHandler<ReleaseRequest, ReleaseResponse>(
       { method: paths.release.path, onFailure },
       async (request, call) => {
-        const grant = await requireGrant(call);
+        const grant = await delegateGrant(call);
         checkText('holder', request.holder, MAX_SHORT_TEXT, { required: true });
         return { released: await authority.release(grant, request.holder) };
       },

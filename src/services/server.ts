@@ -276,9 +276,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       if (status.details === INTERNAL_ERROR_MESSAGE) log.error({ err: error, method }, 'call failed');
       else log.debug({ method, code: status.code, details: status.details }, 'call refused');
     };
-    const deps = { authority, metrics: serverMetrics, onFailure };
-    const ca = certificateAuthorityService(deps);
     const grants = new DelegateGrants(authority);
+    const deps = { authority, metrics: serverMetrics, onFailure, delegateGrants: grants };
+    const ca = certificateAuthorityService(deps);
 
     const mtls = new MtlsServer({
       material: authority.serverMaterial(),
@@ -306,7 +306,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     mtls.addService(CertificateAuthorityService, ca.implementation);
     mtls.addService(EnrolmentService, enrolmentService(deps));
     mtls.addService(AdminService, adminService(deps));
-    mtls.addService(DelegationService, delegationService(deps, grants));
+    mtls.addService(DelegationService, delegationService(deps));
     let port: number;
     try {
       port = await mtls.listen(grpcListen.host, grpcListen.port);

@@ -10,7 +10,11 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { CertificateAuthorityClient, type DelegationNode } from '../../src/gen/sigil/v1/sigil.ts';
+import {
+  CertificateAuthorityClient,
+  type DelegationNode,
+  type RevocationEvent,
+} from '../../src/gen/sigil/v1/sigil.ts';
 import { parseCertificate } from '../../src/pki/certificate.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
@@ -328,6 +332,62 @@ describe('delegation through the server', () => {
     await call(adminCa, adminCa.revoke, { serial, reason: 'superseded' });
     const second = await delegates.adminDelegates('repeat', grant);
     assert.notDeepEqual(second.ca, first.ca);
+  });
+
+  test('WatchRevocations as a delegate: only revocations beneath it, nothing of a sibling subtree', async () => {
+    const top = await delegates.adminDelegates(
+      'watch',
+      policy('info,delegate,revoke,issue', { workloads: 4 }),
+    );
+    const left = subDelegate(top, 'left', policy('info,delegate', { workloads: 2 }));
+    const right = subDelegate(top, 'right', policy('info,delegate', { workloads: 2 }));
+    const leftChild = subDelegate(left, 'child', policy('info', { workloads: 1 }));
+    const rightChild = subDelegate(right, 'child', policy('info', { workloads: 1 }));
+    const fp = (der: Buffer) =>
+      `fp:${new X509Certificate(der).fingerprint256.replaceAll(':', '').toLowerCase()}`;
+
+    const streams: grpc.ClientReadableStream<RevocationEvent>[] = [];
+    const watch = (held: Held) => {
+      const events: RevocationEvent[] = [];
+      const stream = as(held).ca.watchRevocations({});
+      stream.on('data', (event: RevocationEvent) => events.push(event));
+      stream.on('error', () => {}); // cancelled at the end
+      streams.push(stream);
+      return events;
+    };
+    const topEvents = watch(top);
+    const rightEvents = watch(right);
+    await eventually('both snapshots', () => topEvents.length > 0 && rightEvents.length > 0);
+    // Revocations elsewhere on this server (other tests) are not in a delegate's snapshot.
+    assert.deepEqual(rightEvents[0], { snapshot: true, serials: [] });
+    assert.deepEqual(topEvents[0], { snapshot: true, serials: [] });
+
+    const t = as(top).delegation;
+    await call(t, t.revokeDelegated, {
+      certificate: leftChild.ca,
+      chain: [left.ca, top.ca, ...top.above],
+      reason: '',
+    });
+    await call(t, t.revokeDelegated, {
+      certificate: rightChild.ca,
+      chain: [right.ca, top.ca, ...top.above],
+      reason: '',
+    });
+    await eventually('top to see both', () =>
+      topEvents.flatMap((e) => e.serials).includes(fp(rightChild.ca)),
+    );
+    assert.deepEqual(
+      topEvents.flatMap((e) => e.serials),
+      [fp(leftChild.ca), fp(rightChild.ca)],
+    );
+    // Updates keep their order, so had right been told of leftChild, it would have come first.
+    await eventually('right to see its child', () =>
+      rightEvents.flatMap((e) => e.serials).includes(fp(rightChild.ca)),
+    );
+    assert.deepEqual(
+      rightEvents.flatMap((e) => e.serials),
+      [fp(rightChild.ca)],
+    );
   });
 
   test('revoking Alice ends every session beneath her and refuses new ones; admins cannot be impersonated by delegates', async () => {
