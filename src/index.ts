@@ -12,9 +12,13 @@ export type {
   PermissionSource,
 } from './transport/authorization.ts';
 export { AuthorizationPolicy, authorizationInterceptor } from './transport/authorization.ts';
+export type { ChainStrictnessOptions } from './transport/chain-strictness.ts';
+export { checkChainStrictness } from './transport/chain-strictness.ts';
 export type { ChannelCredentialsOptions } from './transport/client-credentials.ts';
 export { channelCredentials } from './transport/client-credentials.ts';
 export { CrlRevocationSource } from './transport/crl-revocation-source.ts';
+export type { AdmittedDelegate, DelegateAdmitter } from './transport/delegate-admission.ts';
+export { chainDelegateAdmitter } from './transport/delegate-admission.ts';
 export type { EmbeddedCAOptions, IssuedLeaf } from './transport/embedded-ca.ts';
 export { EmbeddedCA } from './transport/embedded-ca.ts';
 export type { FileSourceOptions, MaterialFiles } from './transport/file-source.ts';
@@ -31,7 +35,11 @@ export type { PeerIdentity } from './transport/peer-identity.ts';
 export { peerIdentity } from './transport/peer-identity.ts';
 export { RevocationSet } from './transport/revocation-set.ts';
 export type { RevocationSource } from './transport/revocation-source.ts';
-export type { ServerVerification } from './transport/server-verification.ts';
+export type {
+  PresentedServer,
+  ServerNameOptions,
+  ServerVerification,
+} from './transport/server-verification.ts';
 export {
   verifyAll,
   verifyPinnedFingerprint,

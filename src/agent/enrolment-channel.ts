@@ -37,6 +37,7 @@ import {
 } from '../pki/x509-library.ts';
 import { connectVerifiedTls } from '../transport/client-credentials.ts';
 import {
+  type PresentedServer,
   parseFingerprint,
   type ServerVerification,
   verifyAll,
@@ -197,6 +198,12 @@ export const REPLICA_PATH_PREFIX = '/replica/';
  * is undefined, for the first connection of an enrolment, where the pinned
  * root is what decides). A node's or workload's certificate from the same CA
  * is refused, so no enrolled machine can pose as the control plane.
+ *
+ * A name proves nothing by itself: anyone holding a delegation can sign a
+ * leaf that says spiffe://<td>/replica/x. So the leaf must also be issued
+ * directly by one of the deployment's own CAs: the verified root, or an
+ * intermediate the root signed directly that carries no name constraints
+ * (a replica's; every delegation is constrained and sits below one).
  */
 export function verifyControlPlane(trustDomain?: string): ServerVerification {
   const wanted =
@@ -204,7 +211,7 @@ export function verifyControlPlane(trustDomain?: string): ServerVerification {
       ? `a sigil replica SPIFFE ID (spiffe://<trust domain>${REPLICA_PATH_PREFIX}…)`
       : `a sigil replica SPIFFE ID (spiffe://${trustDomain}${REPLICA_PATH_PREFIX}…)`;
   return {
-    description: wanted,
+    description: `${wanted}, issued by the deployment's own CA`,
     check(server) {
       const uris = uriSans(server.certificate.raw);
       const presented = uris.length === 1 ? uris[0] : undefined;
@@ -220,14 +227,59 @@ export function verifyControlPlane(trustDomain?: string): ServerVerification {
           ok = false;
         }
       }
-      if (ok) return undefined;
+      if (!ok) {
+        return unauthenticated(
+          `server identity rejected: expected ${wanted}, the server presented ${
+            uris.length === 0 ? 'no URI SAN' : uris.map((uri) => JSON.stringify(uri)).join(', ')
+          }`,
+        );
+      }
+      const why = notDeploymentIssued(server);
+      if (why === undefined) return undefined;
       return unauthenticated(
-        `server identity rejected: expected ${wanted}, the server presented ${
-          uris.length === 0 ? 'no URI SAN' : uris.map((uri) => JSON.stringify(uri)).join(', ')
-        }`,
+        `server identity rejected: ${presented} is not a control-plane certificate: ${why} (a delegate can sign any name; only the deployment's CAs issue replicas)`,
       );
     },
   };
+}
+
+const NAME_CONSTRAINTS = '2.5.29.30';
+
+function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
+  try {
+    return subject.checkIssued(issuer) && subject.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why the server's leaf was not issued directly by the deployment (undefined
+ * when it was), decided by signature against the CAs this client trusts —
+ * never from Node's issuerCertificate links, which are a guess by name among
+ * whatever the server sent (a self-signed twin of a delegation would do).
+ */
+function notDeploymentIssued(server: PresentedServer): string | undefined {
+  const trusted = server.trusted ?? [];
+  const [leaf, ...sent] = server.presented ?? [];
+  if (leaf === undefined || trusted.length === 0)
+    return 'the client has no trusted roots to check it against';
+  if (trusted.some((root) => signs(root, leaf))) return undefined;
+  const now = Date.now();
+  const issuer = sent.find(
+    (candidate) =>
+      candidate.ca &&
+      Date.parse(candidate.validFrom) <= now &&
+      now <= Date.parse(candidate.validTo) &&
+      trusted.some((root) => signs(root, candidate)) &&
+      signs(candidate, leaf),
+  );
+  if (issuer === undefined)
+    return 'it is not signed by a root or by an intermediate the root signed directly';
+  if (new LibraryCertificate(issuer.raw).getExtension(NAME_CONSTRAINTS)) {
+    return 'its issuer carries name constraints, as only a delegation does';
+  }
+  return undefined;
 }
 
 /** The checks every sigil client makes on a control-plane server. */
@@ -249,17 +301,20 @@ export interface EnrolmentCredentialsOptions {
 
 class ServerAuthConnector implements experimental.SecureConnector {
   readonly #context: SecureContext;
+  readonly #roots: readonly X509Certificate[];
   readonly #serverName: string;
   readonly #verify: ServerVerification;
   readonly #callCredentials: CallCredentials;
 
   constructor(
     context: SecureContext,
+    roots: readonly X509Certificate[],
     serverName: string,
     verify: ServerVerification,
     callCredentials: CallCredentials,
   ) {
     this.#context = context;
+    this.#roots = roots;
     this.#serverName = serverName;
     this.#verify = verify;
     this.#callCredentials = callCredentials;
@@ -268,6 +323,7 @@ class ServerAuthConnector implements experimental.SecureConnector {
   connect(socket: Socket): Promise<experimental.SecureConnectResult> {
     return connectVerifiedTls(socket, {
       secureContext: this.#context,
+      authorities: this.#roots,
       serverName: this.#serverName,
       verification: this.#verify,
     });
@@ -286,11 +342,13 @@ class ServerAuthConnector implements experimental.SecureConnector {
 
 class ServerAuthCredentials extends ChannelCredentials {
   readonly #context: SecureContext;
+  readonly #roots: readonly X509Certificate[];
   readonly #verify: ServerVerification;
 
-  constructor(context: SecureContext, verify: ServerVerification) {
+  constructor(context: SecureContext, roots: readonly X509Certificate[], verify: ServerVerification) {
     super();
     this.#context = context;
+    this.#roots = roots;
     this.#verify = verify;
   }
 
@@ -311,6 +369,7 @@ class ServerAuthCredentials extends ChannelCredentials {
     const host = experimental.splitHostPort(authority)?.host ?? authority;
     return new ServerAuthConnector(
       this.#context,
+      this.#roots,
       host,
       this.#verify,
       callCredentials ?? CallCredentials.createEmpty(),
@@ -328,7 +387,7 @@ export function enrolmentCredentials(options: EnrolmentCredentialsOptions): Chan
   const pems = options.roots.map((root) =>
     typeof root === 'string' ? root : encodePem('CERTIFICATE', root),
   );
-  for (const pem of pems) new X509Certificate(pem); // fail here, not at the first handshake
+  const roots = pems.map((pem) => new X509Certificate(pem)); // fail here, not at the first handshake
   const context = createSecureContext({ ca: pems, minVersion: MIN_TLS_VERSION });
-  return new ServerAuthCredentials(context, options.verify);
+  return new ServerAuthCredentials(context, roots, options.verify);
 }

@@ -18,6 +18,7 @@ import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { invalid, notFound, preconditionFailed, SigilError, unauthenticated } from '../errors.ts';
 import { parseRevocationReason } from '../pki/crl.ts';
 import { readCsr } from '../pki/csr.ts';
+import { DELEGATION_LABEL } from '../pki/delegation-names.ts';
 import {
   generateKeyPair,
   keysMatch,
@@ -28,6 +29,7 @@ import {
 } from '../pki/keys.ts';
 import { dnsName, type GeneralName, ipAddress, parseSpiffeId, spiffeId, uriName } from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
+import type { PolicyOid } from '../pki/policy-extension.ts';
 import type { Profile } from '../pki/profiles.ts';
 import type {
   CertificateFilter,
@@ -60,7 +62,6 @@ import {
   verifySignProof,
 } from './challenges.ts';
 import { CrlCache } from './crl-cache.ts';
-import { DELEGATION_PREFIX } from './delegation.ts';
 import {
   type CreatedDelegation,
   type DelegateGrant,
@@ -133,6 +134,12 @@ export interface AuthorityOptions {
   readonly storeKey: Buffer;
   /** Only used when bootstrapping; a later start with a different one is refused. Default "sigil.internal". */
   readonly trustDomain?: string;
+  /**
+   * The policy extension's OID (dotted), fixed when bootstrapping like the
+   * trust domain; a later start with a different one is refused. Default
+   * DEFAULT_POLICY_OID_TEXT (see pki/policy-extension.ts for why).
+   */
+  readonly policyOid?: string;
   /** Where clients reach this replica ("host:port"): server certificate SANs and join tokens. */
   readonly serverAddresses: readonly string[];
   /** The clock, injectable for tests. */
@@ -328,6 +335,7 @@ export class Authority {
   readonly #addresses: readonly string[];
   readonly #now: () => Date;
   readonly #storeKind: string;
+  readonly #policyOid: PolicyOid;
   readonly #intermediateTtlMs: number;
   readonly #serverTtlMs: number;
   readonly #warn: (message: string, error?: unknown) => void;
@@ -345,11 +353,12 @@ export class Authority {
   readonly #warned = new Set<string>();
   #caCertificates: { cas: CaSet; certificates: X509Certificate[] } | null = null;
 
-  private constructor(options: AuthorityOptions, trustDomain: string, cas: CaSet) {
+  private constructor(options: AuthorityOptions, trustDomain: string, policyOid: PolicyOid, cas: CaSet) {
     this.#store = options.store;
     this.#replicaId = options.replicaId;
     this.#storeKey = options.storeKey;
     this.#trustDomain = trustDomain;
+    this.#policyOid = policyOid;
     this.#addresses = options.serverAddresses;
     this.#now = options.now ?? (() => new Date());
     this.#storeKind = options.storeKind ?? 'sqlite';
@@ -366,6 +375,7 @@ export class Authority {
     this.#delegations = new Delegations({
       store: this.#store,
       trustDomain,
+      policyOid,
       now: this.#now,
       serverCas: () => this.#serverCaCertificates(),
       signer: (now) => {
@@ -404,11 +414,12 @@ export class Authority {
       replicaId: options.replicaId,
       storeKey: options.storeKey,
       trustDomain: options.trustDomain,
+      policyOid: options.policyOid,
       now,
       intermediateTtlMs: options.intermediateTtlMs ?? INTERMEDIATE_TTL_MS,
       join: options.join,
     });
-    const authority = new Authority(options, started.trustDomain, started.cas);
+    const authority = new Authority(options, started.trustDomain, started.policyOid, started.cas);
     try {
       await authority.#start();
       const bootstrapped = started.adminPending ? await authority.#issueBootstrapAdmin() : undefined;
@@ -435,6 +446,11 @@ export class Authority {
 
   get replicaId(): string {
     return this.#replicaId;
+  }
+
+  /** The deployment's policy extension OID (fixed at bootstrap). */
+  get policyOid(): PolicyOid {
+    return this.#policyOid;
   }
 
   get rootFingerprint(): string {
@@ -482,15 +498,16 @@ export class Authority {
     if (spiffeUris.length === 1) {
       identity = spiffeUris[0].value;
       const parsed = parseSpiffeId(identity);
+      if (parsed.trustDomain.endsWith(`.${DELEGATION_LABEL}.${this.#trustDomain}`)) {
+        throw invalid(`SPIFFE ID ${identity} names a delegation subtree: create one with sigil delegate`);
+      }
       if (parsed.trustDomain !== this.#trustDomain) {
         throw invalid(`SPIFFE ID ${identity} is not in this trust domain (${this.#trustDomain})`);
       }
       const first = parsed.path.split('/')[1];
-      if (first === 'node' || first === 'replica' || first === DELEGATION_PREFIX) {
+      if (first === 'node' || first === 'replica') {
         throw invalid(
-          first === DELEGATION_PREFIX
-            ? `SPIFFE IDs under /${first}/ are delegation subtrees: create one with sigil delegate`
-            : `SPIFFE IDs under /${first}/ are reserved: ${first}s get theirs by enrolling with a join token`,
+          `SPIFFE IDs under /${first}/ are reserved: ${first}s get theirs by enrolling with a join token`,
         );
       }
     } else {
@@ -621,7 +638,13 @@ export class Authority {
 
   trustBundle(): TrustBundle {
     const { roots, intermediates } = this.#cas.bundle(this.#now());
-    return { trustDomain: this.#trustDomain, roots, intermediates, rootFingerprint: this.rootFingerprint };
+    return {
+      trustDomain: this.#trustDomain,
+      roots,
+      intermediates,
+      rootFingerprint: this.rootFingerprint,
+      policyOid: this.#policyOid.text,
+    };
   }
 
   /** PEM of the trust bundle's roots. */
@@ -736,6 +759,28 @@ export class Authority {
       throw permissionDenied('only an admin or a delegate may revoke delegations');
     const reason = reasonOf(request.reason);
     return this.#delegations.revoke(grant, request.certificate, request.chain, reason, caller.spiffeId);
+  }
+
+  /** Whether one of this deployment's CAs (current or retired) signed `certificateDer` directly. */
+  issuedByDeployment(certificateDer: Buffer): boolean {
+    let certificate: X509Certificate;
+    try {
+      certificate = new X509Certificate(certificateDer);
+    } catch {
+      return false;
+    }
+    return this.#serverCaCertificates().some((ca) => {
+      try {
+        return certificate.checkIssued(ca) && certificate.verify(ca.publicKey);
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /** The deployment's CA certificates (roots and intermediates, current and retired), for transport. */
+  deploymentAuthorities(): readonly X509Certificate[] {
+    return this.#serverCaCertificates();
   }
 
   #serverCaCertificates(): X509Certificate[] {
@@ -1190,6 +1235,7 @@ export class Authority {
       store: this.#storeKind,
       rootKeyOnline: root.record.encryptedKey !== null,
       rootKeyHere: this.#cas.rootKey() !== null,
+      policyOid: this.#policyOid.text,
     };
   }
 

@@ -21,6 +21,7 @@ import type { SubjectName } from '../pki/distinguished-name.ts';
 import { createRootCertificate, type IssuedCertificate, type Issuer } from '../pki/issuer.ts';
 import { generateKeyPair, keysMatch } from '../pki/keys.ts';
 import { parseTrustDomain } from '../pki/names.ts';
+import { DEFAULT_POLICY_OID, type PolicyOid, parsePolicyOid } from '../pki/policy-extension.ts';
 import type { CaRecord, Store } from '../store/store.ts';
 import { CaSet, generationOf, intermediateCaId, ROOT_CA_ID } from './ca-set.ts';
 import { replicaSpiffeId } from './identities.ts';
@@ -30,6 +31,7 @@ import { ROOT_TTL_MS } from './lifetimes.ts';
 
 export const DEFAULT_TRUST_DOMAIN = 'sigil.internal';
 export const SETTING_TRUST_DOMAIN = 'trust_domain';
+export const SETTING_POLICY_OID = 'policy_oid';
 export const SETTING_BOOTSTRAP_REPLICA = 'bootstrap_replica';
 /** Set once the admin identity of the bootstrap has been written out (Authority.confirmBootstrap). */
 export const SETTING_BOOTSTRAP_DELIVERED = 'bootstrap_delivered';
@@ -48,6 +50,8 @@ export interface StartupOptions {
   readonly replicaId: string;
   readonly storeKey: Buffer;
   readonly trustDomain?: string;
+  /** Only used when bootstrapping; a later start with a different one is refused. */
+  readonly policyOid?: string;
   readonly now: Date;
   readonly intermediateTtlMs: number;
   readonly join?: JoinMaterial;
@@ -56,6 +60,7 @@ export interface StartupOptions {
 export interface StartupResult {
   readonly mode: StartupMode;
   readonly trustDomain: string;
+  readonly policyOid: PolicyOid;
   readonly cas: CaSet;
   /** This replica bootstrapped the store and its admin identity has not been confirmed as delivered. */
   readonly adminPending: boolean;
@@ -105,6 +110,25 @@ async function resolveTrustDomain(store: Store, requested: string | undefined): 
     return stored;
   }
   return store.initSetting(SETTING_TRUST_DOMAIN, wanted ?? DEFAULT_TRUST_DOMAIN);
+}
+
+/**
+ * The store's policy extension OID, fixed on first start like the trust
+ * domain (a store made before it was a setting gets the default then);
+ * refuses a different one later, since certificates already carry it.
+ */
+async function resolvePolicyOid(store: Store, requested: string | undefined): Promise<PolicyOid> {
+  const wanted = requested === undefined ? undefined : parsePolicyOid(requested);
+  const stored = await store.getSetting(SETTING_POLICY_OID);
+  if (stored !== null) {
+    if (wanted !== undefined && wanted.text !== stored) {
+      throw preconditionFailed(
+        `this store's policy extension OID is ${stored}, not ${wanted.text}: it is fixed when the deployment is bootstrapped`,
+      );
+    }
+    return parsePolicyOid(stored);
+  }
+  return parsePolicyOid(await store.initSetting(SETTING_POLICY_OID, (wanted ?? DEFAULT_POLICY_OID).text));
 }
 
 async function createRoot(options: StartupOptions, trustDomain: string): Promise<void> {
@@ -280,6 +304,7 @@ export async function startUp(options: StartupOptions): Promise<StartupResult> {
     if (owner === replicaId) mode = 'bootstrap';
   }
   const trustDomain = await resolveTrustDomain(store, options.trustDomain);
+  const policyOid = await resolvePolicyOid(store, options.policyOid);
   let cas = await CaSet.load(store, replicaId, options.storeKey);
   if (!cas.root()) {
     if (owner !== replicaId) {
@@ -314,5 +339,5 @@ export async function startUp(options: StartupOptions): Promise<StartupResult> {
     }
   }
   const delivered = owner === replicaId ? await store.getSetting(SETTING_BOOTSTRAP_DELIVERED) : 'n/a';
-  return { mode, trustDomain, cas, adminPending: delivered === null };
+  return { mode, trustDomain, policyOid, cas, adminPending: delivered === null };
 }

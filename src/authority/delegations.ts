@@ -14,27 +14,32 @@
 import { createHash, type KeyObject, type X509Certificate } from 'node:crypto';
 import { invalid, notFound, SigilError } from '../errors.ts';
 import { fingerprintOf } from '../pki/certificate.ts';
+import { certificateNames } from '../pki/certificate-names.ts';
+import { type LinkedCertificate, linkPresentedChain } from '../pki/chain-links.ts';
+import {
+  issueDelegateLeaf,
+  issueDelegation,
+  type NameGrants,
+  NO_GRANTS,
+} from '../pki/delegation-certificates.ts';
+import {
+  checkDelegationChain,
+  DEFAULT_MAX_CHAIN_LENGTH,
+  delegatedKey,
+  policyOf,
+} from '../pki/delegation-chain.ts';
+import { delegatedId, parseDelegatedId, type Subtree, subtreeKey } from '../pki/delegation-names.ts';
 import type { Issuer } from '../pki/issuer.ts';
 import {
   PERMISSIONS,
   type Permission,
   type Policy,
   type PolicyJson,
+  type PolicyOid,
   policyToJson,
-  readPolicy,
 } from '../pki/policy-extension.ts';
 import type { DelegationRecord, Store, UsageTotals } from '../store/store.ts';
-import {
-  checkDelegationChain,
-  DEFAULT_MAX_CHAIN_LENGTH,
-  DELEGATION_PREFIX,
-  delegationPath,
-  issueDelegateLeaf,
-  issueDelegation,
-  spiffeIdIn,
-} from './delegation.ts';
 import { certificateRecord, type IssuedCertificateView } from './issuance.ts';
-import { type LinkedCertificate, linkPresentedChain } from './presented-chain.ts';
 import type { RevocationUpdate } from './revocations.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
 
@@ -42,12 +47,18 @@ import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest
 export interface GrantLink extends LinkedCertificate {
   readonly spiffeId: string;
   readonly policy: Policy | null;
+  /** Where it sits, as the store keys it ("/alice/carol"). */
+  readonly key: string;
 }
 
 /** What a verified delegate may do, as computed for its connection. */
 export interface DelegateGrant {
-  /** The leaf's SPIFFE ID, spiffe://<td>/d/alice/carol. */
+  /** The leaf's SPIFFE ID, e.g. spiffe://carol.alice.d.<td>. */
   readonly spiffeId: string;
+  /** The subtree the leaf acts for (["alice", "carol"]). */
+  readonly subtree: Subtree;
+  /** The leaf's place as the store keys it: "/alice/carol", or "/alice/carol//web" for a workload leaf. */
+  readonly key: string;
   /** The intersection of the policies along the chain. */
   readonly effective: Policy;
   /** Leaf first, up to the topmost delegation, each with its SPIFFE ID and own policy. */
@@ -66,13 +77,15 @@ export interface DelegationRequest {
   readonly policy: Policy;
   readonly pathLen?: number;
   readonly ttlMs?: number;
-  readonly dnsNames?: readonly string[];
+  /** DNS names and IP ranges the delegate may name in certificates. */
+  readonly grants?: Partial<NameGrants>;
   readonly publicKey: KeyObject;
   readonly command: boolean;
 }
 
 export interface CreatedDelegation extends IssuedCertificateView {
   readonly policy: Policy;
+  readonly grants: NameGrants;
 }
 
 /** A node of the delegation tree (status, /delegations). */
@@ -90,6 +103,7 @@ export interface DelegationTreeNode {
 
 export interface DelegationStatusView {
   readonly spiffeId: string;
+  readonly subtree: Subtree;
   readonly policy: Policy;
   readonly usage: UsageTotals;
   readonly issuedLastHour: number;
@@ -99,6 +113,8 @@ export interface DelegationStatusView {
 export interface DelegationContext {
   readonly store: Store;
   readonly trustDomain: string;
+  /** The deployment's policy extension OID. */
+  readonly policyOid: PolicyOid;
   readonly now: () => Date;
   /** The control plane's CA certificates (roots and intermediates, current and retired). */
   readonly serverCas: () => readonly X509Certificate[];
@@ -125,14 +141,15 @@ const NOT_IN_SUBTREE = 'no such certificate in your subtree';
 
 const denied = (message: string): SigilError => new SigilError('permission_denied', message);
 
-/** Whether `id` is `base` or lies beneath it. */
-export function isAtOrUnder(id: string, base: string): boolean {
-  return id === base || id.startsWith(`${base}/`);
+/** Whether store key `key` is `base` or lies beneath it. */
+export function isAtOrUnder(key: string, base: string): boolean {
+  return key === base || key.startsWith(`${base}/`);
 }
 
-/** Whether a SPIFFE ID names a delegation subtree: spiffe://<td>/d/… */
-export function isDelegationId(spiffeId: string, trustDomain: string): boolean {
-  return spiffeId.startsWith(`spiffe://${trustDomain}/${DELEGATION_PREFIX}/`);
+/** The store key of a delegated SPIFFE ID, or null when it is not delegated in `trustDomain`. */
+export function keyOfDelegatedId(spiffeId: string, trustDomain: string): string | null {
+  const name = parseDelegatedId(spiffeId, trustDomain);
+  return name === null ? null : delegatedKey(name.subtree, name.path);
 }
 
 export class Delegations {
@@ -152,26 +169,23 @@ export class Delegations {
    * every link, and refuses a certificate first seen beyond an issuance rate.
    */
   async admit(leafDer: Buffer, presented: readonly Buffer[]): Promise<DelegateGrant> {
-    const { store, trustDomain, now: clock } = this.#context;
+    const { store, trustDomain, policyOid, now: clock } = this.#context;
     const now = clock();
     const linked = linkPresentedChain(leafDer, presented, this.#context.serverCas(), now);
     const anchorIsRoot = linked.anchor.checkIssued(linked.anchor);
     const chain = [...linked.links.map((link) => link.der), ...(anchorIsRoot ? [] : [linked.anchor.raw])];
-    const result = checkDelegationChain(chain, { trustDomain });
-    // checkDelegationChain requires a SPIFFE ID of every link from the topmost delegation down.
-    const links: GrantLink[] = linked.links.map((link, index) => ({
-      ...link,
-      spiffeId: result.links[index].spiffeId ?? '',
-      policy: result.links[index].policy,
-    }));
-    const leafId = links[0].spiffeId;
-    if (!isDelegationId(leafId, trustDomain))
-      throw denied('the client certificate is not in a delegation subtree');
-    if (links[0].certificate.ca) {
-      throw denied(
-        'a CA certificate cannot call as a client: call with its identity leaf (cert.pem from sigil delegate)',
-      );
-    }
+    const result = checkDelegationChain(chain, { trustDomain, policyOid });
+    // Every linked certificate lies at or beneath the topmost delegation, so each has a subtree.
+    const links: GrantLink[] = linked.links.map((link, index) => {
+      const checked = result.links[index];
+      const path = index === 0 ? result.path : '';
+      return {
+        ...link,
+        spiffeId: checked.spiffeId ?? '',
+        policy: checked.policy,
+        key: delegatedKey(checked.subtree ?? [], path),
+      };
+    });
 
     const revocationIds: string[] = [];
     for (const link of links) {
@@ -195,7 +209,9 @@ export class Delegations {
       throw denied('a certificate in the chain has been revoked');
     }
     return {
-      spiffeId: leafId,
+      spiffeId: result.spiffeId,
+      subtree: result.subtree,
+      key: result.key,
       effective: result.effective,
       links,
       fingerprints: new Set(links.map((link) => link.fingerprint)),
@@ -205,7 +221,11 @@ export class Delegations {
 
   /** Records a certificate first met in a presented chain (insert-if-absent). */
   async #recordSeen(
-    link: LinkedCertificate & { readonly spiffeId: string; readonly policy: Policy | null },
+    link: LinkedCertificate & {
+      readonly spiffeId: string;
+      readonly policy: Policy | null;
+      readonly key: string;
+    },
     parentFingerprint: string | null,
     now: Date,
   ): Promise<void> {
@@ -213,6 +233,7 @@ export class Delegations {
       fingerprint: link.fingerprint,
       serial: link.serial,
       spiffeId: link.spiffeId,
+      subtree: link.key,
       parentFingerprint,
       policy: link.policy ? JSON.stringify(policyToJson(link.policy)) : null,
       isCa: link.certificate.ca,
@@ -233,7 +254,7 @@ export class Delegations {
       const limit = ancestor.policy?.limits?.issuancePerHour;
       if (limit === undefined) continue;
       // The ancestor's own record counts as issued in its parent's subtree, not its own.
-      const seen = await this.#context.store.countDelegationsSince(ancestor.spiffeId, since);
+      const seen = await this.#context.store.countDelegationsSince(ancestor.key, since);
       const own = (await this.#context.store.getDelegation(ancestor.fingerprint))?.recordedAt;
       const beneath = seen - (own && own.getTime() >= since.getTime() ? 1 : 0);
       if (beneath >= limit) {
@@ -248,7 +269,7 @@ export class Delegations {
 
   /** A direct delegation (or command certificate) under this replica's intermediate. The caller is an admin. */
   async create(request: DelegationRequest, requester: string): Promise<CreatedDelegation> {
-    const { store, trustDomain } = this.#context;
+    const { store, trustDomain, policyOid } = this.#context;
     const now = this.#context.now();
     const signer = this.#context.signer(now);
     let ttlMs = request.ttlMs;
@@ -257,8 +278,8 @@ export class Delegations {
     }
     ttlMs ??= request.command ? DEFAULT_COMMAND_TTL_MS : DEFAULT_DELEGATION_TTL_MS;
     // One live direct grant per name (identity leaves seen beneath share the ID and do not count).
-    const wanted = delegationPath(trustDomain, [request.name]);
-    const live = (await store.listDelegations({ under: wanted })).some(
+    const wanted = delegatedId(trustDomain, [request.name]);
+    const live = (await store.listDelegations({ under: subtreeKey([request.name]) })).some(
       (record) =>
         record.spiffeId === wanted &&
         record.origin === 'issued' &&
@@ -275,6 +296,7 @@ export class Delegations {
       ? issueDelegateLeaf({
           parent: { issuer: signer.issuer, certificateDer: signer.chain[0] },
           trustDomain,
+          policyOid,
           publicKey: request.publicKey,
           name: request.name,
           policy: request.policy,
@@ -293,14 +315,16 @@ export class Delegations {
             },
           },
           trustDomain,
+          policyOid,
           publicKey: request.publicKey,
           name: request.name,
           policy: request.policy,
           pathLen: request.pathLen ?? DEFAULT_DIRECT_PATH_LEN,
           ttlMs,
-          ...(request.dnsNames ? { dnsNames: request.dnsNames } : {}),
+          ...(request.grants ? { grants: request.grants } : {}),
           now,
         });
+    const grants: NameGrants = 'grants' in issued ? (issued.grants as NameGrants) : NO_GRANTS;
     const spiffeId = issued.id;
     const fingerprint = createHash('sha256').update(issued.der).digest('hex');
     await store.insertCertificate(
@@ -317,6 +341,7 @@ export class Delegations {
       fingerprint,
       serial: issued.serialHex,
       spiffeId,
+      subtree: subtreeKey([request.name]),
       parentFingerprint: null,
       policy: JSON.stringify(policyToJson(request.policy)),
       isCa: !request.command,
@@ -336,6 +361,7 @@ export class Delegations {
       notAfter: issued.notAfter,
       spiffeId,
       policy: request.policy,
+      grants,
     };
   }
 
@@ -345,12 +371,13 @@ export class Delegations {
     this.#require(grant, 'info');
     const { store } = this.#context;
     const since = new Date(this.#context.now().getTime() - HOUR_MS);
-    const records = await store.listDelegations({ under: grant.spiffeId });
+    const records = await store.listDelegations({ under: grant.key });
     const beneath = records.filter((record) => !grant.fingerprints.has(record.fingerprint));
     return {
       spiffeId: grant.spiffeId,
+      subtree: grant.subtree,
       policy: grant.effective,
-      usage: await store.usageUnder(grant.spiffeId),
+      usage: await store.usageUnder(grant.key),
       issuedLastHour: beneath.filter((record) => record.recordedAt >= since).length,
       delegated: buildTree(beneath),
     };
@@ -367,13 +394,13 @@ export class Delegations {
     this.#require(grant, 'create');
     checkReservation(request, grant.effective.limits);
     const levels = grant.links
-      .map((link) => ({ spiffeId: link.spiffeId, limits: link.policy?.limits ?? null }))
+      .map((link) => ({ subtree: link.key, limits: link.policy?.limits ?? null }))
       .reverse();
-    levels.push({ spiffeId: grant.spiffeId, limits: grant.effective.limits });
+    levels.push({ subtree: grant.key, limits: grant.effective.limits });
     const result = await this.#context.store.reserveUsage(
       {
         holder: request.holder,
-        spiffeId: grant.spiffeId,
+        subtree: grant.key,
         workloads: request.workloads,
         cpus: [...new Set(request.cpus)].sort((a, b) => a - b),
         memoryMiB: request.memoryMiB,
@@ -385,7 +412,7 @@ export class Delegations {
     if (result.outcome === 'exceeded') {
       throw new SigilError(
         'resource_exhausted',
-        exceededMessage(result.resource, result.used, result.limit, result.spiffeId, grant.spiffeId),
+        exceededMessage(result.resource, result.used, result.limit, result.subtree, grant.key),
       );
     }
     return { reservation: result.reservation, existing: result.outcome === 'existing' };
@@ -393,7 +420,7 @@ export class Delegations {
 
   async release(grant: DelegateGrant, holder: string): Promise<boolean> {
     this.#require(grant, 'destroy');
-    return this.#context.store.releaseUsage(grant.spiffeId, holder);
+    return this.#context.store.releaseUsage(grant.key, holder);
   }
 
   // ------------------------------------------------------------ revocation
@@ -401,7 +428,7 @@ export class Delegations {
   /**
    * Revokes `certificateDer`, linked by `chain` (its issuer first) to the
    * caller: a delegate with "revoke" may revoke anything strictly beneath its
-   * own SPIFFE ID; an admin (grant null) anything in a delegation subtree.
+   * own place in the tree; an admin (grant null) anything in a delegation subtree.
    */
   async revoke(
     grant: DelegateGrant | null,
@@ -411,7 +438,7 @@ export class Delegations {
     by: string,
   ): Promise<{ alreadyRevoked: boolean }> {
     if (grant) this.#require(grant, 'revoke');
-    const { store, trustDomain } = this.#context;
+    const { store, trustDomain, policyOid } = this.#context;
     const now = this.#context.now();
     let linked: ReturnType<typeof linkPresentedChain>;
     try {
@@ -423,26 +450,30 @@ export class Delegations {
     }
     const target = linked.links[0];
     let targetId: string | null;
+    let targetKey: string | null = null;
     let policy: Policy | null;
     try {
-      targetId = spiffeIdIn(target.der, trustDomain, 'the certificate');
-      policy = readPolicy(target.der);
+      const uris = certificateUris(target.der);
+      targetId = uris.length === 1 ? uris[0] : null;
+      if (targetId !== null) targetKey = keyOfDelegatedId(targetId, trustDomain);
+      policy = policyOf(target.der, policyOid, 'the certificate');
     } catch {
       throw notFound(NOT_IN_SUBTREE);
     }
     const inside =
-      targetId !== null &&
-      (grant
-        ? targetId !== grant.spiffeId && isAtOrUnder(targetId, grant.spiffeId)
-        : isDelegationId(targetId, trustDomain));
-    if (targetId === null || !inside || grant?.fingerprints.has(target.fingerprint)) {
+      targetKey !== null && (grant ? targetKey !== grant.key && isAtOrUnder(targetKey, grant.key) : true);
+    if (targetId === null || targetKey === null || !inside || grant?.fingerprints.has(target.fingerprint)) {
       throw notFound(NOT_IN_SUBTREE);
     }
 
     if (!(await store.getDelegation(target.fingerprint))) {
       const parent = linked.links[1] ?? null;
       const parentFingerprint = parent ? parent.fingerprint : grant ? fingerprintOf(linked.anchor) : null;
-      await this.#recordSeen({ ...target, spiffeId: targetId, policy }, parentFingerprint, now);
+      await this.#recordSeen(
+        { ...target, spiffeId: targetId, policy, key: targetKey },
+        parentFingerprint,
+        now,
+      );
     }
     const changed = await store.revokeDelegation(target.fingerprint, reason, now, by);
     const ids = [`fp:${target.fingerprint}`];
@@ -460,7 +491,7 @@ export class Delegations {
 
   /**
    * The revocation stream as a delegate may see it: only certificates
-   * recorded strictly beneath its own SPIFFE ID ("fp:<fingerprint>"), so it
+   * recorded strictly beneath its own place in the tree ("fp:<fingerprint>"), so it
    * learns nothing of other subtrees, not even how often they revoke. The
    * snapshot comes from the store, each later change is checked against it;
    * updates keep their order.
@@ -473,7 +504,7 @@ export class Delegations {
   ): () => void {
     const { store } = this.#context;
     const beneath = (record: DelegationRecord | null): boolean =>
-      record !== null && record.spiffeId !== grant.spiffeId && isAtOrUnder(record.spiffeId, grant.spiffeId);
+      record !== null && record.subtree !== grant.key && isAtOrUnder(record.subtree, grant.key);
     let closed = false;
     let queue: Promise<void> = Promise.resolve();
     const deliver = (work: () => Promise<RevocationUpdate | null>): void => {
@@ -488,7 +519,7 @@ export class Delegations {
       deliver(async () => {
         if (update.snapshot) {
           const now = this.#context.now();
-          const revoked = (await store.listDelegations({ under: grant.spiffeId })).filter(
+          const revoked = (await store.listDelegations({ under: grant.key })).filter(
             (record) => beneath(record) && record.revokedAt !== null && record.notAfter > now,
           );
           return { snapshot: true, serials: revoked.map((record) => `fp:${record.fingerprint}`) };
@@ -547,4 +578,9 @@ export function buildTree(all: readonly DelegationRecord[]): DelegationTreeNode[
     else roots.push(node);
   }
   return roots;
+}
+
+/** The URI SANs of a certificate. */
+function certificateUris(der: Buffer): readonly string[] {
+  return certificateNames(der).uris;
 }

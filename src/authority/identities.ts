@@ -1,12 +1,13 @@
 // The SPIFFE IDs of sigil's own principals and how a verified peer maps to a
-// role. OpenSSL has verified the chain before any of this runs; here the
-// SPIFFE ID in that chain decides what the caller may do:
+// role. OpenSSL has verified the chain before any of this runs. A role comes
+// from who issued the leaf, never from its name alone: only a leaf the
+// deployment's own CAs signed directly is read by its SPIFFE ID,
 //   spiffe://<td>/admin/<name>        admin: everything
 //   spiffe://<td>/node/<node-id>      node: renew itself, revoke its own certificates
 //   spiffe://<td>/replica/<replica>   replica: another server replica
-//   spiffe://<td>/d/<a>/<b>…          delegate: what its chain grants (see
-//                                     delegations.ts; decided per connection)
-// Anything else (other trust domains, workload certificates from Sign) is 'other'.
+// and a leaf with an admitted delegation grant is a delegate (what its chain
+// grants; see delegations.ts), whatever SPIFFE ID it carries. Anything else
+// (other trust domains, workload certificates from Sign) is 'other'.
 import { invalid } from '../errors.ts';
 import { parseSpiffeId, spiffeId } from '../pki/names.ts';
 import { isNodeId } from './node-id.ts';
@@ -21,7 +22,7 @@ export interface Caller {
   /** SHA-256 of the client certificate DER, lower-case hex. */
   readonly fingerprint: string;
   readonly role: Role;
-  /** The admin name, node ID, replica ID or delegate path ("/d/alice/carol"); null for 'other'. */
+  /** The admin name, node ID, replica ID or delegate key ("/alice/carol"); null for 'other'. */
   readonly name: string | null;
 }
 
@@ -30,6 +31,10 @@ export interface VerifiedPeer {
   readonly spiffeId: string | null;
   readonly serial: string;
   readonly fingerprint: string;
+  /** Signed directly by one of the deployment's CAs (checked by signature). */
+  readonly issuedByDeployment: boolean;
+  /** The store key of an admitted delegate ("/alice/carol"); null for anyone else. */
+  readonly delegateKey: string | null;
 }
 
 const REPLICA_ID = /^[A-Za-z0-9._-]{1,48}$/;
@@ -62,7 +67,9 @@ export function parseReplicaId(text: string): string {
 export function callerFrom(peer: VerifiedPeer, trustDomain: string): Caller {
   const base = { spiffeId: peer.spiffeId ?? '', serial: peer.serial, fingerprint: peer.fingerprint };
   const other: Caller = { ...base, role: 'other', name: null };
-  if (!peer.spiffeId) return other;
+  if (peer.delegateKey !== null) return { ...base, role: 'delegate', name: peer.delegateKey };
+  // A name binds only when the deployment issued it: a delegate can sign any name at all.
+  if (!peer.issuedByDeployment || !peer.spiffeId) return other;
   let path: string;
   try {
     const parsed = parseSpiffeId(peer.spiffeId);
@@ -72,7 +79,6 @@ export function callerFrom(peer: VerifiedPeer, trustDomain: string): Caller {
     return other;
   }
   const segments = path.split('/').slice(1);
-  if (segments[0] === 'd' && segments.length >= 2) return { ...base, role: 'delegate', name: path };
   if (segments.length !== 2) return other;
   const [kind, name] = segments;
   if (kind === 'admin') return { ...base, role: 'admin', name };

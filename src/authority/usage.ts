@@ -1,6 +1,6 @@
 // Resource accounting over delegation subtrees: the one place that decides
 // what a reservation is checked against. A reservation is charged to the
-// caller's SPIFFE ID, and every delegation above it counts it too: Alice's two
+// caller's subtree key (delegation-chain.ts), and every delegation above it counts it too: Alice's two
 // workloads are shared by Carol and Dan, whichever of them holds them. The
 // store keeps the reservations and applies the ceilings atomically (across
 // replicas); this module computes the ceilings from the verified chain.
@@ -8,9 +8,9 @@ import { invalid, SigilError } from '../errors.ts';
 import type { Limits } from '../pki/policy-extension.ts';
 import type { UsageCeiling } from '../store/store.ts';
 
-/** One level of a verified delegation chain: its SPIFFE ID and the limits its own certificate carries. */
+/** One level of a verified delegation chain: its subtree key and the limits its own certificate carries. */
 export interface ChainLevel {
-  readonly spiffeId: string;
+  readonly subtree: string;
   readonly limits: Limits | null;
 }
 
@@ -57,17 +57,17 @@ export function ceilingsFor(levels: readonly ChainLevel[]): UsageCeiling[] {
   for (const level of levels) {
     if (level.limits === null) continue;
     const mine: UsageCeiling = {
-      spiffeId: level.spiffeId,
+      subtree: level.subtree,
       workloads: level.limits.workloads,
       memoryMiB: level.limits.memoryMiB,
       blockMiB: level.limits.blockMiB,
     };
-    const seen = byId.get(level.spiffeId);
+    const seen = byId.get(level.subtree);
     byId.set(
-      level.spiffeId,
+      level.subtree,
       seen
         ? {
-            spiffeId: level.spiffeId,
+            subtree: level.subtree,
             workloads: Math.min(seen.workloads, mine.workloads),
             memoryMiB: Math.min(seen.memoryMiB, mine.memoryMiB),
             blockMiB: Math.min(seen.blockMiB, mine.blockMiB),
@@ -75,7 +75,7 @@ export function ceilingsFor(levels: readonly ChainLevel[]): UsageCeiling[] {
         : mine,
     );
   }
-  return [...byId.values()].sort((a, b) => a.spiffeId.length - b.spiffeId.length);
+  return [...byId.values()].sort((a, b) => a.subtree.length - b.subtree.length);
 }
 
 /**

@@ -26,6 +26,8 @@ export interface TrustBundle {
   readonly intermediates: readonly Buffer[];
   /** SHA-256 of the current root, lower-case hex. */
   readonly rootFingerprint: string;
+  /** The deployment's policy extension OID, dotted. */
+  readonly policyOid: string;
 }
 
 export interface ReplicaSummary {
@@ -49,6 +51,8 @@ export interface AuthorityStatus {
   readonly rootKeyOnline: boolean;
   /** The root key is usable on this replica (it can admit replicas and rotate intermediates). */
   readonly rootKeyHere: boolean;
+  /** The deployment's policy extension OID, dotted. */
+  readonly policyOid: string;
 }
 
 export function nodeView(node: NodeRecord, trustDomain: string): NodeView {

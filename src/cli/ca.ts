@@ -162,6 +162,8 @@ async function runExportRoot(flags: ExportRootFlags): Promise<void> {
           spiffeId: uri === undefined ? null : uri.slice(4),
           serial: admin.serialHex,
           fingerprint: admin.fingerprint,
+          issuedByDeployment: authority.issuedByDeployment(admin.der),
+          delegateKey: null,
         },
         authority.trustDomain,
       );

@@ -25,9 +25,10 @@
 //   key.pem          cert.pem's private key
 //   bundle.pem       the trust bundle (copied from the operator's or the parent's)
 //   delegation.json  { version, kind, spiffeId, serial, fingerprint, isCa, pathLen,
-//                      policy, effective, notAfter, trustDomain, rootFingerprint,
-//                      addresses }: what --identity DIR needs to find and pin the
-//                      server, and what the certificate grants
+//                      policy, effective, dnsNames, ipRanges, notAfter, trustDomain,
+//                      policyOid, rootFingerprint, addresses }: what --identity DIR
+//                      needs to find and pin the server, what the certificate
+//                      grants, and what an offline sub-delegation must carry
 //
 // This module is imported when commands are registered: nothing heavy at the
 // top (gRPC, X.509); those load when the command runs.
@@ -37,8 +38,9 @@ import type { Command } from 'commander';
 import { BUNDLE_FILE, CERTIFICATE_FILE, KEY_FILE } from '../agent/identity-files.ts';
 import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
 import type { DelegationCertificate } from '../gen/sigil/v1/sigil.ts';
+import type { NameGrants } from '../pki/delegation-certificates.ts';
 import { KEY_TYPES, type KeyType } from '../pki/keys.ts';
-import type { Limits, Permission, Policy, PolicyJson } from '../pki/policy-extension.ts';
+import type { Limits, Permission, Policy, PolicyJson, PolicyOid } from '../pki/policy-extension.ts';
 import {
   addClientOptions,
   type ClientContext,
@@ -97,8 +99,13 @@ export interface DelegationInfo {
   readonly policy: PolicyJson;
   /** What it grants: the intersection along its chain. */
   readonly effective: PolicyJson;
+  /** DNS names and IP ranges its name constraints permit (none when empty). */
+  readonly dnsNames: readonly string[];
+  readonly ipRanges: readonly string[];
   readonly notAfter: string;
   readonly trustDomain: string;
+  /** The deployment's policy extension OID, dotted. */
+  readonly policyOid: string;
   /** SHA-256 of the pinned root, lower-case hex. */
   readonly rootFingerprint: string;
   /** The server's gRPC addresses, HOST:PORT. */
@@ -121,6 +128,7 @@ interface DelegateFlags extends ClientOptionValues {
   pathLen?: string;
   ttl?: string;
   dns?: string;
+  ip?: string;
   command?: boolean;
   keyType?: string;
   force?: boolean;
@@ -150,12 +158,14 @@ async function parseBridges(text: string): Promise<string[]> {
   return [...new Set(names)].sort();
 }
 
-function parseDnsNames(text: string | undefined): string[] {
-  if (text === undefined || text.trim() === '') return [];
-  const names = text.split(',').map((item) => item.trim());
-  if (names.some((name) => name === ''))
-    throw invalid(`--dns ${JSON.stringify(text)} contains an empty name`);
-  return names;
+/** A comma-separated flag value (--dns, --ip) as a list; undefined when the flag is absent. */
+function parseList(flag: string, text: string | undefined): string[] | undefined {
+  if (text === undefined) return undefined;
+  if (text.trim() === '') return [];
+  const items = text.split(',').map((item) => item.trim());
+  if (items.some((item) => item === ''))
+    throw invalid(`${flag} ${JSON.stringify(text)} contains an empty entry`);
+  return items;
 }
 
 /** Limits from the flags; what a flag does not name comes from `base`. Null: no limits at all. */
@@ -182,6 +192,7 @@ function refuseCommandLimits(flags: DelegateFlags): void {
     ...LIMIT_FLAGS.filter(([name]) => flags[name] !== undefined).map(([, flag]) => flag),
     ...(flags.pathLen !== undefined ? ['--path-len'] : []),
     ...(flags.dns !== undefined ? ['--dns'] : []),
+    ...(flags.ip !== undefined ? ['--ip'] : []),
   ];
   if (given.length > 0) {
     throw invalid(
@@ -196,17 +207,38 @@ interface CommonRequest {
   readonly keyType: KeyType;
   readonly ttlMs: number | undefined;
   readonly pathLen: number | undefined;
-  readonly dnsNames: string[];
+  /** --dns and --ip as given (each undefined when absent), checked. */
+  readonly grants: { readonly dnsNames?: string[]; readonly ipRanges?: string[] };
   readonly out: string;
 }
 
 async function commonRequest(flags: DelegateFlags): Promise<CommonRequest> {
   const { parseKeyType } = await import('../pki/keys.ts');
   const { parseDuration } = await import('../pki/duration.ts');
-  const { delegationPath } = await import('../authority/delegation.ts');
+  const { checkDelegationName } = await import('../pki/delegation-names.ts');
+  const { parseGrants } = await import('../pki/delegation-certificates.ts');
   const name = flags.to.trim();
-  // Only the segment rule matters here; the real trust domain comes later.
-  delegationPath('delegation.invalid', [name]);
+  try {
+    checkDelegationName(name);
+  } catch (error) {
+    // A dotted or underscored name is the likeliest slip: the parent's names are added as labels.
+    const hint = /[._]/.test(name)
+      ? `; no "." or "_" (e.g. ${name.replaceAll(/[._]/g, '-')}): the name is one label of the host NAME.<parent's host>`
+      : '';
+    throw invalid(`--to: ${error instanceof Error ? error.message : String(error)}${hint}`, error);
+  }
+  const dnsNames = parseList('--dns', flags.dns);
+  const ipRanges = parseList('--ip', flags.ip);
+  for (const [flag, grants] of [
+    ['--dns', { dnsNames: dnsNames ?? [] }],
+    ['--ip', { ipRanges: ipRanges ?? [] }],
+  ] as const) {
+    try {
+      parseGrants(grants);
+    } catch (error) {
+      throw invalid(`${flag}: ${error instanceof Error ? error.message : String(error)}`, error);
+    }
+  }
   const kind: DelegationKind = flags.command ? 'command' : 'delegation';
   if (kind === 'command') refuseCommandLimits(flags);
   return {
@@ -215,7 +247,7 @@ async function commonRequest(flags: DelegateFlags): Promise<CommonRequest> {
     keyType: flags.keyType === undefined ? DEFAULT_KEY_TYPE : parseKeyType(flags.keyType),
     ttlMs: flags.ttl === undefined ? undefined : parseDuration(flags.ttl),
     pathLen: flags.pathLen === undefined ? undefined : wholeNumber(flags.pathLen, '--path-len', MAX_PATH_LEN),
-    dnsNames: parseDnsNames(flags.dns),
+    grants: { ...(dnsNames ? { dnsNames } : {}), ...(ipRanges ? { ipRanges } : {}) },
     out: resolve(flags.out),
   };
 }
@@ -242,6 +274,9 @@ export interface DelegationParts {
   /** Its private key. */
   readonly key: KeyObject;
   readonly trustDomain: string;
+  readonly policyOid: PolicyOid;
+  /** What the certificate's name constraints permit. */
+  readonly grants: NameGrants;
   readonly rootFingerprint: string;
   readonly addresses: readonly string[];
   /** bundle.pem, verbatim. */
@@ -262,7 +297,8 @@ export interface AssembledDelegation {
  * effective policy, so nothing is written that the server would refuse.
  */
 export async function assembleDelegation(parts: DelegationParts): Promise<AssembledDelegation> {
-  const { checkDelegationChain, issueDelegateLeaf } = await import('../authority/delegation.ts');
+  const { checkDelegationChain } = await import('../pki/delegation-chain.ts');
+  const { issueDelegateLeaf } = await import('../pki/delegation-certificates.ts');
   const { parseCertificate } = await import('../pki/certificate.ts');
   const { Issuer } = await import('../pki/issuer.ts');
   const { generateKeyPair, privateKeyToPem } = await import('../pki/keys.ts');
@@ -273,7 +309,11 @@ export async function assembleDelegation(parts: DelegationParts): Promise<Assemb
   const pem = (ders: readonly Buffer[]) => ders.map((der) => encodePem('CERTIFICATE', der)).join('');
   const certificate = parseCertificate(parts.certificateDer, 'the delegation certificate');
   const chain = [parts.certificateDer, ...parts.chainDer];
-  const { effective, links } = checkDelegationChain(chain, { trustDomain: parts.trustDomain });
+  const settings = { trustDomain: parts.trustDomain, policyOid: parts.policyOid };
+  const { effective, links } = checkDelegationChain(chain, {
+    ...settings,
+    endsAtDelegation: parts.kind === 'delegation',
+  });
   const { policy, spiffeId } = links[0];
   if (policy === null) throw invalid('the delegation certificate carries no sigil policy extension');
   if (spiffeId === null) throw invalid('the delegation certificate carries no SPIFFE ID');
@@ -288,9 +328,10 @@ export async function assembleDelegation(parts: DelegationParts): Promise<Assemb
         certificateDer: parts.certificateDer,
       },
       trustDomain: parts.trustDomain,
+      policyOid: parts.policyOid,
       publicKey: leafKey.publicKey,
     });
-    checkDelegationChain([leaf.der, ...chain], { trustDomain: parts.trustDomain });
+    checkDelegationChain([leaf.der, ...chain], settings);
     identity = { chain: [leaf.der, ...chain], key: leafKey.privateKey };
   } else {
     if (certificate.isCa) throw invalid('a command certificate must not be a CA certificate');
@@ -307,8 +348,11 @@ export async function assembleDelegation(parts: DelegationParts): Promise<Assemb
     pathLen: certificate.isCa ? certificate.pathLen : null,
     policy: policyToJson(policy),
     effective: policyToJson(effective),
+    dnsNames: [...parts.grants.dnsNames],
+    ipRanges: [...parts.grants.ipRanges],
     notAfter: certificate.notAfter.toISOString(),
     trustDomain: parts.trustDomain,
+    policyOid: parts.policyOid.text,
     rootFingerprint: parts.rootFingerprint,
     addresses: [...parts.addresses],
   };
@@ -425,7 +469,8 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
           policy: policyMessage(policy),
           pathLen: request.pathLen ?? -1,
           ttlSeconds,
-          dnsNames: request.dnsNames,
+          dnsNames: request.grants.dnsNames ?? [],
+          ipRanges: request.grants.ipRanges ?? [],
           possession: possessionFor(key.privateKey, signChallenge(callerFingerprint)),
           command: request.kind === 'command',
         },
@@ -454,13 +499,22 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
     .filter((der) => !rootDers.has(der.toString('base64')));
   const spiffeId = response.spiffeId || issued.spiffeId;
   const { parseSpiffeId } = await import('../pki/names.ts');
-  const trustDomain = context.trustDomain ?? parseSpiffeId(spiffeId).trustDomain;
+  const { parsePolicyOid } = await import('../pki/policy-extension.ts');
+  const { DELEGATION_LABEL } = await import('../pki/delegation-names.ts');
+  const host = parseSpiffeId(spiffeId).trustDomain;
+  const trustDomain =
+    context.trustDomain ?? host.slice(host.indexOf(`.${DELEGATION_LABEL}.`) + DELEGATION_LABEL.length + 2);
+  if (response.policyOid === '') {
+    throw invalid(`the server at ${target} did not say which policy extension OID it uses (upgrade it)`);
+  }
   const assembled = await assembleDelegation({
     kind: request.kind,
     certificateDer,
     chainDer,
     key: key.privateKey,
     trustDomain,
+    policyOid: parsePolicyOid(response.policyOid),
+    grants: { dnsNames: response.dnsNames, ipRanges: response.ipRanges },
     rootFingerprint: context.rootFingerprint,
     addresses: [context.address],
     bundlePem,
@@ -479,6 +533,8 @@ interface ParentDirectory {
   readonly key: KeyObject;
   readonly bundlePem: string;
   readonly trustDomain: string;
+  readonly policyOid: PolicyOid;
+  readonly grants: NameGrants;
   readonly rootFingerprint: string;
   readonly addresses: readonly string[];
 }
@@ -544,13 +600,39 @@ async function readParent(dir: string): Promise<ParentDirectory> {
   }
   const trustDomain = info.trustDomain;
   if (trustDomain === undefined) throw invalid(`${infoPath} names no trust domain`);
-  return { dir, chainDer, key, bundlePem, trustDomain, rootFingerprint, addresses: info.addresses };
+  const { parsePolicyOid } = await import('../pki/policy-extension.ts');
+  const { parseGrants } = await import('../pki/delegation-certificates.ts');
+  const record = JSON.parse(read(DELEGATION_INFO_FILE)) as Record<string, unknown>;
+  if (typeof record.policyOid !== 'string') {
+    throw invalid(`${infoPath} names no policyOid (written by an older sigil: make the delegation again)`);
+  }
+  let grants: NameGrants;
+  let policyOid: PolicyOid;
+  try {
+    policyOid = parsePolicyOid(record.policyOid);
+    grants = parseGrants({
+      dnsNames: Array.isArray(record.dnsNames) ? (record.dnsNames as string[]) : [],
+      ipRanges: Array.isArray(record.ipRanges) ? (record.ipRanges as string[]) : [],
+    });
+  } catch (error) {
+    throw invalid(`${infoPath}: ${error instanceof Error ? error.message : String(error)}`, error);
+  }
+  return {
+    dir,
+    chainDer,
+    key,
+    bundlePem,
+    trustDomain,
+    policyOid,
+    grants,
+    rootFingerprint,
+    addresses: info.addresses,
+  };
 }
 
 async function offline(flags: DelegateFlags, request: CommonRequest, from: string): Promise<Outcome> {
-  const { checkDelegationChain, issueDelegateLeaf, issueDelegation } = await import(
-    '../authority/delegation.ts'
-  );
+  const { checkDelegationChain } = await import('../pki/delegation-chain.ts');
+  const { issueDelegateLeaf, issueDelegation } = await import('../pki/delegation-certificates.ts');
   const { Issuer } = await import('../pki/issuer.ts');
   const { generateKeyPair } = await import('../pki/keys.ts');
   const { isNarrowing } = await import('../pki/policy-extension.ts');
@@ -560,7 +642,11 @@ async function offline(flags: DelegateFlags, request: CommonRequest, from: strin
   const parent = await readParent(parentDir);
   const parentDer = parent.chainDer[0];
   // What the parent may hand on: the intersection along its own chain.
-  const { effective } = checkDelegationChain(parent.chainDer, { trustDomain: parent.trustDomain });
+  const { effective } = checkDelegationChain(parent.chainDer, {
+    trustDomain: parent.trustDomain,
+    policyOid: parent.policyOid,
+    endsAtDelegation: true,
+  });
   const permissions =
     flags.permissions === undefined ? effective.permissions : await permissionsFrom(flags.permissions);
   const policy: Policy = {
@@ -573,17 +659,25 @@ async function offline(flags: DelegateFlags, request: CommonRequest, from: strin
   const issuer = Issuer.fromCertificate(parentDer, parent.key);
   const key = generateKeyPair(request.keyType);
   let certificateDer: Buffer;
+  // Name grants not given default to the parent's, like limits.
+  let grants: NameGrants = { dnsNames: [], ipRanges: [] };
   if (request.kind === 'delegation') {
-    certificateDer = issueDelegation({
-      parent: { issuer, certificateDer: parentDer, policy: effective },
+    const issued = issueDelegation({
+      parent: { issuer, certificateDer: parentDer, policy: effective, grants: parent.grants },
       trustDomain: parent.trustDomain,
+      policyOid: parent.policyOid,
       publicKey: key.publicKey,
       name: request.name,
       policy,
       pathLen: request.pathLen,
       ttlMs: request.ttlMs,
-      dnsNames: request.dnsNames,
-    }).der;
+      grants: {
+        dnsNames: request.grants.dnsNames ?? [...parent.grants.dnsNames],
+        ipRanges: request.grants.ipRanges ?? [...parent.grants.ipRanges],
+      },
+    });
+    certificateDer = issued.der;
+    grants = issued.grants;
   } else {
     const narrowing = isNarrowing(policy, effective);
     if (!narrowing.ok) {
@@ -595,6 +689,7 @@ async function offline(flags: DelegateFlags, request: CommonRequest, from: strin
     certificateDer = issueDelegateLeaf({
       parent: { issuer, certificateDer: parentDer },
       trustDomain: parent.trustDomain,
+      policyOid: parent.policyOid,
       publicKey: key.publicKey,
       name: request.name,
       policy,
@@ -607,6 +702,8 @@ async function offline(flags: DelegateFlags, request: CommonRequest, from: strin
     chainDer: parent.chainDer,
     key: key.privateKey,
     trustDomain: parent.trustDomain,
+    policyOid: parent.policyOid,
+    grants,
     rootFingerprint: parent.rootFingerprint,
     addresses: parent.addresses,
     bundlePem: parent.bundlePem,
@@ -632,6 +729,9 @@ async function runDelegate(flags: DelegateFlags): Promise<void> {
     notAfter: info.notAfter,
     policy: info.policy,
     effective: info.effective,
+    dnsNames: info.dnsNames,
+    ipRanges: info.ipRanges,
+    policyOid: info.policyOid,
     issuedBy: outcome.server === null ? 'offline' : 'server',
     server: outcome.server,
     from: outcome.from,
@@ -647,6 +747,15 @@ async function runDelegate(flags: DelegateFlags): Promise<void> {
       `  permissions:  ${permissionsText(info.effective)}`,
       `  limits:       ${limitsText(info.effective)}`,
     ];
+    if (info.kind === 'delegation') {
+      const names = [
+        ...info.dnsNames.map((name) => `DNS ${name}`),
+        ...info.ipRanges.map((range) => `IP ${range}`),
+      ];
+      lines.push(
+        `  names:        ${names.length > 0 ? names.join(', ') : 'none (no DNS name, no IP address)'}`,
+      );
+    }
     if (info.pathLen !== null || info.isCa) {
       lines.push(`  path length:  ${info.pathLen === null ? 'unlimited' : info.pathLen}`);
     }
@@ -674,7 +783,7 @@ export function registerDelegateCommand(program: Command): void {
       )
       .requiredOption(
         '--to <name>',
-        'the delegate: one path segment of [a-z0-9._-] appended to the SPIFFE ID',
+        'the delegate: one DNS label (a-z, 0-9, inner "-"); its subtree is spiffe://NAME.<parent>.d.<trust domain>',
       )
       .requiredOption('--out <dir>', 'directory to write (created 0700; keys 0600)')
       .option(
@@ -705,7 +814,11 @@ export function registerDelegateCommand(program: Command): void {
       )
       .option(
         '--dns <names>',
-        'comma-separated DNS names the delegate may put in certificates (default: none)',
+        'comma-separated DNS names the delegate may certify, ".example.org" for subdomains only (default: none; with --from: the parent\'s)',
+      )
+      .option(
+        '--ip <ranges>',
+        "comma-separated CIDR ranges the delegate may certify, e.g. 10.1.0.0/16 (default: none; with --from: the parent's)",
       )
       .option('--command', 'a command certificate: a leaf with permissions only, for interactive use')
       .option('--key-type <type>', `key type of the new keys: ${KEY_TYPES.join(', ')} (default: p256)`)

@@ -202,16 +202,20 @@ export async function showDelegationStatus(clients: Clients, flags: { json?: boo
 /**
  * Whether the identity a client command calls with is a delegate's: its
  * --identity directory has a delegation.json, or its leaf's SPIFFE ID lies
- * under /d/.
+ * in a delegated subtree, beneath <name>.d.<trust domain>. Without a known
+ * trust domain, any host with a "d" label below its first one counts (a
+ * deployment identity's host is the trust domain itself).
  */
 export async function isDelegateIdentity(
   identityDir: string | undefined,
   certificateChainPem: string,
+  trustDomain?: string,
 ): Promise<boolean> {
   const { existsSync } = await import('node:fs');
   const { join } = await import('node:path');
   if (identityDir !== undefined && existsSync(join(identityDir, DELEGATION_INFO_FILE))) return true;
   const { X509Certificate } = await import('node:crypto');
+  const { DELEGATION_LABEL, parseDelegatedId } = await import('../pki/delegation-names.ts');
   const match = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(certificateChainPem);
   if (match === null) return false;
   let names: string;
@@ -223,7 +227,12 @@ export async function isDelegateIdentity(
   return names
     .split(/,\s*/)
     .filter((name) => name.startsWith('URI:spiffe://'))
-    .some((name) => /^URI:spiffe:\/\/[^/]+\/d\//.test(name));
+    .map((name) => name.slice('URI:'.length))
+    .some((id) => {
+      if (trustDomain !== undefined) return parseDelegatedId(id, trustDomain) !== null;
+      const host = /^spiffe:\/\/([^/]+)/.exec(id)?.[1] ?? '';
+      return host.split('.').slice(1, -1).includes(DELEGATION_LABEL);
+    });
 }
 
 // --- commands -----------------------------------------------------------------------

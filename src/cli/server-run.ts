@@ -16,6 +16,7 @@ function announce(running: RunningServer, write: (line: string) => void): void {
   if (boot) {
     write(`sigil: bootstrapped trust domain ${boot.trustDomain}`);
     write(`  CA fingerprint (SHA-256): ${boot.rootFingerprint}`);
+    write(`  policy extension OID: ${running.authority.policyOid.text} (fixed for this deployment)`);
     write(`  admin identity: ${boot.adminCertificatePath}, ${boot.adminKeyPath} (0600; keep them private)`);
     write(`  make a join token:  sigil token create --data ${shellQuote(running.dataDir)}`);
   }
@@ -50,6 +51,7 @@ export async function runServer(flags: ServerFlags): Promise<void> {
       ...(flags.advertise && flags.advertise.length > 0 ? { advertise: flags.advertise } : {}),
       ...(flags.store ? { store: flags.store } : {}),
       ...(flags.trustDomain ? { trustDomain: flags.trustDomain } : {}),
+      ...(flags.policyOid ? { policyOid: flags.policyOid } : {}),
       ...(flags.replicaId ? { replicaId: flags.replicaId } : {}),
       ...(flags.join ? { join: flags.join } : {}),
       logger,

@@ -10,6 +10,7 @@ export interface ServerFlags {
   readonly advertise?: string[];
   readonly store?: string;
   readonly trustDomain?: string;
+  readonly policyOid?: string;
   readonly replicaId?: string;
   readonly join?: string;
   readonly logLevel?: string;
@@ -73,6 +74,13 @@ export function registerServerCommand(program: Command): void {
       new Option('--trust-domain <name>', 'trust domain of a new deployment (default: sigil.internal)').env(
         'SIGIL_TRUST_DOMAIN',
       ),
+    )
+    .addOption(
+      new Option(
+        '--policy-oid <oid>',
+        "OID of sigil's policy extension in a new deployment's delegation certificates: an arc under your " +
+          "organisation's IANA enterprise number, e.g. 1.3.6.1.4.1.<PEN>.1 (default: 2.999.7445.1; fixed at bootstrap)",
+      ).env('SIGIL_POLICY_OID'),
     )
     .addOption(
       new Option(

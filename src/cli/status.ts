@@ -1,8 +1,9 @@
 // `sigil status`: what the control plane says about itself (Admin.GetStatus),
 // asked as an admin: trust domain, pinned root, replicas and their
 // intermediates, certificate and node counts, store, whether the root key is
-// online. Called with a delegate's identity (an --identity directory written
-// by `sigil delegate`, or a leaf whose SPIFFE ID lies under /d/) it shows the
+// online, the policy extension OID fixed at bootstrap. Called with a
+// delegate's identity (an --identity directory written by `sigil delegate`,
+// or a leaf whose SPIFFE ID lies beneath <name>.d.<td>) it shows the
 // delegation status instead, as `sigil delegation status` does: a delegate
 // has no business with the deployment's state.
 import type { Command } from 'commander';
@@ -21,7 +22,7 @@ async function runStatus(flags: StatusFlags): Promise<void> {
   const values = await clientFlags(flags);
   const result = await withClients(values, async (clients) => {
     const { admin, target, context } = clients;
-    if (await isDelegateIdentity(values.identity, context.certificateChain)) {
+    if (await isDelegateIdentity(values.identity, context.certificateChain, context.trustDomain)) {
       await showDelegationStatus(clients, flags);
       return null;
     }
@@ -35,6 +36,7 @@ async function runStatus(flags: StatusFlags): Promise<void> {
   const json = {
     server: target,
     trustDomain: status.trustDomain,
+    policyOid: status.policyOid,
     rootFingerprint: status.rootFingerprint,
     replicaId: status.replicaId,
     store: status.store,
@@ -52,6 +54,7 @@ async function runStatus(flags: StatusFlags): Promise<void> {
     const lines = [
       `sigil server at ${target} (replica ${json.replicaId || '-'}, ${json.store || 'unknown'} store)`,
       `  trust domain:   ${json.trustDomain}`,
+      `  policy OID:     ${json.policyOid || 'unknown (an older server)'}`,
       `  root CA:        ${json.rootFingerprint} (key ${json.rootKeyOnline ? 'online' : 'offline'})`,
       `  certificates:   ${json.certificates.issued} issued, ${json.certificates.revoked} revoked`,
       `  nodes:          ${json.nodes.up} up, ${json.nodes.new} waiting for approval, ${json.nodes.revoked} revoked`,
@@ -78,7 +81,7 @@ export function registerStatusCommand(program: Command): void {
     program
       .command('status')
       .description(
-        "The control plane's state: trust domain, root CA, replicas, certificate and node counts; " +
+        "The control plane's state: trust domain, policy OID, root CA, replicas, certificate and node counts; " +
           'as a delegate (--identity DIR from sigil delegate): its policy, usage and what it delegated',
       )
       .option('--json', 'print JSON'),

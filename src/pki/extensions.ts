@@ -109,8 +109,9 @@ export function nameConstraints(constraints: NameConstraints): Buffer {
  * A DNS or URI name-constraint base: a host name, or for URIs also ".domain"
  * (any host below it). Validated like a SAN so only ASCII reaches the encoder.
  */
+// A leading "." means subdomains only, for DNS as for URI constraints (OpenSSL and Go read it so).
 function constraintHost(text: string, kind: 'DNS' | 'URI'): Buffer {
-  const host = kind === 'URI' && text.startsWith('.') ? text.slice(1) : text;
+  const host = text.startsWith('.') ? text.slice(1) : text;
   if (host.startsWith('*')) throw invalid(`${kind} name constraint "${text}" may not contain a wildcard`);
   try {
     dnsName(host);

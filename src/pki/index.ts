@@ -44,15 +44,17 @@ export {
 } from './names.ts';
 export type { PemBlock } from './pem.ts';
 export { decodePem, encodePem } from './pem.ts';
-export type { Limits, Permission, Policy } from './policy-extension.ts';
+export type { Limits, Permission, Policy, PolicyOid } from './policy-extension.ts';
 export {
+  DEFAULT_POLICY_OID,
+  DEFAULT_POLICY_OID_TEXT,
   decodePolicy,
   encodePolicy,
   intersectPolicies,
   isNarrowing,
   PERMISSIONS,
-  POLICY_EXTENSION_OID,
   parsePermissions,
+  parsePolicyOid,
   policyExtension,
   readPolicy,
 } from './policy-extension.ts';

@@ -39,12 +39,12 @@
 // targeted checks do not already name. Every failure is a SigilError
 // (invalid_argument); nothing else escapes.
 //
-// Locating the extension. The OID has an arc far above 2^53, which
-// @peculiar/asn1-x509 cannot represent (its Extension.extnID comes back as
-// "2.25"), and Node's X509Certificate does not expose extensions at all. So
-// the certificate is parsed with @peculiar/asn1-schema against a copy of the
-// RFC 5280 Certificate schema whose Extension keeps extnID as the raw
-// encoded element, and that element is compared byte for byte with our OID.
+// Locating the extension. OIDs are compared by their DER bytes, never by
+// dotted text: asn1js decodes large arcs wrongly, and Node's X509Certificate
+// does not expose extensions at all. So the certificate is parsed with
+// @peculiar/asn1-schema against a copy of the RFC 5280 Certificate schema
+// whose Extension keeps extnID as the raw encoded element, and that element
+// is compared byte for byte with the deployment's OID (PolicyOid.der).
 
 import {
   AsnArray,
@@ -63,15 +63,53 @@ import { integer, namedBits, oid, sequence, setOf, utf8String } from './der.ts';
 // --- identity -----------------------------------------------------------------
 
 /**
- * Generated once (crypto.randomUUID(), a version 4 UUID) for sigil and fixed
- * forever: the policy extension's OID is this UUID as an unsigned 128-bit
- * integer under the ITU-T/ISO arc 2.25 (X.667 §6.3), so it needs no
- * registration and collides with nobody.
+ * The OID the extension is written and found under. It is a deployment
+ * setting, fixed when the deployment is bootstrapped (`sigil server
+ * --policy-oid`), because a project cannot invent an enterprise number: an
+ * organisation with an IANA Private Enterprise Number uses an arc of its own
+ * (`1.3.6.1.4.1.<PEN>.…`). Every arc must fit in 28 bits, RFC 5280's minimum,
+ * so Go's crypto/x509, Python cryptography and RustCrypto parse the
+ * certificates (they refuse the 128-bit arcs of 2.25 UUID OIDs).
  */
-export const POLICY_EXTENSION_UUID = '29c22549-4a5c-490d-8068-8b2cf9c3e4b0';
+export interface PolicyOid {
+  /** Dotted decimal, e.g. "2.999.7445.1". */
+  readonly text: string;
+  /** The DER OBJECT IDENTIFIER (tag, length, contents): extensions are matched on these bytes. */
+  readonly der: Buffer;
+}
 
-/** `2.25.` + BigInt('0x29c225494a5c490d80688b2cf9c3e4b0'). */
-export const POLICY_EXTENSION_OID = '2.25.55506409673561962886091138008118191280';
+/**
+ * The default: under 2.999, the arc ITU-T X.660 / ISO/IEC 9834-1 reserve for
+ * examples and that will never be assigned to anyone, so it cannot collide
+ * with a registered extension; 7445 spells SIGL on a phone keypad. Good for
+ * a deployment whose chains stay within its own trust; an organisation that
+ * shows its certificates to others sets its own arc at bootstrap.
+ */
+export const DEFAULT_POLICY_OID_TEXT = '2.999.7445.1';
+
+/** Largest arc accepted: 2^28 - 1 (RFC 5280 §4.1.2.4 asks implementations to handle 28 bits). */
+export const MAX_OID_ARC = 2 ** 28 - 1;
+
+/** A policy OID from its dotted text; refuses malformed text, fewer than three arcs, and arcs of 28 bits or more. */
+export function parsePolicyOid(text: string): PolicyOid {
+  const fail = (why: string) =>
+    invalid(`invalid policy OID ${JSON.stringify(String(text).slice(0, 80))}: ${why}`);
+  if (typeof text !== 'string' || !/^\d+(\.\d+)+$/.test(text)) {
+    throw fail('give dotted decimal arcs, e.g. 1.3.6.1.4.1.<your PEN>.1');
+  }
+  const arcs = text.split('.');
+  if (arcs.some((arc) => arc.length > 1 && arc.startsWith('0'))) throw fail('arcs have no leading zeros');
+  const values = arcs.map(Number);
+  if (values.length < 3) throw fail('use at least three arcs (an arc of your own, not a top-level one)');
+  if (values.some((arc) => !Number.isSafeInteger(arc) || arc > MAX_OID_ARC)) {
+    throw fail(`every arc must be below 2^28 (${MAX_OID_ARC + 1}) so every X.509 stack can parse it`);
+  }
+  if (values[0] > 2) throw fail('the first arc is 0, 1 or 2');
+  if (values[0] < 2 && values[1] > 39) throw fail('under 0 and 1 the second arc is at most 39');
+  return Object.freeze({ text, der: oid(text) });
+}
+
+export const DEFAULT_POLICY_OID: PolicyOid = parsePolicyOid(DEFAULT_POLICY_OID_TEXT);
 
 /** The version this code writes and the only one it reads. */
 export const POLICY_VERSION = 1;
@@ -268,9 +306,12 @@ export function encodePolicy(policy: Policy): Buffer {
   return sequence(...members);
 }
 
-/** The extension ready for IssueRequest.extensions: our OID, the DER value, non-critical. */
-export function policyExtension(policy: Policy): { readonly oid: string; readonly value: Buffer } {
-  return { oid: POLICY_EXTENSION_OID, value: encodePolicy(policy) };
+/** The extension ready for IssueRequest.extensions: the deployment's OID, the DER value, non-critical. */
+export function policyExtension(
+  policy: Policy,
+  policyOid: PolicyOid,
+): { readonly oid: string; readonly value: Buffer } {
+  return { oid: policyOid.text, value: encodePolicy(policy) };
 }
 
 // --- decoding -----------------------------------------------------------------
@@ -531,15 +572,14 @@ AsnProp({ type: RawTbsCertificate })(RawCertificate.prototype, 'tbsCertificate')
 AsnProp({ type: AlgorithmIdentifier })(RawCertificate.prototype, 'signatureAlgorithm');
 AsnProp({ type: AsnPropTypes.BitString })(RawCertificate.prototype, 'signatureValue');
 
-const POLICY_OID_TLV = oid(POLICY_EXTENSION_OID);
-
 export interface FoundExtension {
   readonly critical: boolean;
   /** The extension's DER value (the contents of extnValue). */
   readonly value: Buffer;
 }
 
-const found = new WeakMap<Buffer, FoundExtension | null>();
+// Per certificate buffer, per OID text (one deployment uses one OID).
+const found = new WeakMap<Buffer, Map<string, FoundExtension | null>>();
 
 /**
  * The sigil policy extension of a DER certificate, or null when it has none.
@@ -547,9 +587,10 @@ const found = new WeakMap<Buffer, FoundExtension | null>();
  * twice (RFC 5280 §4.2). Results are cached per Buffer, as certificate.ts
  * caches its facts, because chains are re-read on every connection.
  */
-export function findPolicyExtension(certificateDer: Buffer): FoundExtension | null {
+export function findPolicyExtension(certificateDer: Buffer, policyOid: PolicyOid): FoundExtension | null {
   if (!(certificateDer instanceof Uint8Array)) throw invalid('certificate: not a byte buffer');
-  const cached = found.get(certificateDer);
+  let byOid = found.get(certificateDer);
+  const cached = byOid?.get(policyOid.text);
   if (cached !== undefined) return cached;
   let certificate: RawCertificate;
   try {
@@ -561,14 +602,18 @@ export function findPolicyExtension(certificateDer: Buffer): FoundExtension | nu
   let result: FoundExtension | null = null;
   for (const extension of extensions ?? []) {
     if (!(extension instanceof RawExtension)) throw invalid('certificate: unreadable extensions');
-    if (!POLICY_OID_TLV.equals(Buffer.from(extension.extnID))) continue;
+    if (!policyOid.der.equals(Buffer.from(extension.extnID))) continue;
     if (result) throw refuse('the certificate carries the extension more than once');
     result = {
       critical: extension.critical === true,
       value: Buffer.from(extension.extnValue.buffer),
     };
   }
-  found.set(certificateDer, result);
+  if (!byOid) {
+    byOid = new Map();
+    found.set(certificateDer, byOid);
+  }
+  byOid.set(policyOid.text, result);
   return result;
 }
 
@@ -578,8 +623,8 @@ export function findPolicyExtension(certificateDer: Buffer): FoundExtension | nu
  * a critical one would make OpenSSL refuse the chain anyway) and anything
  * decodePolicy refuses.
  */
-export function readPolicy(certificateDer: Buffer): Policy | null {
-  const extension = findPolicyExtension(certificateDer);
+export function readPolicy(certificateDer: Buffer, policyOid: PolicyOid): Policy | null {
+  const extension = findPolicyExtension(certificateDer, policyOid);
   if (extension === null) return null;
   if (extension.critical) throw refuse('the extension is marked critical; sigil writes it non-critical');
   return decodePolicy(extension.value);

@@ -1,19 +1,22 @@
 // Who may call what on sigil's own gRPC API. The table is read by the
 // transport's authorizationInterceptor (default deny: a method missing here
-// cannot be called). Identity comes from the verified client certificate only.
+// cannot be called). Identity comes from the verified client certificate only,
+// and a SPIFFE pattern matches only leaves the deployment's own CAs issued; a
+// delegate matches only `delegates` (see transport/authorization.ts).
 //
 //   Admin/*                                 admins (spiffe://<td>/admin/*)
 //   CertificateAuthority Sign, ListCertificates   admins
 //   CertificateAuthority Renew, Revoke, GetTrustBundle, WatchRevocations
-//                                           any peer of the trust domain; the
+//                                           any deployment peer of the trust
+//                                           domain, and delegates; the
 //                                           authority decides ownership (a node
 //                                           renews and revokes only itself)
-//   Delegation/*                            any peer of the trust domain; the
-//                                           authority decides (admins create,
-//                                           delegates act in their subtree)
+//   Delegation/*                            the same; the authority decides
+//                                           (admins create, delegates act in
+//                                           their subtree)
 //   Enrolment/*                             public: callable without a client
 //                                           certificate (MtlsServer publicMethods);
-//                                           with one, any peer of the trust domain
+//                                           with one, as for Delegation
 import type * as grpc from '@grpc/grpc-js';
 import {
   AdminService,
@@ -40,7 +43,7 @@ export const PUBLIC_METHODS: readonly string[] = Object.freeze(
 
 export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules {
   const admins = { spiffePatterns: [adminPattern(trustDomain)] };
-  const members = { spiffePatterns: [`spiffe://${trustDomain}/*`] };
+  const members = { spiffePatterns: [`spiffe://${trustDomain}/*`], delegates: 'any' as const };
   const ca = CertificateAuthorityService;
   return {
     '/sigil.v1.Admin/*': admins,

@@ -100,6 +100,8 @@ export function delegationService(deps: ServiceDependencies): DelegationServer {
         checkText('name', request.name, 64, { required: true });
         checkList('dns_names', request.dnsNames, MAX_DNS_NAME_LENGTH);
         if (request.dnsNames.length > 64) throw fieldError('dns_names', 'at most 64 names');
+        checkList('ip_ranges', request.ipRanges, 64);
+        if (request.ipRanges.length > 64) throw fieldError('ip_ranges', 'at most 64 ranges');
         const possession = checkPossession('possession', request.possession);
         const policy = policyFromMessage(request.policy);
         if (!Number.isInteger(request.pathLen) || request.pathLen < -1 || request.pathLen > 16) {
@@ -111,7 +113,7 @@ export function delegationService(deps: ServiceDependencies): DelegationServer {
             policy,
             ...(request.pathLen >= 0 ? { pathLen: request.pathLen } : {}),
             ...(request.ttlSeconds > 0 ? { ttlMs: request.ttlSeconds * 1000 } : {}),
-            dnsNames: request.dnsNames,
+            grants: { dnsNames: request.dnsNames, ipRanges: request.ipRanges },
             command: request.command,
             possession,
           }),
@@ -120,6 +122,9 @@ export function delegationService(deps: ServiceDependencies): DelegationServer {
           certificate: issuedCertificateMessage({ ...created, certificate: created.certificate }),
           spiffeId: created.spiffeId,
           policy: policyMessage(created.policy),
+          dnsNames: [...created.grants.dnsNames],
+          ipRanges: [...created.grants.ipRanges],
+          policyOid: authority.policyOid.text,
         };
       },
     ),
@@ -142,7 +147,7 @@ export function delegationService(deps: ServiceDependencies): DelegationServer {
           memoryMiB: request.memoryMib,
           blockMiB: request.blockMib,
         });
-        return { holder: reservation.holder, spiffeId: reservation.spiffeId, existing };
+        return { holder: reservation.holder, spiffeId: grant.spiffeId, existing };
       },
     ),
 

@@ -36,6 +36,7 @@ export function trustBundleMessage(bundle: TrustBundleView): TrustBundle {
     roots: [...bundle.roots],
     intermediates: [...bundle.intermediates],
     rootFingerprint: bundle.rootFingerprint,
+    policyOid: bundle.policyOid,
   };
 }
 
@@ -99,5 +100,6 @@ export function statusMessage(status: AuthorityStatus): Status {
     nodesRevoked: status.nodesRevoked,
     store: status.store,
     rootKeyOnline: status.rootKeyOnline,
+    policyOid: status.policyOid,
   };
 }

@@ -22,6 +22,7 @@ import {
 import { type HttpSide, startHttpSide } from '../http/http-server.ts';
 import { type Logger, silentLogger } from '../logging.ts';
 import { dnsName } from '../pki/names.ts';
+import { parsePolicyOid } from '../pki/policy-extension.ts';
 import { openStore, type StoreKind, storeKind } from '../store/open-store.ts';
 import type { Store } from '../store/store.ts';
 import { isLoopbackHost } from '../transport/http-listener.ts';
@@ -69,6 +70,8 @@ export interface ServerOptions {
   readonly store?: string;
   /** Used when bootstrapping an empty store; default sigil.internal. A different one later is refused. */
   readonly trustDomain?: string;
+  /** Used when bootstrapping an empty store (the policy extension's OID); a different one later is refused. */
+  readonly policyOid?: string;
   /** Default: the one recorded in the data directory, else a new random one. */
   readonly replicaId?: string;
   /** A replica join token: obtain this replica's intermediate from the replica holding the root key. */
@@ -160,6 +163,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   const storeSpec = options.store ?? 'sqlite';
   const kind: StoreKind = storeKind(storeSpec);
+  // Checked before the data directory is touched: a bad flag changes nothing.
+  if (options.policyOid !== undefined) {
+    try {
+      parsePolicyOid(options.policyOid);
+    } catch (error) {
+      throw invalid(`--policy-oid: ${describe(error)}`, error);
+    }
+  }
 
   const directory = createDataDirectory(dataDir);
   if (directory.loose) {
@@ -228,6 +239,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       replicaId,
       storeKey: storeKey.key,
       ...(options.trustDomain ? { trustDomain: options.trustDomain } : {}),
+      ...(options.policyOid ? { policyOid: options.policyOid } : {}),
       serverAddresses: advertised,
       storeKind: kind,
       ...(join ? { join } : {}),
@@ -285,11 +297,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       revocation: authority.revocationSource(),
       metrics: transportMetrics,
       publicMethods: PUBLIC_METHODS,
+      // Roles come from who issued a leaf: the deployment's CAs, or a delegation admitted by the authority.
+      deploymentAuthorities: () => authority.deploymentAuthorities(),
+      delegation: { trustDomain: authority.trustDomain, policyOid: authority.policyOid },
+      delegates: grants.admitter,
       interceptors: [
         sigilAuthorizationInterceptor(authority.trustDomain, {
           onDenied: (denial) => log.info({ method: denial.method, rule: denial.rule }, denial.message),
         }),
-        grants.interceptor(),
       ],
       grpcOptions: {
         'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,

@@ -1,6 +1,7 @@
 // Versioned schema migrations, shared by both stores. A migration is written
-// once where SQLite and PostgreSQL agree; the few column types where they do
-// not (bytes, booleans, a byte-ordered text key) come from a per-dialect table.
+// once where SQLite and PostgreSQL agree; the few column types and functions
+// where they do not (bytes, booleans, a byte-ordered text key, finding a
+// substring) come from a per-dialect table.
 // Migrations only ever append: a released migration is never edited, a new
 // one is added with the next version.
 //
@@ -25,17 +26,29 @@ export interface Migration {
   readonly statements: (types: DialectTypes) => readonly string[];
 }
 
-/** The column types the dialects spell differently. */
+/** The column types (and functions) the dialects spell differently. */
 export interface DialectTypes {
   readonly bytes: string;
   readonly bool: string;
   /** Text compared byte by byte (PostgreSQL's default collation is locale-aware; keyset paging needs a fixed order). */
   readonly byteOrderedText: string;
+  /** SQL for the 1-based position of `needle` in `haystack`, 0 when absent (SQLite instr, PostgreSQL strpos). */
+  readonly position: (haystack: string, needle: string) => string;
 }
 
 const TYPES: Readonly<Record<Dialect, DialectTypes>> = {
-  sqlite: { bytes: 'BLOB', bool: 'INTEGER', byteOrderedText: 'TEXT' },
-  postgres: { bytes: 'BYTEA', bool: 'BOOLEAN', byteOrderedText: 'TEXT COLLATE "C"' },
+  sqlite: {
+    bytes: 'BLOB',
+    bool: 'INTEGER',
+    byteOrderedText: 'TEXT',
+    position: (haystack, needle) => `instr(${haystack}, ${needle})`,
+  },
+  postgres: {
+    bytes: 'BYTEA',
+    bool: 'BOOLEAN',
+    byteOrderedText: 'TEXT COLLATE "C"',
+    position: (haystack, needle) => `strpos(${haystack}, ${needle})`,
+  },
 };
 
 /** Created (if absent) under the migration lock before anything else. Same SQL in both dialects. */
@@ -155,6 +168,36 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (spiffe_id, holder)
       )`,
     ],
+  },
+  {
+    version: 3,
+    name: 'subtree keys: delegations.subtree, usage_reservations.spiffe_id renamed subtree',
+    // Delegated SPIFFE IDs became host-form (spiffe://carol.alice.d.<td>) and
+    // no longer nest by prefix, so subtrees are keyed by a subtree key the
+    // authority computes ("/alice/carol", "/alice/carol//web"); spiffe_id stays
+    // on delegations for display. Rows written before this are path-form
+    // (spiffe://<td>/d/alice/carol): their key is the path after "/d/", with
+    // its leading '/' ("/alice/carol"). The search starts after "spiffe://"
+    // (a trust domain holds no '/'), so a trust domain named "d" cannot match
+    // early. A value without "/d/" there is kept as it is: nothing is lost.
+    // RENAME COLUMN keeps the column's type and collation (COLLATE "C" on
+    // PostgreSQL), and the primary key follows it.
+    statements: (t) => {
+      const fromPathForm = (column: string): string => {
+        const at = t.position(`substr(${column}, 10)`, "'/d/'");
+        return `CASE WHEN substr(${column}, 1, 9) = 'spiffe://' AND ${at} > 0
+          THEN substr(${column}, ${at} + 11) ELSE ${column} END`;
+      };
+      return [
+        `ALTER TABLE delegations ADD COLUMN subtree ${t.byteOrderedText} NOT NULL DEFAULT ''`,
+        `UPDATE delegations SET subtree = ${fromPathForm('spiffe_id')}`,
+        // Subtree listings (ordered by subtree, then recordedAt) and issuance-rate counts.
+        'DROP INDEX delegations_spiffe_id',
+        'CREATE INDEX delegations_subtree ON delegations (subtree, recorded_at)',
+        'ALTER TABLE usage_reservations RENAME COLUMN spiffe_id TO subtree',
+        `UPDATE usage_reservations SET subtree = ${fromPathForm('subtree')}`,
+      ];
+    },
   },
 ];
 

@@ -10,7 +10,7 @@
 //   commits, so a single-use token admits exactly one node; a concurrent
 //   registration of the same key ends in ON CONFLICT and is answered with the
 //   winner's record, its own token use rolled back.
-// - reserveUsage takes a transaction-scoped advisory lock on every SPIFFE ID
+// - reserveUsage takes a transaction-scoped advisory lock on every subtree key
 //   whose totals it checks (each ceiling's, and its own), always in the same
 //   order, before reading the totals. Every reservation that checks a ceiling
 //   holds that ceiling's lock until it commits, so siblings under one limited
@@ -51,6 +51,7 @@ import {
   checkCeilings,
   checkNodeState,
   checkRevocation,
+  checkSubtree,
   DELEGATION_COLUMNS,
   decodeEvent,
   delegationFromRow,
@@ -152,19 +153,19 @@ const insertSql = (table: string, columns: readonly string[]): string =>
 
 const notify = (placeholder: string): string => `pg_notify('${EVENT_CHANNEL}', ${placeholder})`;
 
-/** At or under the SPIFFE ID of subtreeBounds, bound to $1, $2, $3. */
+/** At or under the subtree key of subtreeBounds, bound to $1, $2, $3. */
 const under = (column: string): string => subtreeCondition(column, ['$1', '$2', '$3']);
 
 /**
  * First key of the two-key pg_advisory_xact_lock(int, int) that reserveUsage
- * takes per SPIFFE ID (the second is usageLockKey). The two-key space does not
+ * takes per subtree key (the second is usageLockKey). The two-key space does not
  * overlap the one-key space of POSTGRES_MIGRATION_LOCK_KEY.
  */
 const USAGE_LOCK_CLASS = 0x5349_4755; // 'SIGU'
 
-/** A stable int4 for a SPIFFE ID; equal IDs share a lock, a rare collision only serialises more. */
-function usageLockKey(spiffeId: string): number {
-  return createHash('sha256').update(spiffeId).digest().readInt32BE(0);
+/** A stable int4 for a subtree key; equal keys share a lock, a rare collision only serialises more. */
+function usageLockKey(subtree: string): number {
+  return createHash('sha256').update(subtree).digest().readInt32BE(0);
 }
 
 const SQL = {
@@ -203,10 +204,10 @@ const SQL = {
   recordDelegation: `${insertSql('delegations', DELEGATION_COLUMNS)} ON CONFLICT (fingerprint) DO NOTHING`,
   getDelegation: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations WHERE fingerprint = $1`,
   listDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
-    ORDER BY spiffe_id, recorded_at, fingerprint`,
+    ORDER BY subtree, recorded_at, fingerprint`,
   listDelegationsUnder: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
-    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, recorded_at, fingerprint`,
-  countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('spiffe_id')} AND recorded_at >= $4`,
+    WHERE ${under('subtree')} ORDER BY subtree, recorded_at, fingerprint`,
+  countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('subtree')} AND recorded_at >= $4`,
   revokeDelegation: `WITH revoked AS (
       UPDATE delegations SET revoked_at = $2, revocation_reason = $3, revoked_by = $4
       WHERE fingerprint = $1 AND revoked_at IS NULL RETURNING fingerprint)
@@ -215,20 +216,20 @@ const SQL = {
     WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY revoked_at, fingerprint`,
   lockUsage: `SELECT pg_advisory_xact_lock(${USAGE_LOCK_CLASS}, $1::integer)`,
   getReservation: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
-    WHERE spiffe_id = $1 AND holder = $2`,
+    WHERE subtree = $1 AND holder = $2`,
   insertReservation: `${insertSql('usage_reservations', RESERVATION_COLUMNS)}
-    ON CONFLICT (spiffe_id, holder) DO NOTHING RETURNING ${RESERVATION_COLUMNS.join(', ')}`,
-  releaseUsage: 'DELETE FROM usage_reservations WHERE spiffe_id = $1 AND holder = $2',
-  usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('spiffe_id')}`,
+    ON CONFLICT (subtree, holder) DO NOTHING RETURNING ${RESERVATION_COLUMNS.join(', ')}`,
+  releaseUsage: 'DELETE FROM usage_reservations WHERE subtree = $1 AND holder = $2',
+  usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('subtree')}`,
   // One statement, so the sums and the CPU ids come from one snapshot.
   usageUnder: `SELECT ${USAGE_SUMS}, (
       SELECT json_agg(DISTINCT cpu.value::bigint)::text
       FROM usage_reservations AS r CROSS JOIN LATERAL jsonb_array_elements_text(r.cpus::jsonb) AS cpu (value)
-      WHERE ${under('r.spiffe_id')}
+      WHERE ${under('r.subtree')}
     ) AS cpus
-    FROM usage_reservations WHERE ${under('spiffe_id')}`,
+    FROM usage_reservations WHERE ${under('subtree')}`,
   listReservations: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
-    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, holder`,
+    WHERE ${under('subtree')} ORDER BY subtree, holder`,
 } as const;
 
 type SqlName = keyof typeof SQL;
@@ -523,34 +524,34 @@ class PostgresStore implements Store {
   ): Promise<ReserveResult> {
     const params = reservationParams(reservation);
     checkCeilings(reservation, ceilings);
-    const key = [reservation.spiffeId, reservation.holder];
+    const key = [reservation.subtree, reservation.holder];
     // Ascending, so two reservations sharing locks take them in the same order and cannot deadlock.
     const locks = [
-      ...new Set([reservation.spiffeId, ...ceilings.map((c) => c.spiffeId)].map(usageLockKey)),
+      ...new Set([reservation.subtree, ...ceilings.map((c) => c.subtree)].map(usageLockKey)),
     ].sort((a, b) => a - b);
     return this.transaction(async (client): Promise<ReserveResult> => {
       for (const lock of locks) await this.query('lockUsage', [lock], client);
       const held = await this.query('getReservation', key, client);
       if (held.length > 0) return { outcome: 'existing', reservation: reservationFromRow(held[0]) };
       for (const ceiling of ceilings) {
-        const [sums] = await this.query('usageSums', subtreeBounds(ceiling.spiffeId), client);
+        const [sums] = await this.query('usageSums', subtreeBounds(ceiling.subtree), client);
         const exceeded = exceededResource(ceiling, ceilingSumsFromRow(sums), reservation);
-        if (exceeded !== null) return { outcome: 'exceeded', spiffeId: ceiling.spiffeId, ...exceeded };
+        if (exceeded !== null) return { outcome: 'exceeded', subtree: ceiling.subtree, ...exceeded };
       }
       const inserted = await this.query('insertReservation', params, client);
       if (inserted.length === 1) return { outcome: 'reserved', reservation: reservationFromRow(inserted[0]) };
-      // Only a writer that bypassed the lock on this SPIFFE ID could have inserted it meanwhile.
+      // Only a writer that bypassed the lock on this subtree key could have inserted it meanwhile.
       const winner = await this.query('getReservation', key, client);
       return { outcome: 'existing', reservation: reservationFromRow(winner[0]) };
     });
   }
 
-  async releaseUsage(spiffeId: string, holder: string): Promise<boolean> {
+  async releaseUsage(subtree: string, holder: string): Promise<boolean> {
     const result = await this.run((client) =>
       client.query({
         name: 'sigil_releaseUsage',
         text: SQL.releaseUsage,
-        values: [spiffeId, holder],
+        values: [checkSubtree(subtree, 'subtree'), holder],
       }),
     );
     return result.rowCount === 1;

@@ -82,6 +82,7 @@ export const NODE_COLUMNS = [
 export const DELEGATION_COLUMNS = [
   'fingerprint',
   'serial',
+  'subtree',
   'spiffe_id',
   'parent_fingerprint',
   'policy',
@@ -96,7 +97,7 @@ export const DELEGATION_COLUMNS = [
 ] as const;
 
 export const RESERVATION_COLUMNS = [
-  'spiffe_id',
+  'subtree',
   'holder',
   'workloads',
   'cpus',
@@ -172,15 +173,28 @@ function checkFingerprint(fingerprint: string, field: string): string {
 }
 
 /**
- * The bounds of "at or under `spiffeId`" as [itself, lower, upper]: a SPIFFE
- * ID is in the subtree when it equals `itself` or lies in [lower, upper),
- * i.e. starts with spiffeId + '/' ('0' is the character after '/'). Both
- * dialects compare these columns byte by byte (byteOrderedText), so the range
- * is exact, has no wildcards to escape and is case-sensitive, like SPIFFE
- * paths (SQLite's LIKE is not), and it uses the index.
+ * A subtree key (see DelegationRecord): non-empty text starting with '/'.
+ * Anything else, a SPIFFE ID above all, is refused rather than matching
+ * nothing, so a caller that mixes the two up fails loudly.
  */
-export function subtreeBounds(spiffeId: string, field = 'under'): [string, string, string] {
-  const root = text(spiffeId, field);
+export function checkSubtree(key: string, field: string): string {
+  if (typeof key !== 'string' || !key.startsWith('/'))
+    throw invalid(
+      `${field} ${JSON.stringify(String(key).slice(0, 80))} is not a subtree key (text starting with '/')`,
+    );
+  return key;
+}
+
+/**
+ * The bounds of "at or under `key`" as [itself, lower, upper]: a subtree key
+ * is in the subtree when it equals `itself` or lies in [lower, upper), i.e.
+ * starts with key + '/' ('0' is the character after '/'). Both dialects
+ * compare these columns byte by byte (byteOrderedText), so the range is
+ * exact, has no wildcards to escape and is case-sensitive (SQLite's LIKE is
+ * not), and it uses the index.
+ */
+export function subtreeBounds(key: string, field = 'under'): [string, string, string] {
+  const root = checkSubtree(key, field);
   return [root, `${root}/`, `${root}0`];
 }
 
@@ -189,9 +203,9 @@ export function subtreeCondition(column: string, [itself, lower, upper]: readonl
   return `(${column} = ${itself} OR (${column} >= ${lower} AND ${column} < ${upper}))`;
 }
 
-/** True when `spiffeId` is `ancestor` or lies beneath it. */
-export function isAtOrUnder(spiffeId: string, ancestor: string): boolean {
-  return spiffeId === ancestor || spiffeId.startsWith(`${ancestor}/`);
+/** True when the subtree key `key` is `ancestor` or lies beneath it (subtreeBounds, in memory). */
+export function isAtOrUnder(key: string, ancestor: string): boolean {
+  return key === ancestor || key.startsWith(`${ancestor}/`);
 }
 
 export function checkRevocation(reason: string, by?: string): void {
@@ -203,7 +217,7 @@ export function checkRevocation(reason: string, by?: string): void {
 
 /**
  * The ceilings checked, with the reservation they are checked for. Every
- * ceiling must be at or above the reservation's SPIFFE ID: a ceiling
+ * ceiling must be at or above the reservation's subtree key: a ceiling
  * elsewhere would not count it, and the locks that make reserveUsage atomic
  * assume one subtree.
  */
@@ -213,19 +227,19 @@ export function checkCeilings(
 ): readonly UsageCeiling[] {
   if (!Array.isArray(ceilings)) throw invalid('ceilings must be an array');
   for (const ceiling of ceilings) {
-    text(ceiling.spiffeId, 'ceiling spiffeId');
+    checkSubtree(ceiling.subtree, 'ceiling subtree');
     checkCount(ceiling.workloads, 'ceiling workloads');
     checkCount(ceiling.memoryMiB, 'ceiling memoryMiB');
     checkCount(ceiling.blockMiB, 'ceiling blockMiB');
-    if (!isAtOrUnder(reservation.spiffeId, ceiling.spiffeId))
+    if (!isAtOrUnder(reservation.subtree, ceiling.subtree))
       throw invalid(
-        `ceiling ${ceiling.spiffeId} is not at or above the reservation's SPIFFE ID ${reservation.spiffeId}`,
+        `ceiling ${ceiling.subtree} is not at or above the reservation's subtree ${reservation.subtree}`,
       );
   }
   return ceilings;
 }
 
-/** Sums at or under a ceiling's SPIFFE ID, before the reservation. */
+/** Sums at or under a ceiling's subtree key, before the reservation. */
 export interface CeilingSums {
   readonly workloads: number;
   readonly memoryMiB: number;
@@ -384,6 +398,7 @@ export function delegationParams(r: DelegationRecord, booleansAsIntegers: boolea
   return [
     checkFingerprint(r.fingerprint, 'delegation fingerprint'),
     checkSerial(r.serial),
+    checkSubtree(r.subtree, 'delegation subtree'),
     text(r.spiffeId, 'delegation spiffeId'),
     r.parentFingerprint === null
       ? null
@@ -404,7 +419,7 @@ export function reservationParams(r: UsageReservation): Param[] {
   if (!Array.isArray(r.cpus) || !r.cpus.every((cpu) => Number.isSafeInteger(cpu) && cpu >= 0))
     throw invalid('reservation cpus must be an array of non-negative integers');
   return [
-    text(r.spiffeId, 'reservation spiffeId'),
+    checkSubtree(r.subtree, 'reservation subtree'),
     text(r.holder, 'reservation holder'),
     checkCount(r.workloads, 'reservation workloads'),
     JSON.stringify(r.cpus),
@@ -532,6 +547,7 @@ export function delegationFromRow(row: Row): DelegationRecord {
   return {
     fingerprint: stringOf(row.fingerprint, 'delegation fingerprint'),
     serial: stringOf(row.serial, 'delegation serial'),
+    subtree: stringOf(row.subtree, 'delegation subtree'),
     spiffeId: stringOf(row.spiffe_id, 'delegation spiffeId'),
     parentFingerprint: optionalStringOf(row.parent_fingerprint, 'delegation parentFingerprint'),
     policy: optionalStringOf(row.policy, 'delegation policy'),
@@ -562,7 +578,7 @@ function cpusOf(value: unknown, what: string): number[] {
 export function reservationFromRow(row: Row): UsageReservation {
   return {
     holder: stringOf(row.holder, 'reservation holder'),
-    spiffeId: stringOf(row.spiffe_id, 'reservation spiffeId'),
+    subtree: stringOf(row.subtree, 'reservation subtree'),
     workloads: intOf(row.workloads, 'reservation workloads'),
     cpus: cpusOf(row.cpus, 'reservation cpus'),
     memoryMiB: intOf(row.memory_mib, 'reservation memoryMiB'),

@@ -34,6 +34,7 @@ import {
   checkCeilings,
   checkNodeState,
   checkRevocation,
+  checkSubtree,
   DELEGATION_COLUMNS,
   delegationFromRow,
   delegationParams,
@@ -90,7 +91,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
 const insertSql = (table: string, columns: readonly string[]): string =>
   `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
 
-/** At or under the SPIFFE ID bound to the three parameters of subtreeBounds. */
+/** At or under the subtree key bound to the three parameters of subtreeBounds. */
 const under = (column: string): string => subtreeCondition(column, ['?', '?', '?']);
 
 const SQL = {
@@ -125,26 +126,26 @@ const SQL = {
   recordDelegation: `${insertSql('delegations', DELEGATION_COLUMNS)} ON CONFLICT (fingerprint) DO NOTHING`,
   getDelegation: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations WHERE fingerprint = ?`,
   listDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
-    ORDER BY spiffe_id, recorded_at, fingerprint`,
+    ORDER BY subtree, recorded_at, fingerprint`,
   listDelegationsUnder: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
-    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, recorded_at, fingerprint`,
-  countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('spiffe_id')} AND recorded_at >= ?`,
+    WHERE ${under('subtree')} ORDER BY subtree, recorded_at, fingerprint`,
+  countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('subtree')} AND recorded_at >= ?`,
   revokeDelegation: `UPDATE delegations SET revoked_at = ?, revocation_reason = ?, revoked_by = ?
     WHERE fingerprint = ? AND revoked_at IS NULL`,
   listRevokedDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
     WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, fingerprint`,
-  getReservation: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations WHERE spiffe_id = ? AND holder = ?`,
+  getReservation: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations WHERE subtree = ? AND holder = ?`,
   insertReservation: insertSql('usage_reservations', RESERVATION_COLUMNS),
-  releaseUsage: 'DELETE FROM usage_reservations WHERE spiffe_id = ? AND holder = ?',
-  usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('spiffe_id')}`,
+  releaseUsage: 'DELETE FROM usage_reservations WHERE subtree = ? AND holder = ?',
+  usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('subtree')}`,
   usageUnder: `SELECT ${USAGE_SUMS}, (
       SELECT json_group_array(cpu) FROM (
         SELECT DISTINCT cpu.value AS cpu FROM usage_reservations AS r, json_each(r.cpus) AS cpu
-        WHERE ${under('r.spiffe_id')} ORDER BY cpu.value)
+        WHERE ${under('r.subtree')} ORDER BY cpu.value)
     ) AS cpus
-    FROM usage_reservations WHERE ${under('spiffe_id')}`,
+    FROM usage_reservations WHERE ${under('subtree')}`,
   listReservations: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
-    WHERE ${under('spiffe_id')} ORDER BY spiffe_id, holder`,
+    WHERE ${under('subtree')} ORDER BY subtree, holder`,
 } as const;
 
 interface PendingInsert {
@@ -432,22 +433,22 @@ class SqliteStore implements Store {
   ): Promise<ReserveResult> {
     const params = reservationParams(reservation);
     checkCeilings(reservation, ceilings);
-    const key = [reservation.spiffeId, reservation.holder];
+    const key = [reservation.subtree, reservation.holder];
     return this.transaction((): ReserveResult => {
       const held = this.get(SQL.getReservation, key);
       if (held !== undefined) return { outcome: 'existing', reservation: reservationFromRow(held) };
       for (const ceiling of ceilings) {
-        const sums = ceilingSumsFromRow(this.get(SQL.usageSums, subtreeBounds(ceiling.spiffeId))!);
+        const sums = ceilingSumsFromRow(this.get(SQL.usageSums, subtreeBounds(ceiling.subtree))!);
         const exceeded = exceededResource(ceiling, sums, reservation);
-        if (exceeded !== null) return { outcome: 'exceeded', spiffeId: ceiling.spiffeId, ...exceeded };
+        if (exceeded !== null) return { outcome: 'exceeded', subtree: ceiling.subtree, ...exceeded };
       }
       this.run(SQL.insertReservation, params);
       return { outcome: 'reserved', reservation: reservationFromRow(this.get(SQL.getReservation, key)!) };
     });
   }
 
-  async releaseUsage(spiffeId: string, holder: string): Promise<boolean> {
-    return this.run(SQL.releaseUsage, [spiffeId, holder]) === 1;
+  async releaseUsage(subtree: string, holder: string): Promise<boolean> {
+    return this.run(SQL.releaseUsage, [checkSubtree(subtree, 'subtree'), holder]) === 1;
   }
 
   async usageUnder(under: string): Promise<UsageTotals> {

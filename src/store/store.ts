@@ -76,17 +76,31 @@ export interface CaRecord {
 }
 
 /**
- * A certificate of a delegation subtree (spiffe://<td>/d/…): a delegation CA,
- * a command certificate or a leaf, issued by this server or seen in a chain a
- * delegate presented. Keyed by fingerprint, not serial: offline issuers choose
- * their own serials, so serials are not unique across the subtree.
+ * A certificate of a delegation subtree: a delegation CA, a command
+ * certificate or a leaf, issued by this server or seen in a chain a delegate
+ * presented. Keyed by fingerprint, not serial: offline issuers choose their
+ * own serials, so serials are not unique across the subtree.
+ *
+ * Subtree keys. Delegated SPIFFE IDs are host-form (spiffe://carol.alice.d.<td>)
+ * and do not nest by string prefix, so the store files each record under a
+ * key the authority computes, which does: "/alice" for Alice, "/alice/carol"
+ * for Carol (a delegation of Alice's), "/alice/carol//web" for a workload leaf
+ * "web" Carol issued (a double slash before the workload path: beneath Carol,
+ * apart from any sub-delegation of hers). The store treats keys as opaque
+ * byte-ordered text: "at or under K" is K itself or anything starting with
+ * K + '/'. A key starts with '/'.
  */
 export interface DelegationRecord {
   /** SHA-256 of the DER, lower-case hex. */
   readonly fingerprint: string;
   /** Canonical serial (lower-case hex, no leading zeros). */
   readonly serial: string;
-  /** Its SPIFFE ID, spiffe://<td>/d/alice/carol… */
+  /**
+   * The subtree key it is filed under ("/alice/carol", "/alice/carol//web"):
+   * what listDelegations and countDelegationsSince select on.
+   */
+  readonly subtree: string;
+  /** The certificate's SPIFFE ID as written (spiffe://carol.alice.d.<td>…); for display, never queried. */
   readonly spiffeId: string;
   /** Fingerprint of the certificate that signed it; null when a server CA did. */
   readonly parentFingerprint: string | null;
@@ -106,10 +120,10 @@ export interface DelegationRecord {
 
 /** Resources one holder (e.g. a workload) keeps inside a delegation subtree. */
 export interface UsageReservation {
-  /** Unique per principal: (spiffeId, holder) is the key. */
+  /** Unique per principal: (subtree, holder) is the key. */
   readonly holder: string;
-  /** The principal it is charged to; every ancestor's subtree counts it too. */
-  readonly spiffeId: string;
+  /** Subtree key of the principal it is charged to ("/alice/carol"); every ancestor's subtree counts it too. */
+  readonly subtree: string;
   readonly workloads: number;
   readonly cpus: readonly number[];
   readonly memoryMiB: number;
@@ -117,7 +131,7 @@ export interface UsageReservation {
   readonly createdAt: Date;
 }
 
-/** Sums over the reservations at or under a SPIFFE ID. */
+/** Sums over the reservations at or under a subtree key. */
 export interface UsageTotals {
   readonly workloads: number;
   /** Distinct CPU ids in use, ascending. */
@@ -128,12 +142,12 @@ export interface UsageTotals {
 }
 
 /**
- * One ceiling to respect when reserving: the totals at or under `spiffeId`,
- * this reservation included, must not exceed these (computed by
- * authority/usage.ts from the policies along the caller's chain).
+ * One ceiling to respect when reserving: the totals at or under the subtree
+ * key `subtree`, this reservation included, must not exceed these (computed
+ * by authority/usage.ts from the policies along the caller's chain).
  */
 export interface UsageCeiling {
-  readonly spiffeId: string;
+  readonly subtree: string;
   readonly workloads: number;
   readonly memoryMiB: number;
   readonly blockMiB: number;
@@ -141,12 +155,12 @@ export interface UsageCeiling {
 
 export type ReserveResult =
   | { readonly outcome: 'reserved'; readonly reservation: UsageReservation }
-  /** (spiffeId, holder) already held: nothing changed, the held one returned. */
+  /** (subtree, holder) already held: nothing changed, the held one returned. */
   | { readonly outcome: 'existing'; readonly reservation: UsageReservation }
-  /** A ceiling would be exceeded: nothing changed. */
+  /** A ceiling would be exceeded: nothing changed. `subtree` is that ceiling's. */
   | {
       readonly outcome: 'exceeded';
-      readonly spiffeId: string;
+      readonly subtree: string;
       readonly resource: 'workloads' | 'memoryMiB' | 'blockMiB';
       readonly used: number;
       readonly limit: number;
@@ -236,12 +250,12 @@ export interface Store {
   recordDelegation(record: DelegationRecord): Promise<DelegationRecord>;
   getDelegation(fingerprint: string): Promise<DelegationRecord | null>;
   /**
-   * Records whose SPIFFE ID is `under` or lies beneath it ("…/d/alice" matches
-   * "…/d/alice" and "…/d/alice/carol", not "…/d/alicia"); every record when
-   * absent. Ordered by SPIFFE ID, then recordedAt.
+   * Records whose subtree key is `under` or lies beneath it ("/alice" matches
+   * "/alice", "/alice/carol" and "/alice//web", not "/alicia"); every record
+   * when absent. Ordered by subtree key, then recordedAt, then fingerprint.
    */
   listDelegations(filter?: { readonly under?: string }): Promise<readonly DelegationRecord[]>;
-  /** How many records at or under `under` were recorded at or after `since` (issuance-rate limits). */
+  /** How many records whose subtree key is at or under `under` were recorded at or after `since` (issuance-rate limits). */
   countDelegationsSince(under: string, since: Date): Promise<number>;
   /**
    * Marks revoked and publishes a revocation event carrying "fp:<fingerprint>";
@@ -252,18 +266,19 @@ export interface Store {
   listRevokedDelegations(now: Date): Promise<readonly DelegationRecord[]>;
 
   /**
-   * One transaction, atomic across replicas: if (spiffeId, holder) is held,
-   * 'existing'; else, if for every ceiling the totals at or under its SPIFFE
-   * ID plus this reservation stay within it, insert ('reserved'); else
-   * 'exceeded' naming the first ceiling broken. Two concurrent reservations
-   * can never both pass a ceiling only one of them fits under.
+   * One transaction, atomic across replicas: if (subtree, holder) is held,
+   * 'existing'; else, if for every ceiling the totals at or under its subtree
+   * key plus this reservation stay within it, insert ('reserved'); else
+   * 'exceeded' naming the first ceiling broken. Every ceiling must be at or
+   * above the reservation's subtree key. Two concurrent reservations can
+   * never both pass a ceiling only one of them fits under.
    */
   reserveUsage(reservation: UsageReservation, ceilings: readonly UsageCeiling[]): Promise<ReserveResult>;
-  /** False if (spiffeId, holder) held nothing. */
-  releaseUsage(spiffeId: string, holder: string): Promise<boolean>;
-  /** Totals of the reservations whose spiffeId is `under` or beneath it. */
+  /** False if (subtree, holder) held nothing. */
+  releaseUsage(subtree: string, holder: string): Promise<boolean>;
+  /** Totals of the reservations whose subtree key is `under` or beneath it. */
   usageUnder(under: string): Promise<UsageTotals>;
-  /** Reservations whose spiffeId is `under` or beneath it, ordered by spiffeId, holder. */
+  /** Reservations whose subtree key is `under` or beneath it, ordered by subtree, holder. */
   listReservations(under: string): Promise<readonly UsageReservation[]>;
 
   /** Events from every replica (PostgreSQL LISTEN/NOTIFY; in-process for SQLite). Returns unsubscribe. */

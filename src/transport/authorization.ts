@@ -13,16 +13,22 @@
 //   - the rule is the exact method's, else its service wildcard's; a method
 //     with neither is denied (default deny);
 //   - no client certificate (or one whose names cannot be read) → UNAUTHENTICATED;
-//   - the peer must match one of the rule's identity lists (SPIFFE IDs, SPIFFE
-//     ID patterns, DNS names) when the rule has any, and must hold
-//     `requirePermission` when the rule names one → else PERMISSION_DENIED.
+//   - the peer must match one of the rule's identity lists when the rule has
+//     any, and must hold `requirePermission` when the rule names one → else
+//     PERMISSION_DENIED. SPIFFE IDs, patterns and DNS names match only
+//     deployment identities (leaves the deployment's own CAs issued); a
+//     delegate (a leaf beneath a delegation, which could carry any name) only
+//     ever matches `delegates`, and holds the permissions of its chain.
 // A denial is sent before the handler runs, before any request message is read,
 // with a message naming the method and the rule that failed. The table is
 // checked once, at construction: a malformed method path, SPIFFE ID, DNS name
 // or pattern (partial wildcards included) is refused there, not at call time.
+
+import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { invalid, SigilError } from '../errors.ts';
 import { dnsName, parseSpiffeId } from '../pki/names.ts';
+import { issuedDirectlyBy } from './delegate-admission.ts';
 import { type PeerCall, type PeerIdentity, peerIdentity } from './peer-identity.ts';
 
 /** A rule that admits or refuses every authenticated peer, whoever it is. */
@@ -48,6 +54,12 @@ export interface IdentityRule {
   readonly spiffePatterns?: readonly string[];
   /** Exact DNS SANs of the peer certificate (no wildcards). */
   readonly dnsNames?: readonly string[];
+  /**
+   * Admitted delegates: 'any', or delegation subtrees given by their SPIFFE
+   * ID ("spiffe://alice.d.example.org" admits Alice and everything beneath
+   * her). The other lists never match a delegate, whatever name it carries.
+   */
+  readonly delegates?: 'any' | readonly string[];
   /** A permission the peer must hold, read through `permissionsOf`. */
   readonly requirePermission?: string;
 }
@@ -69,8 +81,18 @@ export interface AuthorizationDenial {
 }
 
 export interface AuthorizationOptions {
-  /** Where `requirePermission` is checked. Without it, every rule requiring a permission denies. */
+  /**
+   * Where `requirePermission` is checked. Without it, a delegate holds the
+   * permissions of its chain and every other peer none.
+   */
   readonly permissionsOf?: PermissionSource;
+  /**
+   * On a plain grpc-js server (not MtlsServer), which cannot tell who issued
+   * a peer's leaf: the deployment's CAs, so that a leaf they signed directly
+   * counts as a deployment identity. Without it such peers match no
+   * identity list (fail closed).
+   */
+  readonly deploymentAuthorities?: readonly X509Certificate[];
   /** Called for every denied call (audit logs). Must not throw; errors are ignored. */
   readonly onDenied?: (denial: AuthorizationDenial) => void;
 }
@@ -88,12 +110,21 @@ interface CompiledRule {
   /** Each pattern as its prefix up to and including the "/" before "*": "spiffe://td/a/". */
   readonly spiffePrefixes: readonly string[];
   readonly dnsNames: ReadonlySet<string>;
+  /** 'any', or the hosts of admitted subtrees. */
+  readonly delegates: 'any' | readonly string[];
   readonly requirePermission: string | null;
 }
 
 const IDENTIFIER = '[A-Za-z_][A-Za-z0-9_]*';
 const METHOD_KEY = new RegExp(`^/(${IDENTIFIER}(?:\\.${IDENTIFIER})*)/(${IDENTIFIER}|\\*)$`);
-const RULE_FIELDS = new Set(['allow', 'spiffeIds', 'spiffePatterns', 'dnsNames', 'requirePermission']);
+const RULE_FIELDS = new Set([
+  'allow',
+  'spiffeIds',
+  'spiffePatterns',
+  'dnsNames',
+  'delegates',
+  'requirePermission',
+]);
 
 function quote(text: string): string {
   return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
@@ -165,6 +196,7 @@ function compileRule(key: string, rule: AuthorizationRule): CompiledRule {
       spiffeIds: new Set(),
       spiffePrefixes: [],
       dnsNames: new Set(),
+      delegates: [],
       requirePermission: null,
     };
   }
@@ -195,6 +227,7 @@ function compileRule(key: string, rule: AuthorizationRule): CompiledRule {
       );
     }
   });
+  const delegates = compileDelegates(key, rule.delegates);
   let requirePermission: string | null = null;
   if (rule.requirePermission !== undefined) {
     if (typeof rule.requirePermission !== 'string' || rule.requirePermission.trim() === '') {
@@ -203,8 +236,16 @@ function compileRule(key: string, rule: AuthorizationRule): CompiledRule {
     requirePermission = rule.requirePermission;
   }
   const listed =
-    rule.spiffeIds !== undefined || rule.spiffePatterns !== undefined || rule.dnsNames !== undefined;
-  if (listed && spiffeIds.length + spiffePrefixes.length + dnsNames.length === 0) {
+    rule.spiffeIds !== undefined ||
+    rule.spiffePatterns !== undefined ||
+    rule.dnsNames !== undefined ||
+    rule.delegates !== undefined;
+  if (
+    listed &&
+    spiffeIds.length + spiffePrefixes.length + dnsNames.length === 0 &&
+    delegates !== 'any' &&
+    delegates.length === 0
+  ) {
     throw invalid(
       `authorization rule ${quote(key)}: its identity lists are all empty, so it would admit nobody; ` +
         'leave the method out of the table (denied by default) or use { allow: "none" }',
@@ -212,7 +253,7 @@ function compileRule(key: string, rule: AuthorizationRule): CompiledRule {
   }
   if (!listed && requirePermission === null) {
     throw invalid(
-      `authorization rule ${quote(key)}: a rule needs spiffeIds, spiffePatterns, dnsNames or requirePermission, ` +
+      `authorization rule ${quote(key)}: a rule needs spiffeIds, spiffePatterns, dnsNames, delegates or requirePermission, ` +
         'or allow: "any-authenticated" | "none"',
     );
   }
@@ -222,15 +263,54 @@ function compileRule(key: string, rule: AuthorizationRule): CompiledRule {
     spiffeIds: new Set(spiffeIds),
     spiffePrefixes,
     dnsNames: new Set(dnsNames),
+    delegates,
     requirePermission,
   };
 }
 
+/** 'any', or each delegation subtree's host ("alice.d.example.org"). */
+function compileDelegates(key: string, value: unknown): 'any' | readonly string[] {
+  if (value === undefined) return [];
+  if (value === 'any') return 'any';
+  return stringList(key, 'delegates', value).map((id) => {
+    let parsed: ReturnType<typeof parseSpiffeId>;
+    try {
+      parsed = parseSpiffeId(id);
+    } catch (error) {
+      throw invalid(
+        `authorization rule ${quote(key)}: ${error instanceof Error ? error.message : 'invalid SPIFFE ID'}`,
+      );
+    }
+    if (parsed.path !== '') {
+      throw invalid(
+        `authorization rule ${quote(key)}: delegates lists delegation subtrees by their SPIFFE ID without a path (e.g. "spiffe://alice.d.example.org"), not ${quote(id)}`,
+      );
+    }
+    return parsed.trustDomain;
+  });
+}
+
 function hasIdentityLists(rule: CompiledRule): boolean {
-  return rule.spiffeIds.size + rule.spiffePrefixes.length + rule.dnsNames.size > 0;
+  return (
+    rule.spiffeIds.size + rule.spiffePrefixes.length + rule.dnsNames.size > 0 ||
+    rule.delegates === 'any' ||
+    rule.delegates.length > 0
+  );
 }
 
 function identityMatches(rule: CompiledRule, identity: PeerIdentity): boolean {
+  if (identity.delegate !== null) {
+    if (rule.delegates === 'any') return true;
+    let host: string;
+    try {
+      host = parseSpiffeId(identity.delegate.spiffeId).trustDomain;
+    } catch {
+      return false;
+    }
+    return rule.delegates.some((base) => host === base || host.endsWith(`.${base}`));
+  }
+  // Names bind only when the deployment itself issued them.
+  if (identity.issuedBy !== 'deployment') return false;
   const id = identity.spiffeId;
   if (id !== null) {
     if (rule.spiffeIds.has(id)) return true;
@@ -243,6 +323,12 @@ function identityMatches(rule: CompiledRule, identity: PeerIdentity): boolean {
 
 /** How a peer is named in a denial: its SPIFFE ID, else its DNS names, else its serial. */
 function describePeer(identity: PeerIdentity): string {
+  if (identity.delegate !== null) return `delegate ${identity.delegate.spiffeId}`;
+  if (identity.issuedBy === 'delegated')
+    return `${identity.spiffeId ?? identity.serial} (beneath a delegation, not admitted)`;
+  if (identity.issuedBy === 'unknown') {
+    return `${identity.spiffeId ?? identity.serial} (issuer unknown on this server: pass deploymentAuthorities)`;
+  }
   if (identity.spiffeId !== null) return identity.spiffeId;
   if (identity.dnsNames.length > 0) return `${identity.dnsNames.join(', ')} (no SPIFFE ID)`;
   return `with certificate serial ${identity.serial} (no SPIFFE ID, no DNS name)`;
@@ -253,6 +339,7 @@ function listKinds(rule: CompiledRule): string {
   if (rule.spiffeIds.size > 0) kinds.push('SPIFFE IDs');
   if (rule.spiffePrefixes.length > 0) kinds.push('SPIFFE ID patterns');
   if (rule.dnsNames.size > 0) kinds.push('DNS names');
+  if (rule.delegates === 'any' || rule.delegates.length > 0) kinds.push('delegates');
   return kinds.join(' or ');
 }
 
@@ -341,6 +428,16 @@ export class AuthorizationPolicy {
     }
     if (rule.requirePermission !== null) {
       const permission = quote(rule.requirePermission);
+      if (!this.#permissionsOf && identity.delegate !== null) {
+        if ((identity.delegate.effective.permissions as ReadonlySet<string>).has(rule.requirePermission)) {
+          return { allowed: true, rule: rule.name };
+        }
+        return deny(
+          grpc.status.PERMISSION_DENIED,
+          rule.name,
+          `peer ${peer} lacks permission ${permission} required by rule ${ruleName}`,
+        );
+      }
       if (!this.#permissionsOf) {
         return deny(
           grpc.status.PERMISSION_DENIED,
@@ -375,9 +472,18 @@ export class AuthorizationPolicy {
   }
 }
 
-function identityOrReason(call: PeerCall): PeerIdentity | string {
+function identityOrReason(
+  call: PeerCall,
+  deploymentAuthorities: readonly X509Certificate[] | undefined,
+): PeerIdentity | string {
   try {
-    return peerIdentity(call);
+    const identity = peerIdentity(call);
+    if (identity.issuedBy !== 'unknown' || !deploymentAuthorities) return identity;
+    const leaf = new X509Certificate(identity.chain[0]);
+    return {
+      ...identity,
+      issuedBy: issuedDirectlyBy(leaf, deploymentAuthorities) ? 'deployment' : 'delegated',
+    };
   } catch (error) {
     if (error instanceof SigilError) return error.message;
     return 'the peer certificate could not be read';
@@ -401,7 +507,7 @@ export function authorizationInterceptor(
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
-            const identity = identityOrReason(call);
+            const identity = identityOrReason(call, options.deploymentAuthorities);
             const decision =
               typeof identity === 'string'
                 ? policy.decide(methodDescriptor.path, null, identity)

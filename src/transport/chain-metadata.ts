@@ -10,6 +10,7 @@ import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { invalid } from '../errors.ts';
 import { decodePem } from '../pki/pem.ts';
+import { X509Certificate as LibraryCertificate } from '../pki/x509-library.ts';
 
 export const CHAIN_METADATA_KEY = 'sigil-chain-bin';
 
@@ -34,6 +35,38 @@ function isSelfIssued(der: Buffer): boolean {
   } catch {
     return false;
   }
+}
+
+const NAME_CONSTRAINTS = '2.5.29.30';
+
+/**
+ * The CA certificates a delegate must present: the intermediates of a PEM
+ * chain when one of them is a delegation (it carries name constraints, as
+ * every delegation does), else none — a deployment identity needs no proof
+ * beyond its handshake, so its calls carry nothing extra.
+ */
+export function delegationChainToPresent(certificateChainPem: string): Buffer[] {
+  const intermediates = presentedIntermediates(certificateChainPem);
+  const constrained = intermediates.some((der) => {
+    try {
+      return new LibraryCertificate(der).getExtension(NAME_CONSTRAINTS) !== null;
+    } catch {
+      return false;
+    }
+  });
+  return constrained ? intermediates : [];
+}
+
+/**
+ * Call credentials adding `sigil-chain-bin` with `chain()` (read per call)
+ * when it is not empty.
+ */
+export function chainCallCredentials(chain: () => readonly Buffer[]): grpc.CallCredentials {
+  return grpc.CallCredentials.createFromMetadataGenerator((_options, callback) => {
+    const metadata = new grpc.Metadata();
+    for (const der of chain()) metadata.add(CHAIN_METADATA_KEY, der);
+    callback(null, metadata);
+  });
 }
 
 /**

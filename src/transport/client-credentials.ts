@@ -18,12 +18,26 @@
 // grpc-js calls connect() once per new connection, so each connection uses the
 // material current at that moment; established connections keep theirs.
 
+import { X509Certificate } from 'node:crypto';
 import { isIP, type Socket } from 'node:net';
-import { createSecureContext, type SecureContext, connect as tlsConnect } from 'node:tls';
+import {
+  createSecureContext,
+  type DetailedPeerCertificate,
+  type PeerCertificate,
+  type SecureContext,
+  type TLSSocket,
+  connect as tlsConnect,
+} from 'node:tls';
 import { CallCredentials, ChannelCredentials, type ChannelOptions, experimental } from '@grpc/grpc-js';
 import { invalid, unauthenticated } from '../errors.ts';
+import { chainCallCredentials, delegationChainToPresent } from './chain-metadata.ts';
+import {
+  type ChainStrictnessOptions,
+  checkChainStrictness,
+  checkChainStrictnessOptions,
+} from './chain-strictness.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
-import { type ServerVerification, verifyServerName } from './server-verification.ts';
+import { type PresentedServer, type ServerVerification, verifyServerName } from './server-verification.ts';
 import { validateMaterial } from './validate-material.ts';
 
 export interface ChannelCredentialsOptions {
@@ -37,32 +51,66 @@ export interface ChannelCredentialsOptions {
   readonly serverName?: string;
   /**
    * Checks on the server certificate after OpenSSL has validated its chain.
-   * Default: verifyServerName() (the server name above). Passing a check
-   * replaces the name check; combine them with verifyAll to keep both.
+   * Default: verifyServerName() (the server name above: DNS/IP SANs only, no
+   * common-name fallback, no partial wildcards). Passing a check replaces the
+   * name check; combine them with verifyAll to keep both. For a server whose
+   * certificate is only valid by its common name, pass
+   * `verifyServerName(undefined, { nodeCheckServerIdentity: true })`.
    */
   readonly verify?: ServerVerification;
+  /**
+   * The strict structural checks on the server's verified chain
+   * (chain-strictness.ts: the RFC 5280 rules OpenSSL applies only with
+   * X509_V_FLAG_X509_STRICT, which Node never sets), with an optional
+   * `maxChainDepth`. They run in addition to `verify`, whatever it is.
+   * Default: on, without a depth limit. `false` turns them off, for a server
+   * whose chain does not conform and cannot be fixed.
+   */
+  readonly strictChain?: boolean | ChainStrictnessOptions;
+}
+
+/** `strictChain` as connectVerifiedTls takes it: the options, or false when off. */
+function strictChainOptions(
+  value: boolean | ChainStrictnessOptions | undefined,
+): ChainStrictnessOptions | false {
+  if (value === false) return false;
+  const options = value === undefined || value === true ? {} : value;
+  checkChainStrictnessOptions(options);
+  return options;
 }
 
 /** The TLS floor for every sigil connection. */
 const MIN_TLS_VERSION = 'TLSv1.3';
 
+/** What a connection needs of the material: its TLS context and the trusted CAs. */
+interface ConnectionMaterial {
+  readonly secureContext: SecureContext;
+  /** The trust bundle, to find the trust anchor of a verified chain. */
+  readonly authorities: readonly X509Certificate[];
+  /** The delegation chain a delegate presents with every call; empty for anyone else. */
+  readonly presented: readonly Buffer[];
+}
+
 /** One secure context per material object, built the first time a connection needs it. */
 class ContextCache {
   #material: TlsMaterial | undefined;
-  #context: SecureContext | undefined;
+  #context: ConnectionMaterial | undefined;
 
-  get(material: TlsMaterial): SecureContext {
+  get(material: TlsMaterial): ConnectionMaterial {
     if (material !== this.#material || this.#context === undefined) {
       // Sources validate before publishing; this catches hand-written sources
       // early with sigil's error instead of a failed handshake.
-      validateMaterial(material);
-      this.#context = createSecureContext({
+      const validated = validateMaterial(material);
+      const secureContext = createSecureContext({
         cert: material.certificateChain,
         key: material.privateKey,
         ca: material.trustBundle,
         crl: material.crls && material.crls.length > 0 ? [...material.crls] : undefined,
         minVersion: MIN_TLS_VERSION,
       });
+      const authorities = validated.trusted.map((ca) => new X509Certificate(ca.der));
+      const presented = delegationChainToPresent(material.certificateChain);
+      this.#context = { secureContext, authorities, presented };
       this.#material = material;
     }
     return this.#context;
@@ -89,6 +137,8 @@ class SigilSecureConnector implements experimental.SecureConnector {
   readonly #serverName: string;
   readonly #callCredentials: CallCredentials;
   readonly #trace: boolean;
+  /** The delegation chain of the material the current connection presented (sigil-chain-bin). */
+  #presented: readonly Buffer[] = [];
 
   constructor(
     owner: SigilChannelCredentials,
@@ -98,21 +148,25 @@ class SigilSecureConnector implements experimental.SecureConnector {
   ) {
     this.#owner = owner;
     this.#serverName = serverName;
-    this.#callCredentials = callCredentials;
+    // A delegate's calls carry its chain, which the server cannot see in the handshake (chain-metadata.ts).
+    this.#callCredentials = callCredentials.compose(chainCallCredentials(() => this.#presented));
     this.#trace = trace;
   }
 
   connect(socket: Socket): Promise<experimental.SecureConnectResult> {
-    let secureContext: SecureContext;
+    let material: ConnectionMaterial;
     try {
-      secureContext = this.#owner.secureContext();
+      material = this.#owner.connectionMaterial();
     } catch (error) {
       return Promise.reject(error);
     }
+    this.#presented = material.presented;
     return connectVerifiedTls(socket, {
-      secureContext,
+      secureContext: material.secureContext,
+      authorities: material.authorities,
       serverName: this.#serverName,
       verification: this.#owner.verification,
+      strictChain: this.#owner.strictChain,
       trace: this.#trace,
     });
   }
@@ -130,6 +184,7 @@ class SigilSecureConnector implements experimental.SecureConnector {
 
 class SigilChannelCredentials extends ChannelCredentials {
   readonly verification: ServerVerification;
+  readonly strictChain: ChainStrictnessOptions | false;
   readonly #source: MaterialSource;
   readonly #serverName: string | undefined;
   readonly #contexts = new ContextCache();
@@ -139,9 +194,10 @@ class SigilChannelCredentials extends ChannelCredentials {
     this.#source = options.material;
     this.#serverName = options.serverName;
     this.verification = options.verify ?? verifyServerName();
+    this.strictChain = strictChainOptions(options.strictChain);
   }
 
-  secureContext(): SecureContext {
+  connectionMaterial(): ConnectionMaterial {
     return this.#contexts.get(this.#source.current());
   }
 
@@ -175,9 +231,10 @@ class SigilChannelCredentials extends ChannelCredentials {
 
 /**
  * Channel credentials for a grpc-js client: TLS 1.3 minimum, the client
- * certificate from `material`, only `material.trustBundle` trusted, and
- * `verify` (default: the server name) checked on top of chain validation.
- * New connections use the newest material; existing ones are left alone.
+ * certificate from `material`, only `material.trustBundle` trusted, and on
+ * top of OpenSSL's chain validation the strict chain checks (`strictChain`)
+ * and `verify` (default: the server name). New connections use the newest
+ * material; existing ones are left alone.
  */
 export function channelCredentials(options: ChannelCredentialsOptions): ChannelCredentials {
   if (options.serverName !== undefined && options.serverName.trim() === '') {
@@ -190,6 +247,8 @@ export function channelCredentials(options: ChannelCredentialsOptions): ChannelC
  * The TLS handshake of every sigil client connection (grpc-js hands us the
  * TCP socket): SNI for host names only, ALPN h2, sigil's checks on top of
  * OpenSSL's chain validation, and no connection unless OpenSSL authorized it.
+ * `strictChain` (default: on, no depth limit) runs the strict structural
+ * checks on the verified chain before `verification`; false skips them.
  */
 export function connectVerifiedTls(
   socket: Socket,
@@ -197,10 +256,14 @@ export function connectVerifiedTls(
     readonly secureContext: SecureContext;
     readonly serverName: string;
     readonly verification: ServerVerification;
+    readonly strictChain?: ChainStrictnessOptions | false;
+    /** The trusted CAs, to put the verified chain back together up to its anchor (see verifiedChain). */
+    readonly authorities?: readonly X509Certificate[];
     readonly trace?: boolean;
   },
 ): Promise<experimental.SecureConnectResult> {
   const { serverName, verification } = options;
+  const strictChain = options.strictChain ?? {};
   return new Promise((resolve, reject) => {
     const tlsSocket = tlsConnect(
       {
@@ -210,7 +273,33 @@ export function connectVerifiedTls(
         servername: isIP(serverName) === 0 ? serverName : undefined,
         ALPNProtocols: ['h2'],
         enableTrace: options.trace ?? false,
-        checkServerIdentity: (_host, certificate) => verification.check({ serverName, certificate }),
+        // Node calls this only after OpenSSL verified the chain.
+        checkServerIdentity: (_host, certificate) => {
+          if (strictChain !== false) {
+            let chain: Buffer[];
+            try {
+              chain = verifiedChain(tlsSocket, certificate, options.authorities ?? []);
+            } catch (error) {
+              return unauthenticated(
+                `the server's certificate chain could not be read for the strict checks: ${String(error)}`,
+              );
+            }
+            const refused = checkChainStrictness(chain, strictChain);
+            if (refused !== undefined) return refused;
+          }
+          let presented: X509Certificate[] | undefined;
+          const server: PresentedServer = {
+            serverName,
+            certificate,
+            // Parsed only for a check that asks (the control plane's does).
+            get presented() {
+              presented ??= presentedCertificates(certificate);
+              return presented;
+            },
+            trusted: options.authorities ?? [],
+          };
+          return verification.check(server);
+        },
       },
       () => {
         tlsSocket.removeListener('close', onClose);
@@ -230,4 +319,89 @@ export function connectVerifiedTls(
     tlsSocket.once('close', onClose);
     tlsSocket.once('error', onError);
   });
+}
+
+/**
+ * The chain OpenSSL verified, DER, leaf first. Node does not expose it
+ * (SSL_get0_verified_chain), and the issuer links of getPeerCertificate(true)
+ * can stop early (its walk over the presented certificates misses an issuer
+ * sent last), so it is put back together here: from the leaf, each issuer is
+ * looked up as OpenSSL looks it up (name and key identifiers, through
+ * X509Certificate.checkIssued; the signature decides between look-alikes),
+ * in the trusted CAs first (OpenSSL's trusted-first order), then among the
+ * certificates the server presented, ending at a self-issued certificate.
+ * Not a validation: OpenSSL has validated the path; this only names the
+ * certificates it used.
+ */
+function verifiedChain(
+  socket: TLSSocket,
+  certificate: PeerCertificate,
+  authorities: readonly X509Certificate[],
+): Buffer[] {
+  const presented: X509Certificate[] = [];
+  const seen = new Set<string>();
+  const add = (x: X509Certificate | undefined): void => {
+    if (x === undefined || seen.has(x.fingerprint256)) return;
+    seen.add(x.fingerprint256);
+    presented.push(x);
+  };
+  // A peer certificate's issuerCertificate links follow the order the server sent.
+  for (let x = socket.getPeerX509Certificate(); x !== undefined && !seen.has(x.fingerprint256); ) {
+    add(x);
+    x = x.issuerCertificate;
+  }
+  // Node's own links, which may reach into the trust store.
+  const linked: (PeerCertificate | DetailedPeerCertificate)[] = [];
+  for (let current: PeerCertificate | undefined = certificate; current?.raw !== undefined; ) {
+    if (linked.includes(current)) break;
+    linked.push(current);
+    current =
+      'issuerCertificate' in current ? (current as DetailedPeerCertificate).issuerCertificate : undefined;
+  }
+  for (const { raw } of linked) {
+    if (!presented.some((x) => x.raw.equals(raw))) add(new X509Certificate(raw));
+  }
+  const leaf = presented[0];
+  if (leaf === undefined) return [certificate.raw];
+  const candidates = [...authorities, ...presented.slice(1)];
+  const chain = [leaf];
+  const inChain = new Set([leaf.fingerprint256]);
+  for (let current = leaf; chain.length <= MAX_CHAIN && !current.checkIssued(current); ) {
+    const issuers = candidates.filter((ca) => !inChain.has(ca.fingerprint256) && current.checkIssued(ca));
+    const issuer =
+      issuers.length > 1 ? (issuers.find((ca) => signedBy(current, ca)) ?? issuers[0]) : issuers[0];
+    if (issuer === undefined) break;
+    chain.push(issuer);
+    inChain.add(issuer.fingerprint256);
+    current = issuer;
+  }
+  return chain.map((x) => x.raw);
+}
+
+/**
+ * The leaf and the certificates Node linked to it (what the server sent and
+ * trust-store CAs, matched by name): candidates to check by signature, never
+ * a verified chain by themselves.
+ */
+function presentedCertificates(certificate: PeerCertificate): X509Certificate[] {
+  const out: X509Certificate[] = [];
+  for (let current: PeerCertificate | undefined = certificate; current?.raw !== undefined; ) {
+    const der = current.raw;
+    if (out.some((seen) => seen.raw.equals(der))) break;
+    out.push(new X509Certificate(der));
+    current =
+      'issuerCertificate' in current ? (current as DetailedPeerCertificate).issuerCertificate : undefined;
+  }
+  return out;
+}
+
+/** OpenSSL's default verify depth bounds the walk as it bounds the path. */
+const MAX_CHAIN = 100;
+
+function signedBy(certificate: X509Certificate, issuer: X509Certificate): boolean {
+  try {
+    return certificate.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
 }

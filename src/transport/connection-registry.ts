@@ -17,8 +17,15 @@ export interface ConnectionAddress {
   readonly localPort?: number | undefined;
 }
 
+/**
+ * Who issued the peer's leaf: one of the deployment's own CAs, or someone
+ * else OpenSSL accepted (beneath a delegation; see delegate-admission.ts).
+ */
+export type LeafIssuer = 'deployment' | 'delegated';
+
 export interface TrackedConnection {
   readonly socket: TLSSocket;
+  readonly issuedBy: LeafIssuer;
   /** DER, leaf first: the peer's chain as Node reports it, completed from known CAs (see readPeerChain). */
   readonly chain: readonly Buffer[];
   /**
@@ -193,11 +200,16 @@ export class ConnectionRegistry {
    * certificate. Forgets the connection when its socket closes.
    */
   /** `knownAuthorities`: CA certificates that may complete a chain Node reports only in part. */
-  track(socket: TLSSocket, knownAuthorities: readonly X509Certificate[] = []): TrackedConnection | null {
+  track(
+    socket: TLSSocket,
+    knownAuthorities: readonly X509Certificate[] = [],
+    issuedBy: LeafIssuer,
+  ): TrackedConnection | null {
     const peer = readPeerChain(socket, knownAuthorities);
     if (!peer) return null;
     const connection: TrackedConnection = {
       socket,
+      issuedBy,
       chain: peer.chain,
       chainSerials: peer.serials,
       leafFingerprint: peer.fingerprint,

@@ -19,7 +19,18 @@ import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../errors.ts';
+import { certificateNames } from '../pki/certificate-names.ts';
+import { parseSpiffeId } from '../pki/names.ts';
+import { DEFAULT_POLICY_OID, type PolicyOid, parsePolicyOid } from '../pki/policy-extension.ts';
+import { checkChainStrictness } from './chain-strictness.ts';
 import { ConnectionRegistry } from './connection-registry.ts';
+import {
+  chainDelegateAdmitter,
+  type DelegateAdmitter,
+  type DelegationSettings,
+  delegateAdmissionInterceptor,
+  issuedDirectlyBy,
+} from './delegate-admission.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
 import type { TransportMetrics } from './metrics.ts';
 import { exemptAnonymousPublicCalls, publicMethodSet, publicMethodsInterceptor } from './public-methods.ts';
@@ -32,7 +43,8 @@ export interface HandshakeFailure {
   /**
    * Node's verification code when the certificate was refused
    * ('CERT_HAS_EXPIRED', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'INVALID_PURPOSE',
-   * 'CERT_REVOKED' — also used for sigil's own revocation check), else the TLS
+   * 'CERT_REVOKED' — also used for sigil's own revocation check;
+   * 'CERT_CHAIN_NOT_STRICT' for sigil's strict chain checks), else the TLS
    * error code ('ERR_SSL_UNSUPPORTED_PROTOCOL', 'ERR_SSL_WRONG_VERSION_NUMBER', …).
    */
   readonly reason: string;
@@ -71,6 +83,14 @@ export interface MtlsServerOptions {
   readonly maxConnectionAgeGraceMs?: number;
   /** A peer that has not finished its handshake by then is dropped. Default 10 s. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * The strict structural checks (chain-strictness.ts) on each client chain
+   * OpenSSL verified. Node shows a server only the client's leaf, so they
+   * see the leaf and the CAs this server knows (readPeerChain). A refused
+   * connection is destroyed and reported to onHandshakeError with reason
+   * 'CERT_CHAIN_NOT_STRICT'. Default true; false turns them off.
+   */
+  readonly strictChain?: boolean;
   /** Passed to grpc.Server (sigil sets interceptors and the connection age itself). */
   readonly grpcOptions?: Omit<grpc.ServerOptions, 'interceptors'>;
   /**
@@ -82,6 +102,26 @@ export interface MtlsServerOptions {
   readonly onHandshakeError?: (failure: HandshakeFailure) => void;
   /** Every material accepted after construction. */
   readonly onRotated?: (material: ValidatedMaterial) => void;
+  /**
+   * The deployment's own CAs: a client leaf signed directly by one of them
+   * is a deployment identity; any other leaf OpenSSL accepts lies beneath a
+   * delegation and is admitted only through `delegates`. Default: the
+   * material's trust bundle and the server's own intermediates.
+   */
+  readonly deploymentAuthorities?: () => readonly X509Certificate[];
+  /**
+   * Where delegated identities live: the trust domain (default: the one of
+   * the server's own SPIFFE ID) and the policy extension OID (default
+   * DEFAULT_POLICY_OID_TEXT). Without a trust domain, delegates are refused.
+   */
+  readonly delegation?: { readonly trustDomain?: string; readonly policyOid?: string | PolicyOid };
+  /**
+   * How a delegate's chain is admitted: 'refuse' (every delegated leaf is
+   * refused), or an admitter (the control plane passes its own). Default:
+   * the chain checks of pki/delegation-chain.ts against the deployment CAs,
+   * with `revocation` applied to every link.
+   */
+  readonly delegates?: DelegateAdmitter | 'refuse';
 }
 
 const authoritiesByMaterial = new WeakMap<ValidatedMaterial, X509Certificate[]>();
@@ -153,6 +193,7 @@ export class MtlsServer {
   readonly #sockets = new Set<Socket>();
   readonly #allowAnonymous: boolean;
   #material: ValidatedMaterial;
+  readonly #delegation: DelegationSettings | null;
   #listening: { reject: (error: Error) => void } | null = null;
   #closed: Promise<void> | null = null;
 
@@ -177,6 +218,17 @@ export class MtlsServer {
     this.#revocation = options.revocation
       ? new RevocationEnforcement(options.revocation, this.connections)
       : undefined;
+    this.#delegation = delegationSettings(options.delegation, this.#material);
+    const admitter =
+      options.delegates === 'refuse' || this.#delegation === null
+        ? null
+        : (options.delegates ??
+          chainDelegateAdmitter({
+            ...this.#delegation,
+            deploymentAuthorities: () => this.#deploymentAuthorities(),
+            ...(options.revocation ? { revocation: options.revocation } : {}),
+          }));
+    const admission = delegateAdmissionInterceptor(admitter, () => this.#delegation);
     const publicMethods = options.publicMethods ? publicMethodSet(options.publicMethods) : null;
     // grpc-js hands inbound events to interceptors[0] first: sigil's checks run before the user's.
     const interceptors = [
@@ -189,6 +241,7 @@ export class MtlsServer {
               : this.#revocation.interceptor,
           ]
         : []),
+      publicMethods ? exemptAnonymousPublicCalls(admission, publicMethods) : admission,
       ...(options.interceptors ?? []),
     ];
     this.#allowAnonymous = publicMethods !== null;
@@ -330,11 +383,30 @@ export class MtlsServer {
       this.#injector.injectConnection(socket);
       return;
     }
-    const connection = this.connections.track(socket, knownAuthorities(this.#material));
+    const leaf = socket.getPeerX509Certificate();
+    if (leaf?.ca) {
+      socket.destroy();
+      this.#handshakeFailed(
+        'CA_CERTIFICATE_AS_CLIENT',
+        'the client presented a CA certificate; clients call with a leaf certificate',
+        socket,
+      );
+      return;
+    }
+    const issuedBy =
+      leaf && issuedDirectlyBy(leaf, this.#deploymentAuthorities()) ? 'deployment' : 'delegated';
+    const connection = this.connections.track(socket, knownAuthorities(this.#material), issuedBy);
     if (!connection) {
       // Unreachable with requestCert + rejectUnauthorized; refuse rather than trust that.
       socket.destroy();
       this.#handshakeFailed('NO_PEER_CERTIFICATE', 'the client presented no certificate', socket);
+      return;
+    }
+    const nonconforming =
+      this.#options.strictChain === false ? undefined : checkChainStrictness(connection.chain);
+    if (nonconforming !== undefined) {
+      socket.destroy();
+      this.#handshakeFailed('CERT_CHAIN_NOT_STRICT', nonconforming.message, socket);
       return;
     }
     const revoked = this.#revocation?.refusal(connection);
@@ -344,6 +416,10 @@ export class MtlsServer {
       return;
     }
     this.#injector.injectConnection(socket);
+  }
+
+  #deploymentAuthorities(): readonly X509Certificate[] {
+    return this.#options.deploymentAuthorities?.() ?? knownAuthorities(this.#material);
   }
 
   #rotate(material: TlsMaterial): void {
@@ -396,6 +472,28 @@ export class MtlsServer {
     }
     process.emitWarning(error.message, { code: 'SIGIL_TRANSPORT' });
   }
+}
+
+/** Delegation settings from the options, the trust domain defaulting to the server's own; null without one. */
+function delegationSettings(
+  given: MtlsServerOptions['delegation'],
+  material: ValidatedMaterial,
+): DelegationSettings | null {
+  const policyOid =
+    given?.policyOid === undefined
+      ? DEFAULT_POLICY_OID
+      : typeof given.policyOid === 'string'
+        ? parsePolicyOid(given.policyOid)
+        : given.policyOid;
+  if (given?.trustDomain !== undefined) return { trustDomain: given.trustDomain, policyOid };
+  for (const uri of certificateNames(material.leaf.der).uris) {
+    try {
+      return { trustDomain: parseSpiffeId(uri).trustDomain, policyOid };
+    } catch {
+      // not a SPIFFE ID
+    }
+  }
+  return null;
 }
 
 function errorCode(error: Error): string {

@@ -14,9 +14,11 @@ import { ipAddress, parseSpiffeId } from '../pki/names.ts';
 import {
   canonicalSerial,
   connectionForCall,
+  type LeafIssuer,
   type PeerCall,
   type TrackedConnection,
 } from './connection-registry.ts';
+import { type AdmittedDelegate, admittedDelegateOf } from './delegate-admission.ts';
 
 export type { PeerCall } from './connection-registry.ts';
 
@@ -46,6 +48,19 @@ export interface PeerIdentity {
   readonly chain: readonly Buffer[];
   /** The leaf's extensions, in certificate order. */
   readonly extensions: readonly PeerExtension[];
+  /**
+   * Who issued the leaf, by signature: 'deployment' (one of the deployment's
+   * own CAs: its SPIFFE ID means what it says), 'delegated' (beneath a
+   * delegation: see `delegate`), or 'unknown' on a plain grpc-js server,
+   * which cannot tell (authorizationInterceptor then needs
+   * `deploymentAuthorities`).
+   */
+  readonly issuedBy: LeafIssuer | 'unknown';
+  /**
+   * For a delegate (and a command certificate): its admitted subtree and
+   * effective policy. Null for every other peer.
+   */
+  readonly delegate: AdmittedDelegate | null;
 }
 
 const SUBJECT_ALT_NAME = '2.5.29.17';
@@ -108,7 +123,11 @@ function readNames(extensions: readonly PeerExtension[]): Names {
 }
 
 /** The identity in a verified chain (DER, leaf first). */
-export function identityFromChain(chainDer: readonly Buffer[]): PeerIdentity {
+export function identityFromChain(
+  chainDer: readonly Buffer[],
+  issuedBy: LeafIssuer | 'unknown' = 'unknown',
+  delegate: AdmittedDelegate | null = null,
+): PeerIdentity {
   const leafDer = chainDer[0];
   if (!leafDer) throw unauthenticated('no client certificate on this call');
   let leaf: X509Certificate;
@@ -134,6 +153,8 @@ export function identityFromChain(chainDer: readonly Buffer[]): PeerIdentity {
     notAfter: new Date(leaf.validTo),
     chain: [...chainDer],
     extensions,
+    issuedBy,
+    delegate,
   };
 }
 
@@ -142,9 +163,17 @@ const identities = new WeakMap<TrackedConnection, PeerIdentity>();
 
 function identityOfConnection(connection: TrackedConnection): PeerIdentity {
   let identity = identities.get(connection);
-  if (!identity) {
-    identity = identityFromChain(connection.chain);
+  const delegate = admittedDelegateOf(connection);
+  if (!identity || identity.delegate !== delegate) {
+    identity = identityFromChain(connection.chain, connection.issuedBy, delegate);
     identities.set(connection, identity);
+  }
+  if (identity.issuedBy === 'delegated' && identity.delegate === null) {
+    // Admission holds every call of such a connection; reaching here means it did not run.
+    throw new SigilError(
+      'permission_denied',
+      'the client certificate lies beneath a delegation that was not admitted',
+    );
   }
   return identity;
 }

@@ -7,18 +7,29 @@
 // Error messages name what was expected and what was presented (names,
 // SPIFFE IDs, fingerprints: all public) and never any key material.
 
-import { createHash } from 'node:crypto';
+import { createHash, type X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { checkServerIdentity, type DetailedPeerCertificate, type PeerCertificate } from 'node:tls';
+import * as asn1js from 'asn1js';
 import { invalid, type SigilError, unauthenticated } from '../errors.ts';
-import { parseSpiffeId, type SpiffeId } from '../pki/names.ts';
+import { ipAddress, parseSpiffeId, type SpiffeId } from '../pki/names.ts';
 import { SubjectAlternativeNameExtension, X509Certificate } from '../pki/x509-library.ts';
 
 /** The server as the client sees it at the end of the handshake. */
 export interface PresentedServer {
   /** The name the client is connecting to (server-name override, else the target host). */
   readonly serverName: string;
-  /** The peer certificate as Node gives it; with `issuerCertificate` links when detailed. */
+  /**
+   * The peer certificate as Node gives it; with `issuerCertificate` links
+   * when detailed. Those links are Node's guess by name and key identifier
+   * among what the server sent, not the chain OpenSSL verified: never decide
+   * who issued what from them (use `presented` and `trusted`, by signature).
+   */
   readonly certificate: PeerCertificate | DetailedPeerCertificate;
+  /** Every certificate the server sent, its leaf first (any order after it). */
+  readonly presented?: readonly NodeX509Certificate[];
+  /** The CAs this client trusts (its trust bundle): OpenSSL anchored the chain at one of them. */
+  readonly trusted?: readonly NodeX509Certificate[];
 }
 
 export interface ServerVerification {
@@ -28,29 +39,173 @@ export interface ServerVerification {
   check(server: PresentedServer): SigilError | undefined;
 }
 
+export interface ServerNameOptions {
+  /**
+   * Match exactly as Node's tls.checkServerIdentity does, for the rare peer
+   * whose certificate only works that way: a certificate without DNS SANs is
+   * then matched by its subject common name (even when it has IP SANs), and
+   * partial-label wildcards ("b*z.example.com") match. Go's crypto/x509 and
+   * rustls dropped both; sigil does not use them unless asked. Default false.
+   */
+  readonly nodeCheckServerIdentity?: boolean;
+}
+
 /**
- * The server certificate must be valid for a DNS name or IP address, with
- * Node's tls.checkServerIdentity semantics (DNS SANs with a leftmost "*"
- * label, IP SANs for IP literals). Without `name`, the connection's server
- * name is used, which is what a TLS client does by default.
+ * The server certificate must be valid for a DNS name or IP address. Without
+ * `name`, the connection's server name is used, which is what a TLS client
+ * does by default.
+ *
+ * Matching (RFC 6125 / RFC 9525 as Go and rustls apply it): a host name
+ * matches only a DNS subjectAltName, case-insensitively, one trailing dot
+ * ignored; a wildcard is only ever a whole leftmost label ("*.example.com"
+ * matches "a.example.com", not "example.com" nor "a.b.example.com"), never
+ * for a single-label parent ("*.com"), never partial ("b*z.example.com",
+ * "*z.example.com"). An IP address matches only an IP subjectAltName, byte
+ * for byte, and never a wildcard. The subject common name is never consulted.
+ *
+ * `{ nodeCheckServerIdentity: true }` restores Node's tls.checkServerIdentity
+ * semantics instead (common-name fallback, partial wildcards); see
+ * ServerNameOptions.
  */
-export function verifyServerName(name?: string): ServerVerification {
+export function verifyServerName(name?: string, options: ServerNameOptions = {}): ServerVerification {
   if (name !== undefined && name.trim() === '') throw invalid('the expected server name is empty');
+  const legacy = options.nodeCheckServerIdentity === true;
+  const what = name === undefined ? 'the server name' : `server name ${JSON.stringify(name)}`;
   return {
-    description: name === undefined ? 'the server name' : `server name ${JSON.stringify(name)}`,
+    description: legacy ? `${what} (Node's checkServerIdentity rules)` : what,
     check(server) {
       const expected = name ?? server.serverName;
-      const error = checkServerIdentity(expected, server.certificate) as
-        | (Error & { reason?: string })
-        | undefined;
-      if (error === undefined) return undefined;
-      const names = server.certificate.subjectaltname;
+      if (legacy) {
+        const error = checkServerIdentity(expected, server.certificate) as
+          | (Error & { reason?: string })
+          | undefined;
+        if (error === undefined) return undefined;
+        const names = server.certificate.subjectaltname;
+        return unauthenticated(
+          `server certificate is not valid for ${JSON.stringify(expected)} (${error.reason ?? error.message}); ` +
+            `it names ${names ? names : 'no subject alternative names'}`,
+        );
+      }
+      let sans: SubjectNames;
+      try {
+        sans = subjectNames(server.certificate.raw);
+      } catch (error) {
+        return unauthenticated(
+          `server certificate is not valid for ${JSON.stringify(expected)}: its subjectAltName cannot be read ` +
+            `(${error instanceof Error ? error.message.split('\n')[0] : String(error)})`,
+        );
+      }
+      const reason = nameMismatch(expected, sans);
+      if (reason === undefined) return undefined;
+      const listed = [
+        ...sans.dns.map((d) => `DNS:${NAME_CHARACTERS.test(d) ? d : JSON.stringify(d)}`),
+        ...sans.ips.map((ip) => `IP Address:${ipText(ip)}`),
+      ];
       return unauthenticated(
-        `server certificate is not valid for ${JSON.stringify(expected)} (${error.reason ?? error.message}); ` +
-          `it names ${names ? names : 'no subject alternative names'}`,
+        `server certificate is not valid for ${JSON.stringify(expected)} (${reason}); ` +
+          `it names ${listed.length > 0 ? listed.join(', ') : 'no DNS or IP subject alternative names'} ` +
+          '(the subject common name is not used for host names)',
       );
     },
   };
+}
+
+interface SubjectNames {
+  /** DNS SANs, as written (IA5String bytes read as Latin-1). */
+  readonly dns: readonly string[];
+  /** IP SANs, the 4 or 16 bytes as written (any other length never matches). */
+  readonly ips: readonly Buffer[];
+}
+
+const SUBJECT_ALT_NAME = '2.5.29.17';
+
+function decode(bytes: Uint8Array): asn1js.AsnType {
+  // Embedded DER (extension values, keys, signatures) is decoded only when asked for.
+  const { offset, result } = asn1js.fromBER(bytes, { parseEmbedded: false, copyInput: false });
+  if (offset === -1 || offset !== bytes.byteLength) throw new Error('malformed DER');
+  return result;
+}
+
+function items(node: asn1js.AsnType | undefined, what: string): asn1js.AsnType[] {
+  if (!(node instanceof asn1js.Sequence)) throw new Error(`${what} is not a SEQUENCE`);
+  return node.valueBlock.value;
+}
+
+/**
+ * DNS and IP SANs of a DER certificate, read with asn1js. Only the
+ * subjectAltName extension is decoded, so a malformed extension that plays no
+ * part here (OpenSSL accepted the certificate) does not decide the name check.
+ */
+function subjectNames(der: Buffer): SubjectNames {
+  const tbs = items(items(decode(der), 'Certificate')[0], 'TBSCertificate');
+  const extensions = tbs.find((item) => item.idBlock.tagClass === 3 && item.idBlock.tagNumber === 3);
+  const dns: string[] = [];
+  const ips: Buffer[] = [];
+  if (extensions === undefined) return { dns, ips };
+  for (const extension of items((extensions as asn1js.Constructed).valueBlock.value[0], 'extensions')) {
+    const parts = items(extension, 'Extension');
+    const oid = parts[0];
+    if (!(oid instanceof asn1js.ObjectIdentifier) || oid.valueBlock.toString() !== SUBJECT_ALT_NAME) continue;
+    const value = parts[parts.length - 1];
+    if (!(value instanceof asn1js.OctetString)) throw new Error('extnValue is not an OCTET STRING');
+    for (const name of items(decode(value.valueBlock.valueHexView), 'subjectAltName')) {
+      if (name.idBlock.tagClass !== 3 || name.idBlock.isConstructed) continue;
+      const bytes = Buffer.from((name as asn1js.Primitive).valueBlock.valueHexView);
+      if (name.idBlock.tagNumber === 2) dns.push(bytes.toString('latin1')); // dNSName [2] IA5String
+      if (name.idBlock.tagNumber === 7) ips.push(bytes); // iPAddress [7] OCTET STRING
+    }
+  }
+  return { dns, ips };
+}
+
+/** An IP SAN as text for messages. */
+function ipText(bytes: Buffer): string {
+  if (bytes.length === 4) return [...bytes].join('.');
+  if (bytes.length === 16) {
+    const words = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
+    return ipAddress(words.join(':')).value;
+  }
+  return `<${bytes.length} bytes>`;
+}
+
+/** Why `expected` is not among the certificate's names, or undefined when it is. */
+function nameMismatch(expected: string, sans: SubjectNames): string | undefined {
+  const host = expected.endsWith('.') ? expected.slice(0, -1) : expected;
+  if (isIP(host) !== 0) {
+    let wanted: Buffer;
+    try {
+      wanted = ipAddress(host).bytes;
+    } catch {
+      return `${JSON.stringify(expected)} is not an IP address sigil can compare`;
+    }
+    if (sans.ips.some((bytes) => bytes.equals(wanted))) return undefined;
+    return 'no IP address subjectAltName matches';
+  }
+  if (sans.dns.some((pattern) => dnsNameMatches(host, pattern))) return undefined;
+  return 'no DNS subjectAltName matches';
+}
+
+/** Printable ASCII without space: anything else in a name is refused rather than compared. */
+const NAME_CHARACTERS = /^[\x21-\x7e]+$/;
+
+/**
+ * RFC 6125 §6.4 host name matching with the one wildcard form every modern
+ * stack agrees on: the whole leftmost label, above a parent of two or more labels.
+ */
+function dnsNameMatches(host: string, pattern: string): boolean {
+  const wanted = host.toLowerCase();
+  const presented = (pattern.endsWith('.') ? pattern.slice(0, -1) : pattern).toLowerCase();
+  if (!NAME_CHARACTERS.test(wanted) || !NAME_CHARACTERS.test(presented)) return false;
+  if (wanted.includes('*')) return false;
+  const hostLabels = wanted.split('.');
+  const patternLabels = presented.split('.');
+  if (hostLabels.length !== patternLabels.length) return false;
+  if (hostLabels.includes('') || patternLabels.includes('')) return false;
+  for (let i = 1; i < patternLabels.length; i++) {
+    if (patternLabels[i] !== hostLabels[i]) return false; // a "*" here is literal and never matches
+  }
+  if (patternLabels[0] === '*') return patternLabels.length >= 3;
+  return patternLabels[0] === hostLabels[0]; // "b*z" is compared literally: no partial wildcards
 }
 
 interface SpiffePattern {

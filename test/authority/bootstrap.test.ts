@@ -1,10 +1,16 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Authority } from '../../src/authority/authority.ts';
+import { SETTING_POLICY_OID } from '../../src/authority/bootstrap.ts';
 import { generateStoreKey } from '../../src/authority/store-key.ts';
 import type { SigilError } from '../../src/errors.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
+import { DEFAULT_POLICY_OID, DEFAULT_POLICY_OID_TEXT } from '../../src/pki/policy-extension.ts';
+import { openSqliteStore } from '../../src/store/sqlite.ts';
 import { type Fixture, newFixture, opensslVerify } from './helpers.ts';
 
 describe('bootstrap on an empty store', () => {
@@ -118,6 +124,90 @@ describe('bootstrap on an empty store', () => {
       Authority.open({ store: f.store, replicaId: 'r1', storeKey: f.storeKey, serverAddresses: ['no-port'] }),
       /must be host:port/,
     );
+  });
+});
+
+describe('the policy extension OID', () => {
+  it('defaults to DEFAULT_POLICY_OID_TEXT, recorded on first start and kept on restart', async () => {
+    const f = await newFixture();
+    try {
+      assert.equal(await f.store.getSetting(SETTING_POLICY_OID), DEFAULT_POLICY_OID_TEXT);
+      assert.deepEqual(f.authority.policyOid, DEFAULT_POLICY_OID);
+      assert.equal(f.authority.trustBundle().policyOid, DEFAULT_POLICY_OID_TEXT);
+      // A restart that names none, or names the same, keeps it.
+      await f.authority.confirmBootstrap();
+      assert.equal((await f.reopen()).authority.policyOid.text, DEFAULT_POLICY_OID_TEXT);
+      assert.equal(
+        (await f.reopen({ policyOid: DEFAULT_POLICY_OID_TEXT })).authority.policyOid.text,
+        DEFAULT_POLICY_OID_TEXT,
+      );
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('is given by `policyOid` at bootstrap, recorded, and a later different one is refused naming both', async () => {
+    const f = await newFixture({ policyOid: '1.3.6.1.4.1.99999.7.1' });
+    try {
+      assert.equal(await f.store.getSetting(SETTING_POLICY_OID), '1.3.6.1.4.1.99999.7.1');
+      assert.equal(f.authority.policyOid.text, '1.3.6.1.4.1.99999.7.1');
+      assert.equal(f.authority.policyOid.der.toString('hex'), '060a2b0601040186 8d1f0701'.replace(' ', ''));
+      assert.equal(f.authority.trustBundle().policyOid, '1.3.6.1.4.1.99999.7.1');
+      await f.authority.confirmBootstrap();
+      // A restart without the option keeps the recorded one (not the default).
+      assert.equal((await f.reopen()).authority.policyOid.text, '1.3.6.1.4.1.99999.7.1');
+      for (const other of [DEFAULT_POLICY_OID_TEXT, '1.3.6.1.4.1.99999.7.2']) {
+        await assert.rejects(f.reopen({ policyOid: other }), (error: SigilError) => {
+          assert.equal(error.code, 'failed_precondition');
+          assert.match(
+            error.message,
+            new RegExp(
+              `policy extension OID is 1\\.3\\.6\\.1\\.4\\.1\\.99999\\.7\\.1, not ${other.replaceAll('.', '\\.')}: it is fixed when the deployment is bootstrapped`,
+            ),
+          );
+          return true;
+        });
+      }
+      // The refusal changed nothing.
+      assert.equal(await f.store.getSetting(SETTING_POLICY_OID), '1.3.6.1.4.1.99999.7.1');
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('a malformed policyOid is refused before anything is recorded', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sigil-policy-oid-'));
+    const store = await openSqliteStore(join(dir, 'sigil.db'));
+    try {
+      await store.migrate();
+      for (const [bad, reason] of [
+        ['2.25.55506409673561962886091138008118191280', /every arc must be below 2\^28/],
+        ['1.3', /at least three arcs/],
+        ['not-an-oid', /dotted decimal/],
+      ] as const) {
+        await assert.rejects(
+          Authority.open({
+            store,
+            replicaId: 'r1',
+            storeKey: generateStoreKey(),
+            serverAddresses: ['127.0.0.1:7443'],
+            timers: false,
+            onWarning: () => {},
+            policyOid: bad,
+          }),
+          (error: SigilError) => {
+            assert.equal(error.code, 'invalid_argument');
+            assert.match(error.message, reason);
+            return true;
+          },
+        );
+      }
+      assert.equal(await store.getSetting(SETTING_POLICY_OID), null);
+      assert.deepEqual(await store.listCas(), []);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -149,7 +149,7 @@ describe('Sign, Renew, Revoke', () => {
   it('only admins may sign (permission_denied for anyone else)', async () => {
     const { possession } = proofFor(f.admin);
     const workload = await f.authority.sign(f.admin, { possession, profile: 'client', commonName: 'w1' });
-    const caller = callerFromIssued(workload, f.authority.trustDomain);
+    const caller = callerFromIssued(workload, f.authority);
     assert.equal(caller.role, 'other');
     await assert.rejects(
       f.authority.sign(caller, { ...proofFor(caller), profile: 'client', commonName: 'w2' }),
@@ -165,7 +165,7 @@ describe('Sign, Renew, Revoke', () => {
       commonName: 'svc',
       dnsNames: ['svc.test'],
     });
-    const holder = callerFromIssued(first, f.authority.trustDomain);
+    const holder = callerFromIssued(first, f.authority);
     f.clock.advance(3_600_000);
     const renewed = await f.authority.renew(holder);
     assert.notEqual(renewed.serial, first.serial);
@@ -215,7 +215,7 @@ describe('Sign, Renew, Revoke', () => {
     // Revoking again is idempotent.
     assert.deepEqual(await f.authority.revoke(f.admin, issued.serial), { alreadyRevoked: true });
     // A revoked caller is refused everything.
-    const revokedCaller = callerFromIssued(issued, f.authority.trustDomain);
+    const revokedCaller = callerFromIssued(issued, f.authority);
     await assert.rejects(f.authority.renew(revokedCaller), code('permission_denied', /is revoked/));
   });
 
@@ -230,7 +230,7 @@ describe('Sign, Renew, Revoke', () => {
       profile: 'client',
       commonName: 'holder-b',
     });
-    const callerB = callerFromIssued(b, f.authority.trustDomain);
+    const callerB = callerFromIssued(b, f.authority);
     // Another's certificate is refused exactly as a missing one is: nothing leaks about what exists.
     const othersError = await f.authority.revoke(callerB, a.serial).then(
       () => assert.fail('revoking another holder’s certificate succeeded'),
@@ -245,7 +245,7 @@ describe('Sign, Renew, Revoke', () => {
       othersError.message.replace(a.serial, 'S'),
       missingError.message.replace('ffff0000ffff', 'S'),
     );
-    const callerA = callerFromIssued(a, f.authority.trustDomain);
+    const callerA = callerFromIssued(a, f.authority);
     assert.deepEqual(await f.authority.revoke(callerA, a.serial, 'superseded'), { alreadyRevoked: false });
     await assert.rejects(
       f.authority.revoke(f.admin, 'ffff0000ffff'),
@@ -287,7 +287,7 @@ describe('Sign, Renew, Revoke', () => {
       commonName: 'lister',
     });
     await assert.rejects(
-      f.authority.listCertificates(callerFromIssued(w, f.authority.trustDomain)),
+      f.authority.listCertificates(callerFromIssued(w, f.authority)),
       code('permission_denied', /only an admin may list certificates/),
     );
   });

@@ -11,7 +11,6 @@ import {
   verifyReplicaProof,
   verifySignProof,
 } from '../../src/authority/challenges.ts';
-import { callerFrom } from '../../src/authority/identities.ts';
 import { isNodeId, nodeIdFor, parseNodeId } from '../../src/authority/node-id.ts';
 import type { SigilError } from '../../src/errors.ts';
 import { generateKeyPair, keysMatch, publicKeyFromSpki, spkiDer } from '../../src/pki/keys.ts';
@@ -113,20 +112,5 @@ describe('node IDs', () => {
     assert.ok(isNodeId(id));
     assert.equal(parseNodeId(id.toUpperCase()), id);
     assert.throws(() => parseNodeId('n123'), /is not a node ID/);
-  });
-});
-
-describe('callers', () => {
-  const peer = (spiffeId: string | null) => ({ spiffeId, serial: 'a1', fingerprint: fp });
-  it('get their role from a SPIFFE ID in our trust domain only', () => {
-    const td = 'example.test';
-    assert.equal(callerFrom(peer('spiffe://example.test/admin/alice'), td).role, 'admin');
-    assert.equal(callerFrom(peer(`spiffe://example.test/node/${nodeIdFor(key.publicKey)}`), td).role, 'node');
-    assert.equal(callerFrom(peer('spiffe://example.test/replica/r2'), td).role, 'replica');
-    assert.equal(callerFrom(peer('spiffe://other.test/admin/alice'), td).role, 'other');
-    assert.equal(callerFrom(peer('spiffe://example.test/admin/alice/extra'), td).role, 'other');
-    assert.equal(callerFrom(peer('spiffe://example.test/node/not-a-node-id'), td).role, 'other');
-    assert.equal(callerFrom(peer(null), td).role, 'other');
-    assert.equal(callerFrom(peer('garbage'), td).role, 'other');
   });
 });

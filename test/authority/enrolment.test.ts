@@ -265,7 +265,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
       assert.ok(f.authority.revokedSerials().includes(serial));
       assert.ok((await f.store.getCertificate(serial))?.revokedAt);
     }
-    const nodeCaller = callerFromIssued(second.certificate!, f.authority.trustDomain);
+    const nodeCaller = callerFromIssued(second.certificate!, f.authority);
     await assert.rejects(f.authority.renew(nodeCaller), code('permission_denied', /revoked/));
   });
 
@@ -297,7 +297,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     const { parsed } = await token({ autoApprove: true });
     const { request } = registration(parsed);
     const { node, certificate } = await f.authority.register(request);
-    const caller = callerFromIssued(certificate!, f.authority.trustDomain);
+    const caller = callerFromIssued(certificate!, f.authority);
     assert.equal(caller.role, 'node');
     const renewed = await f.authority.renew(caller);
     assert.equal(renewed.spiffeId, certificate!.spiffeId);

@@ -73,7 +73,7 @@ export async function newFixture(overrides: Partial<AuthorityOptions> = {}): Pro
   const opened = await reopen();
   const bootstrapped = opened.bootstrapped;
   if (!bootstrapped) throw new Error('fixture expected a bootstrap');
-  const admin = callerFromPem(bootstrapped.adminCertificatePem, opened.authority.trustDomain);
+  const admin = callerFromPem(bootstrapped.adminCertificatePem, opened.authority);
   const openssl = (...args: string[]): string =>
     execFileSync('sh', ['-c', 'openssl "$@" 2>&1', 'sh', ...args], { cwd: dir, encoding: 'utf8' });
   const write = (name: string, content: string | Buffer): string => {
@@ -99,26 +99,43 @@ export async function newFixture(overrides: Partial<AuthorityOptions> = {}): Pro
   };
 }
 
-/** The Caller a service would build for a verified client certificate (leaf first in the PEM). */
-export function callerFromPem(pem: string, trustDomain: string): Caller {
-  return callerFromDer(readCertificates(pem)[0], trustDomain);
+/** What a caller is judged against: the authority's trust domain and CA certificates. */
+export type CallerContext = Pick<Authority, 'trustDomain' | 'deploymentAuthorities'>;
+
+/**
+ * The Caller a service would build for a verified client certificate (leaf
+ * first in the PEM): issuedByDeployment when one of the authority's CAs
+ * signed it directly (checked by signature, as MtlsServer does); never a
+ * delegate (admission is the transport's, tested elsewhere).
+ */
+export function callerFromPem(pem: string, authority: CallerContext): Caller {
+  return callerFromDer(readCertificates(pem)[0], authority);
 }
 
-export function callerFromDer(der: Buffer, trustDomain: string): Caller {
+export function callerFromDer(der: Buffer, authority: CallerContext): Caller {
   const certificate = new X509Certificate(der);
   const uri = /URI:(spiffe:\/\/[^,\s]+)/.exec(certificate.subjectAltName ?? '');
+  const issuedByDeployment = authority.deploymentAuthorities().some((ca) => {
+    try {
+      return certificate.checkIssued(ca) && certificate.verify(ca.publicKey);
+    } catch {
+      return false;
+    }
+  });
   return callerFrom(
     {
       spiffeId: uri ? uri[1] : null,
       serial: certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
       fingerprint: createHash('sha256').update(der).digest('hex'),
+      issuedByDeployment,
+      delegateKey: null,
     },
-    trustDomain,
+    authority.trustDomain,
   );
 }
 
-export function callerFromIssued(issued: IssuedCertificateView, trustDomain: string): Caller {
-  return callerFromDer(issued.certificate, trustDomain);
+export function callerFromIssued(issued: IssuedCertificateView, authority: CallerContext): Caller {
+  return callerFromDer(issued.certificate, authority);
 }
 
 export function pemOf(...ders: readonly Buffer[]): string {

@@ -68,7 +68,7 @@ describe('replicas on PostgreSQL', { skip }, () => {
     authorities.push(first.authority);
     const r1 = first.authority;
     assert.ok(first.bootstrapped);
-    const admin: Caller = callerFromPem(first.bootstrapped.adminCertificatePem, 'pg.test');
+    const admin: Caller = callerFromPem(first.bootstrapped.adminCertificatePem, first.authority);
 
     const { token } = await r1.createToken(admin, { replica: true });
     const parsed = parseJoinToken(token);

@@ -20,10 +20,13 @@ const limits = (over: Partial<Limits> = {}): Limits => ({
   ...over,
 });
 
-const ALICE = 'spiffe://example.test/d/alice';
-const CAROL = 'spiffe://example.test/d/alice/carol';
-const CAROL_CMD = 'spiffe://example.test/d/alice/carol/cmd';
-const DAN = 'spiffe://example.test/d/alice/carol/dan';
+// Levels are subtree keys (delegation-names.ts subtreeKey): Alice, her sub-delegation
+// Carol, Carol's command certificate "cmd" and her sub-delegation Dan.
+const ALICE = '/alice';
+const CAROL = '/alice/carol';
+const CAROL_CMD = '/alice/carol/cmd';
+const DAN = '/alice/carol/dan';
+const CAROL_WEB = '/alice/carol//web';
 
 const request = (over: Partial<ReservationRequest> = {}): ReservationRequest => ({
   holder: 'vm-1',
@@ -45,60 +48,75 @@ describe('ceilingsFor', () => {
   it('one ceiling per level with its own figures, the topmost first', () => {
     // Levels as a chain is walked leaf first.
     const levels: ChainLevel[] = [
-      { spiffeId: DAN, limits: limits({ workloads: 1, memoryMiB: 256, blockMiB: 64 }) },
-      { spiffeId: CAROL, limits: limits({ workloads: 2, memoryMiB: 1024, blockMiB: 512 }) },
-      { spiffeId: ALICE, limits: limits({ workloads: 4, memoryMiB: 8192, blockMiB: 2048 }) },
+      { subtree: DAN, limits: limits({ workloads: 1, memoryMiB: 256, blockMiB: 64 }) },
+      { subtree: CAROL, limits: limits({ workloads: 2, memoryMiB: 1024, blockMiB: 512 }) },
+      { subtree: ALICE, limits: limits({ workloads: 4, memoryMiB: 8192, blockMiB: 2048 }) },
     ];
     assert.deepEqual(ceilingsFor(levels), [
-      { spiffeId: ALICE, workloads: 4, memoryMiB: 8192, blockMiB: 2048 },
-      { spiffeId: CAROL, workloads: 2, memoryMiB: 1024, blockMiB: 512 },
-      { spiffeId: DAN, workloads: 1, memoryMiB: 256, blockMiB: 64 },
+      { subtree: ALICE, workloads: 4, memoryMiB: 8192, blockMiB: 2048 },
+      { subtree: CAROL, workloads: 2, memoryMiB: 1024, blockMiB: 512 },
+      { subtree: DAN, workloads: 1, memoryMiB: 256, blockMiB: 64 },
     ]);
     // The same levels given topmost first give the same answer.
     assert.deepEqual(ceilingsFor([...levels].reverse()), ceilingsFor(levels));
   });
 
-  it('levels sharing a SPIFFE ID keep the minimum of each figure', () => {
+  it('levels sharing a subtree keep the minimum of each figure', () => {
     const ceilings = ceilingsFor([
       // The delegate's own identity leaf narrows memory; its delegation narrows workloads and block.
-      { spiffeId: CAROL, limits: limits({ workloads: 5, memoryMiB: 100, blockMiB: 900 }) },
-      { spiffeId: CAROL, limits: limits({ workloads: 3, memoryMiB: 2000, blockMiB: 50 }) },
-      { spiffeId: ALICE, limits: limits({ workloads: 9, memoryMiB: 9000, blockMiB: 9000 }) },
+      { subtree: CAROL, limits: limits({ workloads: 5, memoryMiB: 100, blockMiB: 900 }) },
+      { subtree: CAROL, limits: limits({ workloads: 3, memoryMiB: 2000, blockMiB: 50 }) },
+      { subtree: ALICE, limits: limits({ workloads: 9, memoryMiB: 9000, blockMiB: 9000 }) },
     ]);
     assert.deepEqual(ceilings, [
-      { spiffeId: ALICE, workloads: 9, memoryMiB: 9000, blockMiB: 9000 },
-      { spiffeId: CAROL, workloads: 3, memoryMiB: 100, blockMiB: 50 },
+      { subtree: ALICE, workloads: 9, memoryMiB: 9000, blockMiB: 9000 },
+      { subtree: CAROL, workloads: 3, memoryMiB: 100, blockMiB: 50 },
     ]);
   });
 
-  it('levels with null limits are skipped, also when they share a SPIFFE ID with one that has limits', () => {
+  it('levels with null limits are skipped, also when they share a subtree with one that has limits', () => {
     const ceilings = ceilingsFor([
-      { spiffeId: CAROL_CMD, limits: null },
-      { spiffeId: CAROL, limits: null },
-      { spiffeId: CAROL, limits: limits({ workloads: 1, memoryMiB: 10, blockMiB: 20 }) },
-      { spiffeId: ALICE, limits: limits({ workloads: 2, memoryMiB: 30, blockMiB: 40 }) },
+      { subtree: CAROL_CMD, limits: null },
+      { subtree: CAROL, limits: null },
+      { subtree: CAROL, limits: limits({ workloads: 1, memoryMiB: 10, blockMiB: 20 }) },
+      { subtree: ALICE, limits: limits({ workloads: 2, memoryMiB: 30, blockMiB: 40 }) },
     ]);
     assert.deepEqual(ceilings, [
-      { spiffeId: ALICE, workloads: 2, memoryMiB: 30, blockMiB: 40 },
-      { spiffeId: CAROL, workloads: 1, memoryMiB: 10, blockMiB: 20 },
+      { subtree: ALICE, workloads: 2, memoryMiB: 30, blockMiB: 40 },
+      { subtree: CAROL, workloads: 1, memoryMiB: 10, blockMiB: 20 },
     ]);
-    assert.deepEqual(ceilingsFor([{ spiffeId: CAROL, limits: null }]), []);
+    assert.deepEqual(ceilingsFor([{ subtree: CAROL, limits: null }]), []);
     assert.deepEqual(ceilingsFor([]), []);
   });
 
   it('zero is a figure, not a missing one', () => {
     assert.deepEqual(
       ceilingsFor([
-        { spiffeId: CAROL, limits: limits({ workloads: 0, memoryMiB: 0, blockMiB: 0 }) },
-        { spiffeId: CAROL, limits: limits({ workloads: 7, memoryMiB: 7, blockMiB: 7 }) },
+        { subtree: CAROL, limits: limits({ workloads: 0, memoryMiB: 0, blockMiB: 0 }) },
+        { subtree: CAROL, limits: limits({ workloads: 7, memoryMiB: 7, blockMiB: 7 }) },
       ]),
-      [{ spiffeId: CAROL, workloads: 0, memoryMiB: 0, blockMiB: 0 }],
+      [{ subtree: CAROL, workloads: 0, memoryMiB: 0, blockMiB: 0 }],
+    );
+  });
+
+  it("a workload leaf's own limits are a level beneath its delegation's", () => {
+    assert.deepEqual(
+      ceilingsFor([
+        { subtree: CAROL_WEB, limits: limits({ workloads: 1, memoryMiB: 64, blockMiB: 8 }) },
+        { subtree: CAROL, limits: limits({ workloads: 2, memoryMiB: 128, blockMiB: 16 }) },
+        { subtree: ALICE, limits: limits({ workloads: 3, memoryMiB: 256, blockMiB: 32 }) },
+      ]),
+      [
+        { subtree: ALICE, workloads: 3, memoryMiB: 256, blockMiB: 32 },
+        { subtree: CAROL, workloads: 2, memoryMiB: 128, blockMiB: 16 },
+        { subtree: CAROL_WEB, workloads: 1, memoryMiB: 64, blockMiB: 8 },
+      ],
     );
   });
 
   it('carries no cpus, bridges or issuance rate', () => {
-    const [ceiling] = ceilingsFor([{ spiffeId: ALICE, limits: limits() }]);
-    assert.deepEqual(Object.keys(ceiling).sort(), ['blockMiB', 'memoryMiB', 'spiffeId', 'workloads']);
+    const [ceiling] = ceilingsFor([{ subtree: ALICE, limits: limits() }]);
+    assert.deepEqual(Object.keys(ceiling).sort(), ['blockMiB', 'memoryMiB', 'subtree', 'workloads']);
   });
 });
 
@@ -204,7 +222,7 @@ describe('exceededMessage', () => {
   });
 
   it('a level that merely shares a prefix with the caller is not the caller', () => {
-    // spiffe://…/d/alice/carol vs spiffe://…/d/alice/carolyn: different levels.
+    // /alice/carol vs /alice/carolyn: different levels.
     const message = exceededMessage('workloads', 5, 6, CAROL, `${CAROL}yn`);
     assert.doesNotMatch(message, /\d/);
   });

@@ -1,29 +1,60 @@
 // `sigil delegate`, `sigil delegation …` and `sigil status` as a delegate, run
 // as the real CLI. Offline (`--from DIR`): a parent delegation directory is
 // made in-process (root → replica-like intermediate → alice) with the
-// command's own writer, then sub-delegations are made from it and checked by
-// openssl and by the chain check the server applies; every refusal is a named
-// test that leaves nothing behind. From the server: an admin creates alice
-// through a real server, alice delegates to carol offline, and carol's
-// `sigil status` shows her policy.
+// command's own writer, under a policy OID of its own (delegation.json says
+// which), then sub-delegations are made from it and checked by openssl (chain,
+// name constraints) and by the chain check the server applies; every refusal
+// is a named test that leaves nothing behind. From the server: an admin
+// creates alice through a real server, alice delegates to carol offline, and
+// carol's `sigil status` shows her policy.
+//
+// Delegated identities are hosts: alice is spiffe://alice.d.<td>, carol
+// spiffe://carol.alice.d.<td>; a delegation's name constraints permit its own
+// host and the hosts beneath it, the DNS names and IP ranges it was granted
+// (--dns, --ip; with --from the parent's unless narrowed), and nothing else.
 import assert from 'node:assert/strict';
 import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { checkDelegationChain, issueDelegation } from '../../src/authority/delegation.ts';
 import { assembleDelegation } from '../../src/cli/delegate.ts';
 import { writeFilesAtomically } from '../../src/cli/files.ts';
+import { issueDelegation, type NameGrants, NO_GRANTS } from '../../src/pki/delegation-certificates.ts';
+import { checkDelegationChain } from '../../src/pki/delegation-chain.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, keysMatch, readPrivateKey } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
-import { PERMISSIONS, type Permission, type Policy } from '../../src/pki/policy-extension.ts';
-import { limits, policy } from '../authority/delegation-fixtures.ts';
+import {
+  DEFAULT_POLICY_OID,
+  findPolicyExtension,
+  type Limits,
+  PERMISSIONS,
+  type Permission,
+  type Policy,
+  parsePolicyOid,
+} from '../../src/pki/policy-extension.ts';
 import { openssl, pemCertificates, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
 
 const TD = 'sigil.internal';
+/** The in-process deployment's policy OID: not the default, so every step must carry it from delegation.json. */
+const OID = parsePolicyOid('2.999.42.9');
 const DAY = 24 * 3_600_000;
 const ADDRESS = '127.0.0.1:7443';
+
+const policy = (permissions: Permission[], limits: Limits | null): Policy => ({
+  version: 1,
+  permissions: new Set(permissions),
+  limits,
+});
+const limits = (over: Partial<Limits> = {}): Limits => ({
+  workloads: 2,
+  cpus: [0, 1],
+  memoryMiB: 4096,
+  blockMiB: 1024,
+  bridges: ['br0', 'br1'],
+  issuancePerHour: 100,
+  ...over,
+});
 
 const ADMIN = policy([...PERMISSIONS], {
   workloads: 10,
@@ -34,7 +65,12 @@ const ADMIN = policy([...PERMISSIONS], {
   issuancePerHour: 1000,
 });
 const ALICE_PERMISSIONS: Permission[] = ['info', 'create', 'destroy', 'delegate', 'revoke', 'issue'];
-const ALICE = policy(ALICE_PERMISSIONS, limits({ bridges: ['br0', 'br1'], issuancePerHour: 100 }));
+const ALICE = policy(ALICE_PERMISSIONS, limits());
+/** What alice may name: two DNS names and an IPv4 and an IPv6 range. */
+const ALICE_GRANTS: NameGrants = {
+  dnsNames: ['alice.example', 'svc.example'],
+  ipRanges: ['10.1.0.0/16', 'fd00:a::/32'],
+};
 
 // --- the in-process parent: root → intermediate → delegations ------------------------
 
@@ -57,16 +93,23 @@ const intermediate = Issuer.fromIssued(root, rootKey.privateKey).issue({
 const intermediateIssuer = Issuer.fromIssued(intermediate, intermediateKey.privateKey);
 
 /** A delegation directory under the intermediate, written by sigil delegate's own assembler. */
-async function parentDirectory(name: string, p: Policy, pathLen: number): Promise<string> {
+async function parentDirectory(
+  name: string,
+  p: Policy,
+  pathLen: number,
+  grants: NameGrants = NO_GRANTS,
+): Promise<string> {
   const key = generateKeyPair('p256');
   const issued = issueDelegation({
     parent: { issuer: intermediateIssuer, certificateDer: intermediate.der, policy: ADMIN },
     trustDomain: TD,
+    policyOid: OID,
     publicKey: key.publicKey,
     name,
     policy: p,
     pathLen,
     ttlMs: 20 * DAY,
+    grants,
   });
   const assembled = await assembleDelegation({
     kind: 'delegation',
@@ -74,6 +117,8 @@ async function parentDirectory(name: string, p: Policy, pathLen: number): Promis
     chainDer: [intermediate.der],
     key: key.privateKey,
     trustDomain: TD,
+    policyOid: OID,
+    grants: issued.grants,
     rootFingerprint,
     addresses: [ADDRESS],
     bundlePem: encodePem('CERTIFICATE', root.der),
@@ -85,7 +130,7 @@ async function parentDirectory(name: string, p: Policy, pathLen: number): Promis
   return dir;
 }
 
-const alice = await parentDirectory('alice', ALICE, 2);
+const alice = await parentDirectory('alice', ALICE, 2, ALICE_GRANTS);
 // No "delegate" permission.
 const bob = await parentDirectory('bob', policy(['info', 'create', 'issue'], ALICE.limits), 2);
 // "delegate", but pathLen 0: no CA may follow beneath it.
@@ -115,6 +160,9 @@ interface DelegateOut {
   notAfter: string;
   policy: PolicyOut;
   effective: PolicyOut;
+  dnsNames: string[];
+  ipRanges: string[];
+  policyOid: string;
   issuedBy: 'server' | 'offline';
   server: string | null;
   from: string | null;
@@ -132,8 +180,11 @@ interface DelegationJson {
   pathLen: number | null;
   policy: PolicyOut;
   effective: PolicyOut;
+  dnsNames: string[];
+  ipRanges: string[];
   notAfter: string;
   trustDomain: string;
+  policyOid: string;
   rootFingerprint: string;
   addresses: string[];
 }
@@ -213,6 +264,35 @@ function keyOf(file: string): KeyObject {
   return readPrivateKey(readFileSync(file, 'utf8'), { source: file });
 }
 
+interface NameConstraintsText {
+  permitted: string[];
+  excluded: string[];
+}
+
+/** The name constraints of the first certificate in FILE, as `openssl x509 -text` prints them. */
+async function nameConstraintsOf(file: string): Promise<NameConstraintsText> {
+  const result = await openssl(['x509', '-noout', '-text'], pemCertificates(readFileSync(file, 'utf8'))[0]);
+  assert.equal(result.code, 0, result.stderr);
+  const lines = result.stdout.split('\n');
+  const start = lines.findIndex((line) => line.trim() === 'X509v3 Name Constraints: critical');
+  assert.ok(start >= 0, `no critical name constraints in ${file}:\n${result.stdout}`);
+  const out: NameConstraintsText = { permitted: [], excluded: [] };
+  let into: string[] | null = null;
+  for (const line of lines.slice(start + 1)) {
+    const text = line.trim();
+    if (text === 'Permitted:') into = out.permitted;
+    else if (text === 'Excluded:') into = out.excluded;
+    else if (/^(DNS|IP|URI|email|DirName):/.test(text) && into !== null) into.push(text);
+    else break;
+  }
+  return out;
+}
+
+/** alice's constraints, as openssl prints them, for a child named `host`. */
+const ALICE_IP_TEXT = ['IP:10.1.0.0/255.255.0.0', 'IP:FD00:A:0:0:0:0:0:0/FFFF:FFFF:0:0:0:0:0:0'];
+const NO_IP_TEXT = ['IP:0.0.0.0/0.0.0.0', 'IP:0:0:0:0:0:0:0:0/0:0:0:0:0:0:0:0'];
+const uriConstraints = (host: string): string[] => [`URI:${host}`, `URI:.${host}`];
+
 // --- offline ---------------------------------------------------------------------------
 
 describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
@@ -233,8 +313,9 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
       out,
     ]);
     assert.equal(made.kind, 'delegation');
-    assert.equal(made.spiffeId, `spiffe://${TD}/d/alice/carol`);
+    assert.equal(made.spiffeId, `spiffe://carol.alice.d.${TD}`);
     assert.equal(made.issuedBy, 'offline');
+    assert.equal(made.policyOid, OID.text);
     assert.equal(made.server, null);
     assert.equal(made.pathLen, 1, "one below alice's 2");
     // Named limits narrow; the rest are alice's.
@@ -289,11 +370,26 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
     await opensslVerify(join(out, 'cert.pem'), join(out, 'bundle.pem'));
     await opensslVerify(join(out, 'delegation.pem'), join(out, 'bundle.pem'));
 
-    // The chain check the server applies agrees.
-    const checked = checkDelegationChain(certificateChain, { trustDomain: TD, adminPolicy: ADMIN });
-    assert.deepEqual(checked.path, ['d', 'alice', 'carol']);
+    // The chain check the server applies agrees, under the deployment's OID (delegation.json's).
+    const checked = checkDelegationChain(certificateChain, { trustDomain: TD, policyOid: OID });
+    assert.deepEqual(checked.subtree, ['alice', 'carol']);
+    assert.equal(checked.path, '');
+    assert.equal(checked.spiffeId, made.spiffeId);
     assert.deepEqual([...checked.effective.permissions], ['info', 'create', 'issue']);
     assert.equal(checked.effective.limits?.workloads, 1);
+    // The policy is written under that OID, not the default one.
+    assert.notEqual(findPolicyExtension(delegationChain[0], OID), null);
+    assert.equal(findPolicyExtension(delegationChain[0], DEFAULT_POLICY_OID), null);
+    // Name constraints: carol's host and those beneath it; alice's names, which carol was not asked to narrow.
+    assert.deepEqual(await nameConstraintsOf(join(out, 'delegation.pem')), {
+      permitted: [
+        'DNS:alice.example',
+        'DNS:svc.example',
+        ...ALICE_IP_TEXT,
+        ...uriConstraints(`carol.alice.d.${TD}`),
+      ],
+      excluded: [],
+    });
 
     const info = readJson<DelegationJson>(join(out, 'delegation.json'));
     assert.equal(info.kind, 'delegation');
@@ -302,6 +398,9 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
     assert.equal(info.fingerprint, createHash('sha256').update(delegationChain[0]).digest('hex'));
     assert.equal(info.isCa, true);
     assert.equal(info.trustDomain, TD);
+    assert.equal(info.policyOid, OID.text);
+    assert.deepEqual(info.dnsNames, ALICE_GRANTS.dnsNames);
+    assert.deepEqual(info.ipRanges, ALICE_GRANTS.ipRanges);
     assert.equal(info.rootFingerprint, rootFingerprint);
     assert.deepEqual(info.addresses, [ADDRESS]);
     assert.deepEqual(info.effective, made.effective);
@@ -312,7 +411,10 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
   test("omitted flags default to the parent's effective policy; a grandchild chains too", async () => {
     const dan = outDir('dan');
     const made = await delegateJson(['--from', alice, '--to', 'dan', '--out', dan]);
-    assert.equal(made.spiffeId, `spiffe://${TD}/d/alice/dan`);
+    assert.equal(made.spiffeId, `spiffe://dan.alice.d.${TD}`);
+    // --dns and --ip default to the parent's too.
+    assert.deepEqual(made.dnsNames, ALICE_GRANTS.dnsNames);
+    assert.deepEqual(made.ipRanges, ALICE_GRANTS.ipRanges);
     assert.deepEqual(made.effective.permissions, ALICE_PERMISSIONS);
     assert.deepEqual(made.effective.limits, {
       workloads: 2,
@@ -339,7 +441,14 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
       '--out',
       eve,
     ]);
-    assert.equal(grandchild.spiffeId, `spiffe://${TD}/d/alice/dan/eve`);
+    assert.equal(grandchild.spiffeId, `spiffe://eve.dan.alice.d.${TD}`);
+    assert.equal(grandchild.policyOid, OID.text, "dan's delegation.json hands the OID on");
+    assert.deepEqual((await nameConstraintsOf(join(eve, 'delegation.pem'))).permitted, [
+      'DNS:alice.example',
+      'DNS:svc.example',
+      ...ALICE_IP_TEXT,
+      ...uriConstraints(`eve.dan.alice.d.${TD}`),
+    ]);
     assert.equal(grandchild.pathLen, 0);
     assert.deepEqual(grandchild.effective.limits?.bridges, ['br1']);
     assert.equal(grandchild.effective.limits?.memoryMiB, 512);
@@ -364,13 +473,20 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
       out,
     ]);
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, new RegExp(`^created delegation spiffe://${TD}/d/alice/text \\(offline`));
+    assert.match(
+      result.stdout,
+      new RegExp(`^created delegation spiffe://text\\.alice\\.d\\.${TD} \\(offline`),
+    );
     assert.match(result.stdout, /permissions: +info, create, destroy, delegate, revoke, issue\n/);
     assert.match(
       result.stdout,
       /limits: +0 workloads, cpus 0,1, 4096 MiB memory, 1024 MiB block, bridges br0,br1, 100 issuances\/hour\n/,
     );
     assert.match(result.stdout, /path length: +1\n/);
+    assert.match(
+      result.stdout,
+      /names: +DNS alice\.example, DNS svc\.example, IP 10\.1\.0\.0\/16, IP fd00:a::\/32\n/,
+    );
     assert.match(result.stdout, /wrote .*delegation\.key.*cert\.pem/);
   });
 
@@ -388,7 +504,7 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
       out,
     ]);
     assert.equal(made.kind, 'command');
-    assert.equal(made.spiffeId, `spiffe://${TD}/d/alice/ops`);
+    assert.equal(made.spiffeId, `spiffe://ops.alice.d.${TD}`);
     assert.equal(made.pathLen, null);
     assert.deepEqual(made.effective, { version: 1, permissions: ['info'], limits: null });
     assert.deepEqual(made.files.map((file) => file.slice(out.length + 1)).sort(), [
@@ -469,7 +585,181 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
       ['--to', 'x', '--permissions', 'info,fly'],
       /--permissions: unknown permission "fly"/,
     );
-    await refusedOffline(alice, ['--to', 'Carol'], /delegation name "Carol" must be lower-case/);
+    await refusedOffline(
+      alice,
+      ['--to', 'Carol'],
+      /--to: delegation name "Carol" must be 1 to 63 lower-case letters, digits or inner hyphens/,
+    );
+  });
+
+  test('refused: --to with a dot or an underscore, naming the rule (one DNS label)', async () => {
+    for (const name of ['car.ol', 'car_ol']) {
+      await refusedOffline(
+        alice,
+        ['--to', name],
+        new RegExp(
+          `--to: delegation name "${name.replace('.', '\\.')}" must be 1 to 63 lower-case letters, digits or inner hyphens \\(it becomes a DNS label\\); no "\\." or "_" \\(e\\.g\\. car-ol\\)`,
+        ),
+      );
+    }
+    await refusedOffline(
+      alice,
+      ['--to', `${'a'.repeat(64)}`],
+      /--to: delegation name "a{64}" must be 1 to 63/,
+    );
+    await refusedOffline(alice, ['--to', '-carol'], /--to: delegation name "-carol" must be/);
+  });
+
+  test("--ip and --dns narrow the parent's names; openssl shows exactly those constraints", async () => {
+    const out = outDir('narrow');
+    const made = await delegateJson([
+      '--from',
+      alice,
+      '--to',
+      'narrow',
+      '--ip',
+      '10.1.2.0/24,fd00:a:b::/48',
+      '--dns',
+      'web.svc.example',
+      '--out',
+      out,
+    ]);
+    assert.deepEqual(made.ipRanges, ['10.1.2.0/24', 'fd00:a:b::/48']);
+    assert.deepEqual(made.dnsNames, ['web.svc.example']);
+    assert.deepEqual(await nameConstraintsOf(join(out, 'delegation.pem')), {
+      permitted: [
+        'DNS:web.svc.example',
+        'IP:10.1.2.0/255.255.255.0',
+        'IP:FD00:A:B:0:0:0:0:0/FFFF:FFFF:FFFF:0:0:0:0:0',
+        ...uriConstraints(`narrow.alice.d.${TD}`),
+      ],
+      excluded: [],
+    });
+    const info = readJson<DelegationJson>(join(out, 'delegation.json'));
+    assert.deepEqual(info.ipRanges, ['10.1.2.0/24', 'fd00:a:b::/48']);
+    assert.deepEqual(info.dnsNames, ['web.svc.example']);
+    await opensslVerify(join(out, 'cert.pem'), join(out, 'bundle.pem'));
+  });
+
+  test('an empty --ip and --dns grant no name: every address of both families is excluded, DNS only "invalid"', async () => {
+    const out = outDir('nameless');
+    const made = await delegateJson([
+      '--from',
+      alice,
+      '--to',
+      'nameless',
+      '--ip',
+      '',
+      '--dns',
+      '',
+      '--out',
+      out,
+    ]);
+    assert.deepEqual(made.ipRanges, []);
+    assert.deepEqual(made.dnsNames, []);
+    assert.deepEqual(await nameConstraintsOf(join(out, 'delegation.pem')), {
+      permitted: ['DNS:invalid', ...uriConstraints(`nameless.alice.d.${TD}`)],
+      excluded: NO_IP_TEXT,
+    });
+    // Its own sub-delegations inherit nothing to name either.
+    const below = outDir('nameless-below');
+    const child = await delegateJson(['--from', out, '--to', 'below', '--out', below]);
+    assert.deepEqual([child.dnsNames, child.ipRanges], [[], []]);
+    await refusedOffline(
+      out,
+      ['--to', 'wider', '--ip', '10.1.0.0/16'],
+      /10\.1\.0\.0\/16 is not within nothing/,
+    );
+  });
+
+  test("refused: an --ip range outside the parent's, naming the range", async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'wide', '--ip', '10.0.0.0/15'],
+      /escalates its parent's IP ranges: 10\.0\.0\.0\/15 is not within 10\.1\.0\.0\/16, fd00:a::\/32/,
+    );
+    await refusedOffline(
+      alice,
+      ['--to', 'wide', '--ip', '10.1.2.0/24,192.168.0.0/24'],
+      /IP ranges: 192\.168\.0\.0\/24 is not within/,
+    );
+    await refusedOffline(alice, ['--to', 'wide', '--ip', 'fd00::/16'], /IP ranges: fd00::\/16 is not within/);
+  });
+
+  test("refused: a --dns name outside the parent's, naming it", async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'wide', '--dns', 'bob.example'],
+      /escalates its parent's DNS names: bob\.example is not within alice\.example, svc\.example/,
+    );
+  });
+
+  test('refused: a malformed --ip range, with the flag and the problem named', async () => {
+    await refusedOffline(
+      alice,
+      ['--to', 'x', '--ip', '10.1.0.0/33'],
+      /--ip: invalid IP range "10\.1\.0\.0\/33"/,
+    );
+    await refusedOffline(alice, ['--to', 'x', '--ip', 'abc'], /--ip: invalid IP range "abc"/);
+    await refusedOffline(alice, ['--to', 'x', '--ip', '10.1.0.1/16'], /--ip: .*host bits are set/);
+    await refusedOffline(
+      alice,
+      ['--to', 'x', '--ip', '10.1.0.0/16,'],
+      /--ip "10\.1\.0\.0\/16," contains an empty entry/,
+    );
+    await refusedOffline(alice, ['--to', 'x', '--dns', 'a b'], /--dns: invalid DNS name "a b"/);
+  });
+
+  test('--dns ".svc.example" grants the subdomains of svc.example only (as --help says)', async () => {
+    // A leading "." in a DNS constraint means "subdomains only" to OpenSSL (nc_dns) and Go's
+    // crypto/x509; the grant, the certificate and delegation.json all keep it.
+    const out = outDir('subdomains');
+    const made = await delegateJson([
+      '--from',
+      alice,
+      '--to',
+      'subdomains',
+      '--dns',
+      '.svc.example',
+      '--out',
+      out,
+    ]);
+    assert.deepEqual(made.dnsNames, ['.svc.example']);
+    assert.deepEqual(readJson<DelegationJson>(join(out, 'delegation.json')).dnsNames, ['.svc.example']);
+    assert.deepEqual((await nameConstraintsOf(join(out, 'delegation.pem'))).permitted, [
+      'DNS:.svc.example',
+      ...ALICE_IP_TEXT,
+      ...uriConstraints(`subdomains.alice.d.${TD}`),
+    ]);
+    // svc.example itself is not within ".svc.example".
+    await refusedOffline(
+      out,
+      ['--to', 'apex', '--dns', 'svc.example'],
+      /svc\.example is not within \.svc\.example/,
+    );
+  });
+
+  test('refused: --from a delegation.json without policyOid (an older sigil wrote it), or with a malformed one', async () => {
+    for (const [label, edit, problem] of [
+      ['no-oid', (info: Record<string, unknown>) => delete info.policyOid, /names no policyOid/],
+      [
+        'bad-oid',
+        (info: Record<string, unknown>) => {
+          info.policyOid = '2.25.55506409673561962886091138008118191280';
+        },
+        /delegation\.json: invalid policy OID .*below 2\^28/,
+      ],
+    ] as const) {
+      const copy = outDir(`parent-${label}`);
+      mkdirSync(copy, { recursive: true, mode: 0o700 });
+      for (const name of ['delegation.pem', 'delegation.key', 'cert.pem', 'key.pem', 'bundle.pem']) {
+        writeFileSync(join(copy, name), readFileSync(join(alice, name)), { mode: 0o600 });
+      }
+      const info = readJson<Record<string, unknown>>(join(alice, 'delegation.json'));
+      edit(info);
+      writeFileSync(join(copy, 'delegation.json'), JSON.stringify(info));
+      await refusedOffline(copy, ['--to', 'x'], problem);
+    }
   });
 
   test('refused: --from a directory that holds no delegation', async () => {
@@ -534,7 +824,11 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
 // caught: the offline tests above do not depend on the server being loadable.
 interface Server {
   dataDir: string;
-  running: { address: string; info: { rootFingerprint: string; trustDomain: string } };
+  running: {
+    address: string;
+    info: { rootFingerprint: string; trustDomain: string };
+    authority: { policyOid: { text: string } };
+  };
 }
 const started: Server | Error = await import('../agent/server-fixture.ts')
   .then(({ startTestServer }) => startTestServer())
@@ -569,16 +863,23 @@ describe('sigil delegate from the server, then offline, then sigil status as the
         '0,1',
         '--memory',
         '4096',
+        '--dns',
+        'alice.example',
+        '--ip',
+        '10.1.0.0/16,fd00:a::/32',
         '--out',
         dirs.alice,
         '--json',
       ]),
       'delegate --to alice',
     );
+    const td = server.running.info.trustDomain;
     assert.equal(made.kind, 'delegation');
     assert.equal(made.issuedBy, 'server');
     assert.equal(made.server, server.running.address);
-    assert.equal(made.spiffeId, `spiffe://${server.running.info.trustDomain}/d/alice`);
+    assert.equal(made.spiffeId, `spiffe://alice.d.${td}`);
+    assert.deepEqual(made.dnsNames, ['alice.example']);
+    assert.deepEqual(made.ipRanges, ['10.1.0.0/16', 'fd00:a::/32']);
     assert.deepEqual(made.effective.limits, {
       workloads: 2,
       cpus: [0, 1],
@@ -590,6 +891,14 @@ describe('sigil delegate from the server, then offline, then sigil status as the
     const info = readJson<DelegationJson>(join(dirs.alice, 'delegation.json'));
     assert.deepEqual(info.addresses, [server.running.address]);
     assert.equal(info.rootFingerprint, server.running.info.rootFingerprint);
+    assert.equal(info.policyOid, server.running.authority.policyOid.text);
+    assert.deepEqual(info.dnsNames, ['alice.example']);
+    assert.deepEqual(info.ipRanges, ['10.1.0.0/16', 'fd00:a::/32']);
+    // The server wrote the grants into the certificate's name constraints, with alice's host.
+    assert.deepEqual(await nameConstraintsOf(join(dirs.alice, 'delegation.pem')), {
+      permitted: ['DNS:alice.example', ...ALICE_IP_TEXT, ...uriConstraints(`alice.d.${td}`)],
+      excluded: [],
+    });
     assert.equal(mode(join(dirs.alice, 'delegation.key')), 0o600);
     await opensslVerify(join(dirs.alice, 'cert.pem'), join(dirs.alice, 'bundle.pem'));
     await opensslVerify(join(dirs.alice, 'delegation.pem'), join(dirs.alice, 'bundle.pem'));
@@ -597,6 +906,30 @@ describe('sigil delegate from the server, then offline, then sigil status as the
     const status = json<StatusOut>(await as(dirs.alice, ['status', '--json']), 'status as alice');
     assert.equal(status.spiffeId, made.spiffeId);
     assert.deepEqual(status.policy, made.effective);
+  });
+
+  test('refused by the server side of sigil delegate: a malformed --ip, before anything is sent', async () => {
+    const out = outDir('srv-bad-ip');
+    assertRefused(
+      await asAdmin([
+        'delegate',
+        '--to',
+        'badip',
+        '--permissions',
+        'info',
+        '--ip',
+        '10.0.0.0/8,300.0.0.0/8',
+        '--out',
+        out,
+      ]),
+      /--ip: invalid IP range "300\.0\.0\.0\/8"/,
+    );
+    assert.equal(existsSync(out), false);
+    assertRefused(
+      await asAdmin(['delegate', '--to', 'bad.name', '--permissions', 'info', '--out', out]),
+      /--to: delegation name "bad\.name" must be .*no "\." or "_"/,
+    );
+    assert.equal(existsSync(out), false);
   });
 
   test('alice delegates to carol offline; sigil status --identity carol shows her policy', async () => {
@@ -613,13 +946,29 @@ describe('sigil delegate from the server, then offline, then sigil status as the
         '1',
         '--cpus',
         '1',
+        '--ip',
+        '10.1.7.0/24',
         '--out',
         dirs.carol,
         '--json',
       ]),
       'delegate --from alice --to carol',
     );
-    assert.equal(made.spiffeId, `spiffe://${server.running.info.trustDomain}/d/alice/carol`);
+    const td = server.running.info.trustDomain;
+    assert.equal(made.spiffeId, `spiffe://carol.alice.d.${td}`);
+    assert.deepEqual(made.ipRanges, ['10.1.7.0/24']);
+    assert.deepEqual(made.dnsNames, ['alice.example'], "alice's, not narrowed");
+    assert.deepEqual((await nameConstraintsOf(join(dirs.carol, 'delegation.pem'))).permitted, [
+      'DNS:alice.example',
+      'IP:10.1.7.0/255.255.255.0',
+      ...uriConstraints(`carol.alice.d.${td}`),
+    ]);
+    // Outside alice's ranges: refused offline, naming the range.
+    await refusedOffline(
+      dirs.alice,
+      ['--to', 'wide', '--ip', '10.2.0.0/16'],
+      /10\.2\.0\.0\/16 is not within 10\.1\.0\.0\/16/,
+    );
 
     const status = json<StatusOut>(await as(dirs.carol, ['status', '--json']), 'status as carol');
     assert.equal(status.server, server.running.address);
@@ -635,13 +984,37 @@ describe('sigil delegate from the server, then offline, then sigil status as the
     assert.match(text.stdout, /permissions: +info, create, destroy\n/);
   });
 
+  test('sigil status with a delegate identity that has no delegation.json still asks for the delegation status', async () => {
+    // cert.pem, key.pem and bundle.pem only: the leaf's host (carol.alice.d.<td>) says it is a delegate.
+    const bare = outDir('srv-bare');
+    mkdirSync(bare, { recursive: true, mode: 0o700 });
+    for (const name of ['cert.pem', 'key.pem', 'bundle.pem']) {
+      writeFileSync(join(bare, name), readFileSync(join(dirs.carol, name)), { mode: 0o600 });
+    }
+    const status = json<StatusOut>(
+      await as(bare, [
+        'status',
+        '--server',
+        server.running.address,
+        '--ca-fingerprint',
+        server.running.info.rootFingerprint,
+        '--json',
+      ]),
+      'status as carol without delegation.json',
+    );
+    assert.equal(status.spiffeId, `spiffe://carol.alice.d.${server.running.info.trustDomain}`);
+    assert.equal(status.policy?.limits?.workloads, 1);
+  });
+
   test("carol reserves within her limits, not past them, and releases; alice sees carol's subtree", async () => {
-    const reserved = json<{ holder: string; existing: boolean }>(
+    const reserved = json<{ holder: string; existing: boolean; spiffeId: string }>(
       await as(dirs.carol, ['delegation', 'reserve', 'web-1', '--workloads', '1', '--cpus', '1', '--json']),
       'reserve web-1',
     );
     assert.equal(reserved.holder, 'web-1');
     assert.equal(reserved.existing, false);
+    // Answered with the caller's own SPIFFE ID.
+    assert.equal(reserved.spiffeId, `spiffe://carol.alice.d.${server.running.info.trustDomain}`);
     const again = await as(dirs.carol, ['delegation', 'reserve', 'web-2', '--workloads', '1']);
     assert.equal(again.code, 1, `a second workload past carol's 1 was reserved: ${again.stdout}`);
     assert.match(again.stderr, /^sigil: [^\n]+\n$/);
@@ -652,7 +1025,9 @@ describe('sigil delegate from the server, then offline, then sigil status as the
     );
     assert.equal(aliceStatus.usage?.workloads, 1, "carol's workload counts against alice");
     assert.ok(
-      JSON.stringify(aliceStatus.delegated).includes(`/d/alice/carol`),
+      aliceStatus.delegated.some(
+        (node) => node.spiffeId === `spiffe://carol.alice.d.${server.running.info.trustDomain}`,
+      ),
       `carol not in ${JSON.stringify(aliceStatus.delegated)}`,
     );
 
@@ -697,7 +1072,7 @@ describe('sigil delegate from the server, then offline, then sigil status as the
       'revoke carol',
     );
     assert.equal(revoked.alreadyRevoked, false);
-    assert.equal(revoked.spiffeId, `spiffe://${server.running.info.trustDomain}/d/alice/carol`);
+    assert.equal(revoked.spiffeId, `spiffe://carol.alice.d.${server.running.info.trustDomain}`);
     const refused = await as(dirs.carol, ['status', '--json']);
     assert.equal(refused.code, 1, `carol still answered: ${refused.stdout}`);
     assert.match(refused.stderr, /^sigil: [^\n]+\n$/);

@@ -1,8 +1,11 @@
-// Helpers for the `sigil pki` tests: run the real CLI and the real openssl as
-// subprocesses, build CA directories in-process for refusal fixtures, and
-// snapshot directories to prove a failed command changed nothing.
+// Helpers for the `sigil pki` tests (and the other tests that run the CLI):
+// run the real CLI and the real openssl as subprocesses, read what a command
+// printed as JSON, build `sigil delegate` arguments, build CA directories
+// in-process for refusal fixtures, and snapshot directories to prove a failed
+// command changed nothing.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -69,6 +72,29 @@ export function openssl(args: readonly string[], input?: string): Promise<RunRes
   return runProcess('openssl', args, { input });
 }
 
+/** `openssl req` options for a new P-256 key, unencrypted. */
+export const NEW_P256_KEY: readonly string[] = [
+  '-newkey',
+  'ec',
+  '-pkeyopt',
+  'ec_paramgen_curve:P-256',
+  '-nodes',
+];
+
+/** The JSON a command printed, once it exited 0 (`what` names it in the failure). */
+export function jsonOf<T>(result: RunResult, what: string): T {
+  assert.equal(result.code, 0, `${what}: exit ${result.code}: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+/**
+ * `sigil delegate --to NAME --permissions PERMISSIONS FLAGS… --out DIR`, FLAGS
+ * being the rest (--from or --data, grants, limits, --command, --json).
+ */
+export function delegateArgs(to: string, permissions: string, out: string, ...flags: string[]): string[] {
+  return ['delegate', '--to', to, '--permissions', permissions, ...flags, '--out', out];
+}
+
 /** A fresh temporary directory, removed when the test file ends. */
 export function tempDir(prefix = 'sigil-pki-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -115,4 +141,9 @@ export function makeCa(
 /** PEM certificates in a file, in order. */
 export function pemCertificates(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g) ?? [];
+}
+
+/** DER of a PEM certificate. */
+export function derOf(pem: string): Buffer {
+  return Buffer.from(new X509Certificate(pem).raw);
 }

@@ -8,7 +8,7 @@ import { certificatePem, metadataFile } from '../../src/cli/ca-directory.ts';
 import { createRootCertificate } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { decodePem, encodePem } from '../../src/pki/pem.ts';
-import { makeCa, openssl, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
+import { makeCa, NEW_P256_KEY, openssl, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
 
 /** Runs sigil in `root` and checks the refusal contract. */
 async function refuses(
@@ -141,11 +141,7 @@ describe('pki refusals', { concurrency: 4 }, () => {
     const req = await openssl([
       'req',
       '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
+      ...NEW_P256_KEY,
       '-keyout',
       join(root, 'node.key'),
       '-subj',

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { makeCa, openssl, pemCertificates, sigil, tempDir } from './pki-helpers.ts';
+import { makeCa, NEW_P256_KEY, openssl, pemCertificates, sigil, tempDir } from './pki-helpers.ts';
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 
@@ -204,11 +204,7 @@ describe('sigil pki', { concurrency: 3 }, () => {
       const req = await openssl([
         'req',
         '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
+        ...NEW_P256_KEY,
         '-keyout',
         join(dir, 'node.key'),
         '-out',

@@ -16,7 +16,6 @@ import {
   integer,
   namedBits,
   octetString,
-  oidContents,
   printableString,
   sequence,
   setOf,
@@ -31,18 +30,21 @@ import { extension } from '../../src/pki/extensions.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, spkiDer } from '../../src/pki/keys.ts';
 import {
+  DEFAULT_POLICY_OID,
+  DEFAULT_POLICY_OID_TEXT,
   decodePolicy,
   encodePolicy,
   findPolicyExtension,
   intersectPolicies,
   isNarrowing,
   type Limits,
+  MAX_OID_ARC,
   PERMISSIONS,
   type Permission,
-  POLICY_EXTENSION_OID,
-  POLICY_EXTENSION_UUID,
   type Policy,
+  type PolicyOid,
   parsePermissions,
+  parsePolicyOid,
   policyExtension,
   policyToJson,
   readPolicy,
@@ -172,17 +174,104 @@ function canonical(p: Policy): ReturnType<typeof policyToJson> {
   return json;
 }
 
-describe('policy extension: identity', () => {
-  it('the OID is 2.25 followed by the fixed UUID v4 as an unsigned 128-bit integer', () => {
-    assert.match(
-      POLICY_EXTENSION_UUID,
-      /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
-    );
-    const asInteger = BigInt(`0x${POLICY_EXTENSION_UUID.replaceAll('-', '')}`);
-    assert.equal(POLICY_EXTENSION_OID, `2.25.${asInteger}`);
-    assert.equal(POLICY_EXTENSION_OID, '2.25.55506409673561962886091138008118191280');
-    // 2*40+25 = 0x69, then the 128-bit arc in base-128 groups.
-    assert.equal(oidContents(POLICY_EXTENSION_OID).toString('hex'), '69d3c292d2a9a5e2a49b80b4a2e5cfce8fc930');
+/** The deployment OID most tests here use: the default. */
+const OID = DEFAULT_POLICY_OID;
+
+describe('policy extension: identity (the OID is a deployment setting)', () => {
+  it('the default is 2.999.7445.1, under the example arc, with its DER', () => {
+    assert.equal(DEFAULT_POLICY_OID_TEXT, '2.999.7445.1');
+    assert.equal(DEFAULT_POLICY_OID.text, DEFAULT_POLICY_OID_TEXT);
+    // 2*40+999 = 1079 = 0x88 0x37 in base 128; 7445 = 0xba 0x15; 1.
+    assert.equal(DEFAULT_POLICY_OID.der.toString('hex'), '06058837ba1501');
+    assert.deepEqual(parsePolicyOid(DEFAULT_POLICY_OID_TEXT), DEFAULT_POLICY_OID);
+    assert.ok(Object.isFrozen(DEFAULT_POLICY_OID));
+  });
+
+  it('parsePolicyOid accepts dotted OIDs of three or more arcs below 2^28, with their DER', () => {
+    const cases: [string, string][] = [
+      ['1.3.6.1.4.1.99999.1', '06092b0601040186 8d1f01'],
+      ['2.999.1', '0603883701'],
+      ['0.0.0', '0602 0000'],
+      ['0.39.5', '0602 2705'],
+      ['1.39.5', '0602 4f05'],
+      ['2.40.5', '0602 7805'],
+      ['1.2.840.113549.1.9.99', '06092a864886f70d010963'],
+      [`2.999.${MAX_OID_ARC}`, '0606 8837 ffffff7f'],
+      ['1.3.6.1.4.1.0.1', '06072b060104010001'],
+    ];
+    for (const [text, derHex] of cases) {
+      const parsed = parsePolicyOid(text);
+      assert.equal(parsed.text, text);
+      assert.equal(parsed.der.toString('hex'), derHex.replace(/\s+/g, ''), text);
+      // openssl reads the DER back as the same dotted text.
+      const shown = openssl(['asn1parse', '-inform', 'DER'], parsed.der);
+      assert.match(shown, new RegExp(`OBJECT\\s*:${text.replaceAll('.', '\\.')}\\s*$`, 'm'), text);
+    }
+  });
+
+  it('parsePolicyOid refuses malformed OIDs, naming the problem', () => {
+    const cases: [unknown, RegExp][] = [
+      ['1.3', /use at least three arcs/],
+      ['2.999', /use at least three arcs/],
+      ['1', /give dotted decimal arcs/],
+      ['', /give dotted decimal arcs/],
+      [`2.999.${MAX_OID_ARC + 1}`, /every arc must be below 2\^28 \(268435456\)/],
+      ['2.999.7445.1.340282366920938463463374607431768211455', /every arc must be below 2\^28/],
+      ['2.25.55506409673561962886091138008118191280', /every arc must be below 2\^28/],
+      ['1.3.06.1', /arcs have no leading zeros/],
+      ['01.3.6', /arcs have no leading zeros/],
+      ['2.999.00', /arcs have no leading zeros/],
+      ['1.3.6.x', /give dotted decimal arcs/],
+      ['1.3.-6', /give dotted decimal arcs/],
+      ['1.3.6.', /give dotted decimal arcs/],
+      ['.1.3.6', /give dotted decimal arcs/],
+      ['1..3.6', /give dotted decimal arcs/],
+      [' 1.3.6', /give dotted decimal arcs/],
+      ['1.3.6\n', /give dotted decimal arcs/],
+      ['１.３.６', /give dotted decimal arcs/],
+      ['1.3.6.1e3', /give dotted decimal arcs/],
+      ['3.1.1', /the first arc is 0, 1 or 2/],
+      ['9.1.1', /the first arc is 0, 1 or 2/],
+      ['0.40.1', /under 0 and 1 the second arc is at most 39/],
+      ['1.40.1', /under 0 and 1 the second arc is at most 39/],
+      ['1.999.1', /under 0 and 1 the second arc is at most 39/],
+      [undefined, /give dotted decimal arcs/],
+      [123, /give dotted decimal arcs/],
+    ];
+    for (const [text, reason] of cases) {
+      assert.throws(
+        () => parsePolicyOid(text as string),
+        invalidWith(new RegExp(`^invalid policy OID .*: ${reason.source}`)),
+        JSON.stringify(text),
+      );
+    }
+  });
+
+  it('two OIDs whose dotted text differs have different DER', () => {
+    const texts = [
+      '2.999.7445.1',
+      '2.999.7445.2',
+      '2.999.7445.1.0',
+      '2.999.7445.10',
+      '2.999.74451',
+      '2.999.744.51',
+      '2.9997.445.1',
+      '1.39.1',
+      '2.39.1',
+      '0.39.1',
+      '2.0.1',
+      '1.3.6.1.4.1.1',
+      '1.3.6.1.4.1.128',
+      '1.3.6.1.4.1.16383',
+      '1.3.6.1.4.1.16384',
+    ];
+    const ders = new Map<string, string>();
+    for (const text of texts) {
+      const der = parsePolicyOid(text).der.toString('hex');
+      assert.equal(ders.get(der), undefined, `${text} and ${ders.get(der)} share DER ${der}`);
+      ders.set(der, text);
+    }
+    assert.equal(ders.size, texts.length);
   });
 });
 
@@ -256,11 +345,14 @@ describe('policy extension: encoding', () => {
     );
   });
 
-  it('policyExtension is our OID with the encoded value, ready for the issuer', () => {
-    const ext = policyExtension(EXAMPLE);
-    assert.equal(ext.oid, POLICY_EXTENSION_OID);
+  it('policyExtension is the given OID with the encoded value, ready for the issuer', () => {
+    const ext = policyExtension(EXAMPLE, OID);
+    assert.equal(ext.oid, DEFAULT_POLICY_OID_TEXT);
     assert.deepEqual(ext.value, EXAMPLE_DER);
     assert.equal((ext as { critical?: boolean }).critical, undefined);
+    const other = policyExtension(EXAMPLE, parsePolicyOid('1.3.6.1.4.1.99999.7'));
+    assert.equal(other.oid, '1.3.6.1.4.1.99999.7');
+    assert.deepEqual(other.value, EXAMPLE_DER);
   });
 
   it('round trips of seeded random policies', () => {
@@ -326,13 +418,14 @@ describe('policy extension: in certificates', () => {
   });
   const issuer = Issuer.fromIssued(root, caKey.privateKey);
   const leafKey = generateKeyPair('p256');
-  const issue = (p: Policy) =>
+  const issue = (p: Policy, policyOid: PolicyOid = OID) =>
     issuer.issue({
       publicKey: leafKey.publicKey,
       profile: 'client',
-      sans: [{ type: 'uri', value: 'spiffe://example.test/d/alice' }],
-      extensions: [policyExtension(p)],
+      sans: [{ type: 'uri', value: 'spiffe://alice.d.example.test' }],
+      extensions: [policyExtension(p, policyOid)],
     }).der;
+  const escaped = (text: string) => text.replaceAll('.', '\\.');
 
   /** A certificate signed here with exactly the given extensions (for ones the Issuer refuses to write). */
   function handMadeCertificate(extensions: Buffer[]): Buffer {
@@ -363,79 +456,103 @@ describe('policy extension: in certificates', () => {
     return readCertificates(readFileSync(join(dir, `${name}.pem`)))[0];
   }
 
-  it('openssl shows the OID in full on a certificate from the Issuer, and readPolicy reads it back', () => {
-    const der = issue(EXAMPLE);
-    const text = openssl(['x509', '-inform', 'DER', '-noout', '-text'], der);
-    const line = text.split('\n').find((l) => l.includes(POLICY_EXTENSION_OID));
-    assert.ok(line, `openssl -text lists ${POLICY_EXTENSION_OID}:\n${text}`);
-    assert.match(
-      line,
-      new RegExp(`^\\s*${POLICY_EXTENSION_OID.replaceAll('.', '\\.')}:\\s*$`),
-      'non-critical',
-    );
-    const found = findPolicyExtension(der);
-    assert.deepEqual(found, { critical: false, value: EXAMPLE_DER });
-    const read = readPolicy(der);
-    assert.ok(read);
-    assert.deepEqual(policyToJson(read), policyToJson(decodePolicy(EXAMPLE_DER)));
-    // A fresh copy of the bytes (no cache hit) reads the same.
-    assert.deepEqual(policyToJson(readPolicy(Buffer.from(der)) as Policy), policyToJson(read));
+  it('openssl shows the dotted OID on a certificate from the Issuer, and readPolicy reads it back', () => {
+    for (const policyOid of [
+      OID,
+      parsePolicyOid('1.3.6.1.4.1.99999.7.1'),
+      parsePolicyOid(`2.999.${MAX_OID_ARC}.1`),
+    ]) {
+      const der = issue(EXAMPLE, policyOid);
+      const text = openssl(['x509', '-inform', 'DER', '-noout', '-text'], der);
+      const line = text.split('\n').find((l) => l.includes(policyOid.text));
+      assert.ok(line, `openssl -text lists ${policyOid.text}:\n${text}`);
+      assert.match(line, new RegExp(`^\\s*${escaped(policyOid.text)}:\\s*$`), 'non-critical');
+      const found = findPolicyExtension(der, policyOid);
+      assert.deepEqual(found, { critical: false, value: EXAMPLE_DER });
+      const read = readPolicy(der, policyOid);
+      assert.ok(read);
+      assert.deepEqual(policyToJson(read), policyToJson(decodePolicy(EXAMPLE_DER)));
+      // A fresh copy of the bytes (no cache hit) reads the same.
+      assert.deepEqual(policyToJson(readPolicy(Buffer.from(der), policyOid) as Policy), policyToJson(read));
+    }
+  });
+
+  it('an extension under another OID is not found, on the same buffer too', () => {
+    const der = issue(EXAMPLE, OID);
+    const other = parsePolicyOid('1.3.6.1.4.1.99999.7.1');
+    assert.deepEqual(readPolicy(der, OID), decodePolicy(EXAMPLE_DER));
+    // The cache is per OID: the answer for one does not leak into the other.
+    assert.equal(findPolicyExtension(der, other), null);
+    assert.equal(readPolicy(der, other), null);
+    assert.deepEqual(findPolicyExtension(der, OID), { critical: false, value: EXAMPLE_DER });
+    // Both OIDs in one certificate: each finds its own.
+    const both = handMadeCertificate([
+      extension(OID.text, false, EXAMPLE_DER),
+      extension(other.text, false, encodePolicy(policy(['info']))),
+    ]);
+    assert.deepEqual(policyToJson(readPolicy(both, OID) as Policy), policyToJson(decodePolicy(EXAMPLE_DER)));
+    assert.deepEqual(readPolicy(both, other), policy(['info']));
   });
 
   it('a certificate without the extension has no policy', () => {
-    assert.equal(findPolicyExtension(root.der), null);
-    assert.equal(readPolicy(root.der), null);
+    assert.equal(findPolicyExtension(root.der, OID), null);
+    assert.equal(readPolicy(root.der, OID), null);
   });
 
   it('a certificate made by openssl with the extension reads the same (another encoder)', () => {
-    const der = opensslCertificate('plain', `${POLICY_EXTENSION_OID}=DER:${EXAMPLE_DER.toString('hex')}`);
-    assert.deepEqual(policyToJson(readPolicy(der) as Policy), policyToJson(decodePolicy(EXAMPLE_DER)));
+    const der = opensslCertificate('plain', `${OID.text}=DER:${EXAMPLE_DER.toString('hex')}`);
+    assert.deepEqual(policyToJson(readPolicy(der, OID) as Policy), policyToJson(decodePolicy(EXAMPLE_DER)));
   });
 
   it('refuses: the extension marked critical', () => {
-    const der = opensslCertificate(
-      'critical',
-      `${POLICY_EXTENSION_OID}=critical,DER:${EXAMPLE_DER.toString('hex')}`,
-    );
+    const der = opensslCertificate('critical', `${OID.text}=critical,DER:${EXAMPLE_DER.toString('hex')}`);
     assert.match(
       openssl(['x509', '-in', 'critical.pem', '-noout', '-text']),
-      new RegExp(`${POLICY_EXTENSION_OID}: critical`),
+      new RegExp(`${escaped(OID.text)}: critical`),
     );
-    assert.equal(findPolicyExtension(der)?.critical, true);
-    assert.throws(() => readPolicy(der), refusedWith(/marked critical/));
+    assert.equal(findPolicyExtension(der, OID)?.critical, true);
+    assert.throws(() => readPolicy(der, OID), refusedWith(/marked critical/));
     // The same, signed here.
-    const ours = handMadeCertificate([extension(POLICY_EXTENSION_OID, true, EXAMPLE_DER)]);
-    assert.throws(() => readPolicy(ours), refusedWith(/marked critical/));
+    const ours = handMadeCertificate([extension(OID.text, true, EXAMPLE_DER)]);
+    assert.throws(() => readPolicy(ours, OID), refusedWith(/marked critical/));
   });
 
   it('refuses: the extension present twice in one certificate', () => {
     const twice = handMadeCertificate([
-      extension(POLICY_EXTENSION_OID, false, EXAMPLE_DER),
-      extension(POLICY_EXTENSION_OID, false, encodePolicy(policy(['info']))),
+      extension(OID.text, false, EXAMPLE_DER),
+      extension(OID.text, false, encodePolicy(policy(['info']))),
     ]);
-    assert.throws(() => findPolicyExtension(twice), refusedWith(/more than once/));
+    assert.throws(() => findPolicyExtension(twice, OID), refusedWith(/more than once/));
   });
 
   it('refuses: a malformed value inside an otherwise valid certificate', () => {
-    const der = handMadeCertificate([extension(POLICY_EXTENSION_OID, false, hex('3003020102'))]);
-    assert.equal(findPolicyExtension(der)?.critical, false);
-    assert.throws(() => readPolicy(der), refusedWith(/version 2 is not supported/));
+    const der = handMadeCertificate([extension(OID.text, false, hex('3003020102'))]);
+    assert.equal(findPolicyExtension(der, OID)?.critical, false);
+    assert.throws(() => readPolicy(der, OID), refusedWith(/version 2 is not supported/));
   });
 
   it('an OID that only shares a prefix with ours is not ours', () => {
-    const longer = handMadeCertificate([extension(`${POLICY_EXTENSION_OID}.1`, false, EXAMPLE_DER)]);
-    assert.equal(findPolicyExtension(longer), null);
-    const shorter = handMadeCertificate([extension('2.25.1', false, EXAMPLE_DER)]);
-    assert.equal(findPolicyExtension(shorter), null);
+    const longer = handMadeCertificate([extension(`${OID.text}.1`, false, EXAMPLE_DER)]);
+    assert.equal(findPolicyExtension(longer, OID), null);
+    const shorter = handMadeCertificate([extension('2.999.7445', false, EXAMPLE_DER)]);
+    assert.equal(findPolicyExtension(shorter, OID), null);
+    // And the other way round: ours is not found under the longer one.
+    assert.equal(
+      findPolicyExtension(
+        handMadeCertificate([extension(OID.text, false, EXAMPLE_DER)]),
+        parsePolicyOid(`${OID.text}.1`),
+      ),
+      null,
+    );
   });
 
   it('refuses garbage in place of a certificate', () => {
     for (const bad of [Buffer.alloc(0), Buffer.from('hello'), EXAMPLE_DER, root.der.subarray(0, 100)]) {
       assert.throws(
-        () => findPolicyExtension(bad),
+        () => findPolicyExtension(bad, OID),
         invalidWith(/^certificate: not a valid X\.509 certificate/),
       );
-      assert.throws(() => readPolicy(bad), invalidWith(/^certificate: not a valid X\.509 certificate/));
+      assert.throws(() => readPolicy(bad, OID), invalidWith(/^certificate: not a valid X\.509 certificate/));
     }
   });
 });

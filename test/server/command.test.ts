@@ -12,41 +12,20 @@ import {
   call,
   clients,
   credentialsFor,
-  eventually,
+  FREE_PORTS,
   ROOT,
   refused,
-  type ServerProcess,
+  serverFlags,
   spawnServer,
   tempDir,
+  waitForServer,
 } from './helpers.ts';
-
-function serverInfo(dataDir: string, pid: number): ServerInfoFile | undefined {
-  const path = join(dataDir, 'server.json');
-  if (!existsSync(path)) return undefined;
-  try {
-    const info = JSON.parse(readFileSync(path, 'utf8')) as ServerInfoFile;
-    return info.pid === pid ? info : undefined;
-  } catch {
-    return undefined; // being written
-  }
-}
-
-/** The server.json this process wrote; fails fast if the process exits first. */
-function waitForServer(server: ServerProcess, dataDir: string): Promise<ServerInfoFile> {
-  // server.json is written during start-up; the announcement on stdout comes just after it.
-  return eventually('server.json and the serving announcement', () => {
-    if (server.child.exitCode !== null) throw new Error(`the server exited early: ${server.stderr()}`);
-    return server.stdout().includes('sigil: serving') && serverInfo(dataDir, server.child.pid ?? 0);
-  });
-}
-
-const FREE_PORTS = ['--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0'];
 
 describe('sigil server (subprocess)', () => {
   const dataDir = join(tempDir(), 'state');
 
   test('bootstraps an empty data directory, prints the CA fingerprint, serves, and exits 0 on SIGTERM', async () => {
-    const server = spawnServer(['--data', dataDir, ...FREE_PORTS, '--log-level', 'trace']);
+    const server = spawnServer(serverFlags(dataDir, 'trace'));
     const info = await waitForServer(server, dataDir);
 
     const out = server.stdout();

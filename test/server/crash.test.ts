@@ -11,7 +11,7 @@
 // admitted more than one node.
 import assert from 'node:assert/strict';
 import { createHash, randomInt, X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
@@ -28,10 +28,11 @@ import {
   call,
   clients,
   credentialsFor,
-  eventually,
   type ServerProcess,
+  serverFlags,
   spawnServer,
   tempDir,
+  waitForServer,
 } from './helpers.ts';
 
 /** Kill points (rounds of load, each ended by SIGKILL). */
@@ -87,43 +88,15 @@ class Ledger {
   }
 }
 
-function serverArgs(dataDir: string): string[] {
-  return [
-    '--data',
-    dataDir,
-    '--listen',
-    '127.0.0.1:0',
-    '--http-listen',
-    '127.0.0.1:0',
-    '--log-level',
-    'warn',
-  ];
-}
-
 interface Running {
   readonly process: ServerProcess;
   readonly address: string;
 }
 
-/** `sigil server` on `dataDir`, once it has written server.json with its own pid. */
+/** `sigil server` on `dataDir`, once it has written server.json with its own pid and serves. */
 async function startServer(dataDir: string): Promise<Running> {
-  const server = spawnServer(serverArgs(dataDir));
-  let exited: number | string | null = null;
-  void server.exited.then((code) => {
-    exited = code;
-  });
-  const info = await eventually('sigil server to write server.json', () => {
-    if (exited !== null)
-      throw new Error(`sigil server exited (${exited}) during start-up:\n${server.stderr()}`);
-    const path = join(dataDir, 'server.json');
-    if (!existsSync(path)) return undefined;
-    try {
-      const parsed = JSON.parse(readFileSync(path, 'utf8')) as { pid: number; listen: string };
-      return parsed.pid === server.child.pid ? parsed : undefined;
-    } catch {
-      return undefined;
-    }
-  });
+  const server = spawnServer(serverFlags(dataDir, 'warn'));
+  const info = await waitForServer(server, dataDir);
   return { process: server, address: info.listen };
 }
 

@@ -2,7 +2,8 @@
 // Carol's chain (admin → Alice through replica A, Alice → Carol offline) is
 // admitted on replica B; Alice revokes Carol on replica A with a certificate
 // the control plane never issued, and Carol's live session on B ends, as does
-// the session of Carol's own sub-delegate beneath her.
+// the session of Carol's own sub-delegate beneath her. The deployment's
+// policy OID is set at A's bootstrap; B, joining, serves the same one.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -11,10 +12,8 @@ import type { RunningServer } from '../../src/services/server.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
 import { Delegates, policy } from './delegation-fixtures.ts';
 import {
-  adminIdentity,
+  adminJoinToken,
   call,
-  clients,
-  credentialsFor,
   eventually,
   refused,
   startTestServer,
@@ -23,6 +22,7 @@ import {
 } from './helpers.ts';
 
 const skip = postgresUnavailable() ?? undefined;
+const POLICY_OID = '1.3.6.1.4.1.55555.7.3';
 
 describe('delegation across replicas on PostgreSQL', { skip }, () => {
   let postgres: TestPostgres;
@@ -35,22 +35,15 @@ describe('delegation across replicas on PostgreSQL', { skip }, () => {
   before(async () => {
     postgres = await startPostgres();
     const url = await postgres.createDatabase();
-    const a = await startTestServer({ dataDir: first, store: url, replicaId: 'a' });
+    const a = await startTestServer({ dataDir: first, store: url, replicaId: 'a', policyOid: POLICY_OID });
     running.push(a);
-    const admin = clients(a.address, credentialsFor(first, adminIdentity(first)));
-    const token = await call(admin.admin, admin.admin.createToken, {
-      ttlSeconds: 600,
-      uses: 1,
-      autoApprove: false,
-      name: 'replica b',
-      replica: true,
-    });
-    admin.close();
-    const b = await startTestServer({ dataDir: second, store: url, replicaId: 'b', join: token.token });
+    const token = await adminJoinToken(a.address, first, 'replica b', true);
+    const b = await startTestServer({ dataDir: second, store: url, replicaId: 'b', join: token });
     running.push(b);
-    onA = new Delegates(a.address, first, a.authority.trustDomain);
+    assert.equal(b.authority.policyOid.text, POLICY_OID, 'the joining replica reads the OID from the store');
+    onA = new Delegates(a.address, first, a.authority.trustDomain, a.authority.policyOid);
     // B's clients trust the same roots; the admin identity lives in A's data directory.
-    onB = new Delegates(b.address, first, b.authority.trustDomain);
+    onB = new Delegates(b.address, first, b.authority.trustDomain, b.authority.policyOid);
   });
 
   after(async () => {
@@ -72,7 +65,7 @@ describe('delegation across replicas on PostgreSQL', { skip }, () => {
     const erinOnB = onB.as(erin).delegation;
     assert.equal(
       (await call(carolOnB, carolOnB.getDelegationStatus, {})).spiffeId,
-      `spiffe://${onB.trustDomain}/d/alice/carol`,
+      `spiffe://carol.alice.d.${onB.trustDomain}`,
     );
     await call(erinOnB, erinOnB.getDelegationStatus, {});
 
@@ -103,8 +96,8 @@ describe('delegation across replicas on PostgreSQL', { skip }, () => {
     assert.match(error.details, /revoked/);
     // Alice herself is untouched.
     assert.equal(
-      (await call(aliceOnA, aliceOnA.getDelegationStatus, {})).spiffeId.endsWith('/d/alice'),
-      true,
+      (await call(aliceOnA, aliceOnA.getDelegationStatus, {})).spiffeId,
+      `spiffe://alice.d.${onA.trustDomain}`,
     );
   });
 });

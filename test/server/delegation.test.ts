@@ -16,12 +16,11 @@ import {
   type RevocationEvent,
 } from '../../src/gen/sigil/v1/sigil.ts';
 import { parseCertificate } from '../../src/pki/certificate.ts';
-import { Issuer } from '../../src/pki/issuer.ts';
-import { generateKeyPair } from '../../src/pki/keys.ts';
-import { type Policy, policyExtension, readPolicy } from '../../src/pki/policy-extension.ts';
+import { type Policy, readPolicy } from '../../src/pki/policy-extension.ts';
 import type { RunningServer } from '../../src/services/server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { openssl } from '../cli/pki-helpers.ts';
 import { Delegates, type Held, policy } from './delegation-fixtures.ts';
 import {
   adminIdentity,
@@ -50,7 +49,7 @@ describe('delegation through the server', () => {
   before(async () => {
     running = await startTestServer({ dataDir });
     trustDomain = running.authority.trustDomain;
-    delegates = new Delegates(running.address, dataDir, trustDomain);
+    delegates = new Delegates(running.address, dataDir, trustDomain, running.authority.policyOid);
     alice = await delegates.adminDelegates(
       'alice',
       policy('info,create,destroy,delegate,revoke,issue', {
@@ -82,8 +81,8 @@ describe('delegation through the server', () => {
   test('the direct delegation is a CA carrying the policy extension and the subtree SPIFFE ID', () => {
     const certificate = new X509Certificate(alice.ca);
     assert.equal(certificate.ca, true);
-    assert.equal(certificate.subjectAltName, `URI:spiffe://${trustDomain}/d/alice`);
-    assert.deepEqual(readPolicy(alice.ca), alice.policy);
+    assert.equal(certificate.subjectAltName, `URI:spiffe://alice.d.${trustDomain}`);
+    assert.deepEqual(readPolicy(alice.ca, running.authority.policyOid), alice.policy);
     // Signed by this replica's intermediate, which is sent along as the chain.
     assert.equal(alice.above.length, 1);
     assert.ok(certificate.verify(new X509Certificate(alice.above[0]).publicKey));
@@ -100,21 +99,13 @@ describe('delegation through the server', () => {
     );
     assert.throws(() => subDelegate(flat, 'below', policy('info', { workloads: 0 })), /pathLen overflow/);
     // Forged past the refusal: the chain no longer validates, so the TLS handshake fails.
-    const keys = generateKeyPair('p256');
-    const forged = Issuer.fromCertificate(flat.ca, flat.key).issue({
-      publicKey: keys.publicKey,
-      profile: 'intermediate',
-      subject: { commonName: 'below' },
-      sans: [{ type: 'uri', value: `spiffe://${trustDomain}/d/flat/below` }],
-      nameConstraints: { permittedUri: [trustDomain], permittedDns: ['invalid'] },
-      extensions: [policyExtension(policy('info', { workloads: 0 }))],
-    });
-    const below = as({
-      ca: forged.der,
-      key: keys.privateKey,
-      above: [flat.ca, ...flat.above],
-      policy: flat.policy,
-    });
+    const forged = delegates.forge(
+      flat,
+      ['flat', 'below'],
+      delegates.id(['flat', 'below']),
+      policy('info', { workloads: 0 }),
+    );
+    const below = as(forged);
     const error = await refused(call(below.delegation, below.delegation.getDelegationStatus, {}));
     assert.equal(error.code, grpc.status.UNAVAILABLE, `${statusName(error.code)}: ${error.details}`);
   });
@@ -122,7 +113,7 @@ describe('delegation through the server', () => {
   test("Carol's status shows her effective policy (the intersection along Alice → Carol)", async () => {
     const { delegation } = as(carol);
     const status = await call(delegation, delegation.getDelegationStatus, {});
-    assert.equal(status.spiffeId, `spiffe://${trustDomain}/d/alice/carol`);
+    assert.equal(status.spiffeId, `spiffe://carol.alice.d.${trustDomain}`);
     assert.deepEqual(status.policy?.permissions.sort(), ['create', 'destroy', 'info']);
     assert.equal(status.policy?.limits?.workloads, 1);
     assert.deepEqual(status.policy?.limits?.cpus, [0]);
@@ -140,6 +131,8 @@ describe('delegation through the server', () => {
       blockMib: 0,
     });
     assert.equal(first.existing, false);
+    // The reservation is answered with the caller's own SPIFFE ID.
+    assert.equal(first.spiffeId, `spiffe://carol.alice.d.${trustDomain}`);
     // Idempotent: the same holder again changes nothing.
     assert.equal(
       (await call(c, c.reserve, { holder: 'web-1', workloads: 1, cpus: [0], memoryMib: 512, blockMib: 0 }))
@@ -186,11 +179,11 @@ describe('delegation through the server', () => {
     const ids = (nodes: readonly DelegationNode[]): string[] =>
       nodes.flatMap((node) => [node.spiffeId, ...ids(node.children)]);
     const seen = ids(status.delegated);
-    assert.ok(seen.includes(`spiffe://${trustDomain}/d/alice/carol`), seen.join(', '));
-    assert.ok(seen.includes(`spiffe://${trustDomain}/d/alice/dan`), seen.join(', '));
+    assert.ok(seen.includes(`spiffe://carol.alice.d.${trustDomain}`), seen.join(', '));
+    assert.ok(seen.includes(`spiffe://dan.alice.d.${trustDomain}`), seen.join(', '));
     const c = as(carol).delegation;
     const carolView = ids((await call(c, c.getDelegationStatus, {})).delegated);
-    assert.ok(!carolView.some((id) => id.includes('/dan')), carolView.join(', '));
+    assert.ok(!carolView.some((id) => id.includes('dan')), carolView.join(', '));
   });
 
   test('refuses: a sibling acting in another subtree gets the same answer as for a certificate that does not exist', async () => {
@@ -221,27 +214,15 @@ describe('delegation through the server', () => {
     ];
     for (const [what, escalated] of escalations) {
       // Signed directly with Alice's key (issueDelegation would refuse to make it).
-      const keys = generateKeyPair('p256');
-      const forged = Issuer.fromCertificate(alice.ca, alice.key).issue({
-        publicKey: keys.publicKey,
-        profile: 'intermediate',
-        subject: { commonName: `escalation ${what}` },
-        sans: [{ type: 'uri', value: `spiffe://${trustDomain}/d/alice/greedy` }],
-        nameConstraints: { permittedUri: [trustDomain], permittedDns: ['invalid'] },
-        extensions: [policyExtension(escalated)],
-      });
-      const held: Held = {
-        ca: forged.der,
-        key: keys.privateKey,
-        above: [alice.ca, ...alice.above],
-        policy: escalated,
-      };
+      const held = delegates.forge(alice, ['alice', 'greedy'], delegates.id(['alice', 'greedy']), escalated);
       const { delegation } = as(held);
-      assertStatus(
-        await refused(call(delegation, delegation.getDelegationStatus, {})),
+      const error = await refused(call(delegation, delegation.getDelegationStatus, {}));
+      assert.equal(
+        error.code,
         grpc.status.PERMISSION_DENIED,
-        /escalates/,
+        `${what}: ${statusName(error.code)} ${error.details}`,
       );
+      assert.match(error.details, /escalates/, what);
     }
   });
 
@@ -254,21 +235,12 @@ describe('delegation through the server', () => {
     );
 
     // Carol lacks "delegate": a sub-delegation she signs anyway is refused when presented.
-    const keys = generateKeyPair('p256');
-    const rogue = Issuer.fromCertificate(carol.ca, carol.key).issue({
-      publicKey: keys.publicKey,
-      profile: 'intermediate',
-      subject: { commonName: 'rogue' },
-      sans: [{ type: 'uri', value: `spiffe://${trustDomain}/d/alice/carol/rogue` }],
-      nameConstraints: { permittedUri: [trustDomain], permittedDns: ['invalid'] },
-      extensions: [policyExtension(policy('info', { workloads: 0 }))],
-    });
-    const rogueHeld: Held = {
-      ca: rogue.der,
-      key: keys.privateKey,
-      above: [carol.ca, ...carol.above],
-      policy: policy('info', null),
-    };
+    const rogueHeld = delegates.forge(
+      carol,
+      ['alice', 'carol', 'rogue'],
+      delegates.id(['alice', 'carol', 'rogue']),
+      policy('info', { workloads: 0 }),
+    );
     const r = as(rogueHeld).delegation;
     assertStatus(
       await refused(call(r, r.getDelegationStatus, {})),
@@ -304,10 +276,78 @@ describe('delegation through the server', () => {
     const body = (await ok.json()) as {
       delegations: { spiffeId: string; children: { spiffeId: string }[] }[];
     };
-    const top = body.delegations.find((node) => node.spiffeId.endsWith('/d/alice'));
+    const top = body.delegations.find((node) => node.spiffeId === `spiffe://alice.d.${trustDomain}`);
     assert.ok(top, JSON.stringify(body));
-    const children = top.children.map((child) => child.spiffeId.split('/').pop());
-    assert.ok(children.includes('carol') && children.includes('dan'), children.join(', '));
+    const children = top.children.map((child) => child.spiffeId);
+    assert.ok(
+      children.includes(`spiffe://carol.alice.d.${trustDomain}`) &&
+        children.includes(`spiffe://dan.alice.d.${trustDomain}`),
+      children.join(', '),
+    );
+  });
+
+  test('CreateDelegation grants dns_names and ip_ranges: answered, written as name constraints, narrowed beneath', async () => {
+    const netted = await delegates.adminDelegates(
+      'netted',
+      policy('info,delegate,issue', { workloads: 1 }),
+      false,
+      -1,
+      {
+        dnsNames: ['net.example'],
+        ipRanges: ['10.9.0.0/16', 'fd00:9::/32'],
+      },
+    );
+    // adminDelegates takes the grants from the answer's dns_names and ip_ranges.
+    assert.deepEqual(netted.grants, { dnsNames: ['net.example'], ipRanges: ['10.9.0.0/16', 'fd00:9::/32'] });
+    const text = await openssl(['x509', '-noout', '-text'], new X509Certificate(netted.ca).toString());
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(
+      text.stdout,
+      new RegExp(
+        [
+          'X509v3 Name Constraints: critical',
+          'Permitted:',
+          'DNS:net\\.example',
+          'IP:10\\.9\\.0\\.0/255\\.255\\.0\\.0',
+          'IP:FD00:9:0:0:0:0:0:0/FFFF:FFFF:0:0:0:0:0:0',
+          `URI:netted\\.d\\.${trustDomain.replaceAll('.', '\\.')}`,
+          `URI:\\.netted\\.d\\.${trustDomain.replaceAll('.', '\\.')}\n`,
+        ].join('\\n\\s*'),
+      ),
+    );
+    // A sub-delegation within the grant is admitted; one past it is refused at issuance.
+    const inner = delegates.subDelegate(netted, 'inner', policy('info', { workloads: 1 }), {
+      grants: { ipRanges: ['10.9.4.0/24'] },
+    });
+    assert.deepEqual(inner.grants, { dnsNames: [], ipRanges: ['10.9.4.0/24'] });
+    const i = as(inner).delegation;
+    assert.equal(
+      (await call(i, i.getDelegationStatus, {})).spiffeId,
+      `spiffe://inner.netted.d.${trustDomain}`,
+    );
+    assert.throws(
+      () =>
+        delegates.subDelegate(netted, 'outer', policy('info', { workloads: 1 }), {
+          grants: { ipRanges: ['10.8.0.0/16'] },
+        }),
+      /IP ranges: 10\.8\.0\.0\/16 is not within 10\.9\.0\.0\/16, fd00:9::\/32/,
+    );
+    // Malformed ranges are refused by the server, naming the range, and nothing is issued.
+    for (const [range, why] of [
+      ['10.9.0.1/16', /host bits are set/],
+      ['10.9.0.0/33', /prefix length/],
+      ['net.example', /expected address\/prefix/],
+    ] as const) {
+      const error = await refused(
+        delegates.adminDelegates('badrange', policy('info', { workloads: 0 }), false, -1, {
+          ipRanges: [range],
+        }),
+      );
+      assertStatus(error, grpc.status.INVALID_ARGUMENT, why);
+      assert.ok(error.details.includes(`"${range}"`), error.details);
+    }
+    const granted = await delegates.adminDelegates('badrange', policy('info', { workloads: 0 }));
+    assert.deepEqual(granted.grants, { dnsNames: [], ipRanges: [] });
   });
 
   test('refuses: a second live delegation of one name; once revoked, the name can be granted again', async () => {
@@ -318,7 +358,7 @@ describe('delegation through the server', () => {
     assertStatus(
       await refused(delegates.adminDelegates('repeat', grant)),
       grpc.status.ALREADY_EXISTS,
-      /a live delegation spiffe:\/\/.*\/d\/repeat exists/,
+      /a live delegation spiffe:\/\/repeat\.d\..* exists/,
     );
     const admin = adminIdentity(dataDir);
     const adminCa = new CertificateAuthorityClient(

@@ -5,12 +5,18 @@
 // wrappers that keep the raw gRPC status for assertions.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { AdminClient, CertificateAuthorityClient, EnrolmentClient } from '../../src/gen/sigil/v1/sigil.ts';
+import {
+  AdminClient,
+  CertificateAuthorityClient,
+  DelegationClient,
+  EnrolmentClient,
+} from '../../src/gen/sigil/v1/sigil.ts';
+import type { ServerInfoFile } from '../../src/services/data-directory.ts';
 import { type RunningServer, type ServerOptions, startServer } from '../../src/services/server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
@@ -60,6 +66,7 @@ export function anonymousCredentials(dataDir: string): grpc.ChannelCredentials {
 export interface Clients {
   readonly ca: CertificateAuthorityClient;
   readonly admin: AdminClient;
+  readonly delegation: DelegationClient;
   readonly enrolment: EnrolmentClient;
   close(): void;
 }
@@ -71,20 +78,42 @@ export function clients(
 ): Clients {
   const ca = new CertificateAuthorityClient(address, credentials, options);
   const admin = new AdminClient(address, credentials, options);
+  const delegation = new DelegationClient(address, credentials, options);
   const enrolment = new EnrolmentClient(address, credentials, options);
   return {
     ca,
     admin,
+    delegation,
     enrolment,
     close() {
-      ca.close();
-      admin.close();
-      enrolment.close();
+      for (const client of [ca, admin, delegation, enrolment]) client.close();
     },
   };
 }
 
-type Unary<Request, Response> = (
+/** A single-use join token the admin of `dataDir` creates through `address` (auto-approved unless a replica's). */
+export async function adminJoinToken(
+  address: string,
+  dataDir: string,
+  name: string,
+  replica: boolean,
+): Promise<string> {
+  const admin = clients(address, credentialsFor(dataDir, adminIdentity(dataDir)));
+  try {
+    const created = await call(admin.admin, admin.admin.createToken, {
+      ttlSeconds: 600,
+      uses: 1,
+      autoApprove: !replica,
+      name,
+      replica,
+    });
+    return created.token;
+  } finally {
+    admin.close();
+  }
+}
+
+export type Unary<Request, Response> = (
   request: Request,
   metadata: grpc.Metadata,
   options: Partial<grpc.CallOptions>,
@@ -137,6 +166,14 @@ export function assertStatus(error: grpc.ServiceError, code: grpc.status, detail
 
 // --- the real command ----------------------------------------------------------
 
+/** `--listen` and `--http-listen` on free ports. */
+export const FREE_PORTS: readonly string[] = ['--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0'];
+
+/** `sigil server` flags: the data directory, free ports and a log level. */
+export function serverFlags(dataDir: string, logLevel: string): string[] {
+  return ['--data', dataDir, ...FREE_PORTS, '--log-level', logLevel];
+}
+
 export interface ServerProcess {
   readonly child: ChildProcess;
   stdout(): string;
@@ -188,4 +225,32 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+function serverInfo(dataDir: string, pid: number): ServerInfoFile | undefined {
+  const path = join(dataDir, 'server.json');
+  if (!existsSync(path)) return undefined;
+  try {
+    const info = JSON.parse(readFileSync(path, 'utf8')) as ServerInfoFile;
+    return info.pid === pid ? info : undefined;
+  } catch {
+    return undefined; // being written
+  }
+}
+
+/** The server.json this process wrote, once it announces that it serves; fails fast if the process exits first. */
+export function waitForServer(
+  server: ServerProcess,
+  dataDir: string,
+  timeoutMs?: number,
+): Promise<ServerInfoFile> {
+  // server.json is written during start-up; the announcement on stdout comes just after it.
+  return eventually(
+    'server.json and the serving announcement',
+    () => {
+      if (server.child.exitCode !== null) throw new Error(`the server exited early: ${server.stderr()}`);
+      return server.stdout().includes('sigil: serving') && serverInfo(dataDir, server.child.pid ?? 0);
+    },
+    timeoutMs,
+  );
 }

@@ -1,22 +1,30 @@
 // sigil's own authorization table: every method of the API has a rule,
 // admins reach everything, other peers of the trust domain only what the
 // authority then narrows, Enrolment is public, and peers of another trust
-// domain nothing.
+// domain nothing. A name binds only when the deployment's own CAs issued the
+// leaf: beneath a delegation, whatever SPIFFE ID a leaf carries, it is a
+// delegate (admitted: the members' methods, never an admin's) or nothing.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { DelegationService } from '../../src/gen/sigil/v1/sigil.ts';
+import { PERMISSIONS } from '../../src/pki/policy-extension.ts';
 import {
   ALL_METHODS,
   PUBLIC_METHODS,
   sigilAuthorizationRules,
 } from '../../src/services/authorization-rules.ts';
 import { AuthorizationPolicy } from '../../src/transport/authorization.ts';
+import type { AdmittedDelegate } from '../../src/transport/delegate-admission.ts';
 import type { PeerIdentity } from '../../src/transport/peer-identity.ts';
 
 const policy = new AuthorizationPolicy(sigilAuthorizationRules('example.test'));
 
-function peer(spiffeId: string | null): PeerIdentity {
+function peer(
+  spiffeId: string | null,
+  issuedBy: PeerIdentity['issuedBy'] = 'deployment',
+  delegate: AdmittedDelegate | null = null,
+): PeerIdentity {
   return {
     spiffeId,
     dnsNames: [],
@@ -26,10 +34,29 @@ function peer(spiffeId: string | null): PeerIdentity {
     notAfter: new Date(Date.now() + 60_000),
     chain: [],
     extensions: [],
+    issuedBy,
+    delegate,
   };
 }
 
+/** Carol, admitted: her chain grants everything, even "admin" (what an admin's method needs is the deployment's issuer). */
+function admittedCarol(spiffeId = 'spiffe://carol.alice.d.example.test'): PeerIdentity {
+  return peer(spiffeId, 'delegated', {
+    spiffeId,
+    subtree: ['alice', 'carol'],
+    effective: { version: 1, permissions: new Set(PERMISSIONS), limits: null },
+    revocationIds: [],
+  });
+}
+
 const allowed = (method: string, id: string | null) => policy.decide(method, peer(id)).allowed;
+
+const ADMIN_ONLY = [
+  '/sigil.v1.Admin/GetStatus',
+  '/sigil.v1.Admin/CreateToken',
+  '/sigil.v1.CertificateAuthority/Sign',
+  '/sigil.v1.CertificateAuthority/ListCertificates',
+];
 
 describe('sigil authorization rules', () => {
   test('every method of the API is covered by a rule (nothing falls to default deny)', () => {
@@ -56,12 +83,7 @@ describe('sigil authorization rules', () => {
       'spiffe://example.test/client/bob',
       'spiffe://example.test/admin',
     ]) {
-      for (const method of [
-        '/sigil.v1.Admin/GetStatus',
-        '/sigil.v1.Admin/CreateToken',
-        '/sigil.v1.CertificateAuthority/Sign',
-        '/sigil.v1.CertificateAuthority/ListCertificates',
-      ]) {
+      for (const method of ADMIN_ONLY) {
         const decision = policy.decide(method, peer(id));
         assert.equal(decision.allowed, false, `${id} ${method}`);
         if (!decision.allowed) assert.equal(decision.code, grpc.status.PERMISSION_DENIED);
@@ -86,10 +108,51 @@ describe('sigil authorization rules', () => {
 
   test('Delegation/*: any peer of the trust domain reaches the authority, which decides on the admitted chain', () => {
     for (const method of Object.values(DelegationService).map((m) => m.path)) {
-      assert.equal(allowed(method, `spiffe://example.test/d/alice/carol`), true, method);
+      assert.equal(policy.decide(method, admittedCarol()).allowed, true, method);
       assert.equal(allowed(method, `spiffe://example.test/admin/root`), true, method);
-      assert.equal(allowed(method, 'spiffe://elsewhere.example/d/alice'), false, method);
+      assert.equal(allowed(method, 'spiffe://alice.d.elsewhere.example'), false, method);
       assert.equal(allowed(method, null), false, method);
+    }
+  });
+
+  test("an admitted delegate reaches the members' methods, never an admin's, whatever its chain grants", () => {
+    for (const carol of [admittedCarol(), admittedCarol('spiffe://carol.alice.d.example.test/web')]) {
+      for (const method of ADMIN_ONLY) {
+        const decision = policy.decide(method, carol);
+        assert.equal(decision.allowed, false, method);
+        if (!decision.allowed) {
+          assert.equal(decision.code, grpc.status.PERMISSION_DENIED);
+          assert.match(decision.message, /delegate spiffe:\/\/carol\.alice\.d\.example\.test/);
+        }
+      }
+      for (const method of ['Renew', 'Revoke', 'GetTrustBundle', 'WatchRevocations']) {
+        assert.equal(policy.decide(`/sigil.v1.CertificateAuthority/${method}`, carol).allowed, true, method);
+      }
+    }
+  });
+
+  test('a leaf beneath a delegation that names itself an admin is no admin: not admitted, it gets nothing', () => {
+    const forged = peer('spiffe://example.test/admin/alice', 'delegated');
+    for (const method of ALL_METHODS) {
+      const decision = policy.decide(method, forged);
+      assert.equal(decision.allowed, false, method);
+      if (!decision.allowed) {
+        assert.equal(decision.code, grpc.status.PERMISSION_DENIED);
+        assert.match(decision.message, /beneath a delegation, not admitted/);
+      }
+    }
+    // Admitted, the same forged name is a delegate and still reaches no admin method.
+    const admitted = admittedCarol('spiffe://example.test/admin/alice');
+    for (const method of ADMIN_ONLY) assert.equal(policy.decide(method, admitted).allowed, false, method);
+  });
+
+  test('a peer whose issuer is unknown gets nothing, whatever its name', () => {
+    for (const method of ALL_METHODS) {
+      assert.equal(
+        policy.decide(method, peer('spiffe://example.test/admin/alice', 'unknown')).allowed,
+        false,
+        method,
+      );
     }
   });
 

@@ -32,11 +32,23 @@ export interface FreshOptions {
   readonly onError?: (error: Error) => void;
 }
 
+/** A row written straight into a table with the driver, column by column (booleans as booleans). */
+export interface LegacyRow {
+  readonly table: string;
+  readonly values: Readonly<Record<string, string | number | boolean | Buffer | null>>;
+}
+
 export interface StoreHarness {
   readonly name: string;
   /** Set when the backend cannot run here: every test skips, printing this reason. */
   readonly skip?: string;
   fresh(options?: FreshOptions): Promise<StoreFixture>;
+  /**
+   * A fresh database whose schema is at `version`: only the migrations up to
+   * it applied (and recorded in schema_migrations) as migrate() would, then
+   * `rows` inserted with the driver; and a store object on it, not migrated.
+   */
+  atSchemaVersion(version: number, rows: readonly LegacyRow[]): Promise<StoreFixture>;
 }
 
 const T0 = Date.UTC(2030, 0, 1);
@@ -106,19 +118,34 @@ function sampleCa(id: string, overrides: Partial<CaRecord> = {}): CaRecord {
   };
 }
 
-/** The delegation subtree of the sample trust domain. */
-const D = 'spiffe://example.test/d';
+/** The trust domain of the sample delegations. */
+const TD = 'example.org';
+/** SPIFFE ID of the admin who revokes in the samples. */
+const ADMIN = `spiffe://${TD}/admin`;
+
+/**
+ * The host-form SPIFFE ID the authority writes for a subtree key:
+ * "/alice/carol" is spiffe://carol.alice.d.example.org and the workload key
+ * "/alice/carol//web" is spiffe://carol.alice.d.example.org/web.
+ */
+export function delegatedSpiffeId(subtree: string): string {
+  const workload = subtree.indexOf('//');
+  const names = (workload < 0 ? subtree : subtree.slice(0, workload)).slice(1).split('/');
+  const path = workload < 0 ? '' : subtree.slice(workload + 1);
+  return `spiffe://${names.reverse().join('.')}.d.${TD}${path}`;
+}
 
 export function sampleDelegation(
-  spiffeId: string,
+  subtree: string,
   n: number,
   overrides: Partial<DelegationRecord> = {},
 ): DelegationRecord {
-  const der = Buffer.from(`delegation ${n} of ${spiffeId} \u0000\u00ff`, 'latin1');
+  const der = Buffer.from(`delegation ${n} of ${subtree} \u0000\u00ff`, 'latin1');
   return {
     fingerprint: createHash('sha256').update(der).digest('hex'),
     serial: (0x2000 + n).toString(16),
-    spiffeId,
+    subtree,
+    spiffeId: delegatedSpiffeId(subtree),
     parentFingerprint: null,
     policy: '{"version":1,"permissions":["create","delegate"]}',
     isCa: true,
@@ -134,13 +161,13 @@ export function sampleDelegation(
 }
 
 export function sampleReservation(
-  spiffeId: string,
+  subtree: string,
   holder: string,
   overrides: Partial<UsageReservation> = {},
 ): UsageReservation {
   return {
     holder,
-    spiffeId,
+    subtree,
     workloads: 1,
     cpus: [],
     memoryMiB: 512,
@@ -151,11 +178,11 @@ export function sampleReservation(
 }
 
 /** A ceiling on workloads (memory and block generous unless given). */
-function ceiling(spiffeId: string, workloads: number, memoryMiB = 1 << 30, blockMiB = 1 << 30): UsageCeiling {
-  return { spiffeId, workloads, memoryMiB, blockMiB };
+function ceiling(subtree: string, workloads: number, memoryMiB = 1 << 30, blockMiB = 1 << 30): UsageCeiling {
+  return { subtree, workloads, memoryMiB, blockMiB };
 }
 
-/** Byte order of UTF-8, the order both stores keep SPIFFE IDs in. */
+/** Byte order of UTF-8, the order both stores keep subtree keys in. */
 const byteOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
@@ -811,8 +838,8 @@ export function storeContract(harness: StoreHarness): void {
 
     test('recordDelegation stores every field and getDelegation returns it; an unknown fingerprint is null', async () => {
       const { store } = await fresh();
-      const alice = sampleDelegation(`${D}/alice`, 1);
-      const carol = sampleDelegation(`${D}/alice/carol`, 2, {
+      const alice = sampleDelegation('/alice', 1);
+      const carol = sampleDelegation('/alice/carol', 2, {
         parentFingerprint: alice.fingerprint,
         serial: '0',
         policy: null,
@@ -821,12 +848,21 @@ export function storeContract(harness: StoreHarness): void {
         notAfter: at(HOUR),
         revokedAt: at(50),
         revocationReason: 'keyCompromise',
-        revokedBy: `${D}/alice`,
+        revokedBy: delegatedSpiffeId('/alice'),
       });
+      const web = sampleDelegation('/alice/carol//web', 3, {
+        parentFingerprint: carol.fingerprint,
+        policy: null,
+        isCa: false,
+      });
+      assert.equal(carol.spiffeId, 'spiffe://carol.alice.d.example.org');
+      assert.equal(web.spiffeId, 'spiffe://carol.alice.d.example.org/web');
       assert.deepEqual(await store.recordDelegation(alice), alice);
       assert.deepEqual(await store.recordDelegation(carol), carol);
+      assert.deepEqual(await store.recordDelegation(web), web);
       assert.deepEqual(await store.getDelegation(alice.fingerprint), alice);
       assert.deepEqual(await store.getDelegation(carol.fingerprint), carol);
+      assert.deepEqual(await store.getDelegation(web.fingerprint), web);
       assert.equal(await store.getDelegation('0'.repeat(64)), null);
       assert.equal(await store.getDelegation('not a fingerprint'), null);
     });
@@ -834,14 +870,21 @@ export function storeContract(harness: StoreHarness): void {
     test('recordDelegation inserts only if absent: the first record wins, also across store objects and under concurrency', async () => {
       const { store, another } = await fresh();
       const other = await another();
-      const first = sampleDelegation(`${D}/alice`, 1);
+      const first = sampleDelegation('/alice', 1);
       assert.deepEqual(await store.recordDelegation(first), first);
-      const later = { ...first, origin: 'seen' as const, policy: null, recordedAt: at(99), serial: 'ff' };
+      const later = {
+        ...first,
+        origin: 'seen' as const,
+        policy: null,
+        recordedAt: at(99),
+        serial: 'ff',
+        subtree: '/alicia',
+      };
       assert.deepEqual(await other.recordDelegation(later), first);
       assert.deepEqual(await store.getDelegation(first.fingerprint), first);
 
       const racing = Array.from({ length: 10 }, (_, i) =>
-        sampleDelegation(`${D}/bob`, 2, { recordedAt: at(200 + i) }),
+        sampleDelegation('/bob', 2, { recordedAt: at(200 + i) }),
       );
       const results = await Promise.all(
         racing.map((record, i) => (i % 2 ? store : other).recordDelegation(record)),
@@ -858,12 +901,17 @@ export function storeContract(harness: StoreHarness): void {
 
     test('recordDelegation refuses a malformed record (invalid_argument) and stores nothing', async () => {
       const { store } = await fresh();
-      const good = sampleDelegation(`${D}/alice`, 1);
+      const good = sampleDelegation('/alice', 1);
       const bad: [Partial<DelegationRecord>, RegExp][] = [
         [{ fingerprint: good.fingerprint.toUpperCase() }, /fingerprint/],
         [{ fingerprint: good.fingerprint.slice(2) }, /fingerprint/],
         [{ parentFingerprint: 'abc' }, /parentFingerprint/],
         [{ serial: '0a' }, /serial/],
+        [{ subtree: '' }, /subtree/],
+        [{ subtree: 'alice/carol' }, /subtree/],
+        // A SPIFFE ID is not a subtree key.
+        [{ subtree: good.spiffeId }, /subtree/],
+        [{ subtree: undefined as unknown as string }, /subtree/],
         [{ spiffeId: '' }, /spiffeId/],
         [{ origin: 'forged' as DelegationRecord['origin'] }, /origin/],
         [{ revokedAt: at(5) }, /revoked/],
@@ -875,115 +923,125 @@ export function storeContract(harness: StoreHarness): void {
       assert.deepEqual(await store.listDelegations(), []);
     });
 
-    test('listDelegations: at or under a SPIFFE ID by whole path segments, never by wildcard or case; ordered by SPIFFE ID, then recordedAt', async () => {
+    test('listDelegations: at or under a subtree key by whole segments, never by wildcard or case; ordered by subtree, then recordedAt', async () => {
       const { store } = await fresh();
       const records = {
-        alice: sampleDelegation(`${D}/alice`, 5),
-        carolRenewed: sampleDelegation(`${D}/alice/carol`, 3),
-        carol: sampleDelegation(`${D}/alice/carol`, 2),
-        dave: sampleDelegation(`${D}/alice/carol/dave`, 1),
+        alice: sampleDelegation('/alice', 5),
+        carolRenewed: sampleDelegation('/alice/carol', 3),
+        carol: sampleDelegation('/alice/carol', 2),
+        dave: sampleDelegation('/alice/carol/dave', 1),
         // Byte order puts "Zed" before "carol"; a locale-aware collation would not.
-        zed: sampleDelegation(`${D}/alice/Zed`, 4),
-        alicia: sampleDelegation(`${D}/alicia`, 6),
-        aliceUnderscore: sampleDelegation(`${D}/alice_x`, 7),
-        aliceDash: sampleDelegation(`${D}/alice-x`, 8),
-        aliceDot: sampleDelegation(`${D}/alice.x`, 9),
-        aliceZero: sampleDelegation(`${D}/alice0`, 10),
-        alicePercent: sampleDelegation(`${D}/alice%x`, 11),
-        capital: sampleDelegation(`${D}/Alice`, 12),
-        bob: sampleDelegation(`${D}/bob`, 13),
+        zed: sampleDelegation('/alice/Zed', 4),
+        alicia: sampleDelegation('/alicia', 6),
+        aliceUnderscore: sampleDelegation('/alice_x', 7),
+        aliceDash: sampleDelegation('/alice-x', 8),
+        aliceDot: sampleDelegation('/alice.x', 9),
+        aliceZero: sampleDelegation('/alice0', 10),
+        alicePercent: sampleDelegation('/alice%x', 11),
+        capital: sampleDelegation('/Alice', 12),
+        bob: sampleDelegation('/bob', 13),
       };
       const all = Object.values(records);
       for (const record of all) await store.recordDelegation(record);
       const fingerprints = (list: readonly DelegationRecord[]) => list.map((r) => r.fingerprint);
 
-      assert.deepEqual(await store.listDelegations({ under: `${D}/alice` }), [
+      assert.deepEqual(await store.listDelegations({ under: '/alice' }), [
         records.alice,
         records.zed,
         records.carol,
         records.carolRenewed,
         records.dave,
       ]);
-      assert.deepEqual(fingerprints(await store.listDelegations({ under: `${D}/alice/carol` })), [
+      assert.deepEqual(fingerprints(await store.listDelegations({ under: '/alice/carol' })), [
         records.carol.fingerprint,
         records.carolRenewed.fingerprint,
         records.dave.fingerprint,
       ]);
-      assert.deepEqual(await store.listDelegations({ under: `${D}/alice_x` }), [records.aliceUnderscore]);
-      assert.deepEqual(await store.listDelegations({ under: `${D}/Alice` }), [records.capital]);
-      assert.deepEqual(await store.listDelegations({ under: `${D}/alice%x` }), [records.alicePercent]);
+      assert.deepEqual(await store.listDelegations({ under: '/alice_x' }), [records.aliceUnderscore]);
+      assert.deepEqual(await store.listDelegations({ under: '/Alice' }), [records.capital]);
+      assert.deepEqual(await store.listDelegations({ under: '/alice%x' }), [records.alicePercent]);
       // LIKE wildcards are plain characters here: "_" and "%" match only themselves.
-      for (const under of [
-        `${D}/al_ce`,
-        `${D}/alic%`,
-        `${D}/alice%`,
-        `${D}/ALICE`,
-        `${D}/alic`,
-        `${D}/alice/`,
-      ])
+      for (const under of ['/al_ce', '/alic%', '/alice%', '/ALICE', '/alic', '/alice/'])
         assert.deepEqual(await store.listDelegations({ under }), [], `under ${under}`);
-      assert.equal((await store.listDelegations({ under: D })).length, all.length);
+      // The top-level subtrees are disjoint and together hold every record, each once.
+      const tops = [
+        '/alice',
+        '/alicia',
+        '/alice_x',
+        '/alice-x',
+        '/alice.x',
+        '/alice0',
+        '/alice%x',
+        '/Alice',
+        '/bob',
+      ];
+      const union = (await Promise.all(tops.map((under) => store.listDelegations({ under })))).flat();
+      assert.deepEqual(fingerprints(union).sort(), fingerprints(all).sort());
 
       const expected = [...all].sort(
-        (a, b) => byteOrder(a.spiffeId, b.spiffeId) || a.recordedAt.getTime() - b.recordedAt.getTime(),
+        (a, b) => byteOrder(a.subtree, b.subtree) || a.recordedAt.getTime() - b.recordedAt.getTime(),
       );
       assert.deepEqual(fingerprints(await store.listDelegations()), fingerprints(expected));
       assert.deepEqual(fingerprints(await store.listDelegations({})), fingerprints(expected));
       await rejectsWith(store.listDelegations({ under: '' }), 'invalid_argument', /under/);
+      // A SPIFFE ID is refused, not silently matched against nothing.
+      await rejectsWith(
+        store.listDelegations({ under: records.alice.spiffeId }),
+        'invalid_argument',
+        /under.*subtree key/,
+      );
     });
 
-    test('countDelegationsSince counts the records at or under a SPIFFE ID recorded at or after an instant', async () => {
+    test('countDelegationsSince counts the records at or under a subtree key recorded at or after an instant', async () => {
       const { store } = await fresh();
-      await store.recordDelegation(sampleDelegation(`${D}/alice`, 10));
-      await store.recordDelegation(sampleDelegation(`${D}/alice/carol`, 20));
-      await store.recordDelegation(sampleDelegation(`${D}/alice/carol/dave`, 30));
-      await store.recordDelegation(sampleDelegation(`${D}/alicia`, 40));
-      await store.recordDelegation(sampleDelegation(`${D}/alice_x`, 50));
-      assert.equal(await store.countDelegationsSince(`${D}/alice`, at(0)), 3);
-      assert.equal(
-        await store.countDelegationsSince(`${D}/alice`, at(20)),
-        2,
-        'recorded exactly then counts',
+      await store.recordDelegation(sampleDelegation('/alice', 10));
+      await store.recordDelegation(sampleDelegation('/alice/carol', 20));
+      await store.recordDelegation(sampleDelegation('/alice/carol/dave', 30));
+      await store.recordDelegation(sampleDelegation('/alicia', 40));
+      await store.recordDelegation(sampleDelegation('/alice_x', 50));
+      assert.equal(await store.countDelegationsSince('/alice', at(0)), 3);
+      assert.equal(await store.countDelegationsSince('/alice', at(20)), 2, 'recorded exactly then counts');
+      assert.equal(await store.countDelegationsSince('/alice', at(21)), 1);
+      assert.equal(await store.countDelegationsSince('/alice', at(31)), 0);
+      assert.equal(await store.countDelegationsSince('/alice/carol', at(0)), 2);
+      assert.equal(await store.countDelegationsSince('/alicia', at(0)), 1);
+      assert.equal(await store.countDelegationsSince('/al_ce', at(0)), 0);
+      // Across the disjoint top-level subtrees, each record counts once.
+      let since35 = 0;
+      for (const top of ['/alice', '/alicia', '/alice_x'])
+        since35 += await store.countDelegationsSince(top, at(35));
+      assert.equal(since35, 2);
+      await rejectsWith(store.countDelegationsSince('', at(0)), 'invalid_argument', /under/);
+      await rejectsWith(
+        store.countDelegationsSince(delegatedSpiffeId('/alice'), at(0)),
+        'invalid_argument',
+        /under/,
       );
-      assert.equal(await store.countDelegationsSince(`${D}/alice`, at(21)), 1);
-      assert.equal(await store.countDelegationsSince(`${D}/alice`, at(31)), 0);
-      assert.equal(await store.countDelegationsSince(`${D}/alice/carol`, at(0)), 2);
-      assert.equal(await store.countDelegationsSince(`${D}/alicia`, at(0)), 1);
-      assert.equal(await store.countDelegationsSince(`${D}/al_ce`, at(0)), 0);
-      assert.equal(await store.countDelegationsSince(D, at(35)), 2);
     });
 
     test('revokeDelegation: true once, then false (the first revocation kept); false for an unknown fingerprint', async () => {
       const { store } = await fresh();
-      const record = sampleDelegation(`${D}/alice/carol`, 1);
+      const record = sampleDelegation('/alice/carol', 1);
+      const alice = delegatedSpiffeId('/alice');
       await store.recordDelegation(record);
+      assert.equal(await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(300), alice), true);
       assert.equal(
-        await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(300), `${D}/alice`),
-        true,
-      );
-      assert.equal(
-        await store.revokeDelegation(record.fingerprint, 'superseded', at(400), `${D}/bob`),
+        await store.revokeDelegation(record.fingerprint, 'superseded', at(400), delegatedSpiffeId('/bob')),
         false,
       );
-      assert.equal(
-        await store.revokeDelegation('0'.repeat(64), 'keyCompromise', at(300), `${D}/alice`),
-        false,
-      );
+      assert.equal(await store.revokeDelegation('0'.repeat(64), 'keyCompromise', at(300), alice), false);
       const revoked = {
         ...record,
         revokedAt: at(300),
         revocationReason: 'keyCompromise',
-        revokedBy: `${D}/alice`,
+        revokedBy: alice,
       };
       assert.deepEqual(await store.getDelegation(record.fingerprint), revoked);
       assert.equal(await store.getDelegation('0'.repeat(64)), null);
 
-      const other = sampleDelegation(`${D}/alice/dan`, 2);
+      const other = sampleDelegation('/alice/dan', 2);
       await store.recordDelegation(other);
-      await rejectsWith(
-        store.revokeDelegation(other.fingerprint, '', at(1), `${D}/alice`),
-        'invalid_argument',
-      );
+      await rejectsWith(store.revokeDelegation(other.fingerprint, '', at(1), alice), 'invalid_argument');
       await rejectsWith(
         store.revokeDelegation(other.fingerprint, 'superseded', at(1), ''),
         'invalid_argument',
@@ -994,13 +1052,14 @@ export function storeContract(harness: StoreHarness): void {
     test('revokeDelegation publishes one revocation event carrying "fp:<fingerprint>", none for a repeat', async () => {
       const { store } = await fresh();
       const events = recordEvents(store);
-      const record = sampleDelegation(`${D}/alice`, 1);
+      const record = sampleDelegation('/alice', 1);
+      const alice = delegatedSpiffeId('/alice');
       await store.recordDelegation(record);
-      await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(300), `${D}/alice`);
+      await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(300), alice);
       const event = await events.waitFor((e) => e.kind === 'revocation', 'revocation');
       assert.deepEqual(event, { kind: 'revocation', serials: [`fp:${record.fingerprint}`] });
-      await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(301), `${D}/alice`);
-      await store.revokeDelegation('f'.repeat(64), 'keyCompromise', at(301), `${D}/alice`);
+      await store.revokeDelegation(record.fingerprint, 'keyCompromise', at(301), alice);
+      await store.revokeDelegation('f'.repeat(64), 'keyCompromise', at(301), alice);
       await settle(store, events, 'sentinel');
       assert.equal(events.events.filter((e) => e.kind === 'revocation').length, 1);
     });
@@ -1009,11 +1068,11 @@ export function storeContract(harness: StoreHarness): void {
       const { store } = await fresh();
       const now = at(5000);
       const records = [
-        sampleDelegation(`${D}/a`, 1, { notAfter: at(10_000) }), // revoked, valid: listed
-        sampleDelegation(`${D}/b`, 2, { notAfter: at(4999) }), // revoked, expired: not listed
-        sampleDelegation(`${D}/c`, 3, { notAfter: at(5000) }), // revoked, expires exactly now: not listed
-        sampleDelegation(`${D}/d`, 4, { notAfter: at(10_000) }), // not revoked
-        sampleDelegation(`${D}/e`, 5, { notAfter: at(20_000) }), // revoked first, valid: listed
+        sampleDelegation('/a', 1, { notAfter: at(10_000) }), // revoked, valid: listed
+        sampleDelegation('/b', 2, { notAfter: at(4999) }), // revoked, expired: not listed
+        sampleDelegation('/c', 3, { notAfter: at(5000) }), // revoked, expires exactly now: not listed
+        sampleDelegation('/d', 4, { notAfter: at(10_000) }), // not revoked
+        sampleDelegation('/e', 5, { notAfter: at(20_000) }), // revoked first, valid: listed
       ];
       for (const record of records) await store.recordDelegation(record);
       for (const [n, when] of [
@@ -1022,62 +1081,252 @@ export function storeContract(harness: StoreHarness): void {
         [3, 20],
         [5, 10],
       ])
-        await store.revokeDelegation(records[n - 1].fingerprint, 'superseded', at(when), `${D}/admin`);
+        await store.revokeDelegation(records[n - 1].fingerprint, 'superseded', at(when), ADMIN);
       const listed = await store.listRevokedDelegations(now);
       assert.deepEqual(
-        listed.map((r) => r.spiffeId),
-        [`${D}/e`, `${D}/a`],
+        listed.map((r) => [r.subtree, r.spiffeId]),
+        [
+          ['/e', 'spiffe://e.d.example.org'],
+          ['/a', 'spiffe://a.d.example.org'],
+        ],
       );
-      assert.ok(listed.every((r) => r.revocationReason === 'superseded' && r.revokedBy === `${D}/admin`));
+      assert.ok(listed.every((r) => r.revocationReason === 'superseded' && r.revokedBy === ADMIN));
       assert.deepEqual(await store.listRevokedDelegations(at(30_000)), []);
+    });
+
+    test('a workload key "/alice/carol//web" is at or under "/alice/carol" and "/alice", not "/alice/carolyn"; the sub-delegation "/alice/carol/dan" is not under it', async () => {
+      const { store } = await fresh();
+      const [alice, carol, web, dan, carolyn, carolynWeb] = [
+        '/alice',
+        '/alice/carol',
+        '/alice/carol//web',
+        '/alice/carol/dan',
+        '/alice/carolyn',
+        '/alice/carolyn//web',
+      ];
+      const leaf = { isCa: false, policy: null };
+      const records = {
+        alice: sampleDelegation(alice, 1),
+        carol: sampleDelegation(carol, 2),
+        web: sampleDelegation(web, 3, leaf),
+        dan: sampleDelegation(dan, 4),
+        carolyn: sampleDelegation(carolyn, 5),
+        carolynWeb: sampleDelegation(carolynWeb, 6, leaf),
+      };
+      for (const record of Object.values(records)) await store.recordDelegation(record);
+      const listed = async (under: string) => (await store.listDelegations({ under })).map((r) => r.subtree);
+
+      // Byte order: the workload ("//web") sorts right after its delegation, before sub-delegations.
+      assert.deepEqual(await listed(alice), [alice, carol, web, dan, carolyn, carolynWeb]);
+      assert.deepEqual(await listed(carol), [carol, web, dan]);
+      assert.deepEqual(await listed(carolyn), [carolyn, carolynWeb]);
+      assert.deepEqual(await listed(web), [web]);
+      assert.deepEqual(await listed(dan), [dan]);
+      assert.deepEqual(await listed('/alice/carol//we'), []);
+      assert.equal(await store.countDelegationsSince(alice, at(0)), 6);
+      assert.equal(await store.countDelegationsSince(carol, at(0)), 3);
+      assert.equal(await store.countDelegationsSince(carol, at(3)), 2, 'the workload leaf and Dan');
+      assert.equal(await store.countDelegationsSince(carolyn, at(0)), 2);
+      assert.equal(await store.countDelegationsSince(web, at(0)), 1);
+
+      // Reservations follow the same keys: the workload is charged to Carol and Alice, never to Carolyn.
+      const ceilingsOf = (...subtrees: string[]) => subtrees.map((subtree) => ceiling(subtree, 10));
+      const webHolder = sampleReservation(web, 'pod-1');
+      const danHolder = sampleReservation(dan, 'pod-1');
+      const carolynHolder = sampleReservation(carolynWeb, 'pod-1');
+      assert.equal((await store.reserveUsage(webHolder, ceilingsOf(alice, carol, web))).outcome, 'reserved');
+      assert.equal((await store.reserveUsage(danHolder, ceilingsOf(alice, carol, dan))).outcome, 'reserved');
+      assert.equal(
+        (await store.reserveUsage(carolynHolder, ceilingsOf(alice, carolyn, carolynWeb))).outcome,
+        'reserved',
+      );
+      assert.equal((await store.usageUnder(alice)).reservations, 3);
+      assert.equal((await store.usageUnder(carol)).reservations, 2);
+      assert.equal((await store.usageUnder(carolyn)).reservations, 1);
+      assert.equal((await store.usageUnder(web)).reservations, 1);
+      assert.equal((await store.usageUnder(dan)).reservations, 1);
+      assert.deepEqual(await store.listReservations(carol), [webHolder, danHolder]);
+      assert.deepEqual(await store.listReservations(web), [webHolder]);
+      assert.deepEqual(await store.listReservations(carolyn), [carolynHolder]);
+
+      // A ceiling must be at or above the reservation's key: the workload's is not above Dan, Carolyn's not above Carol's workload.
+      await rejectsWith(
+        store.reserveUsage(sampleReservation(dan, 'pod-2'), [ceiling(web, 10)]),
+        'invalid_argument',
+        /ceiling/,
+      );
+      await rejectsWith(
+        store.reserveUsage(sampleReservation(web, 'pod-2'), [ceiling(carolyn, 10)]),
+        'invalid_argument',
+        /ceiling/,
+      );
+      // Carol's ceiling counts her workload and Dan: full at 2.
+      assert.deepEqual(
+        await store.reserveUsage(sampleReservation('/alice/carol//db', 'pod-1'), [ceiling(carol, 2)]),
+        { outcome: 'exceeded', subtree: carol, resource: 'workloads', used: 2, limit: 2 },
+      );
+      // Carolyn's ceiling does not: room for one more there.
+      assert.equal(
+        (await store.reserveUsage(sampleReservation(carolyn, 'pod-2'), [ceiling(carolyn, 2)])).outcome,
+        'reserved',
+      );
+    });
+
+    test('migrating a store from schema version 2 files its path-form rows under subtree keys, and subtree queries find them', async () => {
+      const old = (path: string) => `spiffe://example.org/d${path}`;
+      // As schema version 2 wrote them: spiffe_id is the key, path-form.
+      const alice = sampleDelegation('/alice', 1, { spiffeId: old('/alice') });
+      const carol = sampleDelegation('/alice/carol', 2, {
+        spiffeId: old('/alice/carol'),
+        parentFingerprint: alice.fingerprint,
+        isCa: false,
+        origin: 'seen',
+        revokedAt: at(50),
+        revocationReason: 'keyCompromise',
+        revokedBy: old('/alice'),
+      });
+      const alicia = sampleDelegation('/alicia', 3, { spiffeId: old('/alicia') });
+      // A trust domain named "d": only the path's "/d/" counts.
+      const inD = sampleDelegation('/bob', 4, { spiffeId: 'spiffe://d/d/bob' });
+      // Not path-form: kept as it was.
+      const stray = sampleDelegation('/x', 5, { spiffeId: 'spiffe://example.org/admin' });
+      const strayMigrated = { ...stray, subtree: 'spiffe://example.org/admin' };
+      const web = sampleReservation('/alice/carol', 'web', { cpus: [1], workloads: 2 });
+      const db = sampleReservation('/alice', 'db', { cpus: [4] });
+      const other = sampleReservation('/alicia', 'db');
+      const delegationRow = (r: DelegationRecord): LegacyRow => ({
+        table: 'delegations',
+        values: {
+          fingerprint: r.fingerprint,
+          serial: r.serial,
+          spiffe_id: r.spiffeId,
+          parent_fingerprint: r.parentFingerprint,
+          policy: r.policy,
+          is_ca: r.isCa,
+          not_after: r.notAfter.getTime(),
+          der: r.der,
+          origin: r.origin,
+          recorded_at: r.recordedAt.getTime(),
+          revoked_at: r.revokedAt?.getTime() ?? null,
+          revocation_reason: r.revocationReason,
+          revoked_by: r.revokedBy,
+        },
+      });
+      const reservationRow = (r: UsageReservation): LegacyRow => ({
+        table: 'usage_reservations',
+        values: {
+          spiffe_id: old(r.subtree),
+          holder: r.holder,
+          workloads: r.workloads,
+          cpus: JSON.stringify(r.cpus),
+          memory_mib: r.memoryMiB,
+          block_mib: r.blockMiB,
+          created_at: r.createdAt.getTime(),
+        },
+      });
+      const fixture = await harness.atSchemaVersion(2, [
+        ...[alice, carol, alicia, inD, stray].map(delegationRow),
+        ...[web, db, other].map(reservationRow),
+      ]);
+      const store = fixture.store;
+      opened.push(store);
+      await store.migrate();
+
+      // Every field survives; the key is derived, the SPIFFE ID kept as written.
+      assert.deepEqual(await store.getDelegation(carol.fingerprint), carol);
+      assert.deepEqual(await store.listDelegations(), [alice, carol, alicia, inD, strayMigrated]);
+      assert.deepEqual(await store.listDelegations({ under: '/alice' }), [alice, carol]);
+      assert.deepEqual(await store.listDelegations({ under: '/alice/carol' }), [carol]);
+      assert.deepEqual(await store.listDelegations({ under: '/bob' }), [inD]);
+      assert.equal(await store.countDelegationsSince('/alice', at(0)), 2);
+      assert.deepEqual(await store.listRevokedDelegations(at(60)), [carol]);
+
+      assert.deepEqual(await store.listReservations('/alice'), [db, web]);
+      assert.deepEqual(await store.listReservations('/alicia'), [other]);
+      assert.deepEqual(await store.usageUnder('/alice'), {
+        workloads: 3,
+        cpus: [1, 4],
+        memoryMiB: 1024,
+        blockMiB: 2048,
+        reservations: 2,
+      });
+      // The renamed column is still the key, and the ceilings see the migrated usage.
+      assert.deepEqual(await store.reserveUsage({ ...db, workloads: 9 }, []), {
+        outcome: 'existing',
+        reservation: db,
+      });
+      assert.deepEqual(
+        await store.reserveUsage(sampleReservation('/alice/dan', 'w'), [ceiling('/alice', 3)]),
+        {
+          outcome: 'exceeded',
+          subtree: '/alice',
+          resource: 'workloads',
+          used: 3,
+          limit: 3,
+        },
+      );
+      assert.equal(await store.releaseUsage('/alice/carol', 'web'), true);
+      assert.equal(
+        (await store.reserveUsage(sampleReservation('/alice/dan', 'w'), [ceiling('/alice', 3)])).outcome,
+        'reserved',
+      );
+
+      // New records sit beside the migrated ones, and migrating again changes nothing.
+      const leaf = sampleDelegation('/alice/carol//web', 6, { isCa: false, policy: null });
+      assert.deepEqual(await store.recordDelegation(leaf), leaf);
+      await store.migrate();
+      assert.deepEqual(await store.listDelegations({ under: '/alice/carol' }), [carol, leaf]);
+      const reopened = await fixture.openAnother();
+      opened.push(reopened);
+      assert.deepEqual(await reopened.listDelegations({ under: '/alice' }), [alice, carol, leaf]);
     });
 
     // --- usage reservations ------------------------------------------------------------
 
-    test('reserveUsage reserves and returns the stored reservation; the same (spiffeId, holder) again is existing and changes nothing', async () => {
+    test('reserveUsage reserves and returns the stored reservation; the same (subtree, holder) again is existing and changes nothing', async () => {
       const { store } = await fresh();
-      const carol = `${D}/alice/carol`;
-      const ceilings = [ceiling(`${D}/alice`, 5), ceiling(carol, 5)];
+      const carol = '/alice/carol';
+      const ceilings = [ceiling('/alice', 5), ceiling(carol, 5)];
       const web = sampleReservation(carol, 'web-1', { cpus: [3, 1], workloads: 2 });
       assert.deepEqual(await store.reserveUsage(web, ceilings), { outcome: 'reserved', reservation: web });
       const again = { ...web, workloads: 1, cpus: [7], memoryMiB: 1, createdAt: at(200) };
       assert.deepEqual(await store.reserveUsage(again, ceilings), { outcome: 'existing', reservation: web });
       // Held already: 'existing', even where a ceiling would now refuse it.
-      assert.deepEqual(await store.reserveUsage({ ...web, workloads: 100 }, [ceiling(`${D}/alice`, 0)]), {
+      assert.deepEqual(await store.reserveUsage({ ...web, workloads: 100 }, [ceiling('/alice', 0)]), {
         outcome: 'existing',
         reservation: web,
       });
       // The same holder name charged to another principal is another reservation.
-      const dan = sampleReservation(`${D}/alice/dan`, 'web-1');
-      assert.deepEqual(await store.reserveUsage(dan, [ceiling(`${D}/alice`, 5)]), {
+      const dan = sampleReservation('/alice/dan', 'web-1');
+      assert.deepEqual(await store.reserveUsage(dan, [ceiling('/alice', 5)]), {
         outcome: 'reserved',
         reservation: dan,
       });
       // No ceilings: reserved as long as it is not held.
-      const free = sampleReservation(`${D}/zoe`, 'db');
+      const free = sampleReservation('/zoe', 'db');
       assert.deepEqual(await store.reserveUsage(free, []), { outcome: 'reserved', reservation: free });
-      assert.deepEqual(await store.listReservations(`${D}/alice`), [web, dan]);
-      assert.equal((await store.usageUnder(`${D}/alice`)).workloads, 3);
+      assert.deepEqual(await store.listReservations('/alice'), [web, dan]);
+      assert.equal((await store.usageUnder('/alice')).workloads, 3);
     });
 
     test('reserveUsage refuses what would exceed a ceiling, naming it, the resource, the use so far and the limit; exactly at the limit fits', async () => {
       const { store } = await fresh();
-      const alice = `${D}/alice`;
+      const alice = '/alice';
       const ceilings = [ceiling(alice, 3, 4096, 8192)];
       const first = sampleReservation(alice, 'a', { workloads: 2, memoryMiB: 2048, blockMiB: 4096 });
       assert.equal((await store.reserveUsage(first, ceilings)).outcome, 'reserved');
       const cases: [Partial<UsageReservation>, ReserveResult][] = [
         [
           { workloads: 2, memoryMiB: 0, blockMiB: 0 },
-          { outcome: 'exceeded', spiffeId: alice, resource: 'workloads', used: 2, limit: 3 },
+          { outcome: 'exceeded', subtree: alice, resource: 'workloads', used: 2, limit: 3 },
         ],
         [
           { workloads: 1, memoryMiB: 2049, blockMiB: 0 },
-          { outcome: 'exceeded', spiffeId: alice, resource: 'memoryMiB', used: 2048, limit: 4096 },
+          { outcome: 'exceeded', subtree: alice, resource: 'memoryMiB', used: 2048, limit: 4096 },
         ],
         [
           { workloads: 1, memoryMiB: 2048, blockMiB: 4097 },
-          { outcome: 'exceeded', spiffeId: alice, resource: 'blockMiB', used: 4096, limit: 8192 },
+          { outcome: 'exceeded', subtree: alice, resource: 'blockMiB', used: 4096, limit: 8192 },
         ],
       ];
       for (const [overrides, expected] of cases)
@@ -1102,18 +1351,18 @@ export function storeContract(harness: StoreHarness): void {
       });
 
       // The first ceiling broken is the one named, in the order given.
-      const carol = `${D}/alice/carol`;
+      const carol = '/alice/carol';
       const next = sampleReservation(carol, 'c');
       assert.deepEqual(await store.reserveUsage(next, [ceiling(alice, 3), ceiling(carol, 0)]), {
         outcome: 'exceeded',
-        spiffeId: alice,
+        subtree: alice,
         resource: 'workloads',
         used: 3,
         limit: 3,
       });
       assert.deepEqual(await store.reserveUsage(next, [ceiling(carol, 0), ceiling(alice, 3)]), {
         outcome: 'exceeded',
-        spiffeId: carol,
+        subtree: carol,
         resource: 'workloads',
         used: 0,
         limit: 0,
@@ -1125,7 +1374,7 @@ export function storeContract(harness: StoreHarness): void {
 
     test('a ceiling on an ancestor is shared by its subtree: siblings under one parent share its workloads limit', async () => {
       const { store } = await fresh();
-      const alice = `${D}/alice`;
+      const alice = '/alice';
       const carol = `${alice}/carol`;
       const dan = `${alice}/dan`;
       const ceilingsOf = (self: string) => [ceiling(alice, 3), ceiling(self, 2)];
@@ -1141,7 +1390,7 @@ export function storeContract(harness: StoreHarness): void {
       // Dan has room under his own ceiling (1 of 2) but Alice's is full with Carol's two and Dan's one.
       assert.deepEqual(await store.reserveUsage(sampleReservation(dan, 'd2'), ceilingsOf(dan)), {
         outcome: 'exceeded',
-        spiffeId: alice,
+        subtree: alice,
         resource: 'workloads',
         used: 3,
         limit: 3,
@@ -1152,7 +1401,7 @@ export function storeContract(harness: StoreHarness): void {
           ...ceilingsOf(dan),
           ceiling(`${dan}/erin`, 5),
         ]),
-        { outcome: 'exceeded', spiffeId: alice, resource: 'workloads', used: 3, limit: 3 },
+        { outcome: 'exceeded', subtree: alice, resource: 'workloads', used: 3, limit: 3 },
       );
       assert.equal((await store.usageUnder(alice)).workloads, 3);
       assert.equal((await store.usageUnder(carol)).workloads, 2);
@@ -1166,7 +1415,7 @@ export function storeContract(harness: StoreHarness): void {
       );
       assert.deepEqual(await store.reserveUsage(sampleReservation(dan, 'd3'), ceilingsOf(dan)), {
         outcome: 'exceeded',
-        spiffeId: alice,
+        subtree: alice,
         resource: 'workloads',
         used: 3,
         limit: 3,
@@ -1175,11 +1424,17 @@ export function storeContract(harness: StoreHarness): void {
 
     test('releaseUsage: true once, then false; the capacity is free again', async () => {
       const { store } = await fresh();
-      const alice = `${D}/alice`;
+      const alice = '/alice';
       const ceilings = [ceiling(alice, 1)];
       await store.reserveUsage(sampleReservation(alice, 'web'), ceilings);
       assert.equal((await store.reserveUsage(sampleReservation(alice, 'db'), ceilings)).outcome, 'exceeded');
-      assert.equal(await store.releaseUsage(`${D}/alicia`, 'web'), false, 'held under another SPIFFE ID');
+      assert.equal(await store.releaseUsage('/alicia', 'web'), false, 'held under another subtree');
+      await rejectsWith(
+        store.releaseUsage(delegatedSpiffeId('/alice'), 'web'),
+        'invalid_argument',
+        /subtree/,
+      );
+      await rejectsWith(store.releaseUsage('', 'web'), 'invalid_argument', /subtree/);
       assert.equal(await store.releaseUsage(alice, 'nothing'), false);
       assert.equal(await store.releaseUsage(alice, 'web'), true);
       assert.equal(await store.releaseUsage(alice, 'web'), false);
@@ -1198,36 +1453,36 @@ export function storeContract(harness: StoreHarness): void {
       assert.deepEqual(await store.reserveUsage(web, ceilings), { outcome: 'reserved', reservation: web });
     });
 
-    test('usageUnder sums the reservations at or under a SPIFFE ID, with its distinct CPU ids ascending', async () => {
+    test('usageUnder sums the reservations at or under a subtree key, with its distinct CPU ids ascending', async () => {
       const { store } = await fresh();
       const reservations = [
-        sampleReservation(`${D}/alice/carol`, 'h1', { cpus: [3, 10, 1], memoryMiB: 100, blockMiB: 1000 }),
-        sampleReservation(`${D}/alice/carol/dave`, 'h2', {
+        sampleReservation('/alice/carol', 'h1', { cpus: [3, 10, 1], memoryMiB: 100, blockMiB: 1000 }),
+        sampleReservation('/alice/carol/dave', 'h2', {
           workloads: 2,
           cpus: [1, 2],
           memoryMiB: 200,
           blockMiB: 2000,
         }),
-        sampleReservation(`${D}/alice`, 'h3', { cpus: [], memoryMiB: 50, blockMiB: 0 }),
-        sampleReservation(`${D}/alicia`, 'h4', { workloads: 5, cpus: [9] }),
-        sampleReservation(`${D}/alice_x`, 'h5', { workloads: 7, cpus: [8] }),
+        sampleReservation('/alice', 'h3', { cpus: [], memoryMiB: 50, blockMiB: 0 }),
+        sampleReservation('/alicia', 'h4', { workloads: 5, cpus: [9] }),
+        sampleReservation('/alice_x', 'h5', { workloads: 7, cpus: [8] }),
       ];
       for (const reservation of reservations) await store.reserveUsage(reservation, []);
-      assert.deepEqual(await store.usageUnder(`${D}/alice`), {
+      assert.deepEqual(await store.usageUnder('/alice'), {
         workloads: 4,
         cpus: [1, 2, 3, 10],
         memoryMiB: 350,
         blockMiB: 3000,
         reservations: 3,
       });
-      assert.deepEqual(await store.usageUnder(`${D}/alice/carol`), {
+      assert.deepEqual(await store.usageUnder('/alice/carol'), {
         workloads: 3,
         cpus: [1, 2, 3, 10],
         memoryMiB: 300,
         blockMiB: 3000,
         reservations: 2,
       });
-      assert.deepEqual(await store.usageUnder(`${D}/alicia`), {
+      assert.deepEqual(await store.usageUnder('/alicia'), {
         workloads: 5,
         cpus: [9],
         memoryMiB: 512,
@@ -1235,44 +1490,54 @@ export function storeContract(harness: StoreHarness): void {
         reservations: 1,
       });
       const none = { workloads: 0, cpus: [], memoryMiB: 0, blockMiB: 0, reservations: 0 };
-      assert.deepEqual(await store.usageUnder(`${D}/al_ce`), none);
-      assert.deepEqual(await store.usageUnder(`${D}/nobody`), none);
-      assert.deepEqual(await store.usageUnder(D), {
-        workloads: 16,
-        cpus: [1, 2, 3, 8, 9, 10],
-        memoryMiB: 350 + 512 * 2,
-        blockMiB: 3000 + 1024 * 2,
-        reservations: 5,
-      });
+      assert.deepEqual(await store.usageUnder('/al_ce'), none);
+      assert.deepEqual(await store.usageUnder('/nobody'), none);
+      // The top-level subtrees are disjoint and together hold every reservation, each once.
+      const tops = await Promise.all(
+        ['/alice', '/alicia', '/alice_x'].map((under) => store.usageUnder(under)),
+      );
+      assert.deepEqual(
+        tops.reduce((sum, top) => ({
+          workloads: sum.workloads + top.workloads,
+          cpus: [...new Set([...sum.cpus, ...top.cpus])].sort((a, b) => a - b),
+          memoryMiB: sum.memoryMiB + top.memoryMiB,
+          blockMiB: sum.blockMiB + top.blockMiB,
+          reservations: sum.reservations + top.reservations,
+        })),
+        {
+          workloads: 16,
+          cpus: [1, 2, 3, 8, 9, 10],
+          memoryMiB: 350 + 512 * 2,
+          blockMiB: 3000 + 1024 * 2,
+          reservations: 5,
+        },
+      );
       await rejectsWith(store.usageUnder(''), 'invalid_argument', /under/);
+      await rejectsWith(store.usageUnder(delegatedSpiffeId('/alice')), 'invalid_argument', /under/);
     });
 
-    test('listReservations returns those at or under a SPIFFE ID, ordered by spiffeId, then holder', async () => {
+    test('listReservations returns those at or under a subtree key, ordered by subtree, then holder', async () => {
       const { store } = await fresh();
       const r = {
-        aliceLower: sampleReservation(`${D}/alice`, 'web'),
-        aliceUpper: sampleReservation(`${D}/alice`, 'Web'),
-        carol: sampleReservation(`${D}/alice/carol`, 'a'),
-        zed: sampleReservation(`${D}/alice/Zed`, 'z'),
-        alicia: sampleReservation(`${D}/alicia`, 'a'),
-        underscore: sampleReservation(`${D}/alice_x`, 'a'),
+        aliceLower: sampleReservation('/alice', 'web'),
+        aliceUpper: sampleReservation('/alice', 'Web'),
+        carol: sampleReservation('/alice/carol', 'a'),
+        zed: sampleReservation('/alice/Zed', 'z'),
+        alicia: sampleReservation('/alicia', 'a'),
+        underscore: sampleReservation('/alice_x', 'a'),
       };
       for (const reservation of Object.values(r)) await store.reserveUsage(reservation, []);
       // Byte order: "Web" before "web", "Zed" before "carol".
-      assert.deepEqual(await store.listReservations(`${D}/alice`), [
-        r.aliceUpper,
-        r.aliceLower,
-        r.zed,
-        r.carol,
-      ]);
-      assert.deepEqual(await store.listReservations(`${D}/alice/carol`), [r.carol]);
-      assert.deepEqual(await store.listReservations(`${D}/al_ce`), []);
-      assert.deepEqual(await store.listReservations(`${D}/alice_x`), [r.underscore]);
+      assert.deepEqual(await store.listReservations('/alice'), [r.aliceUpper, r.aliceLower, r.zed, r.carol]);
+      assert.deepEqual(await store.listReservations('/alice/carol'), [r.carol]);
+      assert.deepEqual(await store.listReservations('/al_ce'), []);
+      assert.deepEqual(await store.listReservations('/alice_x'), [r.underscore]);
+      await rejectsWith(store.listReservations(delegatedSpiffeId('/alice')), 'invalid_argument', /under/);
     });
 
     test('reserveUsage refuses malformed reservations and ceilings (invalid_argument) and stores nothing', async () => {
       const { store } = await fresh();
-      const carol = `${D}/alice/carol`;
+      const carol = '/alice/carol';
       const good = sampleReservation(carol, 'web');
       const badReservations: Partial<UsageReservation>[] = [
         { workloads: -1 },
@@ -1283,25 +1548,30 @@ export function storeContract(harness: StoreHarness): void {
         { cpus: [0.5] },
         { cpus: ['1' as unknown as number] },
         { holder: '' },
-        { spiffeId: '' },
+        { subtree: '' },
+        { subtree: 'alice/carol' },
+        // A SPIFFE ID is not a subtree key.
+        { subtree: delegatedSpiffeId(carol) },
         { createdAt: new Date(Number.NaN) },
       ];
       for (const overrides of badReservations)
         await rejectsWith(
-          store.reserveUsage({ ...good, ...overrides }, [ceiling(`${D}/alice`, 10)]),
+          store.reserveUsage({ ...good, ...overrides }, [ceiling('/alice', 10)]),
           'invalid_argument',
         );
-      // A ceiling must be at or above the reservation's SPIFFE ID, by whole segments.
-      for (const elsewhere of [`${D}/alicia`, `${D}/ali`, `${carol}/dave`, `${D}/al_ce`])
+      // A ceiling must be at or above the reservation's subtree key, by whole segments.
+      for (const elsewhere of ['/alicia', '/ali', `${carol}/dave`, '/al_ce', `${carol}//web`])
         await rejectsWith(store.reserveUsage(good, [ceiling(elsewhere, 10)]), 'invalid_argument', /ceiling/);
-      await rejectsWith(store.reserveUsage(good, [ceiling(`${D}/alice`, -1)]), 'invalid_argument', /ceiling/);
-      assert.deepEqual(await store.listReservations(D), []);
+      await rejectsWith(store.reserveUsage(good, [ceiling('/alice', -1)]), 'invalid_argument', /ceiling/);
+      for (const malformed of ['', delegatedSpiffeId('/alice')])
+        await rejectsWith(store.reserveUsage(good, [ceiling(malformed, 10)]), 'invalid_argument', /ceiling/);
+      assert.deepEqual(await store.listReservations('/alice'), []);
     });
 
     test('reserveUsage under concurrency: of 10 racing reservations under a 3-workload ceiling exactly 3 are reserved', async () => {
       const { store, another } = await fresh();
       const stores = [store, await another(), await another()];
-      const alice = `${D}/alice`;
+      const alice = '/alice';
       const results = await Promise.all(
         Array.from({ length: 10 }, (_, i) =>
           stores[i % stores.length].reserveUsage(sampleReservation(alice, `web-${i}`), [ceiling(alice, 3)]),
@@ -1320,7 +1590,7 @@ export function storeContract(harness: StoreHarness): void {
     test('reserveUsage under concurrency: siblings racing under a shared parent ceiling never overfill it', async () => {
       const { store, another } = await fresh();
       const stores = [store, await another(), await another()];
-      const alice = `${D}/alice`;
+      const alice = '/alice';
       const dan = `${alice}/dan`;
       // 12 principals, each reserving once: 6 children of Alice and 6 grandchildren under Dan.
       const results = await Promise.all(
@@ -1345,11 +1615,11 @@ export function storeContract(harness: StoreHarness): void {
     test('reserveUsage under concurrency: the same holder reserved 10 times at once is reserved once, existing 9 times', async () => {
       const { store, another } = await fresh();
       const stores = [store, await another()];
-      const carol = `${D}/alice/carol`;
+      const carol = '/alice/carol';
       const web = sampleReservation(carol, 'web');
       const results = await Promise.all(
         Array.from({ length: 10 }, (_, i) =>
-          stores[i % stores.length].reserveUsage(web, [ceiling(`${D}/alice`, 5), ceiling(carol, 5)]),
+          stores[i % stores.length].reserveUsage(web, [ceiling('/alice', 5), ceiling(carol, 5)]),
         ),
       );
       assert.deepEqual(results.map((r) => r.outcome).sort(), [...Array(9).fill('existing'), 'reserved']);
@@ -1411,15 +1681,16 @@ export function storeContract(harness: StoreHarness): void {
         certificateSerial: certificate.serial,
         at: at(70),
       });
-      const delegation = sampleDelegation(`${D}/alice`, 1);
+      const delegation = sampleDelegation('/alice', 1);
       await store.recordDelegation(delegation);
-      await store.recordDelegation(sampleDelegation(`${D}/alice/carol`, 2));
-      await store.revokeDelegation(delegation.fingerprint, 'superseded', at(80), `${D}/admin`);
-      await store.reserveUsage(sampleReservation(`${D}/alice/carol`, 'web', { cpus: [2] }), [
-        ceiling(`${D}/alice`, 3),
+      await store.recordDelegation(sampleDelegation('/alice/carol', 2));
+      await store.recordDelegation(sampleDelegation('/alice/carol//web', 3, { isCa: false, policy: null }));
+      await store.revokeDelegation(delegation.fingerprint, 'superseded', at(80), ADMIN);
+      await store.reserveUsage(sampleReservation('/alice/carol', 'web', { cpus: [2] }), [
+        ceiling('/alice', 3),
       ]);
-      await store.reserveUsage(sampleReservation(`${D}/alice`, 'db'), []);
-      await store.releaseUsage(`${D}/alice`, 'db');
+      await store.reserveUsage(sampleReservation('/alice', 'db'), []);
+      await store.releaseUsage('/alice', 'db');
       const snapshot = async (s: Store) => ({
         setting: await s.getSetting('trust-domain'),
         cas: await s.listCas(),
@@ -1428,11 +1699,11 @@ export function storeContract(harness: StoreHarness): void {
         nodes: await s.listNodes(),
         delegations: await s.listDelegations(),
         revokedDelegations: await s.listRevokedDelegations(at(90)),
-        reservations: await s.listReservations(D),
-        usage: await s.usageUnder(D),
+        reservations: await s.listReservations('/alice'),
+        usage: await s.usageUnder('/alice'),
       });
       const expected = await snapshot(store);
-      assert.equal(expected.delegations.length, 2);
+      assert.equal(expected.delegations.length, 3);
       assert.equal(expected.revokedDelegations.length, 1);
       assert.equal(expected.reservations.length, 1);
       await store.close();

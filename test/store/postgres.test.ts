@@ -7,7 +7,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { SigilError } from '../../src/errors.ts';
-import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../src/store/migrations.ts';
+import {
+  LATEST_SCHEMA_VERSION,
+  MIGRATIONS,
+  SCHEMA_MIGRATIONS_TABLE,
+  statementsFor,
+} from '../../src/store/migrations.ts';
 import { openStore } from '../../src/store/open-store.ts';
 import {
   openPostgresStore,
@@ -16,7 +21,7 @@ import {
 } from '../../src/store/postgres.ts';
 import type { Store, StoreEvent } from '../../src/store/store.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
-import { sampleCertificate, sampleNode, sampleToken, storeContract } from './contract.ts';
+import { type LegacyRow, sampleCertificate, sampleNode, sampleToken, storeContract } from './contract.ts';
 
 const skip = postgresUnavailable() ?? undefined;
 const server: TestPostgres | null = skip ? null : await startPostgres();
@@ -33,7 +38,44 @@ storeContract({
     if (options.migrate ?? true) await store.migrate();
     return { store, openAnother: () => openPostgresStore(url, { onError: options.onError }) };
   },
+  async atSchemaVersion(version, rows) {
+    const url = await server!.createDatabase();
+    await withRawClient(url, (client) => writeAtSchemaVersion(client, version, rows));
+    const store = await openPostgresStore(url);
+    return { store, openAnother: () => openPostgresStore(url) };
+  },
 });
+
+/** Migrations 1..version applied in one transaction as PostgresStore.migrate does, then `rows` inserted. */
+async function writeAtSchemaVersion(
+  client: pg.Client,
+  version: number,
+  rows: readonly LegacyRow[],
+): Promise<void> {
+  await client.query('BEGIN');
+  try {
+    await client.query(SCHEMA_MIGRATIONS_TABLE);
+    for (const migration of MIGRATIONS.filter((m) => m.version <= version)) {
+      for (const statement of statementsFor(migration, 'postgres')) await client.query(statement);
+      await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+        migration.version,
+        migration.name,
+        Date.now(),
+      ]);
+    }
+    for (const { table, values } of rows) {
+      const columns = Object.keys(values);
+      await client.query(
+        `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')})`,
+        Object.values(values),
+      );
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK');
+    throw error;
+  }
+}
 
 const at = (seconds: number): Date => new Date(Date.UTC(2030, 0, 1) + seconds * 1000);
 
@@ -201,6 +243,52 @@ describe('PostgreSQL store', { skip }, () => {
       assert.match(error.message, /newer than this sigil/);
       return true;
     });
+  });
+
+  test('schema version 3 keeps subtree keys byte-ordered (COLLATE "C"), indexed, and the reservations keyed by (subtree, holder), fresh or migrated from version 2', async () => {
+    const fresh = await server!.createDatabase();
+    const fromVersion2 = await server!.createDatabase();
+    await withRawClient(fromVersion2, (client) => writeAtSchemaVersion(client, 2, []));
+    for (const database of [fresh, fromVersion2]) {
+      const store = await open(database);
+      await store.migrate();
+      await withRawClient(database, async (client) => {
+        const columns = await client.query(
+          `SELECT table_name, collation_name, is_nullable FROM information_schema.columns
+           WHERE table_schema = current_schema() AND column_name = 'subtree' ORDER BY table_name`,
+        );
+        assert.deepEqual(columns.rows, [
+          { table_name: 'delegations', collation_name: 'C', is_nullable: 'NO' },
+          { table_name: 'usage_reservations', collation_name: 'C', is_nullable: 'NO' },
+        ]);
+        const gone = await client.query(
+          `SELECT column_name FROM information_schema.columns
+           WHERE table_schema = current_schema() AND table_name = 'usage_reservations' AND column_name = 'spiffe_id'`,
+        );
+        assert.deepEqual(gone.rows, []);
+        const indexes = await client.query(
+          `SELECT indexname, indexdef FROM pg_indexes
+           WHERE schemaname = current_schema() AND tablename = 'delegations' ORDER BY indexname`,
+        );
+        const names = indexes.rows.map((r) => r.indexname);
+        assert.ok(names.includes('delegations_subtree'), `indexes: ${names}`);
+        assert.ok(!names.includes('delegations_spiffe_id'), `indexes: ${names}`);
+        assert.match(
+          indexes.rows.find((r) => r.indexname === 'delegations_subtree').indexdef,
+          /\(subtree, recorded_at\)/,
+        );
+        const key = await client.query(
+          `SELECT a.attname FROM pg_index i
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+           WHERE i.indrelid = 'usage_reservations'::regclass AND i.indisprimary
+           ORDER BY array_position(i.indkey::int2[], a.attnum)`,
+        );
+        assert.deepEqual(
+          key.rows.map((r) => r.attname),
+          ['subtree', 'holder'],
+        );
+      });
+    }
   });
 
   test('openStore with a postgres:// URL connects and migrates; a failure names the URL without its password', async () => {

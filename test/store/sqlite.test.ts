@@ -11,10 +11,15 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { SigilError } from '../../src/errors.ts';
-import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../src/store/migrations.ts';
+import {
+  LATEST_SCHEMA_VERSION,
+  MIGRATIONS,
+  SCHEMA_MIGRATIONS_TABLE,
+  statementsFor,
+} from '../../src/store/migrations.ts';
 import { openStore, storeKind } from '../../src/store/open-store.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
-import { sampleCertificate, sampleToken, storeContract } from './contract.ts';
+import { type LegacyRow, sampleCertificate, sampleToken, storeContract } from './contract.ts';
 
 const directories: string[] = [];
 after(() => {
@@ -35,7 +40,36 @@ storeContract({
     if (options.migrate ?? true) await store.migrate();
     return { store, openAnother: () => openSqliteStore(path, { onError: options.onError }) };
   },
+  async atSchemaVersion(version, rows) {
+    const path = join(temporaryDirectory(), 'sigil.db');
+    writeAtSchemaVersion(path, version, rows);
+    const store = await openSqliteStore(path);
+    return { store, openAnother: () => openSqliteStore(path) };
+  },
 });
+
+/** Migrations 1..version applied to a new file at `path` as SqliteStore.migrate does, then `rows` inserted. */
+function writeAtSchemaVersion(path: string, version: number, rows: readonly LegacyRow[]): void {
+  const db = new DatabaseSync(path);
+  try {
+    db.exec('BEGIN IMMEDIATE');
+    db.exec(SCHEMA_MIGRATIONS_TABLE);
+    const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
+    for (const migration of MIGRATIONS.filter((m) => m.version <= version)) {
+      for (const statement of statementsFor(migration, 'sqlite')) db.exec(statement);
+      record.run(migration.version, migration.name, Date.now());
+    }
+    for (const { table, values } of rows) {
+      const columns = Object.keys(values);
+      db.prepare(
+        `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`,
+      ).run(...Object.values(values).map((v) => (typeof v === 'boolean' ? Number(v) : v)));
+    }
+    db.exec('COMMIT');
+  } finally {
+    db.close();
+  }
+}
 
 describe('SQLite store', () => {
   test('the database file and its WAL are created mode 0600, in WAL mode', async () => {
@@ -93,6 +127,48 @@ describe('SQLite store', () => {
       return true;
     });
     await store.close();
+  });
+
+  test('schema version 3: delegations.subtree NOT NULL and indexed with recorded_at, reservations keyed by (subtree, holder), fresh or migrated from version 2', async () => {
+    const fresh = join(temporaryDirectory(), 'sigil.db');
+    const fromVersion2 = join(temporaryDirectory(), 'sigil.db');
+    writeAtSchemaVersion(fromVersion2, 2, []);
+    for (const path of [fresh, fromVersion2]) {
+      const store = await openSqliteStore(path);
+      await store.migrate();
+      await store.close();
+      const inspector = new DatabaseSync(path, { readOnly: true });
+      try {
+        const delegations = inspector.prepare("PRAGMA table_info('delegations')").all();
+        const subtree = delegations.find((c) => c.name === 'subtree');
+        assert.equal(subtree?.notnull, 1);
+        assert.equal(subtree?.type, 'TEXT');
+        const indexes = inspector
+          .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'delegations'")
+          .all()
+          .map((r) => r.name);
+        assert.ok(indexes.includes('delegations_subtree'), `indexes: ${indexes}`);
+        assert.ok(!indexes.includes('delegations_spiffe_id'), `indexes: ${indexes}`);
+        assert.deepEqual(
+          inspector
+            .prepare("PRAGMA index_info('delegations_subtree')")
+            .all()
+            .map((r) => r.name),
+          ['subtree', 'recorded_at'],
+        );
+        const reservations = inspector.prepare("PRAGMA table_info('usage_reservations')").all();
+        assert.deepEqual(
+          reservations
+            .filter((c) => Number(c.pk) > 0)
+            .sort((a, b) => Number(a.pk) - Number(b.pk))
+            .map((c) => c.name),
+          ['subtree', 'holder'],
+        );
+        assert.ok(!reservations.some((c) => c.name === 'spiffe_id'));
+      } finally {
+        inspector.close();
+      }
+    }
   });
 
   test('a file that is not a SQLite database is refused naming the file', async () => {

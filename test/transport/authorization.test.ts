@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../../src/errors.ts';
@@ -34,7 +35,13 @@ async function withServer(
 ): Promise<void> {
   const server = await startServer({
     ca,
-    interceptors: [authorizationInterceptor(rules, options)],
+    // A plain grpc-js server cannot tell who issued a leaf: the test CA is the deployment's.
+    interceptors: [
+      authorizationInterceptor(rules, {
+        deploymentAuthorities: [new X509Certificate(ca.pem)],
+        ...options,
+      }),
+    ],
     requireClientCertificate: options.requireClientCertificate,
   });
   const clients: TestClient[] = [];
@@ -324,7 +331,10 @@ describe('authorization table validation', () => {
   });
 
   test('malformed rules refused at construction', () => {
-    refused({ '/test.Echo/*': {} }, /a rule needs spiffeIds, spiffePatterns, dnsNames or requirePermission/);
+    refused(
+      { '/test.Echo/*': {} },
+      /a rule needs spiffeIds, spiffePatterns, dnsNames, delegates or requirePermission/,
+    );
     refused({ '/test.Echo/*': { spiffeIds: [] } }, /admit nobody/);
     refused({ '/test.Echo/*': { allow: 'everyone' } }, /allow must be/);
     refused({ '/test.Echo/*': { allow: 'any-authenticated', spiffeIds: [ALICE] } }, /cannot be combined/);

@@ -100,6 +100,8 @@ export interface TrustBundle {
   intermediates: Buffer[];
   /** SHA-256 of the current root, lower-case hex */
   rootFingerprint: string;
+  /** the deployment's policy extension OID, dotted (fixed at bootstrap) */
+  policyOid: string;
 }
 
 export interface WatchRevocationsRequest {
@@ -251,6 +253,8 @@ export interface Status {
   /** "sqlite" | "postgres" */
   store: string;
   rootKeyOnline: boolean;
+  /** the deployment's policy extension OID, dotted (fixed at bootstrap) */
+  policyOid: string;
 }
 
 export interface ReplicaSummary {
@@ -291,7 +295,7 @@ export interface Limits {
 }
 
 export interface CreateDelegationRequest {
-  /** one path segment: [a-z0-9._-]+ */
+  /** one DNS label: [a-z0-9] and inner "-", at most 63; the subtree is spiffe://<name>.d.<td> */
   name: string;
   policy?:
     | Policy
@@ -300,6 +304,7 @@ export interface CreateDelegationRequest {
   pathLen: number;
   /** 0: 30 days for a delegation, 1 hour for a command certificate */
   ttlSeconds: number;
+  /** DNS names the delegate may certify (".example.org": subdomains only); none when empty */
   dnsNames: string[];
   /** challenge: signChallenge of the caller's fingerprint */
   possession?:
@@ -307,12 +312,21 @@ export interface CreateDelegationRequest {
     | undefined;
   /** a leaf with permissions and no resources, not a CA */
   command: boolean;
+  /** CIDR ranges the delegate may certify; none (every address excluded) when empty */
+  ipRanges: string[];
 }
 
 export interface DelegationCertificate {
   certificate?: IssuedCertificate | undefined;
   spiffeId: string;
-  policy?: Policy | undefined;
+  policy?:
+    | Policy
+    | undefined;
+  /** what the delegation's name constraints permit */
+  dnsNames: string[];
+  ipRanges: string[];
+  /** the deployment's policy extension OID, for offline sub-delegation */
+  policyOid: string;
 }
 
 export interface GetDelegationStatusRequest {
@@ -366,6 +380,7 @@ export interface ReserveRequest {
 
 export interface Reservation {
   holder: string;
+  /** the caller's SPIFFE ID (the reservation is charged to its place in the tree) */
   spiffeId: string;
   /** the same holder was already reserved (idempotent) */
   existing: boolean;
@@ -1147,7 +1162,7 @@ export const GetTrustBundleRequest: MessageFns<GetTrustBundleRequest> = {
 };
 
 function createBaseTrustBundle(): TrustBundle {
-  return { trustDomain: "", roots: [], intermediates: [], rootFingerprint: "" };
+  return { trustDomain: "", roots: [], intermediates: [], rootFingerprint: "", policyOid: "" };
 }
 
 export const TrustBundle: MessageFns<TrustBundle> = {
@@ -1163,6 +1178,9 @@ export const TrustBundle: MessageFns<TrustBundle> = {
     }
     if (message.rootFingerprint !== "") {
       writer.uint32(34).string(message.rootFingerprint);
+    }
+    if (message.policyOid !== "") {
+      writer.uint32(42).string(message.policyOid);
     }
     return writer;
   },
@@ -1212,6 +1230,14 @@ export const TrustBundle: MessageFns<TrustBundle> = {
             message.rootFingerprint = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.policyOid = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1242,6 +1268,11 @@ export const TrustBundle: MessageFns<TrustBundle> = {
         : isSet(object.root_fingerprint)
         ? globalThis.String(object.root_fingerprint)
         : "",
+      policyOid: isSet(object.policyOid)
+        ? globalThis.String(object.policyOid)
+        : isSet(object.policy_oid)
+        ? globalThis.String(object.policy_oid)
+        : "",
     };
   },
 
@@ -1259,6 +1290,9 @@ export const TrustBundle: MessageFns<TrustBundle> = {
     if (message.rootFingerprint !== "") {
       obj.rootFingerprint = message.rootFingerprint;
     }
+    if (message.policyOid !== "") {
+      obj.policyOid = message.policyOid;
+    }
     return obj;
   },
 
@@ -1271,6 +1305,7 @@ export const TrustBundle: MessageFns<TrustBundle> = {
     message.roots = object.roots?.map((e) => e) || [];
     message.intermediates = object.intermediates?.map((e) => e) || [];
     message.rootFingerprint = object.rootFingerprint ?? "";
+    message.policyOid = object.policyOid ?? "";
     return message;
   },
 };
@@ -3560,6 +3595,7 @@ function createBaseStatus(): Status {
     nodesRevoked: 0,
     store: "",
     rootKeyOnline: false,
+    policyOid: "",
   };
 }
 
@@ -3597,6 +3633,9 @@ export const Status: MessageFns<Status> = {
     }
     if (message.rootKeyOnline !== false) {
       writer.uint32(88).bool(message.rootKeyOnline);
+    }
+    if (message.policyOid !== "") {
+      writer.uint32(98).string(message.policyOid);
     }
     return writer;
   },
@@ -3702,6 +3741,14 @@ export const Status: MessageFns<Status> = {
             message.rootKeyOnline = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.policyOid = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3765,6 +3812,11 @@ export const Status: MessageFns<Status> = {
         : isSet(object.root_key_online)
         ? globalThis.Boolean(object.root_key_online)
         : false,
+      policyOid: isSet(object.policyOid)
+        ? globalThis.String(object.policyOid)
+        : isSet(object.policy_oid)
+        ? globalThis.String(object.policy_oid)
+        : "",
     };
   },
 
@@ -3803,6 +3855,9 @@ export const Status: MessageFns<Status> = {
     if (message.rootKeyOnline !== false) {
       obj.rootKeyOnline = message.rootKeyOnline;
     }
+    if (message.policyOid !== "") {
+      obj.policyOid = message.policyOid;
+    }
     return obj;
   },
 
@@ -3822,6 +3877,7 @@ export const Status: MessageFns<Status> = {
     message.nodesRevoked = object.nodesRevoked ?? 0;
     message.store = object.store ?? "";
     message.rootKeyOnline = object.rootKeyOnline ?? false;
+    message.policyOid = object.policyOid ?? "";
     return message;
   },
 };
@@ -4448,6 +4504,7 @@ function createBaseCreateDelegationRequest(): CreateDelegationRequest {
     dnsNames: [],
     possession: undefined,
     command: false,
+    ipRanges: [],
   };
 }
 
@@ -4473,6 +4530,9 @@ export const CreateDelegationRequest: MessageFns<CreateDelegationRequest> = {
     }
     if (message.command !== false) {
       writer.uint32(56).bool(message.command);
+    }
+    for (const v of message.ipRanges) {
+      writer.uint32(66).string(v!);
     }
     return writer;
   },
@@ -4546,6 +4606,14 @@ export const CreateDelegationRequest: MessageFns<CreateDelegationRequest> = {
             message.command = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.ipRanges.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4579,6 +4647,11 @@ export const CreateDelegationRequest: MessageFns<CreateDelegationRequest> = {
         : [],
       possession: isSet(object.possession) ? ProofOfPossession.fromJSON(object.possession) : undefined,
       command: isSet(object.command) ? globalThis.Boolean(object.command) : false,
+      ipRanges: globalThis.Array.isArray(object?.ipRanges)
+        ? object.ipRanges.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ip_ranges)
+        ? object.ip_ranges.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -4605,6 +4678,9 @@ export const CreateDelegationRequest: MessageFns<CreateDelegationRequest> = {
     if (message.command !== false) {
       obj.command = message.command;
     }
+    if (message.ipRanges?.length) {
+      obj.ipRanges = message.ipRanges;
+    }
     return obj;
   },
 
@@ -4624,12 +4700,13 @@ export const CreateDelegationRequest: MessageFns<CreateDelegationRequest> = {
       ? ProofOfPossession.fromPartial(object.possession)
       : undefined;
     message.command = object.command ?? false;
+    message.ipRanges = object.ipRanges?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseDelegationCertificate(): DelegationCertificate {
-  return { certificate: undefined, spiffeId: "", policy: undefined };
+  return { certificate: undefined, spiffeId: "", policy: undefined, dnsNames: [], ipRanges: [], policyOid: "" };
 }
 
 export const DelegationCertificate: MessageFns<DelegationCertificate> = {
@@ -4642,6 +4719,15 @@ export const DelegationCertificate: MessageFns<DelegationCertificate> = {
     }
     if (message.policy !== undefined) {
       Policy.encode(message.policy, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.dnsNames) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.ipRanges) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.policyOid !== "") {
+      writer.uint32(50).string(message.policyOid);
     }
     return writer;
   },
@@ -4683,6 +4769,30 @@ export const DelegationCertificate: MessageFns<DelegationCertificate> = {
             message.policy = Policy.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dnsNames.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ipRanges.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.policyOid = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4704,6 +4814,21 @@ export const DelegationCertificate: MessageFns<DelegationCertificate> = {
         ? globalThis.String(object.spiffe_id)
         : "",
       policy: isSet(object.policy) ? Policy.fromJSON(object.policy) : undefined,
+      dnsNames: globalThis.Array.isArray(object?.dnsNames)
+        ? object.dnsNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dns_names)
+        ? object.dns_names.map((e: any) => globalThis.String(e))
+        : [],
+      ipRanges: globalThis.Array.isArray(object?.ipRanges)
+        ? object.ipRanges.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ip_ranges)
+        ? object.ip_ranges.map((e: any) => globalThis.String(e))
+        : [],
+      policyOid: isSet(object.policyOid)
+        ? globalThis.String(object.policyOid)
+        : isSet(object.policy_oid)
+        ? globalThis.String(object.policy_oid)
+        : "",
     };
   },
 
@@ -4717,6 +4842,15 @@ export const DelegationCertificate: MessageFns<DelegationCertificate> = {
     }
     if (message.policy !== undefined) {
       obj.policy = Policy.toJSON(message.policy);
+    }
+    if (message.dnsNames?.length) {
+      obj.dnsNames = message.dnsNames;
+    }
+    if (message.ipRanges?.length) {
+      obj.ipRanges = message.ipRanges;
+    }
+    if (message.policyOid !== "") {
+      obj.policyOid = message.policyOid;
     }
     return obj;
   },
@@ -4733,6 +4867,9 @@ export const DelegationCertificate: MessageFns<DelegationCertificate> = {
     message.policy = (object.policy !== undefined && object.policy !== null)
       ? Policy.fromPartial(object.policy)
       : undefined;
+    message.dnsNames = object.dnsNames?.map((e) => e) || [];
+    message.ipRanges = object.ipRanges?.map((e) => e) || [];
+    message.policyOid = object.policyOid ?? "";
     return message;
   },
 };

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { delegationPath } from '../../src/authority/delegation.ts';
-import { type LinkedChain, linkPresentedChain, MAX_LINKS } from '../../src/authority/presented-chain.ts';
 import { SigilError } from '../../src/errors.ts';
 import { signatureAlgorithmFor, signWith } from '../../src/pki/algorithms.ts';
+import { type LinkedChain, linkPresentedChain, MAX_LINKS } from '../../src/pki/chain-links.ts';
 import { bitString, explicit, integer, sequence, time, unsignedInteger } from '../../src/pki/der.ts';
 import { encodeSubject } from '../../src/pki/distinguished-name.ts';
 import {
@@ -27,6 +26,7 @@ import {
   DAY,
   delegate,
   HOUR,
+  idOf,
   type Parent,
   policy,
   TD,
@@ -67,16 +67,17 @@ const bob = delegate({ issuer: rootIssuer, certificateDer: root.der, policy: ADM
   ttlMs: 10 * DAY,
 });
 
-function leaf(issuer: Issuer, segments: string[]): IssuedCertificate {
+/** A client leaf signed by `issuer`: the workload `path` in the host of `subtree`. */
+function leaf(issuer: Issuer, subtree: string[], path = '/web'): IssuedCertificate {
   return issuer.issue({
     publicKey: generateKeyPair('p256').publicKey,
     profile: 'client',
-    sans: [{ type: 'uri', value: delegationPath(TD, segments) }],
+    sans: [{ type: 'uri', value: idOf(subtree, path) }],
     ttlMs: HOUR,
   });
 }
 
-const web = leaf(carol.issuer, ['alice', 'carol', 'web']);
+const web = leaf(carol.issuer, ['alice', 'carol']);
 
 /** A certificate assembled by hand: for what the Issuer refuses to write (non-CA signers, forged names). */
 function handMade(o: {
@@ -135,7 +136,7 @@ describe('linkPresentedChain: linking', () => {
   });
 
   it('links a delegation signed directly by the root', () => {
-    const bobLeaf = leaf(bob.issuer, ['bob', 'web']);
+    const bobLeaf = leaf(bob.issuer, ['bob']);
     const chain = linkPresentedChain(bobLeaf.der, [bob.issued.der], serverCas, now());
     assert.deepEqual(ders(chain), [bobLeaf.der, bob.issued.der]);
     assert.deepEqual(
@@ -192,8 +193,8 @@ describe('linkPresentedChain: linking', () => {
       subject: { commonName: 'some other intermediate' },
       ttlMs: HOUR,
     });
-    const otherLeaf = leaf(otherIssuer, ['alice', 'carol', 'web']);
-    const bobLeaf = leaf(bob.issuer, ['bob', 'x']);
+    const otherLeaf = leaf(otherIssuer, ['alice', 'carol']);
+    const bobLeaf = leaf(bob.issuer, ['bob'], '/x');
     const presented = [
       otherRoot.der,
       bob.issued.der,
@@ -222,7 +223,7 @@ describe('linkPresentedChain: linking', () => {
       extensions: [
         basicConstraints(false),
         authorityKeyIdentifier(carolSki),
-        subjectAltName([{ type: 'uri', value: delegationPath(TD, ['alice', 'carol', 'serial']) }]),
+        subjectAltName([{ type: 'uri', value: idOf(['alice', 'carol'], '/serial') }]),
       ],
     });
     assert.equal(new X509Certificate(der).serialNumber, '0ABC');
@@ -256,7 +257,7 @@ function tower(depth: number): { leafDer: Buffer; cas: Buffer[] } {
     cas.unshift(ca.der);
     issuer = Issuer.fromIssued(ca, key.privateKey);
   }
-  return { leafDer: leaf(issuer, ['tower', 'web']).der, cas };
+  return { leafDer: leaf(issuer, ['tower']).der, cas };
 }
 
 describe('linkPresentedChain: refusals', () => {
@@ -324,7 +325,7 @@ describe('linkPresentedChain: refusals', () => {
         keyUsage([KeyUsageBit.digitalSignature, KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
         subjectKeyIdentifier(keyIdentifier(impostorSpki)),
         authorityKeyIdentifier(intermediate.subjectKeyId),
-        subjectAltName([{ type: 'uri', value: delegationPath(TD, ['alice']) }]),
+        subjectAltName([{ type: 'uri', value: idOf(['alice']) }]),
       ],
     });
     const impostor = new X509Certificate(impostorDer);
@@ -338,8 +339,8 @@ describe('linkPresentedChain: refusals', () => {
     assert.equal(genuine.verify(intermediateX509.publicKey), true);
 
     const impostorIssuer = Issuer.fromCertificate(impostorDer, impostorKey.privateKey);
-    const forgedLeaf = leaf(impostorIssuer, ['alice', 'web']);
-    const genuineLeaf = leaf(alice.issuer, ['alice', 'web']);
+    const forgedLeaf = leaf(impostorIssuer, ['alice']);
+    const genuineLeaf = leaf(alice.issuer, ['alice']);
     assert.deepEqual(ders(linkPresentedChain(genuineLeaf.der, [alice.issued.der], serverCas, now())), [
       genuineLeaf.der,
       alice.issued.der,
@@ -370,7 +371,7 @@ describe('linkPresentedChain: refusals', () => {
         subjectKeyIdentifier(alice.issued.subjectKeyId),
       ],
     });
-    const forgedLeaf = leaf(Issuer.fromCertificate(impostorDer, impostorKey.privateKey), ['alice', 'web']);
+    const forgedLeaf = leaf(Issuer.fromCertificate(impostorDer, impostorKey.privateKey), ['alice']);
     const forged = new X509Certificate(forgedLeaf.der);
     const genuine = new X509Certificate(alice.issued.der);
     assert.equal(forged.issuer, genuine.subject);
@@ -378,7 +379,7 @@ describe('linkPresentedChain: refusals', () => {
     assert.equal(forged.verify(genuine.publicKey), false);
     assert.throws(
       () => linkPresentedChain(forgedLeaf.der, [alice.issued.der], serverCas, now()),
-      denied(/the chain of ".*alice\/web.*" does not lead to this control plane's CAs/),
+      denied(/the chain of ".*alice\.d\.example\.test\/web.*" does not lead to this control plane's CAs/),
     );
     // Presenting the impostor CA itself leads nowhere either: it is self-signed, not by the server.
     assert.throws(
@@ -402,7 +403,7 @@ describe('linkPresentedChain: refusals', () => {
         basicConstraints(false),
         subjectKeyIdentifier(midSki),
         authorityKeyIdentifier(intermediate.subjectKeyId),
-        subjectAltName([{ type: 'uri', value: delegationPath(TD, ['mid']) }]),
+        subjectAltName([{ type: 'uri', value: idOf(['mid']) }]),
       ],
     });
     const leafDer = handMade({
@@ -413,7 +414,7 @@ describe('linkPresentedChain: refusals', () => {
       extensions: [
         basicConstraints(false),
         authorityKeyIdentifier(midSki),
-        subjectAltName([{ type: 'uri', value: delegationPath(TD, ['mid', 'web']) }]),
+        subjectAltName([{ type: 'uri', value: idOf(['mid'], '/web') }]),
       ],
     });
     const mid = new X509Certificate(midDer);
@@ -478,7 +479,7 @@ describe('linkPresentedChain: two presented certificates for one key', () => {
       publicKey: new X509Certificate(carol.issued.der).publicKey,
       profile: 'intermediate',
       subject: { commonName: 'sigil delegation alice/carol' },
-      sans: [{ type: 'uri', value: delegationPath(TD, ['alice', 'carol']) }],
+      sans: [{ type: 'uri', value: idOf(['alice', 'carol']) }],
       ttlMs,
     }).der;
   const shortCopy = reissue(DAY);
@@ -493,8 +494,8 @@ describe('linkPresentedChain: two presented certificates for one key', () => {
   });
 
   it('links through the valid copy whatever the order, even when an expired copy of the same delegation comes first', () => {
-    // linkPresentedChain takes the first candidate that signs and refuses if it
-    // has expired, instead of trying the next one.
+    // Of the candidates that sign, linkPresentedChain takes one valid at `at`,
+    // not merely the first presented.
     const chain = linkPresentedChain(web.der, [shortCopy, longCopy, alice.issued.der], serverCas, at);
     assert.deepEqual(ders(chain), [web.der, longCopy, alice.issued.der]);
   });

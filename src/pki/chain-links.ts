@@ -13,7 +13,7 @@
 // authority the leaf holds; checkDelegationChain then decides what it grants.
 import { X509Certificate } from 'node:crypto';
 import { SigilError } from '../errors.ts';
-import { fingerprintOf, serialHexOf } from '../pki/certificate.ts';
+import { fingerprintOf, serialHexOf } from './certificate.ts';
 
 export interface LinkedCertificate {
   readonly der: Buffer;
