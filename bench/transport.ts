@@ -15,17 +15,26 @@
 //             continuous load (echo calls on persistent channels whose
 //             connections are aged out every 250 ms, plus new connections
 //             all along). Target 0. Baseline "zero" (the ratio is null).
+//   aging     the rotation case's load for 6 s (about as long as its 1,000
+//             rotations take) without rotations: failed RPCs from connection
+//             aging alone. Target 0, baseline "zero".
 //   embedded-ca-cold-start
-//             median ms of EmbeddedCA.create (root + intermediate, P-256) +
-//             issueServer() + issueClient(), against the floor: four P-256
-//             key pairs and four signatures with node:crypto. Target ≤ 10 ms.
+//             in fresh processes (median of 9): the first EmbeddedCA.create
+//             (root + intermediate, P-256) + issueServer() + issueClient() of
+//             the process, against the floor: a fresh process's first four
+//             P-256 key pairs and signatures with node:crypto. Target ≤ 10 ms.
+//             Reported with it: embedded-ca-import, the import of
+//             embedded-ca.ts, against importing grpc-js.
 // Targets are information only, never asserted. Rates are medians of
 // interleaved runs (each run split into slices that alternate between
 // subjects, like measure.ts's compare()), after at least a second of warm-up
 // per subject. SIGIL_BENCH_CASES=unary,connect runs a subset.
-import { constants, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { constants } from 'node:crypto';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { EmbeddedCA, type IssuedLeaf } from '../src/transport/embedded-ca.ts';
 import type { TlsMaterial } from '../src/transport/material.ts';
@@ -53,8 +62,9 @@ const UNARY_CONCURRENCY = 32;
 const CONNECT_CONCURRENCY = 4;
 const ROTATIONS = 1000;
 const ROTATION_AGE_MS = 250;
-const COLD_START_MAX_ITERATIONS = 200;
 const MIN_WARMUP_MS = 1000;
+/** How long the aging case (rotation off) keeps its load running. */
+const AGING_LOAD_MS = 6000;
 /** The rotation loop stops early (and says so) after this long. */
 const ROTATION_BUDGET_MS = 90_000;
 
@@ -224,16 +234,38 @@ async function connectCase(
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Distinct server HTTP/2 sessions that carried a call, in this process (bench instrumentation). */
+function countServerConnections(): { count: () => number; stop: () => void } {
+  const seen = new WeakSet<object>();
+  let count = 0;
+  const onStream = (message: unknown) => {
+    const session = (message as { stream?: { session?: object } }).stream?.session;
+    if (session && !seen.has(session)) {
+      seen.add(session);
+      count++;
+    }
+  };
+  subscribe('http2.server.stream.created', onStream);
+  return { count: () => count, stop: () => unsubscribe('http2.server.stream.created', onStream) };
+}
+
+/** The rotation case, or with `rotate` false the same load for AGING_LOAD_MS without rotations (case aging). */
 async function rotationCase(
   client: LoadClient<ToClient, Sample>,
   report: Report,
   ca: EmbeddedCA,
+  rotate = true,
 ): Promise<void> {
   progress(
-    `case rotation: ${ROTATIONS} server-certificate rotations under load ` +
-      `(${UNARY_CONCURRENCY} calls in flight on connections aged out every ${ROTATION_AGE_MS} ms, ` +
-      `plus ${CONNECT_CONCURRENCY} new connections at a time)`,
+    rotate
+      ? `case rotation: ${ROTATIONS} server-certificate rotations under load ` +
+          `(${UNARY_CONCURRENCY} calls in flight on connections aged out every ${ROTATION_AGE_MS} ms, ` +
+          `plus ${CONNECT_CONCURRENCY} new connections at a time)`
+      : `case aging: the rotation case's load for ${AGING_LOAD_MS / 1000} s without rotations ` +
+          `(${UNARY_CONCURRENCY} calls in flight on connections aged out every ${ROTATION_AGE_MS} ms, ` +
+          `plus ${CONNECT_CONCURRENCY} new connections at a time)`,
   );
+  const serverConnections = countServerConnections();
   // Every rotation installs a new leaf with a new key; issued up front so the loop times only the rotation.
   const leaves = Array.from({ length: ROTATIONS + 1 }, () => materialOf(ca.issueServer(), ca));
   const provider = new MaterialProvider(leaves[0]);
@@ -266,13 +298,13 @@ async function rotationCase(
   await delay(200);
   let rotationMs = 0;
   const started = performance.now();
-  for (let i = 1; i <= ROTATIONS; i++) {
+  for (let i = 1; rotate ? i <= ROTATIONS : performance.now() - started < AGING_LOAD_MS; i++) {
     if (performance.now() - started > ROTATION_BUDGET_MS) {
       progress(`  stopped after ${i - 1} rotations: the ${ROTATION_BUDGET_MS / 1000} s budget is spent`);
       break;
     }
     const before = performance.now();
-    provider.set(leaves[i]);
+    if (rotate) provider.set(leaves[i]);
     rotationMs += performance.now() - before;
     await delay(1); // let handshakes and calls run between rotations
   }
@@ -281,69 +313,95 @@ async function rotationCase(
   const load = await client.sample({ type: 'stop' });
   await client.request({ type: 'teardown' });
   await server.close(1000);
+  serverConnections.stop();
   const connections = load.bySubject?.['rotation-connect'];
   progress(
-    `  ${rotated} rotations in ${(elapsed / 1000).toFixed(1)} s (${(rotationMs / Math.max(rotated, 1)).toFixed(2)} ms each, ` +
-      `in the server's event loop), ${refusals.length} refused; ${load.ops + load.failures} RPCs ` +
-      `(${connections ? connections.ops + connections.failures : '?'} of them first calls on new connections), ` +
+    `  ${rotate ? `${rotated} rotations` : 'no rotation'} in ${(elapsed / 1000).toFixed(1)} s` +
+      `${rotate ? ` (${(rotationMs / Math.max(rotated, 1)).toFixed(2)} ms each, in the server's event loop), ${refusals.length} refused` : ''}; ` +
+      `${load.ops + load.failures} RPCs ` +
+      `(${connections ? connections.ops + connections.failures : '?'} of them first calls on new connections) ` +
+      `on ${serverConnections.count()} connections, ` +
       `${load.failures} failed${load.errors.length > 0 ? ` (${load.errors.join('; ')})` : ''}`,
   );
   for (const refusal of refusals.slice(0, 3)) progress(`  refused: ${refusal}`);
-  report({ case: 'rotation', metric: 'failed_rpcs', value: load.failures, baselines: { zero: 0 } });
+  report({
+    case: rotate ? 'rotation' : 'aging',
+    metric: 'failed_rpcs',
+    value: load.failures,
+    baselines: { zero: 0 },
+  });
 }
 
-function coldStartCase(report: Report, limits: Limits): void {
-  const budgetMs = limits.runs * limits.maxMs;
-  progress(
-    `case embedded-ca-cold-start: EmbeddedCA.create (root + intermediate, P-256) + issueServer + issueClient, ` +
-      `interleaved with its floor, up to ${COLD_START_MAX_ITERATIONS} times or ${budgetMs} ms`,
+const COLD_START_PROCESSES = 9;
+
+interface ColdStartSample {
+  readonly importMs: number;
+  readonly firstMs: number;
+}
+
+/** One fresh process of bench/workers/cold-start.ts (no compile cache, nothing warmed up). */
+function coldStartProcess(mode: 'sigil' | 'floor'): ColdStartSample {
+  const env = { ...process.env };
+  delete env.NODE_COMPILE_CACHE;
+  const output = execFileSync(
+    process.execPath,
+    [fileURLToPath(new URL('./workers/cold-start.ts', import.meta.url)), mode],
+    { env, encoding: 'utf8', timeout: 60_000 },
   );
-  const message = randomBytes(500);
-  const ours = () => {
-    const ca = EmbeddedCA.create({ addresses: ADDRESSES, intermediate: true });
-    ca.issueServer();
-    ca.issueClient();
-    return ca;
-  };
-  const floor = () => {
-    for (let i = 0; i < 4; i++) {
-      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      sign('sha256', message, privateKey);
-    }
-  };
-  const time = (op: () => unknown): number => {
-    const start = performance.now();
-    op();
-    return performance.now() - start;
-  };
-  const first = time(ours);
-  progress(`  first in this process: ${first.toFixed(2)} ms`);
-  const samples = { sigil: [] as number[], floor: [] as number[] };
-  const deadline = performance.now() + budgetMs;
-  for (let i = 0; i < COLD_START_MAX_ITERATIONS && performance.now() < deadline; i++) {
+  return JSON.parse(output.trim().split('\n').pop() ?? '') as ColdStartSample;
+}
+
+/**
+ * In fresh processes, as a service meets it on its first start: the import of
+ * embedded-ca.ts and the process's first EmbeddedCA.create with two leaves,
+ * reported apart, each against its floor in processes of its own (importing
+ * grpc-js; four P-256 keys and signatures with node:crypto). Processes
+ * alternate between the two, so machine noise hits both.
+ */
+function coldStartCase(report: Report, limits: Limits): void {
+  const processes = Math.max(COLD_START_PROCESSES, limits.runs);
+  progress(
+    `case embedded-ca-cold-start: ${processes} fresh processes each: import embedded-ca.ts, then the first ` +
+      'EmbeddedCA.create (root + intermediate, P-256) + issueServer + issueClient; floor: import grpc-js, ' +
+      'then four P-256 keys and signatures',
+  );
+  const sigil: ColdStartSample[] = [];
+  const floor: ColdStartSample[] = [];
+  for (let i = 0; i < processes; i++) {
     if (i % 2 === 0) {
-      samples.sigil.push(time(ours));
-      samples.floor.push(time(floor));
+      sigil.push(coldStartProcess('sigil'));
+      floor.push(coldStartProcess('floor'));
     } else {
-      samples.floor.push(time(floor));
-      samples.sigil.push(time(ours));
+      floor.push(coldStartProcess('floor'));
+      sigil.push(coldStartProcess('sigil'));
     }
   }
+  const first = sigil.map((sample) => sample.firstMs);
+  const imports = sigil.map((sample) => sample.importMs);
   progress(
-    `  ${samples.sigil.length} each: sigil median ${median(samples.sigil).toFixed(2)} ms, ` +
-      `floor median ${median(samples.floor).toFixed(2)} ms`,
+    `  sigil: import ${imports.map((ms) => ms.toFixed(0)).join(' ')} ms; first create ${first.map((ms) => ms.toFixed(1)).join(' ')} ms`,
+  );
+  progress(
+    `  floor: import grpc-js ${floor.map((s) => s.importMs.toFixed(0)).join(' ')} ms; ` +
+      `first keys + signatures ${floor.map((s) => s.firstMs.toFixed(1)).join(' ')} ms`,
   );
   report({
     case: 'embedded-ca-cold-start',
     metric: 'ms',
-    value: median(samples.sigil),
-    baselines: { 'node-crypto-4-keys-4-signatures': median(samples.floor) },
+    value: median(first),
+    baselines: { 'node-crypto-4-keys-4-signatures-fresh-process': median(floor.map((s) => s.firstMs)) },
+  });
+  report({
+    case: 'embedded-ca-import',
+    metric: 'ms',
+    value: median(imports),
+    baselines: { 'grpc-js-import': median(floor.map((s) => s.importMs)) },
   });
 }
 
 /** SIGIL_BENCH_CASES=unary,connect runs only those cases (all by default). */
 function selectedCases(): Set<string> {
-  const all = ['unary', 'connect', 'rotation', 'embedded-ca-cold-start'];
+  const all = ['unary', 'connect', 'rotation', 'aging', 'embedded-ca-cold-start'];
   const text = process.env.SIGIL_BENCH_CASES;
   if (text === undefined || text.trim() === '') return new Set(all);
   const chosen = text.split(',').map((name) => name.trim());
@@ -356,13 +414,14 @@ function selectedCases(): Set<string> {
 
 export async function run(report: Report, limits: Limits): Promise<void> {
   const cases = selectedCases();
-  if (cases.has('unary') || cases.has('connect') || cases.has('rotation')) {
+  if (cases.has('unary') || cases.has('connect') || cases.has('rotation') || cases.has('aging')) {
     const ca = EmbeddedCA.create({ addresses: ADDRESSES, intermediate: true });
     const client = newLoadClient();
     try {
       if (cases.has('unary')) await unaryCase(client, report, limits, ca);
       if (cases.has('connect')) await connectCase(client, report, limits, ca);
       if (cases.has('rotation')) await rotationCase(client, report, ca);
+      if (cases.has('aging')) await rotationCase(client, report, ca, false);
     } finally {
       await client.close();
       ca.close();

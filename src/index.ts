@@ -33,6 +33,8 @@ export type { HandshakeFailure, MtlsServerOptions } from './transport/mtls-serve
 export { MtlsServer } from './transport/mtls-server.ts';
 export type { PeerIdentity } from './transport/peer-identity.ts';
 export { peerIdentity } from './transport/peer-identity.ts';
+export type { PeerLimitOptions } from './transport/peer-limits.ts';
+export { DEFAULT_PEER_LIMITS } from './transport/peer-limits.ts';
 export { RevocationSet } from './transport/revocation-set.ts';
 export type { RevocationSource } from './transport/revocation-source.ts';
 export type {
@@ -47,3 +49,4 @@ export {
   verifySpiffeId,
 } from './transport/server-verification.ts';
 export { StaticMaterialSource } from './transport/static-source.ts';
+export type { TlsAlert } from './transport/tls-alert.ts';

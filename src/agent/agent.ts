@@ -9,8 +9,12 @@
 //   - re-joins through Enrolment.Rejoin, proving possession of the enrolled
 //     key, when the certificate expired while the node was down (an expired
 //     certificate cannot authenticate a Renew);
-//   - follows the trust bundle: GetTrustBundle after every renewal and
-//     periodically, so CA rotation reaches the node before any old CA ends;
+//   - follows the trust bundle: GetTrustBundle at start, after every renewal
+//     and periodically, so CA rotation reaches the node before any old CA ends;
+//   - learns when it has been revoked: a call over mutual TLS that cannot get
+//     through is followed by an anonymous Rejoin, whose answer decides
+//     (node-revoked.ts); a revoked node stops with a NodeRevokedError
+//     ('revoked' event) instead of retrying forever;
 //   - writes each changed file atomically and feeds `agent.material`, a
 //     MaterialProvider the transport's channelCredentials/MtlsServer use
 //     directly when the agent runs inside the process that needs the identity.
@@ -39,6 +43,7 @@ import type { ServerVerification } from '../transport/server-verification.ts';
 import { validateMaterial } from '../transport/validate-material.ts';
 import { controlPlaneVerification, enrolmentCredentials } from './enrolment-channel.ts';
 import { type IdentityFiles, type NodeInfo, readIdentity, writeIdentity } from './identity-files.ts';
+import { asRevocation, isPermissionDenied, NodeRevokedError } from './node-revoked.ts';
 import {
   delayUntil,
   type RandomSource,
@@ -104,6 +109,8 @@ export interface NodeAgentEvents {
   renewed: [RenewalOutcome];
   bundle: [{ readonly roots: number; readonly intermediates: number }];
   failure: [{ readonly error: SigilError; readonly failures: number; readonly retryInMs: number }];
+  /** The control plane refuses this node any certificate: the agent has stopped its schedule. */
+  revoked: [NodeRevokedError];
 }
 
 const DEFAULT_BUNDLE_REFRESH_MS = 10 * 60_000;
@@ -155,6 +162,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   #bundleTimer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
   #closed = false;
+  #revoked: NodeRevokedError | undefined;
   #preferred = 0;
   readonly #clients = new Map<string, CertificateAuthorityClient>();
 
@@ -220,17 +228,27 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     return renewalAction(certificateValidity(this.material), this.#renewAt, this.#now()).kind !== 'wait';
   }
 
-  /** Runs the schedule until close(): renewals, retries and bundle refreshes. */
+  /**
+   * Runs the schedule until close(): renewals, retries and bundle refreshes
+   * (the first one at once, so a revoked node learns it at start). Stops by
+   * itself, emitting 'revoked', when the control plane has revoked the node.
+   */
   start(): void {
     if (this.#closed) throw preconditionFailed('the agent is closed');
+    if (this.#revoked) throw this.#revoked;
     if (this.#timer !== undefined) return;
     this.#schedule(0);
+    const refresh = () => {
+      this.#serialized(() => (this.#revoked ? Promise.resolve(false) : this.refreshTrustBundle())).catch(
+        (error: unknown) => {
+          if (error instanceof NodeRevokedError) this.#stopRevoked(error);
+          else this.#logger.warn({ err: asSigilError(error).message }, 'trust bundle refresh failed');
+        },
+      );
+    };
+    refresh();
     const every = this.#options.bundleRefreshMs ?? DEFAULT_BUNDLE_REFRESH_MS;
-    this.#bundleTimer = setInterval(() => {
-      this.#serialized(() => this.refreshTrustBundle()).catch((error: unknown) => {
-        this.#logger.warn({ err: asSigilError(error).message }, 'trust bundle refresh failed');
-      });
-    }, every);
+    this.#bundleTimer = setInterval(refresh, every);
     this.#bundleTimer.unref();
   }
 
@@ -246,13 +264,20 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
 
   /**
    * Fetches the trust bundle over mutual TLS; when it changed, writes
-   * bundle.pem and node.json and updates `material`. Resolves to whether it changed.
+   * bundle.pem and node.json and updates `material`. Resolves to whether it
+   * changed. When no server takes this node's certificate, asks the control
+   * plane anonymously (Rejoin): a node that may carry on gets a new
+   * certificate ('renewed' with kind 'rejoined'), a revoked one a
+   * NodeRevokedError.
    */
-  refreshTrustBundle(): Promise<boolean> {
-    return this.#withServer(async (client, target) => {
-      const bundle = await unary(client, client.getTrustBundle, {}, { target, timeoutMs: this.#callTimeout });
-      return this.#applyBundle(bundle);
-    });
+  async refreshTrustBundle(): Promise<boolean> {
+    try {
+      return await this.#fetchBundle();
+    } catch (error) {
+      if (!isUnreachable(error)) throw error;
+      await this.#rejoinAfterRefusal(error);
+      return this.#fetchBundle();
+    }
   }
 
   async close(): Promise<void> {
@@ -262,8 +287,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.#timer = undefined;
     this.#bundleTimer = undefined;
     await this.#running?.catch(() => {});
-    for (const client of this.#clients.values()) client.close();
-    this.#clients.clear();
+    this.#dropClients();
   }
 
   // ------------------------------------------------------------ internals
@@ -290,7 +314,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   }
 
   async #tick(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#revoked) return;
     const validity = certificateValidity(this.material);
     const action = renewalAction(validity, this.#renewAt, this.#now());
     if (action.kind === 'wait') {
@@ -303,6 +327,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.#failures = 0;
       this.#schedule(delayUntil(this.#renewAt, this.#now()));
     } catch (error) {
+      if (error instanceof NodeRevokedError) {
+        this.#stopRevoked(error);
+        return;
+      }
       this.#failures += 1;
       const failure = asSigilError(error);
       const retryInMs = retryDelay(this.#failures, validity, this.#now(), this.#random, this.#policy);
@@ -332,6 +360,11 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       }
     }
     throw lastError;
+  }
+
+  #dropClients(): void {
+    for (const client of this.#clients.values()) client.close();
+    this.#clients.clear();
   }
 
   #client(target: string): CertificateAuthorityClient {
@@ -373,27 +406,14 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         unary(client, client.renew, request, { target, timeoutMs: this.#callTimeout }),
       );
     } catch (error) {
-      if (!isUnreachable(error)) throw error;
-      this.#logger.warn(
-        { nodeId: this.#info.nodeId, err: asSigilError(error).message },
-        'renewal over mutual TLS failed; trying to re-join with the enrolled key',
-      );
-      // No mutual TLS session with any address. When the server is up but
-      // refuses this certificate (revoked, or no longer chaining to the
-      // bundle), the anonymous enrolment path still answers: Rejoin either
-      // recovers with a fresh certificate for the enrolled key, or says why
-      // not (the node was revoked). When the server is down, it fails the same
-      // way and the original error is the one to report.
-      try {
-        return await this.#rejoin();
-      } catch (rejoinError) {
-        if (isUnreachable(rejoinError)) throw error;
-        throw rejoinError;
-      }
+      // Refused at the handshake (unreachable) or by the authority (this
+      // certificate is revoked): Rejoin decides, see node-revoked.ts.
+      if (!isUnreachable(error) && !isPermissionDenied(error)) throw error;
+      return this.#rejoinAfterRefusal(error);
     }
     const privateKey = newKey === undefined ? current.privateKey : privateKeyToPem(newKey);
     this.#install(issued, privateKey);
-    await this.refreshTrustBundle().catch((error: unknown) => {
+    await this.#fetchBundle().catch((error: unknown) => {
       this.#logger.warn({ err: asSigilError(error).message }, 'trust bundle refresh after renewal failed');
     });
     const outcome: RenewalOutcome = { kind: 'renewed', certificate: this.certificate, previousSerial };
@@ -418,8 +438,11 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const result = await rejoin(this.#options, { material: current, info: this.#info });
     this.#info = result.info;
     this.material.set(result.material);
+    // The channels that failed with the old certificate sit in grpc-js's
+    // reconnect backoff and would fail fast with the old error: start afresh.
+    this.#dropClients();
     this.#renewAt = renewalTime(certificateValidity(this.material), this.#random, this.#policy);
-    await this.refreshTrustBundle().catch((error: unknown) => {
+    await this.#fetchBundle().catch((error: unknown) => {
       this.#logger.warn({ err: asSigilError(error).message }, 'trust bundle refresh after re-join failed');
     });
     const outcome: RenewalOutcome = { kind: 'rejoined', certificate: this.certificate, previousSerial };
@@ -429,6 +452,43 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     );
     this.emit('renewed', outcome);
     return outcome;
+  }
+
+  /** GetTrustBundle over mutual TLS and apply it; no recovery when the call fails. */
+  #fetchBundle(): Promise<boolean> {
+    return this.#withServer(async (client, target) => {
+      const bundle = await unary(client, client.getTrustBundle, {}, { target, timeoutMs: this.#callTimeout });
+      return this.#applyBundle(bundle);
+    });
+  }
+
+  /**
+   * A call with this node's certificate was refused (or could not get
+   * through): Rejoin, anonymously, decides. Resolves with the new
+   * certificate; rejects with a NodeRevokedError when the node or its key was
+   * revoked, or with `refusal` when the enrolment channel does not answer
+   * either (the server is down).
+   */
+  async #rejoinAfterRefusal(refusal: unknown): Promise<RenewalOutcome> {
+    this.#logger.warn(
+      { nodeId: this.#info.nodeId, err: asSigilError(refusal).message },
+      "the control plane did not take this node's certificate; asking it anonymously (Rejoin with the enrolled key)",
+    );
+    try {
+      return await this.#rejoin();
+    } catch (rejoinError) {
+      if (isUnreachable(rejoinError)) throw refusal;
+      throw rejoinError;
+    }
+  }
+
+  #stopRevoked(error: NodeRevokedError): void {
+    if (this.#revoked) return;
+    this.#revoked = error;
+    clearTimeout(this.#timer);
+    clearInterval(this.#bundleTimer);
+    this.#logger.error({ nodeId: this.#info.nodeId, err: error.message }, 'node revoked; the agent stops');
+    this.emit('revoked', error);
   }
 
   /** Validates, writes and publishes a newly issued certificate. */
@@ -500,9 +560,7 @@ async function rejoin(
         { target, timeoutMs: options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS },
       );
       if (response.state === 'REVOKED') {
-        throw preconditionFailed(
-          `node ${response.nodeId} was revoked; it must enrol again with a new key and token`,
-        );
+        throw new NodeRevokedError(response.nodeId, `node ${response.nodeId} has been revoked`);
       }
       if (response.state !== 'UP' || response.certificate === undefined) {
         throw preconditionFailed(
@@ -524,7 +582,7 @@ async function rejoin(
       return { material, info };
     } catch (error) {
       lastError = error;
-      if (!isUnreachable(error)) throw error;
+      if (!isUnreachable(error)) throw asRevocation(error, identity.info.nodeId);
     } finally {
       client.close();
     }

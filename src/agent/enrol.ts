@@ -246,14 +246,17 @@ export async function enrol(options: EnrolOptions): Promise<EnrolResult> {
         const deadline = Date.now() + (options.waitTimeoutMs ?? DEFAULT_WAIT_MS);
         let interval = options.pollIntervalMs ?? 1000;
         onProgress(`node ${response.nodeId} is waiting for approval (sigil node approve ${response.nodeId})`);
+        // Polls until the deadline itself: the last sleep is cut short so that
+        // one more Register runs at the deadline, and only then does it give up.
         while (response.state === 'NEW') {
-          if (Date.now() + interval > deadline) {
+          const left = deadline - Date.now();
+          if (left <= 0) {
             throw preconditionFailed(
               `node ${response.nodeId} is still waiting for approval (sigil node approve ${response.nodeId}); ` +
                 'run sigil enrol again once it is approved',
             );
           }
-          await sleep(interval);
+          await sleep(Math.min(interval, left));
           interval = Math.min(interval * 2, MAX_POLL_MS);
           try {
             response = await register();

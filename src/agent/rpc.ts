@@ -5,6 +5,7 @@
 
 import { type CallOptions, type ClientUnaryCall, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { type ErrorCode, SigilError } from '../errors.ts';
+import { type ConnectionRefusal, connectionRefusal } from '../transport/connection-failure.ts';
 
 /** Default deadline of one call. */
 export const DEFAULT_CALL_TIMEOUT_MS = 15_000;
@@ -44,11 +45,18 @@ export class RpcError extends SigilError {
   /** The numeric gRPC status code. */
   readonly status: number;
   readonly statusName: string;
-  constructor(status: number, message: string, cause?: unknown) {
+  /**
+   * For a connection that failed because one side refused the other's
+   * certificate: who refused, and the TLS alert the server sent. The status
+   * stays UNAVAILABLE: no call reached the server.
+   */
+  readonly refusal: ConnectionRefusal | undefined;
+  constructor(status: number, message: string, cause?: unknown, refusal?: ConnectionRefusal) {
     super(ERROR_CODES[status] ?? 'internal', message, { cause });
     this.name = 'RpcError';
     this.status = status;
     this.statusName = STATUS_NAMES[status] ?? `status ${status}`;
+    this.refusal = refusal;
   }
 }
 
@@ -64,8 +72,11 @@ function isServiceError(error: unknown): error is ServiceError {
 
 /**
  * The one line a user sees for a failed call: the server's own message when
- * it sent one (sigil's services name the problem), else what went wrong on
- * the way to `target`.
+ * it sent one (sigil's services name the problem); for a connection that
+ * never came up, who refused whom and why when the TLS handshake says so
+ * ("the server at … refused this client's certificate: it has been
+ * revoked", "this client refused the server at …: …"), else what went
+ * wrong on the way to `target`.
  */
 export function rpcError(error: unknown, target: string): SigilError {
   if (error instanceof SigilError) return error;
@@ -76,12 +87,15 @@ export function rpcError(error: unknown, target: string): SigilError {
   }
   const details = cleanDetails(error.details ?? '');
   switch (error.code) {
-    case STATUS_UNAVAILABLE:
+    case STATUS_UNAVAILABLE: {
+      const refusal = connectionRefusal(details, target);
       return new RpcError(
         error.code,
-        `cannot reach the sigil server at ${target}${details ? `: ${details}` : ''}`,
+        refusal?.message ?? `cannot reach the sigil server at ${target}${details ? `: ${details}` : ''}`,
         error,
+        refusal,
       );
+    }
     case STATUS_DEADLINE_EXCEEDED:
       return new RpcError(error.code, `the sigil server at ${target} did not answer in time`, error);
     default:
@@ -98,12 +112,16 @@ export function rpcError(error: unknown, target: string): SigilError {
  * read ECONNRESET (2030-01-01T00:00:00.000Z). Resolution note: "; keep the cause.
  */
 function cleanDetails(details: string): string {
-  return details
-    .split('\n')[0]
-    .replace(/^No connection established\. Last error: /, '')
-    .replace(/ \(\d{4}-\d\d-\d\dT[0-9:.]+Z\)/, '')
-    .replace(/\.? *Resolution note:.*$/, '')
-    .trim();
+  return (
+    details
+      .split('\n')[0]
+      .replace(/^No connection established\. Last error: /, '')
+      // OpenSSL's "40DD…:error:0A000415:SSL routines:ssl3_read_bytes:" prefix and ":../deps/…" suffix.
+      .replace(/^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):.*$/, '$1')
+      .replace(/ \(\d{4}-\d\d-\d\dT[0-9:.]+Z\)/, '')
+      .replace(/\.? *Resolution note:.*$/, '')
+      .trim()
+  );
 }
 
 export type UnaryMethod<Request, Response> = (

@@ -43,6 +43,7 @@ import type {
 } from '../store/store.ts';
 import type { MaterialSource } from '../transport/material.ts';
 import type { RevocationSource } from '../transport/revocation-source.ts';
+import type { AuditEvent, AuditSink, IssuanceKind } from './audit.ts';
 import {
   createOwnIntermediate,
   type JoinMaterial,
@@ -61,7 +62,7 @@ import {
   verifyReplicaProof,
   verifySignProof,
 } from './challenges.ts';
-import { CrlCache } from './crl-cache.ts';
+import { CrlCache, crlUrl } from './crl-cache.ts';
 import {
   type CreatedDelegation,
   type DelegateGrant,
@@ -86,6 +87,13 @@ import {
   sansFromStrings,
   spiffeIdOf,
 } from './issuance.ts';
+import {
+  checkIssuance,
+  type Holding,
+  IssuanceLimits,
+  supersededBy,
+  validCertificates,
+} from './issuance-limits.ts';
 import { checkStoreKey, encryptCaKey } from './key-encryption.ts';
 import {
   ADMIN_TTL_MS,
@@ -97,11 +105,13 @@ import {
   MAX_TOKEN_TTL_MS,
   MAX_TOKEN_USES,
   NODE_TTL_MS,
+  ROOT_CRL_WARNING_MS,
   renewalDue,
   SERVER_TTL_MS,
 } from './lifetimes.ts';
 import { isNodeId, nodeIdFor, parseNodeId, replicaEnrolmentIdFor } from './node-id.ts';
 import { RevocationTracker, type RevocationUpdate } from './revocations.ts';
+import { endsKey, keyHashOf, NODE_REVOKED, requireUsableKey } from './revoked-keys.ts';
 import { newServerKey, ServerMaterialSource, serverMaterialOf, serverNames } from './server-material.ts';
 import {
   checkServerAddress,
@@ -156,6 +166,14 @@ export interface AuthorityOptions {
   readonly timers?: boolean;
   /** Problems of background work (a failed rotation, say). Default: a process warning. */
   readonly onWarning?: (message: string, error?: unknown) => void;
+  /** Told about every CA operation (audit.ts); never given a secret. Default: nothing. */
+  readonly onAudit?: AuditSink;
+  /**
+   * The base URL relying parties fetch CRLs from (the HTTP side, or a proxy
+   * in front of it), read at each issuance: leaves then carry
+   * <url>/crl/<issuer id> as their CRL distribution point. Undefined: none.
+   */
+  readonly crlBaseUrl?: () => string | undefined;
 }
 
 /** What an empty store's bootstrap hands back, to be written as admin.pem / admin.key / ca.pem. */
@@ -310,7 +328,14 @@ function canonicalSerial(text: string): string {
 }
 
 function reasonOf(text: string | undefined): string {
-  return text === undefined || text.trim() === '' ? 'unspecified' : parseRevocationReason(text);
+  if (text === undefined || text.trim() === '') return 'unspecified';
+  const reason = parseRevocationReason(text);
+  if (reason === 'removeFromCRL') {
+    throw invalid(
+      'removeFromCRL is not a reason to revoke: it only appears in delta CRLs, for a certificate taken off hold; a revocation here is final',
+    );
+  }
+  return reason;
 }
 
 /** Why a token whose secret matched cannot admit anyone now, or null when it can. */
@@ -339,6 +364,9 @@ export class Authority {
   readonly #intermediateTtlMs: number;
   readonly #serverTtlMs: number;
   readonly #warn: (message: string, error?: unknown) => void;
+  readonly #onAudit: AuditSink | undefined;
+  readonly #crlBaseUrl: () => string | undefined;
+  readonly #limits: IssuanceLimits;
   readonly #revocations: RevocationTracker;
   readonly #crls: CrlCache;
   readonly #delegations: Delegations;
@@ -367,11 +395,14 @@ export class Authority {
     this.#warn =
       options.onWarning ??
       ((message: string) => process.emitWarning(`sigil authority: ${message}`, 'SigilAuthorityWarning'));
+    this.#onAudit = options.onAudit;
+    this.#crlBaseUrl = options.crlBaseUrl ?? (() => undefined);
     this.#cas = cas;
     this.#revocations = new RevocationTracker((error) =>
       this.#warn(`a revocation subscriber failed: ${describe(error)}`, error),
     );
     this.#crls = new CrlCache(this.#store, () => this.#cas, this.#now);
+    this.#limits = new IssuanceLimits(this.#store);
     this.#delegations = new Delegations({
       store: this.#store,
       trustDomain,
@@ -530,7 +561,8 @@ export class Authority {
       DEFAULT_SIGN_TTL_MS / 1000,
     );
     const publicKey = this.#provenKey(caller, request, now);
-    return this.#issue({
+    await requireUsableKey(this.#store, publicKey);
+    const issued = await this.#issue({
       publicKey,
       pkiProfile: profile.pki,
       recordProfile: request.profile,
@@ -540,6 +572,8 @@ export class Authority {
       requester: caller.spiffeId,
       now,
     });
+    this.#issuedEvent(issued, caller.spiffeId, 'sign', request.profile);
+    return issued;
   }
 
   #provenKey(caller: Caller, request: SignRequest, now: Date): KeyObject {
@@ -581,9 +615,38 @@ export class Authority {
       if (node.state === 'REVOKED') throw permissionDenied(`node ${caller.name} has been revoked`);
       if (node.state !== 'UP') throw preconditionFailed(`node ${caller.name} is ${node.state}, not UP`);
     }
+    const currentKey = new X509Certificate(record.der).publicKey;
     const publicKey = request.possession
       ? verifySignProof(request.possession, caller.fingerprint, now)
-      : new X509Certificate(record.der).publicKey;
+      : currentKey;
+    // A revoked key gets nothing, whether it calls or is asked for.
+    await requireUsableKey(this.#store, currentKey);
+    if (publicKey !== currentKey) await requireUsableKey(this.#store, publicKey);
+    if (caller.role === 'admin') return this.#renewed(caller, record, pkiProfile, publicKey, node, now);
+    // Everyone else within the issuance limits (issuance-limits.ts), one decision at a time per identity.
+    const identity = node ? `node:${node.id}` : await this.#limits.lineageOf(record);
+    return this.#limits.oneAtATime(identity, async () => {
+      const holding = node
+        ? await this.#limits.node(node.id, now)
+        : await this.#limits.lineage(identity, record, now);
+      const rotation = keyHashOf(publicKey) !== keyHashOf(currentKey);
+      checkIssuance(holding, now, { rotation });
+      const issued = await this.#renewed(caller, record, pkiProfile, publicKey, node, now);
+      if (!node) await this.#limits.recordRenewal(identity, record, issued.serial, now);
+      await this.#supersede(holding, new Set([record.serial, issued.serial]), caller.spiffeId, now);
+      return issued;
+    });
+  }
+
+  /** The renewal itself: a certificate like `record` for `publicKey`. */
+  async #renewed(
+    caller: Caller,
+    record: CertificateRecord,
+    pkiProfile: Profile,
+    publicKey: KeyObject,
+    node: NodeRecord | null,
+    now: Date,
+  ): Promise<IssuedCertificateView> {
     const sans = sansFromStrings(record.sans);
     const lifetime =
       record.profile === 'node'
@@ -605,7 +668,47 @@ export class Authority {
       now,
     });
     if (node) await this.#recordNodeCertificate(node.id, issued, now);
+    this.#issuedEvent(issued, caller.spiffeId, 'renew', record.profile);
     return issued;
+  }
+
+  /**
+   * Renews the admin identity a server keeps in its data directory (admin.pem,
+   * services/admin-renewal.ts): a certificate like `certificateDer` for the
+   * same key, names and profile, valid ADMIN_TTL_MS, exactly as if that admin
+   * had called Renew. Not an API: the server reads the file from beside its
+   * own keys, so an admin.pem that expired while the server was down is
+   * renewed too. Refuses a certificate this deployment did not issue as an
+   * admin identity, a revoked one, and a revoked key.
+   */
+  async renewAdminIdentity(certificateDer: Buffer): Promise<IssuedCertificateView> {
+    const now = this.#now();
+    let serial: string;
+    try {
+      serial = canonicalSerial(new X509Certificate(certificateDer).serialNumber);
+    } catch (error) {
+      throw invalid(`the admin certificate is not a valid X.509 certificate: ${describe(error)}`, error);
+    }
+    const fingerprint = sha256Hex(certificateDer);
+    const record = await this.#store.getCertificate(serial);
+    if (!record || sha256Hex(record.der) !== fingerprint || record.profile !== 'admin') {
+      throw permissionDenied(`certificate ${serial} is not an admin identity issued by this deployment`);
+    }
+    if (record.revokedAt || this.#revocations.isRevoked(serial)) {
+      throw permissionDenied(`admin certificate ${serial} is revoked; it is not renewed`);
+    }
+    const publicKey = new X509Certificate(record.der).publicKey;
+    await requireUsableKey(this.#store, publicKey);
+    const pkiProfile = RENEW_PROFILES.get(record.profile);
+    if (!pkiProfile) throw permissionDenied('admin certificates cannot be renewed');
+    const admin: Caller = {
+      spiffeId: spiffeIdOf(record.sans),
+      serial,
+      fingerprint,
+      role: 'admin',
+      name: commonNameOf(record.subject),
+    };
+    return this.#renewed(admin, record, pkiProfile, publicKey, null, now);
   }
 
   /** Revokes a certificate: an admin, or the holder of the certificate's SPIFFE ID. */
@@ -625,15 +728,82 @@ export class Authority {
     if (!record || (caller.role !== 'admin' && !holder)) {
       throw notFound(`certificate ${serial} not found among the certificates you may revoke`);
     }
+    const now = this.#now();
+    // Recorded first and also for a certificate revoked before for another reason: the key is what ends.
+    if (endsKey(reason)) await this.#endKey(record, reason, caller.spiffeId, now);
     if (record.revokedAt) return { alreadyRevoked: true };
-    const changed = await this.#store.revokeCertificate(serial, reason, this.#now());
+    const changed = await this.#store.revokeCertificate(serial, reason, now);
     this.#afterRevocation([serial]);
-    if (record.profile === 'delegation' || record.profile === 'command') {
+    const delegated = record.profile === 'delegation' || record.profile === 'command';
+    if (changed) {
+      this.#emit({
+        action: delegated ? 'delegation.revoked' : 'certificate.revoked',
+        by: caller.spiffeId,
+        serial,
+        spiffeId: spiffeIdOf(record.sans),
+        profile: record.profile,
+        reason,
+        revocation: delegated ? 'delegation' : 'certificate',
+        ...(delegated ? { fingerprint: sha256Hex(record.der) } : {}),
+      });
+    }
+    if (delegated) {
       // Keep the delegation tree's record in step (its event carries the fingerprint too).
-      await this.#store.revokeDelegation(sha256Hex(record.der), reason, this.#now(), caller.spiffeId);
+      await this.#store.revokeDelegation(sha256Hex(record.der), reason, now, caller.spiffeId);
+      await this.#releaseReservations(sha256Hex(record.der), caller.spiffeId);
     }
     if (record.profile === 'intermediate' && this.#cas.rootKey()) await this.#crls.publishRoot();
     return { alreadyRevoked: !changed };
+  }
+
+  /**
+   * Ends the key of `record` (revoked-keys.ts): recorded in the store, and
+   * every other valid certificate of the same identity with that key revoked
+   * too. Safe to repeat.
+   */
+  async #endKey(record: CertificateRecord, reason: string, by: string, now: Date): Promise<void> {
+    const key = new X509Certificate(record.der).publicKey;
+    const keyHash = keyHashOf(key);
+    const nodeId = record.profile === 'node' ? record.requester : null;
+    if (
+      await this.#store.revokeKey({
+        keyHash,
+        reason,
+        serial: record.serial,
+        nodeId,
+        revokedAt: now,
+        revokedBy: by,
+      })
+    ) {
+      this.#emit({
+        action: 'key.revoked',
+        by,
+        keyHash,
+        serial: record.serial,
+        reason,
+        ...(nodeId ? { nodeId } : {}),
+      });
+    }
+    const holding = nodeId
+      ? await this.#limits.node(nodeId, now)
+      : await this.#limits.lineage(await this.#limits.lineageOf(record), record, now);
+    const revoked: string[] = [];
+    for (const other of validCertificates(holding, now)) {
+      if (other.serial === record.serial) continue;
+      if (keyHashOf(new X509Certificate(other.der).publicKey) !== keyHash) continue;
+      if (!(await this.#store.revokeCertificate(other.serial, reason, now))) continue;
+      revoked.push(other.serial);
+      this.#emit({
+        action: 'certificate.revoked',
+        by,
+        serial: other.serial,
+        spiffeId: spiffeIdOf(other.sans),
+        profile: other.profile,
+        reason,
+        revocation: 'key',
+      });
+    }
+    this.#afterRevocation(revoked);
   }
 
   trustBundle(): TrustBundle {
@@ -728,7 +898,18 @@ export class Authority {
   ): Promise<CreatedDelegation> {
     this.#requireAdmin(caller, 'create delegations');
     const publicKey = verifySignProof(request.possession, caller.fingerprint, this.#now());
-    return this.#delegations.create({ ...request, publicKey }, caller.spiffeId);
+    await requireUsableKey(this.#store, publicKey);
+    const created = await this.#delegations.create({ ...request, publicKey }, caller.spiffeId);
+    this.#emit({
+      action: 'delegation.created',
+      by: caller.spiffeId,
+      serial: created.serial,
+      spiffeId: created.spiffeId,
+      profile: request.command ? 'command' : 'delegation',
+      issuance: 'delegate',
+      notAfter: created.notAfter,
+    });
+    return created;
   }
 
   async delegationStatus(grant: DelegateGrant): Promise<DelegationStatusView> {
@@ -758,7 +939,41 @@ export class Authority {
     if (!grant && caller.role !== 'admin')
       throw permissionDenied('only an admin or a delegate may revoke delegations');
     const reason = reasonOf(request.reason);
-    return this.#delegations.revoke(grant, request.certificate, request.chain, reason, caller.spiffeId);
+    const result = await this.#delegations.revoke(
+      grant,
+      request.certificate,
+      request.chain,
+      reason,
+      caller.spiffeId,
+    );
+    if (!result.alreadyRevoked) {
+      this.#emit({
+        action: 'delegation.revoked',
+        by: caller.spiffeId,
+        serial: result.serial,
+        fingerprint: result.fingerprint,
+        spiffeId: result.spiffeId,
+        profile: result.profile,
+        reason,
+        revocation: 'delegation',
+      });
+    }
+    await this.#releaseReservations(result.fingerprint, caller.spiffeId);
+    return { alreadyRevoked: result.alreadyRevoked };
+  }
+
+  /** Frees what a revoked delegation (or command, or workload) certificate held (Delegations.releaseRevoked). */
+  async #releaseReservations(fingerprint: string, by: string): Promise<void> {
+    const released = await this.#delegations.releaseRevoked(fingerprint);
+    if (released && released.count > 0) {
+      this.#emit({
+        action: 'reservations.released',
+        by,
+        fingerprint,
+        subtree: released.subtree,
+        count: released.count,
+      });
+    }
   }
 
   /** Whether one of this deployment's CAs (current or retired) signed `certificateDer` directly. */
@@ -831,6 +1046,15 @@ export class Authority {
       secret,
     });
     await this.#store.insertToken(record);
+    this.#emit({
+      action: 'token.created',
+      by: caller.spiffeId,
+      tokenId: id,
+      tokenKind: kind,
+      count: uses,
+      autoApprove: record.autoApprove,
+      notAfter: record.expiresAt,
+    });
     return { token, summary: tokenSummary(record) };
   }
 
@@ -845,7 +1069,9 @@ export class Authority {
     const token = await this.#store.getToken(id);
     if (!token) throw notFound(`join token ${id} not found`);
     if (token.revokedAt) return { alreadyRevoked: true };
-    return { alreadyRevoked: !(await this.#store.revokeToken(id, this.#now())) };
+    const changed = await this.#store.revokeToken(id, this.#now());
+    if (changed) this.#emit({ action: 'token.revoked', by: caller.spiffeId, tokenId: id });
+    return { alreadyRevoked: !changed };
   }
 
   /**
@@ -886,9 +1112,16 @@ export class Authority {
     const publicKey = verifyRegisterProof(request.possession, request.tokenId, request.tokenSecret);
     const name = displayName(request.name, 'node name');
     const id = nodeIdFor(publicKey);
+    // Before the token is spent: a revoked key changes nothing.
+    await requireUsableKey(this.#store, publicKey);
     const node =
       (await this.#store.getNode(id)) ??
-      (await this.#spendToken(token, { id, publicKey: spkiDer(publicKey), name, state: 'NEW' }, now));
+      (await this.#spendToken(
+        token,
+        { id, publicKey: spkiDer(publicKey), name, state: 'NEW' },
+        now,
+        nodeSpiffeId(this.#trustDomain, id),
+      ));
     return this.#enrolmentResult(node, now);
   }
 
@@ -901,6 +1134,7 @@ export class Authority {
     token: TokenRecord,
     node: Pick<NodeRecord, 'id' | 'publicKey' | 'name' | 'state'>,
     now: Date,
+    by: string,
   ): Promise<NodeRecord> {
     const problem = tokenProblem(token, now);
     if (problem) throw problem;
@@ -909,6 +1143,12 @@ export class Authority {
       { ...node, tokenId: token.id, createdAt: now, updatedAt: now, certificateSerial: null },
       now,
     );
+    if (result.outcome === 'created') {
+      this.#emit({ action: 'token.spent', by, tokenId: token.id, nodeId: node.id });
+      if (isNodeId(node.id)) {
+        this.#emit({ action: 'node.registered', by, tokenId: token.id, nodeId: node.id, state: node.state });
+      }
+    }
     if (result.outcome !== 'token-unusable') return result.node;
     const fresh = await this.#store.getToken(token.id);
     throw (
@@ -918,10 +1158,11 @@ export class Authority {
 
   async #enrolmentResult(node: NodeRecord, now: Date): Promise<RegisterResult> {
     if (node.state === 'REVOKED') throw permissionDenied(`node ${node.id} has been revoked`);
+    const by = nodeSpiffeId(this.#trustDomain, node.id);
     if (node.state === 'NEW') {
       const token = await this.#store.getToken(node.tokenId);
       if (!token?.autoApprove) return { node: nodeView(node, this.#trustDomain) };
-      return this.#approveAndIssue(node, now);
+      return this.#approveAndIssue(node, now, by);
     }
     const current = node.certificateSerial ? await this.#store.getCertificate(node.certificateSerial) : null;
     if (
@@ -932,7 +1173,7 @@ export class Authority {
     ) {
       return { node: nodeView(node, this.#trustDomain), certificate: this.#viewOf(current) };
     }
-    return this.#freshNodeCertificate(node, now);
+    return this.#freshNodeCertificate(node, now, 'register', by);
   }
 
   /** A node whose certificate lapsed proves its enrolled key and gets a new one, unless revoked. */
@@ -943,8 +1184,9 @@ export class Authority {
     const node = await this.#store.getNode(id);
     if (!node) throw notFound(`no node is enrolled with this key (node ${id}); register with a join token`);
     if (node.state === 'REVOKED') throw permissionDenied(`node ${id} has been revoked`);
+    await requireUsableKey(this.#store, publicKey);
     if (node.state === 'NEW') throw preconditionFailed(`node ${id} is not approved yet (state NEW)`);
-    return this.#freshNodeCertificate(node, now);
+    return this.#freshNodeCertificate(node, now, 'rejoin', nodeSpiffeId(this.#trustDomain, id));
   }
 
   /** NEW → UP, issuing the node's certificate (its next Register returns it). UP stays UP. */
@@ -957,7 +1199,7 @@ export class Authority {
       throw preconditionFailed(`node ${id} is REVOKED and cannot be approved (only NEW → UP is allowed)`);
     }
     if (node.state === 'UP') return nodeView(node, this.#trustDomain);
-    return (await this.#approveAndIssue(node, this.#now())).node;
+    return (await this.#approveAndIssue(node, this.#now(), caller.spiffeId)).node;
   }
 
   /** Any state → REVOKED, and every certificate of the node revoked. Repeating it is safe. */
@@ -976,22 +1218,41 @@ export class Authority {
     }
     // Collected first, revoked after: revoking while paging would shift the pages.
     const serials: string[] = [];
+    // Every key the node ever had ends with it (revoked-keys.ts): the enrolled one and any it rotated to.
+    const keys = new Set<string>([keyHashOf(node.publicKey)]);
     let pageToken = '';
     do {
-      const page = await this.#store.listCertificates({
-        requester: id,
-        revoked: false,
-        pageSize: MAX_PAGE_SIZE,
-        pageToken,
-      });
-      for (const record of page.items) serials.push(record.serial);
+      const page = await this.#store.listCertificates({ requester: id, pageSize: MAX_PAGE_SIZE, pageToken });
+      for (const record of page.items) {
+        keys.add(keyHashOf(new X509Certificate(record.der).publicKey));
+        if (record.revokedAt === null) serials.push(record.serial);
+      }
       pageToken = page.nextPageToken;
     } while (pageToken !== '');
+    for (const keyHash of keys) {
+      const record = { keyHash, reason: NODE_REVOKED, serial: null, nodeId: id, revokedAt: now };
+      if (await this.#store.revokeKey({ ...record, revokedBy: caller.spiffeId })) {
+        this.#emit({ action: 'key.revoked', by: caller.spiffeId, keyHash, reason: NODE_REVOKED, nodeId: id });
+      }
+    }
     const revoked: string[] = [];
     for (const serial of serials) {
-      if (await this.#store.revokeCertificate(serial, reason, now)) revoked.push(serial);
+      if (await this.#store.revokeCertificate(serial, reason, now)) {
+        revoked.push(serial);
+        this.#emit({
+          action: 'certificate.revoked',
+          by: caller.spiffeId,
+          serial,
+          spiffeId: nodeSpiffeId(this.#trustDomain, id),
+          profile: 'node',
+          reason,
+          revocation: 'node',
+          nodeId: id,
+        });
+      }
     }
     this.#afterRevocation(revoked);
+    this.#emit({ action: 'node.revoked', by: caller.spiffeId, nodeId: id, reason, count: revoked.length });
     return nodeView(node, this.#trustDomain);
   }
 
@@ -1014,27 +1275,61 @@ export class Authority {
     return nodes.filter((node) => isNodeId(node.id)).map((node) => nodeView(node, this.#trustDomain));
   }
 
-  async #approveAndIssue(node: NodeRecord, now: Date): Promise<RegisterResult> {
-    const up =
-      (await this.#store.transitionNode(node.id, ['NEW'], 'UP', { at: now })) ??
-      (await this.#store.getNode(node.id));
+  async #approveAndIssue(node: NodeRecord, now: Date, by: string): Promise<RegisterResult> {
+    const moved = await this.#store.transitionNode(node.id, ['NEW'], 'UP', { at: now });
+    const up = moved ?? (await this.#store.getNode(node.id));
     if (!up || up.state === 'REVOKED') throw permissionDenied(`node ${node.id} has been revoked`);
-    return this.#freshNodeCertificate(up, now);
+    if (moved) this.#emit({ action: 'node.approved', by, nodeId: node.id, tokenId: node.tokenId });
+    return this.#freshNodeCertificate(up, now, 'approve', by);
   }
 
-  async #freshNodeCertificate(node: NodeRecord, now: Date): Promise<RegisterResult> {
-    const issued = await this.#issue({
-      publicKey: publicKeyFromSpki(node.publicKey),
-      pkiProfile: 'server+client',
-      recordProfile: 'node',
-      commonName: node.id,
-      sans: [uriName(nodeSpiffeId(this.#trustDomain, node.id))],
-      ttlMs: NODE_TTL_MS,
-      requester: node.id,
-      now,
+  /**
+   * A new certificate for the node's enrolled key, within the issuance limits
+   * (issuance-limits.ts): it supersedes all but the newest one before it.
+   */
+  async #freshNodeCertificate(
+    node: NodeRecord,
+    now: Date,
+    kind: IssuanceKind,
+    by: string,
+  ): Promise<RegisterResult> {
+    return this.#limits.oneAtATime(`node:${node.id}`, async () => {
+      const holding = await this.#limits.node(node.id, now);
+      checkIssuance(holding, now, { rotation: false });
+      const previous = validCertificates(holding, now)[0]?.serial;
+      const issued = await this.#issue({
+        publicKey: publicKeyFromSpki(node.publicKey),
+        pkiProfile: 'server+client',
+        recordProfile: 'node',
+        commonName: node.id,
+        sans: [uriName(nodeSpiffeId(this.#trustDomain, node.id))],
+        ttlMs: NODE_TTL_MS,
+        requester: node.id,
+        now,
+      });
+      const updated = await this.#recordNodeCertificate(node.id, issued, now);
+      this.#issuedEvent(issued, by, kind, 'node');
+      const keep = new Set([issued.serial, ...(previous ? [previous] : [])]);
+      await this.#supersede(holding, keep, by, now);
+      return { node: nodeView(updated, this.#trustDomain), certificate: issued };
     });
-    const updated = await this.#recordNodeCertificate(node.id, issued, now);
-    return { node: nodeView(updated, this.#trustDomain), certificate: issued };
+  }
+
+  /** Revokes, as superseded, the valid certificates of `holding` not in `keep`. */
+  async #supersede(holding: Holding, keep: ReadonlySet<string>, by: string, now: Date): Promise<void> {
+    const revoked: string[] = [];
+    for (const serial of supersededBy(holding, keep, now)) {
+      if (!(await this.#store.revokeCertificate(serial, 'superseded', now))) continue;
+      revoked.push(serial);
+      this.#emit({
+        action: 'certificate.revoked',
+        by,
+        serial,
+        reason: 'superseded',
+        revocation: 'superseded',
+      });
+    }
+    this.#afterRevocation(revoked);
   }
 
   /** Points the node at its newest certificate; if it was revoked meanwhile, revokes that certificate too. */
@@ -1071,6 +1366,7 @@ export class Authority {
     const replicaId = parseReplicaId(request.replicaId);
     const token = await this.#checkTokenSecret(request.tokenId, request.tokenSecret, 'replica');
     const publicKey = verifyReplicaProof(request.possession, request.tokenId, request.tokenSecret, replicaId);
+    await requireUsableKey(this.#store, publicKey);
     const spki = spkiDer(publicKey);
     const existing = this.#cas.intermediates(replicaId);
     if (existing.some((ca) => !spkiDer(ca.info.publicKey).equals(spki))) {
@@ -1083,7 +1379,12 @@ export class Authority {
     const id = replicaEnrolmentIdFor(publicKey);
     const enrolment =
       (await this.#store.getNode(id)) ??
-      (await this.#spendToken(token, { id, publicKey: spki, name: enrolmentName, state: 'UP' }, now));
+      (await this.#spendToken(
+        token,
+        { id, publicKey: spki, name: enrolmentName, state: 'UP' },
+        now,
+        replicaSpiffeId(this.#trustDomain, replicaId),
+      ));
     if (enrolment.name !== enrolmentName) {
       throw new SigilError(
         'already_exists',
@@ -1099,6 +1400,14 @@ export class Authority {
       ttlMs: this.#intermediateTtlMs,
       now,
       requester: replicaSpiffeId(this.#trustDomain, replicaId),
+    });
+    this.#emit({
+      action: 'certificate.issued',
+      by: replicaSpiffeId(this.#trustDomain, replicaId),
+      serial: issued.serialHex,
+      profile: 'intermediate',
+      issuance: 'replica',
+      notAfter: issued.notAfter,
     });
     return {
       intermediate: {
@@ -1130,7 +1439,7 @@ export class Authority {
     return this.#exclusive(async () => {
       const root = this.#cas.requireRoot();
       const key = this.#rootKeyHere(root);
-      await this.#crls.publishRoot();
+      await this.#crls.publishRoot({ offline: !options.keepInStore });
       const exported: ExportedRoot = {
         certificatePem: encodePem('CERTIFICATE', root.record.certificate),
         privateKeyPem: privateKeyToPem(key, options.passphrase),
@@ -1147,7 +1456,7 @@ export class Authority {
     await this.#exclusive(async () => {
       const root = this.#cas.requireRoot();
       this.#rootKeyHere(root);
-      await this.#crls.publishRoot();
+      await this.#crls.publishRoot({ offline: true });
       await this.#removeRootKey(root);
     });
   }
@@ -1271,7 +1580,29 @@ export class Authority {
       await this.#rotateIntermediates();
       await this.#renewServerIfDue();
       await this.#revocations.reload(this.#store, this.#caIds(), this.#now());
+      await this.#keepRootCrlFresh();
     });
+  }
+
+  /**
+   * The root CRL must never expire under a running deployment: the holder of
+   * the root key re-signs it when half its 7 days are gone (crl-cache.ts);
+   * with the key offline, the last one published lasts a year, and this
+   * warns when it has less than 30 days left.
+   */
+  async #keepRootCrlFresh(): Promise<void> {
+    if (this.#cas.rootKey()) {
+      await this.#crls.publishRoot();
+      return;
+    }
+    const latest = await this.#crls.latestRoot();
+    const now = this.#now();
+    if (latest?.nextUpdate && latest.nextUpdate.getTime() - now.getTime() < ROOT_CRL_WARNING_MS) {
+      this.#warnOnce(
+        `root-crl:${latest.n}`,
+        `the root CRL expires at ${latest.nextUpdate.toISOString()} and the root key is offline: bring it back (sigil ca import-root) to sign a new one, or TLS peers that check CRLs will refuse every chain`,
+      );
+    }
   }
 
   async #rotateIntermediates(): Promise<void> {
@@ -1331,7 +1662,7 @@ export class Authority {
     const replicaId = replicaSpiffeId(this.#trustDomain, this.#replicaId);
     const { view } = await issueLeaf(
       this.#store,
-      { issuer, issuerId: ca.record.id, chain: [ca.record.certificate] },
+      { issuer, issuerId: ca.record.id, chain: [ca.record.certificate], ...this.#crlUrlOf(ca.record.id) },
       {
         publicKey,
         pkiProfile: 'server+client',
@@ -1349,6 +1680,7 @@ export class Authority {
       notBefore: view.notBefore,
       notAfter: view.notAfter,
     };
+    this.#issuedEvent(view, replicaId, 'server', 'server');
     return serverMaterialOf(view.certificate, view.chain, privateKey, this.#cas.bundle(now).roots);
   }
 
@@ -1387,6 +1719,7 @@ export class Authority {
       requester: 'bootstrap',
       now,
     });
+    this.#issuedEvent(issued, 'bootstrap', 'bootstrap', 'admin');
     const root = this.#cas.requireRoot();
     return {
       trustDomain: this.#trustDomain,
@@ -1404,10 +1737,38 @@ export class Authority {
     const { ca, issuer } = this.#cas.signer(request.now);
     const { view } = await issueLeaf(
       this.#store,
-      { issuer, issuerId: ca.record.id, chain: [ca.record.certificate] },
+      { issuer, issuerId: ca.record.id, chain: [ca.record.certificate], ...this.#crlUrlOf(ca.record.id) },
       request,
     );
     return view;
+  }
+
+  /** The CRL distribution point of leaves `issuerId` signs, when there is an HTTP URL to advertise. */
+  #crlUrlOf(issuerId: string): { crlUrl?: string } {
+    const base = this.#crlBaseUrl();
+    return base ? { crlUrl: crlUrl(base, issuerId) } : {};
+  }
+
+  /** Hands an audit event to onAudit; a failing sink is a warning, never a failed operation. */
+  #emit(event: AuditEvent): void {
+    if (!this.#onAudit) return;
+    try {
+      this.#onAudit(event);
+    } catch (error) {
+      this.#warn(`the audit sink failed: ${describe(error)}`, error);
+    }
+  }
+
+  #issuedEvent(issued: IssuedCertificateView, by: string, issuance: IssuanceKind, profile: string): void {
+    this.#emit({
+      action: 'certificate.issued',
+      by,
+      serial: issued.serial,
+      spiffeId: issued.spiffeId,
+      profile,
+      issuance,
+      notAfter: issued.notAfter,
+    });
   }
 
   #viewOf(record: CertificateRecord): IssuedCertificateView {

@@ -5,18 +5,30 @@
 // 24 h, cached and re-signed at half that, and dropped from the cache on
 // every revocation event so the next request lists the new serial.
 //
-// The root: its key may be offline, so a root CRL is valid until the root
-// itself expires and is published in the store (settings "crl:root:<n>", n
-// counting up) whenever the set of revoked intermediates changes. Only the
-// replica holding the root key can publish one, and revoking an intermediate
-// needs the root key anyway; every replica serves the newest published one.
+// The root: published in the store (settings "crl:root:<n>", n counting up)
+// by the replica holding the root key, whenever the set of revoked
+// intermediates changes and, to stay fresh, every 3.5 days (a root CRL is
+// valid for 7; the maintenance round, hourly, and every request for it check).
+// Every replica serves the newest published one. Before the root key is
+// taken offline a last one valid for a year is published (no one can sign
+// another while the key is away; intermediates need the key back within a
+// year anyway), and the authority warns when it nears its nextUpdate.
+//
+// URLs: an issuer's CRL is served at <HTTP URL>/crl/<issuer id> (DER), and
+// leaves carry that URL as their CRL distribution point (crlUrl) when the
+// server has an HTTP URL to advertise.
 
 import { notFound, preconditionFailed } from '../errors.ts';
 import type { RevocationReason, RevokedEntry } from '../pki/crl.ts';
 import { createCrl, parseCrl, parseRevocationReason } from '../pki/crl.ts';
 import type { CertificateRecord, Store } from '../store/store.ts';
 import { type CaSet, ROOT_CA_ID } from './ca-set.ts';
-import { CRL_REFRESH_FRACTION, CRL_VALIDITY_MS } from './lifetimes.ts';
+import {
+  CRL_REFRESH_FRACTION,
+  CRL_VALIDITY_MS,
+  OFFLINE_ROOT_CRL_VALIDITY_MS,
+  ROOT_CRL_VALIDITY_MS,
+} from './lifetimes.ts';
 
 interface CachedCrl {
   readonly der: Buffer;
@@ -25,9 +37,40 @@ interface CachedCrl {
 
 const ROOT_CRL_SETTING = 'crl:root:';
 
+/** Where the CRL of `issuerId` is served, below the HTTP side's base URL. */
+export function crlUrl(baseUrl: string, issuerId: string): string {
+  return `${baseUrl.replace(/\/+$/, '')}/crl/${encodeURIComponent(issuerId)}`;
+}
+
+/** A published root CRL as this replica last saw it. */
+interface PublishedRoot {
+  readonly n: number;
+  readonly der: Buffer;
+  /** Sorted serials, comma-separated. */
+  readonly serials: string;
+  readonly thisUpdate: Date;
+  readonly nextUpdate: Date | null;
+}
+
+/** True when a root CRL signed at `thisUpdate` should be signed again (half its online validity gone). */
+function rootCrlStale(crl: PublishedRoot, now: Date): boolean {
+  const age = now.getTime() - crl.thisUpdate.getTime();
+  const left = crl.nextUpdate ? crl.nextUpdate.getTime() - now.getTime() : Number.POSITIVE_INFINITY;
+  return (
+    age >= ROOT_CRL_VALIDITY_MS * CRL_REFRESH_FRACTION || left < ROOT_CRL_VALIDITY_MS * CRL_REFRESH_FRACTION
+  );
+}
+
+/**
+ * The CRL reason of a revoked record. removeFromCRL belongs in delta CRLs
+ * only (RFC 5280 §5.3.1) and never on an entry of a full CRL; a record that
+ * somehow carries it is listed as unspecified, as is any reason this code
+ * does not know.
+ */
 function reasonOf(record: CertificateRecord): RevocationReason {
   try {
-    return parseRevocationReason(record.revocationReason ?? 'unspecified');
+    const reason = parseRevocationReason(record.revocationReason ?? 'unspecified');
+    return reason === 'removeFromCRL' ? 'unspecified' : reason;
   } catch {
     return 'unspecified';
   }
@@ -47,8 +90,8 @@ export class CrlCache {
   readonly #now: () => Date;
   readonly #cache = new Map<string, CachedCrl>();
   #lastCrlNumber = 0n;
-  /** Newest published root CRL seen: its sequence number, DER and sorted serials. */
-  #root: { n: number; der: Buffer; serials: string } | null = null;
+  /** Newest published root CRL seen. */
+  #root: PublishedRoot | null = null;
 
   constructor(store: Store, cas: () => CaSet, now: () => Date) {
     this.#store = store;
@@ -68,8 +111,11 @@ export class CrlCache {
     if (!ca) throw notFound(`no CA "${caId}" in this store`);
     if (caId === ROOT_CA_ID) {
       const published = await this.#latestRoot();
+      // The holder of the root key re-signs a stale one on the way (the maintenance round does too).
+      if (cas.rootIssuer() && (!published || rootCrlStale(published, this.#now()))) {
+        return (await this.publishRoot()).der;
+      }
       if (published) return published.der;
-      if (cas.rootIssuer()) return (await this.publishRoot()).der;
       throw preconditionFailed('no root CRL has been published yet and the root key is not on this replica');
     }
     const now = this.#now();
@@ -105,10 +151,12 @@ export class CrlCache {
 
   /**
    * On the root holder: sign and publish a root CRL if the revoked
-   * intermediates differ from the newest published one (or none exists).
-   * Returns the newest published CRL.
+   * intermediates differ from the newest published one, if that one is
+   * stale (half of its 7 days gone), or if none exists; with `offline`
+   * (the key is about to leave), always, valid for a year. Returns the newest
+   * published CRL.
    */
-  async publishRoot(): Promise<{ n: number; der: Buffer }> {
+  async publishRoot(options: { offline?: boolean } = {}): Promise<PublishedRoot> {
     const cas = this.#cas();
     const root = cas.requireRoot();
     const key = cas.rootKey();
@@ -121,36 +169,46 @@ export class CrlCache {
         .map((r) => r.serial)
         .sort()
         .join(',');
-      if (latest && latest.serials === serials) return latest;
+      if (!options.offline && latest && latest.serials === serials && !rootCrlStale(latest, now))
+        return latest;
       const n = (latest?.n ?? 0) + 1;
+      const validity = options.offline ? OFFLINE_ROOT_CRL_VALIDITY_MS : ROOT_CRL_VALIDITY_MS;
+      const nextUpdate = new Date(Math.min(now.getTime() + validity, root.info.notAfter.getTime()));
       const der = createCrl({
         issuerCertificate: root.record.certificate,
         issuerKey: key,
         entries: entriesOf(revoked),
         crlNumber: BigInt(n),
         thisUpdate: now,
-        nextUpdate: root.info.notAfter,
+        nextUpdate,
       });
       const stored = await this.#store.initSetting(`${ROOT_CRL_SETTING}${n}`, der.toString('base64'));
       if (stored === der.toString('base64')) {
-        this.#root = { n, der, serials };
+        const info = parseCrl(der, 'root CRL');
+        this.#root = { n, der, serials, thisUpdate: info.thisUpdate, nextUpdate: info.nextUpdate };
         return this.#root;
       }
       // Another writer took number n first: read it and try again.
     }
   }
 
-  async #latestRoot(): Promise<{ n: number; der: Buffer; serials: string } | null> {
+  /** The newest published root CRL (null when none is), e.g. to warn before it expires. */
+  async latestRoot(): Promise<PublishedRoot | null> {
+    return this.#latestRoot();
+  }
+
+  async #latestRoot(): Promise<PublishedRoot | null> {
     let latest = this.#root;
     for (let n = (latest?.n ?? 0) + 1; ; n++) {
       const value = await this.#store.getSetting(`${ROOT_CRL_SETTING}${n}`);
       if (value === null) break;
       const der = Buffer.from(value, 'base64');
-      const serials = parseCrl(der, 'published root CRL')
-        .entries.map((e) => e.serialHex.replace(/^0+(?=.)/, ''))
+      const info = parseCrl(der, 'published root CRL');
+      const serials = info.entries
+        .map((e) => e.serialHex.replace(/^0+(?=.)/, ''))
         .sort()
         .join(',');
-      latest = { n, der, serials };
+      latest = { n, der, serials, thisUpdate: info.thisUpdate, nextUpdate: info.nextUpdate };
     }
     this.#root = latest;
     return latest;

@@ -423,12 +423,34 @@ export class Delegations {
     return this.#context.store.releaseUsage(grant.key, holder);
   }
 
+  /**
+   * After `fingerprint` was revoked: frees every reservation at or under its
+   * subtree key, in one store transaction every replica sees (a revoked
+   * delegation's subtree holds nothing any more). An identity leaf shares its
+   * delegation's key; revoking it ends one credential, not the subtree, and
+   * frees nothing. Null when nothing was released for that reason.
+   */
+  async releaseRevoked(fingerprint: string): Promise<{ subtree: string; count: number } | null> {
+    const { store } = this.#context;
+    const record = await store.getDelegation(fingerprint);
+    if (!record || record.revokedAt === null) return null;
+    if (!record.isCa && record.parentFingerprint !== null) {
+      const parent = await store.getDelegation(record.parentFingerprint);
+      if (parent && parent.subtree === record.subtree) return null;
+    }
+    return { subtree: record.subtree, count: await store.releaseUsageUnder(record.subtree) };
+  }
+
   // ------------------------------------------------------------ revocation
 
   /**
    * Revokes `certificateDer`, linked by `chain` (its issuer first) to the
    * caller: a delegate with "revoke" may revoke anything strictly beneath its
-   * own place in the tree; an admin (grant null) anything in a delegation subtree.
+   * own place in the tree; an admin (grant null) anything in a delegation
+   * subtree. A delegate may also revoke itself (its own delegation, or the
+   * leaf it calls with) without "revoke": giving up one's own authority takes
+   * nothing from anyone else, and a holder must be able to end a compromised
+   * key on its own, as any certificate holder can with Revoke.
    */
   async revoke(
     grant: DelegateGrant | null,
@@ -436,10 +458,13 @@ export class Delegations {
     chain: readonly Buffer[],
     reason: string,
     by: string,
-  ): Promise<{ alreadyRevoked: boolean }> {
-    if (grant) this.#require(grant, 'revoke');
+  ): Promise<RevokedDelegation> {
     const { store, trustDomain, policyOid } = this.#context;
     const now = this.#context.now();
+    const fingerprint = createHash('sha256').update(certificateDer).digest('hex');
+    const own = grant?.links.find((link) => link.fingerprint === fingerprint && link.key === grant.key);
+    if (own) return this.#revokeOwn(own, reason, by, now);
+    if (grant) this.#require(grant, 'revoke');
     let linked: ReturnType<typeof linkPresentedChain>;
     try {
       // A delegate's own certificates serve as anchors: the target must descend from them.
@@ -478,15 +503,27 @@ export class Delegations {
     const changed = await store.revokeDelegation(target.fingerprint, reason, now, by);
     const ids = [`fp:${target.fingerprint}`];
     // A direct delegation is also a certificate this control plane issued.
-    if (!grant && target.issuedByServer) {
-      const record = await store.getCertificate(target.serial);
-      if (record?.der.equals(target.der) && record.revokedAt === null) {
-        await store.revokeCertificate(target.serial, reason, now);
-        ids.push(target.serial);
-      }
-    }
+    if (!grant && target.issuedByServer) ids.push(...(await this.#revokeIssued(target, reason, now)));
     this.#context.revoked(ids);
-    return { alreadyRevoked: !changed };
+    return revokedView(target, targetId, policy, !changed);
+  }
+
+  /** A delegate revoking its own delegation or identity leaf (recorded when it was admitted). */
+  async #revokeOwn(link: GrantLink, reason: string, by: string, now: Date): Promise<RevokedDelegation> {
+    const changed = await this.#context.store.revokeDelegation(link.fingerprint, reason, now, by);
+    const ids = [`fp:${link.fingerprint}`];
+    if (link.issuedByServer) ids.push(...(await this.#revokeIssued(link, reason, now)));
+    this.#context.revoked(ids);
+    return revokedView(link, link.spiffeId, link.policy, !changed);
+  }
+
+  /** The certificates-table copy of a certificate this control plane issued (a direct delegation). */
+  async #revokeIssued(link: LinkedCertificate, reason: string, now: Date): Promise<string[]> {
+    const { store } = this.#context;
+    const record = await store.getCertificate(link.serial);
+    if (!record?.der.equals(link.der) || record.revokedAt !== null) return [];
+    await store.revokeCertificate(link.serial, reason, now);
+    return [link.serial];
   }
 
   /**
@@ -542,6 +579,31 @@ export class Delegations {
       throw denied(`this delegation lacks the "${permission}" permission`);
     }
   }
+}
+
+/** What a delegation revocation acted on (for the audit trail). */
+export interface RevokedDelegation {
+  readonly alreadyRevoked: boolean;
+  readonly fingerprint: string;
+  readonly serial: string;
+  readonly spiffeId: string;
+  /** 'delegation' (a CA), 'command' (a leaf with a policy) or 'leaf'. */
+  readonly profile: string;
+}
+
+function revokedView(
+  link: LinkedCertificate,
+  spiffeId: string,
+  policy: Policy | null,
+  alreadyRevoked: boolean,
+): RevokedDelegation {
+  return {
+    alreadyRevoked,
+    fingerprint: link.fingerprint,
+    serial: link.serial,
+    spiffeId,
+    profile: link.certificate.ca ? 'delegation' : policy ? 'command' : 'leaf',
+  };
 }
 
 /**

@@ -102,10 +102,23 @@ export function certificateRecord(
   };
 }
 
+/** The CA that signs a leaf, and where relying parties find its CRL. */
+export interface LeafSigner {
+  readonly issuer: Issuer;
+  readonly issuerId: string;
+  readonly chain: readonly Buffer[];
+  /**
+   * The URL of the issuer's CRL (crl-cache.ts crlUrl), put in the leaf as its
+   * CRL distribution point; absent when the server has no HTTP URL to
+   * advertise, and then the leaf carries none.
+   */
+  readonly crlUrl?: string;
+}
+
 /** Signs a leaf with `issuer` (CA record `issuerId`), stores the record, and returns both. */
 export async function issueLeaf(
   store: Store,
-  signer: { readonly issuer: Issuer; readonly issuerId: string; readonly chain: readonly Buffer[] },
+  signer: LeafSigner,
   request: LeafRequest,
 ): Promise<{ view: IssuedCertificateView; record: CertificateRecord }> {
   const issued = signer.issuer.issue({
@@ -115,6 +128,7 @@ export async function issueLeaf(
     sans: request.sans,
     ttlMs: request.ttlMs,
     now: request.now,
+    ...(signer.crlUrl ? { crlDistributionPoints: [signer.crlUrl] } : {}),
   });
   const record = certificateRecord(issued, {
     subject: `CN=${request.commonName}`,

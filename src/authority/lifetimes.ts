@@ -36,6 +36,17 @@ export const RENEW_AT_FRACTION = 2 / 3;
 /** CRLs of intermediates say nextUpdate = now + 24 h and are re-signed at half of that. */
 export const CRL_VALIDITY_MS = DAY;
 export const CRL_REFRESH_FRACTION = 1 / 2;
+/** The root CRL, while the root key is online: nextUpdate = now + 7 days, re-signed at half of that. */
+export const ROOT_CRL_VALIDITY_MS = 7 * DAY;
+/**
+ * The last root CRL signed before the root key goes offline: valid for a
+ * year (never past the root), as long as the intermediates the root signs;
+ * the key has to come back before then to rotate them anyway, and re-signs
+ * the root CRL when it does.
+ */
+export const OFFLINE_ROOT_CRL_VALIDITY_MS = YEAR;
+/** Warn when a root CRL nobody here can re-sign has less than this left. */
+export const ROOT_CRL_WARNING_MS = 30 * DAY;
 /** Proofs of possession carrying a timestamp are accepted this far either side of now. */
 export const CHALLENGE_WINDOW_MS = 5 * MINUTE;
 /** The maintenance timer looks at everything at least this often. */

@@ -4,7 +4,13 @@
 // short human lines on a terminal). `--once` does what is due now — re-join
 // if the certificate expired, renew if it is in its renewal window (or
 // always, with --force), refresh the trust bundle — prints the result and exits.
+// A node the control plane has revoked exits 1 with "this node's certificate
+// has been revoked" (at start, or as soon as the agent learns it; see
+// src/agent/node-revoked.ts). `--exec CMD` runs CMD after every renewal or
+// re-join, with the new files in place (src/agent/renewal-hook.ts); its
+// failure is logged, never fatal.
 import type { Command } from 'commander';
+import type { RenewalOutcome } from '../agent/agent.ts';
 import { examples } from './operator-output.ts';
 import { printResult } from './output.ts';
 
@@ -14,6 +20,7 @@ interface AgentFlags {
   force?: boolean;
   rotateKey?: boolean;
   bundleRefresh: string;
+  exec?: string;
   json?: boolean;
 }
 
@@ -21,16 +28,26 @@ async function runAgent(flags: AgentFlags): Promise<void> {
   const { parseDuration } = await import('../pki/duration.ts');
   const { createLogger } = await import('../logging.ts');
   const { NodeAgent } = await import('../agent/agent.ts');
+  const { RenewalHook } = await import('../agent/renewal-hook.ts');
   const bundleRefreshMs = parseDuration(flags.bundleRefresh);
   const logger = createLogger(flags.json ? { pretty: false } : {});
+  const hookFor = (nodeId: string) =>
+    flags.exec === undefined
+      ? undefined
+      : new RenewalHook({ command: flags.exec, dir: flags.dir, nodeId, logger });
   if (flags.once) {
     const agent = await NodeAgent.open({ dir: flags.dir, rotateKey: flags.rotateKey, bundleRefreshMs });
     try {
-      const outcome =
+      // A bundle refresh refused with this certificate may end in a re-join ('renewed', kind 'rejoined').
+      const seen: RenewalOutcome[] = [];
+      agent.on('renewed', (outcome) => seen.push(outcome));
+      let outcome: RenewalOutcome =
         agent.rejoinedFrom !== undefined
           ? { kind: 'rejoined' as const, certificate: agent.certificate, previousSerial: agent.rejoinedFrom }
           : await agent.renewIfDue({ force: flags.force });
       const bundleChanged = outcome.kind === 'not-due' ? await agent.refreshTrustBundle() : false;
+      outcome = seen.at(-1) ?? outcome;
+      if (outcome.kind !== 'not-due') await hookFor(agent.info.nodeId)?.run(outcome);
       const result = {
         nodeId: agent.info.nodeId,
         action: outcome.kind,
@@ -59,6 +76,15 @@ async function runAgent(flags: AgentFlags): Promise<void> {
   }
 
   const agent = await NodeAgent.open({ dir: flags.dir, rotateKey: flags.rotateKey, bundleRefreshMs, logger });
+  const hook = hookFor(agent.info.nodeId);
+  if (hook) {
+    if (agent.rejoinedFrom !== undefined) {
+      hook.run({ kind: 'rejoined', certificate: agent.certificate, previousSerial: agent.rejoinedFrom });
+    }
+    agent.on('renewed', (outcome) => hook.run(outcome));
+  }
+  // A revoked node stops the agent: exit 1 with the reason (main prints it).
+  const revoked = new Promise<never>((_resolve, reject) => agent.once('revoked', reject));
   // Signals are handled from here on, before anything announces that the agent runs.
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
@@ -83,10 +109,14 @@ async function runAgent(flags: AgentFlags): Promise<void> {
     },
     'agent started',
   );
-  agent.start();
-  await stopped;
-  clearInterval(keepAlive);
-  await agent.close();
+  try {
+    agent.start();
+    await Promise.race([stopped, revoked]);
+  } finally {
+    clearInterval(keepAlive);
+    await agent.close();
+    await hook?.idle();
+  }
 }
 
 export function registerAgentCommand(program: Command): void {
@@ -104,6 +134,11 @@ export function registerAgentCommand(program: Command): void {
       'replace the key at every renewal (re-joining after an expiry then needs the enrolled key)',
     )
     .option('--bundle-refresh <duration>', 'how often to fetch the trust bundle', '10m')
+    .option(
+      '--exec <command>',
+      'run this shell command after every renewal, with the new files in place ' +
+        '($SIGIL_CERT_FILE, $SIGIL_KEY_FILE, $SIGIL_SERIAL, …); a failure is logged, not fatal',
+    )
     .option('--json', 'JSON log lines (and JSON output with --once)')
     .addHelpText(
       'after',
@@ -111,6 +146,7 @@ export function registerAgentCommand(program: Command): void {
         '$ sigil agent --dir /etc/sigil/node',
         '$ sigil agent --dir ./node --once --json',
         '$ sigil agent --dir ./node --once --force',
+        "$ sigil agent --dir /etc/sigil/node --exec 'systemctl reload envoy'",
       ),
     )
     .action((flags: AgentFlags, command: Command) => {

@@ -6,6 +6,7 @@
 //   ca.pem                              the trust anchor to hand out (the root certificate)
 //   sigil-ca.json                       metadata: version, key type, trust domain,
 //                                       file names, the last CRL number
+//   revocations.json                    every serial each CA revoked (pki crl; crl-history.ts)
 //
 // Only the issuing key is ever read, so with an intermediate the root key can
 // live offline. Loading checks everything a signature depends on before any

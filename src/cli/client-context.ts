@@ -171,7 +171,7 @@ function firstString(record: Record<string, unknown>, ...names: string[]): strin
 }
 
 /** A SHA-256 fingerprint as lower-case hex (plain or colon-separated input). */
-function fingerprintFrom(text: string, where: string): string {
+export function fingerprintFrom(text: string, where: string): string {
   const trimmed = text.trim();
   if (/^[0-9a-fA-F]{64}$/.test(trimmed) || /^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31}$/.test(trimmed)) {
     return trimmed.replaceAll(':', '').toLowerCase();
@@ -182,7 +182,7 @@ function fingerprintFrom(text: string, where: string): string {
 }
 
 /** HOST:PORT → host and port; IPv6 hosts in brackets ("[::1]:7443"). */
-function splitHostPort(address: string, where: string): { host: string; port: number } {
+export function splitHostPort(address: string, where: string): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address.trim());
   const port = match ? Number(match[3]) : Number.NaN;
   if (!match || port < 1 || port > 65535) {
@@ -350,7 +350,11 @@ export async function clientCredentials(context: ClientContext): Promise<Channel
     bundled ??
     encodePem(
       'CERTIFICATE',
-      await fetchPinnedRoot(context.address, context.rootFingerprint, { timeoutMs: context.timeoutMs }),
+      await fetchPinnedRoot(context.address, context.rootFingerprint, { timeoutMs: context.timeoutMs }).catch(
+        async (error: unknown) => {
+          throw await refusalOf(error, context.address);
+        },
+      ),
     );
   const material: TlsMaterial = {
     certificateChain: context.certificateChain,
@@ -370,6 +374,20 @@ export async function clientCredentials(context: ClientContext): Promise<Channel
     material: source,
     verify: controlPlaneVerification(context.rootFingerprint, context.trustDomain),
   });
+}
+
+/**
+ * A failed connection as who refused whom, when the TLS handshake says so
+ * (a server's alert about this client: "the server at … refused this
+ * client's certificate: it has been revoked"); anything else unchanged.
+ */
+async function refusalOf(error: unknown, address: string): Promise<unknown> {
+  const { RpcError, STATUS_UNAVAILABLE } = await import('../agent/rpc.ts');
+  const { connectionRefusal } = await import('../transport/connection-failure.ts');
+  if (!(error instanceof RpcError) || error.status !== STATUS_UNAVAILABLE) return error;
+  const cause = error.cause instanceof Error ? error.cause.message : error.message;
+  const refusal = connectionRefusal(cause.split('\n')[0], address);
+  return refusal ? new RpcError(STATUS_UNAVAILABLE, refusal.message, error, refusal) : error;
 }
 
 export interface Clients {

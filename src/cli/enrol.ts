@@ -3,10 +3,10 @@
 // the node is UP (files written) or NEW (waiting for approval, which the
 // output says how to give); 1 with one line for every refusal.
 import { type Command, Option } from 'commander';
-import { invalid } from '../errors.ts';
 import { KEY_TYPES } from '../pki/keys.ts';
 import { examples } from './operator-output.ts';
 import { printResult, progress } from './output.ts';
+import { usageError } from './usage.ts';
 
 interface EnrolFlags {
   dir: string;
@@ -26,7 +26,7 @@ async function tokenFrom(argument: string | undefined): Promise<string> {
   }
   const token = argument ?? process.env.SIGIL_JOIN_TOKEN;
   if (token === undefined || token.trim() === '') {
-    throw invalid(
+    throw usageError(
       'give the join token as an argument, "-" to read it from standard input, or in $SIGIL_JOIN_TOKEN',
     );
   }

@@ -1,19 +1,27 @@
 // The `sigil` command. Each command group lives in its own file and registers
 // itself on the program; this file owns the one mapping from errors to exit
-// codes: 0 ok, 1 failure (one line on stderr), 2 bad usage (commander).
+// codes: 0 ok, 1 failure (one line on stderr), 2 bad usage: commander's own
+// (unknown command or option, missing argument, a flag value that
+// flag-values.ts refuses at parse time) and UsageError (usage.ts).
 import { Command, CommanderError } from 'commander';
 import { describeError, exitCodeFor } from '../errors.ts';
 import { registerAgentCommand } from './agent.ts';
 import { registerCaCommands } from './ca.ts';
 import { registerCertCommands } from './cert.ts';
+import { registerCompletionCommand } from './completion.ts';
 import { registerDelegateCommand } from './delegate.ts';
 import { registerDelegationCommands } from './delegation.ts';
 import { registerEnrolCommand } from './enrol.ts';
+import { checkFlagValues } from './flag-values.ts';
 import { registerNodeCommands } from './node.ts';
 import { registerPkiCommands } from './pki.ts';
 import { registerServerCommand } from './server.ts';
 import { registerStatusCommand } from './status.ts';
 import { registerTokenCommands } from './token.ts';
+import { UsageError } from './usage.ts';
+import { packageVersion, registerVersionCommand } from './version.ts';
+
+const USAGE_HINT = '(run with --help for usage)';
 
 export function buildProgram(): Command {
   const program = new Command('sigil')
@@ -21,7 +29,7 @@ export function buildProgram(): Command {
       'A certificate-native control plane for gRPC: mTLS everywhere, enrolment, delegation, revocation.',
     )
     .version(packageVersion(), '-V, --version')
-    .showHelpAfterError('(run with --help for usage)')
+    .showHelpAfterError(USAGE_HINT)
     .configureOutput({ outputError: (text, write) => write(text) })
     .exitOverride();
   registerPkiCommands(program);
@@ -35,11 +43,10 @@ export function buildProgram(): Command {
   registerEnrolCommand(program);
   registerAgentCommand(program);
   registerCaCommands(program);
+  registerVersionCommand(program);
+  registerCompletionCommand(program);
+  checkFlagValues(program);
   return program;
-}
-
-function packageVersion(): string {
-  return '0.1.0';
 }
 
 /** Runs the CLI and resolves to the process exit code; never calls process.exit. */
@@ -52,6 +59,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (error instanceof CommanderError) {
       // --help and --version end through here with exitCode 0; usage errors are 2.
       if (error.exitCode === 0) return 0;
+      return 2;
+    }
+    if (error instanceof UsageError) {
+      process.stderr.write(`sigil: ${error.message}\n${USAGE_HINT}\n`);
       return 2;
     }
     process.stderr.write(`sigil: ${describeError(error)}\n`);

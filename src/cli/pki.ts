@@ -209,13 +209,14 @@ export function registerPkiCommands(program: Command): void {
   pki
     .command('crl')
     .description(
-      "Sign a certificate revocation list with the CA directory's issuing CA and advance its CRL number",
+      "Sign a certificate revocation list with the CA directory's issuing CA and advance its CRL number; " +
+        'it lists every serial that CA revoked so far (kept in revocations.json)',
     )
     .addOption(dirOption('the CA directory'))
     .addOption(
       listOption(
         '--revoke <serial[:reason]>',
-        'revoke this serial (hex; colons or 0x allowed), reason by name',
+        'revoke this serial (hex; colons or 0x allowed), reason by name; SERIAL:removeFromCRL releases a certificateHold',
       ),
     )
     .requiredOption('--out <file>', 'write the CRL here')
@@ -230,12 +231,64 @@ export function registerPkiCommands(program: Command): void {
       examples(
         '$ sigil pki crl --dir ./ca --out ./ca/crl.pem',
         '$ sigil pki crl --dir ./ca --revoke 5f3a9c0e:keyCompromise --revoke 0x7b --out ./crl.pem --force',
+        '$ sigil pki crl --dir ./ca --revoke 7c:removeFromCRL --out ./crl.pem --force   # 7c was on certificateHold',
       ),
     )
     .action(async (flags: CrlFlags) => {
       const { runCrl } = await import('./pki-crl.ts');
       runCrl({ ...flags, revoke: flags.revoke ?? [] });
     });
+
+  pki
+    .command('verify')
+    .description(
+      'Verify a certificate with OpenSSL: its chain to the --ca roots, its purpose, a name, and CRLs ' +
+        "(exit 0 verified, 1 not, with OpenSSL's reason)",
+    )
+    .argument(
+      '<file>',
+      'the certificate (PEM or DER); more certificates after it are untrusted intermediates',
+    )
+    .requiredOption('--ca <file>', 'trusted root certificates (PEM), the only trust anchors')
+    .addOption(listOption('--untrusted <file>', 'more intermediate certificates (PEM)'))
+    .addOption(
+      new Option('--purpose <purpose>', 'what the certificate must be good for')
+        .choices(['server', 'client', 'any'])
+        .default('any'),
+    )
+    .option('--name <name>', 'a DNS name or IP address the certificate must be valid for (SANs only)')
+    .addOption(listOption('--crl <file>', 'check revocation against this CRL (PEM or DER)'))
+    .option(
+      '--crl-all',
+      'check CRLs at every level of the chain, not only the leaf (each level needs its CRL)',
+    )
+    .option('--x509-strict', "OpenSSL's -x509_strict: RFC 5280 structure rules on every certificate")
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      examples(
+        '$ sigil pki verify ./api.pem --ca ./ca/ca.pem --purpose server --name api.internal',
+        '$ sigil pki verify ./node/cert.pem --ca ./node/bundle.pem --purpose client --crl ./crl.pem --json',
+      ),
+    )
+    .action(
+      async (
+        file: string,
+        flags: {
+          ca: string;
+          untrusted?: string[];
+          purpose: 'server' | 'client' | 'any';
+          name?: string;
+          crl?: string[];
+          crlAll?: boolean;
+          x509Strict?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        const { runVerify } = await import('./pki-verify.ts');
+        await runVerify(file, flags);
+      },
+    );
 
   pki
     .command('quickstart')

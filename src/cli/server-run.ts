@@ -49,6 +49,7 @@ export async function runServer(flags: ServerFlags): Promise<void> {
       ...(flags.listen ? { listen: flags.listen } : {}),
       ...(flags.httpListen ? { httpListen: flags.httpListen } : {}),
       ...(flags.advertise && flags.advertise.length > 0 ? { advertise: flags.advertise } : {}),
+      ...(flags.httpAdvertise ? { httpAdvertise: flags.httpAdvertise } : {}),
       ...(flags.store ? { store: flags.store } : {}),
       ...(flags.trustDomain ? { trustDomain: flags.trustDomain } : {}),
       ...(flags.policyOid ? { policyOid: flags.policyOid } : {}),

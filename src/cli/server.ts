@@ -8,6 +8,7 @@ export interface ServerFlags {
   readonly listen?: string;
   readonly httpListen?: string;
   readonly advertise?: string[];
+  readonly httpAdvertise?: string;
   readonly store?: string;
   readonly trustDomain?: string;
   readonly policyOid?: string;
@@ -64,6 +65,13 @@ export function registerServerCommand(program: Command): void {
       )
         .env('SIGIL_ADVERTISE')
         .argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--http-advertise <url>',
+        'URL where a proxy publishes the HTTP side: certificates name <url>/crl/<issuer> as their CRL ' +
+          'distribution point (default: the --http-listen URL when clients dial a loopback address, else none)',
+      ).env('SIGIL_HTTP_ADVERTISE'),
     )
     .addOption(
       new Option('--store <spec>', 'sqlite (in the data directory) or a postgres:// URL')

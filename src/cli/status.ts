@@ -6,6 +6,10 @@
 // or a leaf whose SPIFFE ID lies beneath <name>.d.<td>) it shows the
 // delegation status instead, as `sigil delegation status` does: a delegate
 // has no business with the deployment's state.
+//
+// It also says how long the identity it called with has left, and warns once
+// that identity is in its renewal window (cli/identity-expiry.ts): the admin
+// identity in a data directory is renewed by its server, a copied one is not.
 import type { Command } from 'commander';
 import { addClientOptions, type ClientOptionValues, clientFlags, withClients } from './client-context.ts';
 import { examples } from './operator-output.ts';
@@ -19,6 +23,7 @@ async function runStatus(flags: StatusFlags): Promise<void> {
   const { unary } = await import('../agent/rpc.ts');
   const { instant, relative, table } = await import('./operator-output.ts');
   const { isDelegateIdentity, showDelegationStatus } = await import('./delegation.ts');
+  const { identityExpiry } = await import('./identity-expiry.ts');
   const values = await clientFlags(flags);
   const result = await withClients(values, async (clients) => {
     const { admin, target, context } = clients;
@@ -29,10 +34,13 @@ async function runStatus(flags: StatusFlags): Promise<void> {
     return {
       target,
       status: await unary(admin, admin.getStatus, {}, { target, timeoutMs: context.timeoutMs }),
+      identity: identityExpiry(context.certificateChain, context.identitySource, {
+        fromDataDirectory: values.identity === undefined,
+      }),
     };
   });
   if (result === null) return;
-  const { status, target } = result;
+  const { status, target, identity } = result;
   const json = {
     server: target,
     trustDomain: status.trustDomain,
@@ -48,6 +56,7 @@ async function runStatus(flags: StatusFlags): Promise<void> {
       intermediateSerial: replica.intermediateSerial,
       intermediateNotAfter: instant(replica.intermediateNotAfterUnixMs),
     })),
+    identity,
   };
   printResult(flags, json, () => {
     const now = Date.now();
@@ -58,7 +67,9 @@ async function runStatus(flags: StatusFlags): Promise<void> {
       `  root CA:        ${json.rootFingerprint} (key ${json.rootKeyOnline ? 'online' : 'offline'})`,
       `  certificates:   ${json.certificates.issued} issued, ${json.certificates.revoked} revoked`,
       `  nodes:          ${json.nodes.up} up, ${json.nodes.new} waiting for approval, ${json.nodes.revoked} revoked`,
+      `  called as:      ${identity.spiffeId ?? '-'}, valid until ${identity.notAfter} (renewal from ${identity.renewFrom})`,
     ];
+    if (identity.warning) lines.push(`  warning:        ${identity.warning}`);
     if (status.replicas.length > 0) {
       lines.push(
         '',

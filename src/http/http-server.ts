@@ -1,5 +1,7 @@
 // The control plane's HTTP side, on its own port (loopback by default):
 //
+//   GET /crl                           the issuer IDs whose CRLs this replica serves, JSON:
+//                                      {"issuers":[{"id":"root","path":"/crl/root"},…]}
 //   GET /crl/<issuer-id>               the issuer's current CRL, DER (application/pkix-crl)
 //   GET /crl/<issuer-id>?format=pem    the same, PEM (404 unknown issuer; 503 when this
 //                                      replica cannot produce that CRL now)
@@ -7,7 +9,8 @@
 //   GET /healthz                       200 while the process is up
 //   GET /readyz                        200 when the store answers and the gRPC side serves, else 503
 //   GET /delegations                   admins: every recorded delegation as a JSON tree; needs
-//                                      "Authorization: Bearer <token>" with the token from
+//                                      "Authorization: Bearer <token>" (the scheme in any case,
+//                                      RFC 7235) with the token from
 //                                      <data>/http-admin.token (401 without, 403 when wrong)
 //
 // HEAD works wherever GET does. Any other path is 404, any other method 405.
@@ -24,6 +27,8 @@ import { isLoopbackHost, listenTracked } from '../transport/http-listener.ts';
 export interface HttpSideSources {
   /** The DER CRL of an issuer; null (or a not_found/invalid_argument SigilError) for unknown issuers. */
   crl(issuerId: string): Promise<Buffer | null>;
+  /** The issuer IDs whose CRLs crl() serves (GET /crl); absent: /crl is 404. */
+  crlIssuers?(): readonly string[];
   /** The Prometheus registry to expose (prom-client Registry or anything with the same two members). */
   readonly metrics: { metrics(): Promise<string>; readonly contentType: string };
   /** Resolves to null when ready, else to a short reason (sent with the 503). */
@@ -110,6 +115,7 @@ async function answer(
     path === '/healthz' ||
     path === '/readyz' ||
     path.startsWith(CRL_PREFIX) ||
+    (path === '/crl' && sources.crlIssuers !== undefined) ||
     (path === '/delegations' && sources.delegations !== undefined);
   if (!known) {
     text(response, head, 404, 'not found');
@@ -135,7 +141,7 @@ async function answer(
     return;
   }
   if (path === '/delegations') {
-    const presented = /^Bearer (\S+)$/.exec(request.headers.authorization ?? '')?.[1];
+    const presented = bearerCredentials(request.headers.authorization);
     if (presented === undefined) {
       send(response, head, 401, 'text/plain; charset=utf-8', 'admin token required\n', {
         'www-authenticate': 'Bearer',
@@ -153,6 +159,17 @@ async function answer(
   if (path === '/metrics') {
     const body = await sources.metrics.metrics();
     send(response, head, 200, sources.metrics.contentType, body);
+    return;
+  }
+  if (path === '/crl') {
+    if (!sources.crlIssuers) {
+      text(response, head, 404, 'not found');
+      return;
+    }
+    const issuers = sources
+      .crlIssuers()
+      .map((id) => ({ id, path: `${CRL_PREFIX}${encodeURIComponent(id)}` }));
+    send(response, head, 200, 'application/json', `${JSON.stringify({ issuers }, null, 2)}\n`);
     return;
   }
   // /crl/<issuer-id>
@@ -222,4 +239,13 @@ export async function startHttpSide(
   const listener = await listenTracked(server, host, port);
   server.on('error', (error) => options.onError?.(error));
   return { host, port: listener.port, url: `http://${listener.authority}`, close: listener.close };
+}
+
+/**
+ * The token68 of an "Authorization: Bearer <token>" header, or undefined.
+ * The scheme is case-insensitive and may be followed by several spaces (RFC
+ * 7235 §2.1: auth-scheme 1*SP token68; RFC 6750 §2.1).
+ */
+export function bearerCredentials(header: string | undefined): string | undefined {
+  return /^bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header ?? '')?.[1];
 }

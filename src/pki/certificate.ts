@@ -79,6 +79,14 @@ export function parseCertificate(
   } catch (error) {
     throw invalid(`${source}: not a valid X.509 certificate`, error);
   }
+  // OpenSSL parses the certificate without decoding its key; a damaged
+  // subjectPublicKeyInfo only fails here (ERR_OSSL_EVP_DECODE_ERROR).
+  let publicKey: KeyObject;
+  try {
+    publicKey = node.publicKey;
+  } catch (error) {
+    throw invalid(`${source}: the certificate's public key cannot be read (damaged or unsupported)`, error);
+  }
   let library: { asn: Certificate; lib: X509Certificate } | undefined;
   const parsed = () => {
     if (!library) {
@@ -117,7 +125,7 @@ export function parseCertificate(
     serialHex: serialHexOf(node),
     notBefore: new Date(node.validFrom),
     notAfter: new Date(node.validTo),
-    publicKey: node.publicKey,
+    publicKey,
     get subjectKeyId() {
       return lazyFacts().subjectKeyId;
     },

@@ -62,6 +62,10 @@ export interface IssuedCertificate {
   readonly subjectDer: Buffer;
   readonly subjectKeyId: Buffer;
   readonly pathLen: number | null;
+  /** The subject's public key, as certified (fromIssued reads it instead of parsing the certificate). */
+  readonly publicKey?: KeyObject;
+  /** Whether the profile made a CA certificate. */
+  readonly isCa?: boolean;
 }
 
 export interface IssuerOptions {
@@ -277,6 +281,8 @@ export function createRootCertificate(options: {
     subjectDer: subjectName,
     subjectKeyId: keyId,
     pathLen: options.pathLen ?? null,
+    publicKey,
+    isCa: true,
   };
 }
 
@@ -323,9 +329,31 @@ export class Issuer {
     return new Issuer(certificate, template, options.skewMs ?? DEFAULT_SKEW_MS);
   }
 
-  /** An issuer on a CA certificate this process just created: nothing is re-parsed. */
+  /**
+   * An issuer on a CA certificate this process just created: nothing is
+   * re-parsed (a fresh process's first EmbeddedCA.create pays for every parse
+   * and key export), and the key is compared with the certified one directly.
+   */
   static fromIssued(issued: IssuedCertificate, privateKey: KeyObject, options: IssuerOptions = {}): Issuer {
-    return Issuer.fromCertificate(issued.der, privateKey, { ...options, known: issued });
+    const { publicKey, isCa } = issued;
+    if (publicKey === undefined || isCa === undefined) {
+      return Issuer.fromCertificate(issued.der, privateKey, { ...options, known: issued });
+    }
+    const certificate = issuedCertificateInfo(issued, publicKey, isCa);
+    if (!isCa) throw preconditionFailed(`issuer "${certificate.subject}" is not a CA certificate`);
+    if (privateKey.type !== 'private') throw invalid('the issuer key must be a private key');
+    if (!createPublicKey(privateKey).equals(publicKey)) {
+      throw preconditionFailed(
+        `the private key does not match the issuer certificate "${certificate.subject}"`,
+      );
+    }
+    const template: SigningTemplate = {
+      algorithm: signatureAlgorithmFor(privateKey),
+      issuerName: issued.subjectDer,
+      authorityKeyIdExtension: authorityKeyIdentifier(issued.subjectKeyId),
+      privateKey,
+    };
+    return new Issuer(certificate, template, options.skewMs ?? DEFAULT_SKEW_MS);
   }
 
   issue(request: IssueRequest): IssuedCertificate {
@@ -372,6 +400,45 @@ export class Issuer {
       subjectDer: subjectName,
       subjectKeyId: keyIdentifier(spki),
       pathLen: request.pathLen ?? null,
+      publicKey: request.publicKey,
+      isCa: profileRules[request.profile].isCa,
     };
   }
+}
+
+/**
+ * The facts of a certificate this process just issued, without parsing it:
+ * each is what the encoder wrote. Subject and issuer text and the
+ * fingerprint are read from the DER only if asked for.
+ */
+function issuedCertificateInfo(
+  issued: IssuedCertificate,
+  publicKey: KeyObject,
+  isCa: boolean,
+): CertificateInfo {
+  let parsed: CertificateInfo | undefined;
+  const full = (): CertificateInfo => {
+    parsed ??= parseCertificate(issued.der, 'issuer certificate', issued);
+    return parsed;
+  };
+  return {
+    der: issued.der,
+    subjectDer: issued.subjectDer,
+    serialHex: issued.serialHex,
+    notBefore: issued.notBefore,
+    notAfter: issued.notAfter,
+    publicKey,
+    subjectKeyId: issued.subjectKeyId,
+    isCa,
+    pathLen: issued.pathLen,
+    get subject() {
+      return full().subject;
+    },
+    get issuer() {
+      return full().issuer;
+    },
+    get fingerprint() {
+      return full().fingerprint;
+    },
+  };
 }

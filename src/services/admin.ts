@@ -29,7 +29,7 @@ const paths = AdminService;
 const NODE_STATES = new Set<string>(['NEW', 'UP', 'REVOKED']);
 
 export function adminService(deps: ServiceDependencies): AdminServer {
-  const { authority, metrics, onFailure } = deps;
+  const { authority, onFailure } = deps;
   const td = authority.trustDomain;
   return {
     createToken: unaryHandler<CreateTokenRequest, CreateTokenResponse>(
@@ -44,7 +44,6 @@ export function adminService(deps: ServiceDependencies): AdminServer {
           ...(request.name ? { name: request.name } : {}),
           replica: request.replica,
         });
-        metrics?.tokenCreated();
         return { token: created.token, summary: tokenSummaryMessage(created.summary) };
       },
     ),
@@ -96,11 +95,7 @@ export function adminService(deps: ServiceDependencies): AdminServer {
       async (request, call) => {
         const caller = callerOf(call, td);
         checkText('id', request.id, MAX_SHORT_TEXT, { required: true });
-        const started = Date.now();
-        const node = await authority.approveNode(caller, request.id);
-        if (node.state === 'UP' && node.updatedAt.getTime() >= started)
-          metrics?.certificateIssued('approve', 'node');
-        return nodeMessage(node);
+        return nodeMessage(await authority.approveNode(caller, request.id));
       },
     ),
 
@@ -110,13 +105,11 @@ export function adminService(deps: ServiceDependencies): AdminServer {
         const caller = callerOf(call, td);
         checkText('id', request.id, MAX_SHORT_TEXT, { required: true });
         checkText('reason', request.reason, MAX_SHORT_TEXT);
-        const started = Date.now();
         const node = await authority.revokeNode(
           caller,
           request.id,
           request.reason === '' ? undefined : request.reason,
         );
-        if (node.updatedAt.getTime() >= started) metrics?.certificateRevoked('node');
         return nodeMessage(node);
       },
     ),

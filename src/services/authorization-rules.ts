@@ -17,6 +17,15 @@
 //   Enrolment/*                             public: callable without a client
 //                                           certificate (MtlsServer publicMethods);
 //                                           with one, as for Delegation
+//   grpc.health.v1.Health/*                 any authenticated peer: every
+//   grpc.reflection.v1{,alpha}.ServerReflection/*   deployment identity of the
+//                                           trust domain, and admitted
+//                                           delegates. Not anonymous: a probe
+//                                           presents a certificate like any
+//                                           client (the HTTP side's /healthz and
+//                                           /readyz need none, on loopback).
+//                                           They reveal only what the public
+//                                           .proto files and "is it up" say.
 import type * as grpc from '@grpc/grpc-js';
 import {
   AdminService,
@@ -41,6 +50,22 @@ export const PUBLIC_METHODS: readonly string[] = Object.freeze(
   Object.values(EnrolmentService).map((method) => method.path),
 );
 
+/** The standard gRPC services the control plane also serves: health, and reflection v1 and v1alpha. */
+export const STANDARD_SERVICES: readonly string[] = Object.freeze([
+  'grpc.health.v1.Health',
+  'grpc.reflection.v1.ServerReflection',
+  'grpc.reflection.v1alpha.ServerReflection',
+]);
+
+/** For tests and docs: every method of the standard services. */
+export const STANDARD_METHODS: readonly string[] = Object.freeze([
+  '/grpc.health.v1.Health/Check',
+  '/grpc.health.v1.Health/Watch',
+  '/grpc.health.v1.Health/List',
+  '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo',
+  '/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo',
+]);
+
 export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules {
   const admins = { spiffePatterns: [adminPattern(trustDomain)] };
   const members = { spiffePatterns: [`spiffe://${trustDomain}/*`], delegates: 'any' as const };
@@ -57,6 +82,8 @@ export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules
     // Admins create delegations; delegates act in their subtrees. The
     // authority decides, on the chain DelegateGrants admitted.
     '/sigil.v1.Delegation/*': members,
+    // The standard services (standard-services.ts): health and reflection.
+    ...Object.fromEntries(STANDARD_SERVICES.map((service) => [`/${service}/*`, members])),
   };
 }
 

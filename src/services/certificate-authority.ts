@@ -5,7 +5,9 @@
 //
 // WatchRevocations sends the snapshot of every revoked, unexpired serial
 // first, then one message per change, until the client cancels or the server
-// shuts down (then the stream ends with OK and the client reconnects).
+// shuts down (then the stream ends with OK and the client reconnects). How
+// many such streams one peer may hold is the transport's limit
+// (transport/peer-limits.ts).
 import type * as grpc from '@grpc/grpc-js';
 import type { Authority } from '../authority/authority.ts';
 import type {
@@ -26,6 +28,7 @@ import { CertificateAuthorityService } from '../gen/sigil/v1/sigil.ts';
 import { callerOf } from './caller.ts';
 import { type DelegateGrants, requireGrant } from './delegate-grants.ts';
 import { certificateSummaryMessage, issuedCertificateMessage, trustBundleMessage } from './messages.ts';
+import { holdUntilReplied } from './self-revocation.ts';
 import type { ServerMetrics } from './server-metrics.ts';
 import { type FailureReporter, serverStreamHandler, unaryHandler } from './status-codes.ts';
 import {
@@ -99,7 +102,6 @@ export function certificateAuthorityService(deps: ServiceDependencies): Certific
             ttlSeconds: request.ttlSeconds,
           }),
         );
-        metrics?.certificateIssued('sign', request.profile);
         return issuedCertificateMessage(issued);
       },
     ),
@@ -112,7 +114,6 @@ export function certificateAuthorityService(deps: ServiceDependencies): Certific
         const issued = await withPossessionField('possession', () =>
           authority.renew(caller, possession ? { possession } : {}),
         );
-        metrics?.certificateIssued('renew', caller.role === 'node' ? 'node' : 'other');
         return issuedCertificateMessage(issued);
       },
     ),
@@ -123,12 +124,13 @@ export function certificateAuthorityService(deps: ServiceDependencies): Certific
         const caller = callerOf(call, td);
         const serial = checkSerial('serial', request.serial);
         checkText('reason', request.reason, MAX_SHORT_TEXT);
+        // Revoking the caller's own certificate must not cut the connection before this reply.
+        holdUntilReplied(call);
         const result = await authority.revoke(
           caller,
           serial,
           request.reason === '' ? undefined : request.reason,
         );
-        if (!result.alreadyRevoked) metrics?.certificateRevoked('certificate');
         return { alreadyRevoked: result.alreadyRevoked };
       },
     ),

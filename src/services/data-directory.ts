@@ -6,6 +6,10 @@
 //   replica-id    this replica's ID, fixed at first start
 //   admin.pem     bootstrap admin certificate + intermediate (0600)
 //   admin.key     its private key (0600)
+//   http-admin.token  the bearer token of the HTTP side's admin endpoints (0600)
+//
+// A private file (admin.key, store.key, http-admin.token) open to group or
+// others makes the server refuse to start (refuseLoosePrivateFiles).
 //   ca.pem        the trust bundle's roots (pin / trust these)
 //   server.json   where the server is and who it is (see ServerInfoFile); read by
 //                 `sigil token|node|cert|status --data DIR` (cli/client-context.ts)
@@ -15,6 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { STORE_KEY_FILE } from '../authority/store-key.ts';
 import { writeTemporaryBeside } from '../durable-write.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
 
@@ -155,6 +160,34 @@ export function writeCaBundle(dir: string, pem: string): string {
 }
 
 export const HTTP_ADMIN_TOKEN_FILE = 'http-admin.token';
+/** The data directory's secrets: private keys and tokens, kept 0600. */
+export const PRIVATE_FILES: readonly string[] = [ADMIN_KEY_FILE, STORE_KEY_FILE, HTTP_ADMIN_TOKEN_FILE];
+
+/**
+ * Refuses to start (failed_precondition, one line naming the file, its mode
+ * and the fix) when a private file of the data directory is open to group
+ * or others, as ssh refuses a loose private key: admin.key, store.key,
+ * http-admin.token. Files not there yet are fine (they are created 0600).
+ */
+export function refuseLoosePrivateFiles(dir: string): void {
+  for (const name of PRIVATE_FILES) {
+    const path = join(dir, name);
+    let mode: number;
+    try {
+      mode = statSync(path).mode & 0o777;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new SigilError('failed_precondition', `cannot read ${path}: ${describe(error)}`, {
+        cause: error,
+      });
+    }
+    if ((mode & 0o077) !== 0) {
+      throw preconditionFailed(
+        `${path} is a private file open to group or others (mode ${mode.toString(8).padStart(4, '0')}): run chmod 600 ${path}`,
+      );
+    }
+  }
+}
 
 /**
  * The bearer token for the HTTP side's admin endpoints (/delegations):

@@ -26,6 +26,7 @@ import type { ServiceDependencies } from './certificate-authority.ts';
 import { requireGrant } from './delegate-grants.ts';
 import { issuedCertificateMessage } from './messages.ts';
 import { policyFromMessage, policyMessage } from './policy-messages.ts';
+import { holdUntilReplied } from './self-revocation.ts';
 import { unaryHandler } from './status-codes.ts';
 import {
   checkBytes,
@@ -172,6 +173,8 @@ export function delegationService(deps: ServiceDependencies): DelegationServer {
           checkBytes(`chain[${index}]`, der, MAX_CSR_BYTES, 1);
         }
         checkText('reason', request.reason, 32);
+        // A delegate revoking itself must get this reply before its connection is cut.
+        holdUntilReplied(call);
         return authority.revokeDelegated(caller, grant, {
           certificate: request.certificate,
           chain: request.chain,

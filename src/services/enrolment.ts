@@ -38,7 +38,7 @@ function registerResponse(result: RegisterResult): RegisterResponse {
 }
 
 export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
-  const { authority, metrics, onFailure } = deps;
+  const { authority, onFailure } = deps;
   return {
     register: unaryHandler<RegisterRequest, RegisterResponse>(
       { method: paths.register.path, onFailure },
@@ -47,7 +47,6 @@ export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
         checkBytes('token_secret', request.tokenSecret, MAX_TOKEN_SECRET_BYTES, 1);
         const possession = checkPossession('possession', request.possession);
         checkText('name', request.name, MAX_SHORT_TEXT);
-        const started = Date.now();
         const result = await withPossessionField('possession', () =>
           authority.register({
             tokenId: request.tokenId,
@@ -56,16 +55,6 @@ export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
             ...(request.name ? { name: request.name } : {}),
           }),
         );
-        if (metrics) {
-          // Only a node created by this call consumed a token use; a repeat does not.
-          if (result.node.createdAt.getTime() >= started) {
-            metrics.tokenConsumed();
-            metrics.nodeRegistered();
-          }
-          if (result.certificate && result.node.updatedAt.getTime() >= started) {
-            metrics.certificateIssued('register', 'node');
-          }
-        }
         return registerResponse(result);
       },
     ),
@@ -75,7 +64,6 @@ export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
       async (request) => {
         const possession = checkPossession('possession', request.possession);
         const result = await withPossessionField('possession', () => authority.rejoin({ possession }));
-        if (result.certificate) metrics?.certificateIssued('rejoin', 'node');
         return registerResponse(result);
       },
     ),
@@ -100,7 +88,6 @@ export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
             replicaId: request.replicaId,
           }),
         );
-        metrics?.certificateIssued('replica', 'intermediate');
         return {
           intermediate: issuedCertificateMessage(result.intermediate),
           bundle: trustBundleMessage(result.bundle),

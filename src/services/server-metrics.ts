@@ -1,14 +1,40 @@
 // Control-plane metrics, next to the transport's on the same registry:
-// certificates issued (by profile and how), revocations, tokens created and
-// consumed, nodes registered, re-joins, and the number of revocation
-// watchers. Labels come from closed sets; no identity, serial or token is
-// ever a label.
+// certificates issued (by how and their profile) and revoked (by how),
+// tokens created and consumed, nodes registered, and the number of revocation
+// watchers. The counters follow the authority's audit events (record()), one
+// per certificate, so every way a certificate is made or ended counts:
+// Sign, Renew, enrolment, delegations and command certificates, node
+// revocation, superseded certificates. Labels come from closed sets; no
+// identity, serial or token is ever a label.
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { AuditEvent, IssuanceKind, RevocationKind } from '../authority/audit.ts';
 
-/** How a certificate came to be issued. A closed set: these are the only label values. */
-export type IssuanceKind = 'sign' | 'renew' | 'register' | 'approve' | 'rejoin' | 'replica';
+export type { IssuanceKind } from '../authority/audit.ts';
 
-const PROFILES = new Set(['server', 'client', 'server+client', 'node', 'admin', 'bootstrap', 'intermediate']);
+const PROFILES = new Set([
+  'server',
+  'client',
+  'server+client',
+  'node',
+  'admin',
+  'bootstrap',
+  'intermediate',
+  'delegation',
+  'command',
+  'leaf',
+]);
+const ISSUANCE_KINDS = new Set<IssuanceKind>([
+  'sign',
+  'renew',
+  'register',
+  'approve',
+  'rejoin',
+  'replica',
+  'server',
+  'bootstrap',
+  'delegate',
+]);
+const REVOCATION_KINDS = new Set<RevocationKind>(['certificate', 'node', 'delegation', 'superseded', 'key']);
 
 export class ServerMetrics {
   readonly #issued: Counter<'kind' | 'profile'>;
@@ -22,13 +48,15 @@ export class ServerMetrics {
     const registers = [registry];
     this.#issued = new Counter({
       name: 'sigil_certificates_issued_total',
-      help: 'Certificates issued by this replica, by how they were asked for and their profile.',
+      help: 'Certificates issued by this replica (delegation and command certificates included), by how they were asked for and their profile.',
       labelNames: ['kind', 'profile'],
       registers,
     });
     this.#revoked = new Counter({
       name: 'sigil_certificates_revoked_total',
-      help: 'Certificates revoked through this replica (Revoke or RevokeNode).',
+      help:
+        'Certificates revoked through this replica, by how: Revoke (certificate), RevokeNode (node), a delegation ' +
+        'subtree (delegation), replaced under the issuance limits (superseded), sharing a compromised key (key).',
       labelNames: ['by'],
       registers,
     });
@@ -55,28 +83,39 @@ export class ServerMetrics {
     for (const kind of ['sign', 'renew', 'register', 'approve', 'rejoin'] as const) {
       this.#issued.inc({ kind, profile: kind === 'sign' ? 'client' : 'node' }, 0);
     }
-    this.#revoked.inc({ by: 'certificate' }, 0);
-    this.#revoked.inc({ by: 'node' }, 0);
+    this.#issued.inc({ kind: 'delegate', profile: 'delegation' }, 0);
+    this.#issued.inc({ kind: 'delegate', profile: 'command' }, 0);
+    for (const by of REVOCATION_KINDS) this.#revoked.inc({ by }, 0);
   }
 
-  certificateIssued(kind: IssuanceKind, profile: string): void {
-    this.#issued.inc({ kind, profile: PROFILES.has(profile) ? profile : 'other' });
-  }
-
-  certificateRevoked(by: 'certificate' | 'node'): void {
-    this.#revoked.inc({ by });
-  }
-
-  tokenCreated(): void {
-    this.#tokensCreated.inc();
-  }
-
-  tokenConsumed(): void {
-    this.#tokensConsumed.inc();
-  }
-
-  nodeRegistered(): void {
-    this.#nodesRegistered.inc();
+  /** Counts what an audit event of the authority says happened. */
+  record(event: AuditEvent): void {
+    switch (event.action) {
+      case 'certificate.issued':
+      case 'delegation.created': {
+        const kind = event.issuance && ISSUANCE_KINDS.has(event.issuance) ? event.issuance : 'other';
+        const profile = event.profile && PROFILES.has(event.profile) ? event.profile : 'other';
+        this.#issued.inc({ kind, profile });
+        break;
+      }
+      case 'certificate.revoked':
+      case 'delegation.revoked': {
+        const by = event.revocation && REVOCATION_KINDS.has(event.revocation) ? event.revocation : 'other';
+        this.#revoked.inc({ by });
+        break;
+      }
+      case 'token.created':
+        this.#tokensCreated.inc();
+        break;
+      case 'token.spent':
+        this.#tokensConsumed.inc();
+        break;
+      case 'node.registered':
+        this.#nodesRegistered.inc();
+        break;
+      default:
+        break;
+    }
   }
 
   watcherOpened(): void {

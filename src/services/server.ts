@@ -29,14 +29,18 @@ import { isLoopbackHost } from '../transport/http-listener.ts';
 import { TransportMetrics } from '../transport/metrics.ts';
 import { MtlsServer } from '../transport/mtls-server.ts';
 import { adminService } from './admin.ts';
+import { AdminRenewal } from './admin-renewal.ts';
+import { auditLog } from './audit-log.ts';
 import { PUBLIC_METHODS, sigilAuthorizationInterceptor } from './authorization-rules.ts';
 import { certificateAuthorityService } from './certificate-authority.ts';
+import { defaultCrlBaseUrl, parseHttpAdvertise } from './crl-distribution.ts';
 import {
   ADMIN_CERTIFICATE_FILE,
   ADMIN_KEY_FILE,
   CA_BUNDLE_FILE,
   createDataDirectory,
   httpAdminToken,
+  refuseLoosePrivateFiles,
   resolveReplicaId,
   type ServerInfoFile,
   writeAdminIdentity,
@@ -46,8 +50,10 @@ import {
 import { DelegateGrants } from './delegate-grants.ts';
 import { delegationService } from './delegation.ts';
 import { enrolmentService } from './enrolment.ts';
+import { checkListenable } from './listen-check.ts';
 import { joinReplica } from './replica-join.ts';
 import { ServerMetrics } from './server-metrics.ts';
+import { addStandardServices } from './standard-services.ts';
 import { type FailureReporter, INTERNAL_ERROR_MESSAGE } from './status-codes.ts';
 import { MAX_MESSAGE_BYTES } from './validation.ts';
 
@@ -55,6 +61,18 @@ export const DEFAULT_LISTEN = '127.0.0.1:7443';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:7080';
 export const DEFAULT_DATA_DIR = '.sigil';
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/**
+ * What one peer may hold of the control plane (transport/peer-limits.ts).
+ * Its clients make short unary calls and at most a few long-lived streams
+ * (WatchRevocations, health Watch): a node's agent holds one connection and
+ * one stream; an operator tool or service one connection with up to a few
+ * dozen calls in flight.
+ */
+export const CONTROL_PLANE_PEER_LIMITS = Object.freeze({
+  maxStreamsPerConnection: 64,
+  maxStreamsPerIdentity: 128,
+  maxConnectionsPerIdentity: 32,
+});
 const READINESS_TIMEOUT_MS = 2_000;
 
 export interface ServerOptions {
@@ -66,6 +84,13 @@ export interface ServerOptions {
   readonly httpListen?: string;
   /** Addresses clients dial (join tokens, server certificate SANs). Default: derived from `listen`. */
   readonly advertise?: readonly string[];
+  /**
+   * The URL the HTTP side is published at (a proxy in front of it): leaves
+   * name <url>/crl/<issuer> as their CRL distribution point. Default: the
+   * HTTP side's own URL when clients reach the gRPC side on loopback only,
+   * else none (crl-distribution.ts).
+   */
+  readonly httpAdvertise?: string;
   /** "sqlite" (default; <dataDir>/sigil.db) or a postgres:// URL. */
   readonly store?: string;
   /** Used when bootstrapping an empty store; default sigil.internal. A different one later is refused. */
@@ -172,10 +197,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
   }
 
+  const httpAdvertise =
+    options.httpAdvertise === undefined ? undefined : parseHttpAdvertise(options.httpAdvertise);
+  // Both ports must be free before the data directory is created or bootstrapped (listen-check.ts).
+  await checkListenable(grpcListen, '--listen');
+  await checkListenable(httpListen, '--http-listen');
+
   const directory = createDataDirectory(dataDir);
   if (directory.loose) {
     log.warn({ dataDir }, 'the data directory is readable by group or others; chmod 700 it');
   }
+  // Before anything is read or written: a private key others can read is refused, like store.key.
+  refuseLoosePrivateFiles(dataDir);
   const replicaId = resolveReplicaId(dataDir, options.replicaId);
   const storeKey = loadStoreKey({ dataDir, environment: options.storeKey ?? process.env[STORE_KEY_ENV] });
   if (storeKey.origin === 'created') log.info({ path: join(dataDir, 'store.key') }, 'created the store key');
@@ -206,6 +239,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const advertised: string[] = options.advertise
       ? [...options.advertise]
       : defaultAdvertised(grpcListen.host, grpcListen.port === 0 ? 1 : grpcListen.port);
+    // The CRL distribution point of the leaves issued (crl-distribution.ts); with
+    // HTTP port 0 the default is known only once the HTTP side listens.
+    let crlBase = httpAdvertise ?? defaultCrlBaseUrl(advertised, httpListen.host, httpListen.port);
 
     let join: Awaited<ReturnType<typeof joinReplica>> | undefined;
     if (options.join !== undefined && options.join !== '') {
@@ -234,6 +270,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       }
     }
 
+    // Metrics first: the authority reports every CA operation (bootstrap included) to the audit sink.
+    const registry = new Registry();
+    const transportMetrics = new TransportMetrics({ registry });
+    const serverMetrics = new ServerMetrics(registry);
+    collectDefaultMetrics({ register: registry });
+    const writeAudit = auditLog(log);
+
     const opened = await Authority.open({
       store,
       replicaId,
@@ -245,6 +288,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       ...(join ? { join } : {}),
       ...(options.timers === false ? { timers: false } : {}),
       onWarning: (message, error) => log.warn({ ...(error ? { err: error } : {}) }, message),
+      crlBaseUrl: () => crlBase,
+      onAudit: (event) => {
+        writeAudit(event);
+        serverMetrics.record(event);
+      },
     });
     const authority = opened.authority;
     cleanup.push(() => authority.close());
@@ -259,7 +307,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         certificatePem: output.adminCertificatePem,
         keyPem: output.adminKeyPem,
       });
-      await authority.confirmBootstrap();
       bootstrapped = {
         trustDomain: output.trustDomain,
         rootFingerprint: output.rootFingerprint,
@@ -277,12 +324,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       );
     }
     writeCaBundle(dataDir, authority.trustBundlePem());
-
-    // Metrics: transport (calls, handshakes, certificate expiry), control plane, process.
-    const registry = new Registry();
-    const transportMetrics = new TransportMetrics({ registry });
-    const serverMetrics = new ServerMetrics(registry);
-    collectDefaultMetrics({ register: registry });
 
     const onFailure: FailureReporter = (method, error, status) => {
       if (status.details === INTERNAL_ERROR_MESSAGE) log.error({ err: error, method }, 'call failed');
@@ -311,9 +352,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         'grpc.max_send_message_length': 16 * 1024 * 1024,
       },
       onError: (error) => log.warn({ err: error }, 'transport problem'),
+      peerLimits: CONTROL_PLANE_PEER_LIMITS,
+      // A certificate refused is something an operator acts on (which one, from where, why): info.
+      // A connection that never got as far as a certificate (port scans, plaintext, TLS 1.2): debug.
       onHandshakeError: (failure) =>
-        log.debug(
-          { reason: failure.reason, remote: failure.remoteAddress },
+        log[failure.serial !== undefined || failure.alert !== undefined ? 'info' : 'debug'](
+          {
+            reason: failure.reason,
+            remote: formatAddress(failure.remoteAddress ?? 'unknown', failure.remotePort ?? 0),
+            ...(failure.serial !== undefined ? { serial: failure.serial } : {}),
+            ...(failure.spiffeId ? { spiffeId: failure.spiffeId } : {}),
+            ...(failure.alert ? { alert: failure.alert } : {}),
+          },
           `handshake refused: ${failure.message}`,
         ),
       onRotated: (material) => log.info({ serial: material.leaf.serialHex }, 'server certificate rotated'),
@@ -322,6 +372,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     mtls.addService(EnrolmentService, enrolmentService(deps));
     mtls.addService(AdminService, adminService(deps));
     mtls.addService(DelegationService, delegationService(deps));
+    // grpc.health.v1 and server reflection, behind the same mTLS and authorization.
+    const standard = addStandardServices(mtls, [
+      'sigil.v1.CertificateAuthority',
+      'sigil.v1.Enrolment',
+      'sigil.v1.Admin',
+      'sigil.v1.Delegation',
+    ]);
     let port: number;
     try {
       port = await mtls.listen(grpcListen.host, grpcListen.port);
@@ -342,6 +399,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const http: HttpSide = await startHttpSide(
       {
         crl: (issuerId) => authority.crl(issuerId),
+        crlIssuers: () => authority.crlIssuers(),
         metrics: registry,
         delegations: () => authority.delegationTree(),
         adminToken: httpAdminToken(dataDir),
@@ -376,6 +434,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       );
     });
     cleanup.push(() => http.close());
+    crlBase = httpAdvertise ?? defaultCrlBaseUrl(advertised, httpListen.host, http.port);
+    if (crlBase === undefined) {
+      log.info(
+        'certificates carry no CRL distribution point: the HTTP side is loopback only and clients dial other addresses (give --http-advertise URL where a proxy publishes it)',
+      );
+    }
+    // Only now is the bootstrap's admin identity delivered: had a listen failed,
+    // the next start would issue a new one and show the banner again.
+    if (bootstrapped) await authority.confirmBootstrap();
+    // admin.pem renews itself in its renewal window while the server runs (admin-renewal.ts).
+    const adminRenewal = new AdminRenewal({ dataDir, authority, logger: log });
+    cleanup.push(async () => adminRenewal.close());
+    await adminRenewal.check();
+    if (options.timers !== false) adminRenewal.start();
 
     const address = formatAddress(grpcListen.host, port);
     const info: ServerInfoFile = {
@@ -411,8 +483,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
       closing ??= (async () => {
         serving = false;
+        adminRenewal.close();
         log.info({ graceMs }, 'shutting down: draining calls');
         ca.closeWatchers();
+        standard.close();
         // Let the watchers' final status frames go out before the GOAWAY.
         await new Promise((resolve) => setImmediate(resolve));
         await mtls.close(graceMs);

@@ -199,6 +199,31 @@ export const MIGRATIONS: readonly Migration[] = [
       ];
     },
   },
+  {
+    version: 4,
+    name: 'node lifecycle: revoked_keys, certificate_lineage',
+    // revoked_keys: keys that never get another certificate (a certificate
+    // revoked for keyCompromise, every key of a revoked node), by SHA-256 of
+    // the SubjectPublicKeyInfo. certificate_lineage: which identity each
+    // renewed certificate belongs to ("certificate:<first serial>"), so the
+    // issuance limits can count and supersede them (authority/issuance-limits.ts).
+    statements: (t) => [
+      `CREATE TABLE revoked_keys (
+        key_hash TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        serial TEXT,
+        node_id TEXT,
+        revoked_at BIGINT NOT NULL,
+        revoked_by TEXT NOT NULL
+      )`,
+      `CREATE TABLE certificate_lineage (
+        serial TEXT PRIMARY KEY,
+        lineage ${t.byteOrderedText} NOT NULL,
+        issued_at BIGINT NOT NULL
+      )`,
+      'CREATE INDEX certificate_lineage_issued ON certificate_lineage (lineage, issued_at)',
+    ],
+  },
 ];
 
 /** The newest schema version this build knows. */

@@ -58,16 +58,22 @@ import {
   delegationParams,
   encodeEvent,
   exceededResource,
+  LINEAGE_COLUMNS,
   Listeners,
+  lineageFromRow,
+  lineageParams,
   millis,
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
   type Param,
   RESERVATION_COLUMNS,
+  REVOKED_KEY_COLUMNS,
   type Row,
   reservationFromRow,
   reservationParams,
+  revokedKeyFromRow,
+  revokedKeyParams,
   subtreeBounds,
   subtreeCondition,
   TOKEN_COLUMNS,
@@ -82,11 +88,13 @@ import type {
   CertificateFilter,
   CertificateRecord,
   DelegationRecord,
+  LineageEntry,
   NodeRecord,
   NodeState,
   Page,
   RegisterResult,
   ReserveResult,
+  RevokedKeyRecord,
   Store,
   StoreEvent,
   TokenRecord,
@@ -220,6 +228,13 @@ const SQL = {
   insertReservation: `${insertSql('usage_reservations', RESERVATION_COLUMNS)}
     ON CONFLICT (subtree, holder) DO NOTHING RETURNING ${RESERVATION_COLUMNS.join(', ')}`,
   releaseUsage: 'DELETE FROM usage_reservations WHERE subtree = $1 AND holder = $2',
+  releaseUsageUnder: `DELETE FROM usage_reservations WHERE ${under('subtree')} RETURNING holder`,
+  revokeKey: `${insertSql('revoked_keys', REVOKED_KEY_COLUMNS)} ON CONFLICT (key_hash) DO NOTHING RETURNING key_hash`,
+  getRevokedKey: `SELECT ${REVOKED_KEY_COLUMNS.join(', ')} FROM revoked_keys WHERE key_hash = $1`,
+  recordLineage: `${insertSql('certificate_lineage', LINEAGE_COLUMNS)} ON CONFLICT (serial) DO NOTHING`,
+  getLineage: `SELECT ${LINEAGE_COLUMNS.join(', ')} FROM certificate_lineage WHERE serial = $1`,
+  listLineage: `SELECT ${LINEAGE_COLUMNS.join(', ')} FROM certificate_lineage
+    WHERE lineage = $1 AND issued_at >= $2 ORDER BY issued_at, serial`,
   usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('subtree')}`,
   // One statement, so the sums and the CPU ids come from one snapshot.
   usageUnder: `SELECT ${USAGE_SUMS}, (
@@ -555,6 +570,32 @@ class PostgresStore implements Store {
       }),
     );
     return result.rowCount === 1;
+  }
+
+  async releaseUsageUnder(under: string): Promise<number> {
+    return (await this.query('releaseUsageUnder', subtreeBounds(under))).length;
+  }
+
+  async revokeKey(record: RevokedKeyRecord): Promise<boolean> {
+    return (await this.query('revokeKey', revokedKeyParams(record))).length === 1;
+  }
+
+  async getRevokedKey(keyHash: string): Promise<RevokedKeyRecord | null> {
+    const rows = await this.query('getRevokedKey', [keyHash]);
+    return rows.length === 0 ? null : revokedKeyFromRow(rows[0]);
+  }
+
+  async recordLineage(entry: LineageEntry): Promise<void> {
+    await this.query('recordLineage', lineageParams(entry));
+  }
+
+  async getLineage(serial: string): Promise<LineageEntry | null> {
+    const rows = await this.query('getLineage', [serial]);
+    return rows.length === 0 ? null : lineageFromRow(rows[0]);
+  }
+
+  async listLineage(lineage: string, since: Date): Promise<readonly LineageEntry[]> {
+    return (await this.query('listLineage', [lineage, millis(since, 'since')])).map(lineageFromRow);
   }
 
   async usageUnder(under: string): Promise<UsageTotals> {

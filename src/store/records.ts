@@ -11,8 +11,10 @@ import type {
   CertificateFilter,
   CertificateRecord,
   DelegationRecord,
+  LineageEntry,
   NodeRecord,
   NodeState,
+  RevokedKeyRecord,
   StoreEvent,
   TokenRecord,
   UsageCeiling,
@@ -105,6 +107,17 @@ export const RESERVATION_COLUMNS = [
   'block_mib',
   'created_at',
 ] as const;
+
+export const REVOKED_KEY_COLUMNS = [
+  'key_hash',
+  'reason',
+  'serial',
+  'node_id',
+  'revoked_at',
+  'revoked_by',
+] as const;
+
+export const LINEAGE_COLUMNS = ['serial', 'lineage', 'issued_at'] as const;
 
 // --- checks on the way in -------------------------------------------------
 
@@ -429,6 +442,26 @@ export function reservationParams(r: UsageReservation): Param[] {
   ];
 }
 
+export function revokedKeyParams(r: RevokedKeyRecord): Param[] {
+  checkRevocation(r.reason, r.revokedBy);
+  return [
+    checkFingerprint(r.keyHash, 'revoked key hash'),
+    r.reason,
+    r.serial === null ? null : checkSerial(r.serial),
+    r.nodeId === null ? null : text(r.nodeId, 'revoked key nodeId'),
+    millis(r.revokedAt, 'revoked key revokedAt'),
+    r.revokedBy,
+  ];
+}
+
+export function lineageParams(entry: LineageEntry): Param[] {
+  return [
+    checkSerial(entry.serial),
+    text(entry.lineage, 'lineage'),
+    millis(entry.issuedAt, 'lineage issuedAt'),
+  ];
+}
+
 // --- rows to records ---------------------------------------------------------
 
 function corrupt(what: string): SigilError {
@@ -559,6 +592,25 @@ export function delegationFromRow(row: Row): DelegationRecord {
     revokedAt: optionalDateOf(row.revoked_at, 'delegation revokedAt'),
     revocationReason: optionalStringOf(row.revocation_reason, 'delegation revocationReason'),
     revokedBy: optionalStringOf(row.revoked_by, 'delegation revokedBy'),
+  };
+}
+
+export function revokedKeyFromRow(row: Row): RevokedKeyRecord {
+  return {
+    keyHash: stringOf(row.key_hash, 'revoked key hash'),
+    reason: stringOf(row.reason, 'revoked key reason'),
+    serial: optionalStringOf(row.serial, 'revoked key serial'),
+    nodeId: optionalStringOf(row.node_id, 'revoked key nodeId'),
+    revokedAt: dateOf(row.revoked_at, 'revoked key revokedAt'),
+    revokedBy: stringOf(row.revoked_by, 'revoked key revokedBy'),
+  };
+}
+
+export function lineageFromRow(row: Row): LineageEntry {
+  return {
+    serial: stringOf(row.serial, 'lineage serial'),
+    lineage: stringOf(row.lineage, 'lineage'),
+    issuedAt: dateOf(row.issued_at, 'lineage issuedAt'),
   };
 }
 

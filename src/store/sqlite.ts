@@ -39,16 +39,22 @@ import {
   delegationFromRow,
   delegationParams,
   exceededResource,
+  LINEAGE_COLUMNS,
   Listeners,
+  lineageFromRow,
+  lineageParams,
   millis,
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
   type Param,
   RESERVATION_COLUMNS,
+  REVOKED_KEY_COLUMNS,
   type Row,
   reservationFromRow,
   reservationParams,
+  revokedKeyFromRow,
+  revokedKeyParams,
   subtreeBounds,
   subtreeCondition,
   TOKEN_COLUMNS,
@@ -63,11 +69,13 @@ import type {
   CertificateFilter,
   CertificateRecord,
   DelegationRecord,
+  LineageEntry,
   NodeRecord,
   NodeState,
   Page,
   RegisterResult,
   ReserveResult,
+  RevokedKeyRecord,
   Store,
   StoreEvent,
   TokenRecord,
@@ -137,6 +145,13 @@ const SQL = {
   getReservation: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations WHERE subtree = ? AND holder = ?`,
   insertReservation: insertSql('usage_reservations', RESERVATION_COLUMNS),
   releaseUsage: 'DELETE FROM usage_reservations WHERE subtree = ? AND holder = ?',
+  releaseUsageUnder: `DELETE FROM usage_reservations WHERE ${under('subtree')}`,
+  revokeKey: `${insertSql('revoked_keys', REVOKED_KEY_COLUMNS)} ON CONFLICT (key_hash) DO NOTHING`,
+  getRevokedKey: `SELECT ${REVOKED_KEY_COLUMNS.join(', ')} FROM revoked_keys WHERE key_hash = ?`,
+  recordLineage: `${insertSql('certificate_lineage', LINEAGE_COLUMNS)} ON CONFLICT (serial) DO NOTHING`,
+  getLineage: `SELECT ${LINEAGE_COLUMNS.join(', ')} FROM certificate_lineage WHERE serial = ?`,
+  listLineage: `SELECT ${LINEAGE_COLUMNS.join(', ')} FROM certificate_lineage
+    WHERE lineage = ? AND issued_at >= ? ORDER BY issued_at, serial`,
   usageSums: `SELECT ${USAGE_SUMS} FROM usage_reservations WHERE ${under('subtree')}`,
   usageUnder: `SELECT ${USAGE_SUMS}, (
       SELECT json_group_array(cpu) FROM (
@@ -449,6 +464,32 @@ class SqliteStore implements Store {
 
   async releaseUsage(subtree: string, holder: string): Promise<boolean> {
     return this.run(SQL.releaseUsage, [checkSubtree(subtree, 'subtree'), holder]) === 1;
+  }
+
+  async releaseUsageUnder(under: string): Promise<number> {
+    return this.run(SQL.releaseUsageUnder, subtreeBounds(under));
+  }
+
+  async revokeKey(record: RevokedKeyRecord): Promise<boolean> {
+    return this.run(SQL.revokeKey, revokedKeyParams(record)) === 1;
+  }
+
+  async getRevokedKey(keyHash: string): Promise<RevokedKeyRecord | null> {
+    const row = this.get(SQL.getRevokedKey, [keyHash]);
+    return row === undefined ? null : revokedKeyFromRow(row);
+  }
+
+  async recordLineage(entry: LineageEntry): Promise<void> {
+    this.run(SQL.recordLineage, lineageParams(entry));
+  }
+
+  async getLineage(serial: string): Promise<LineageEntry | null> {
+    const row = this.get(SQL.getLineage, [serial]);
+    return row === undefined ? null : lineageFromRow(row);
+  }
+
+  async listLineage(lineage: string, since: Date): Promise<readonly LineageEntry[]> {
+    return this.all(SQL.listLineage, [lineage, millis(since, 'since')]).map(lineageFromRow);
   }
 
   async usageUnder(under: string): Promise<UsageTotals> {

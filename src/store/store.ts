@@ -166,6 +166,34 @@ export type ReserveResult =
       readonly limit: number;
     };
 
+/**
+ * A key that never gets another certificate: one of its certificates was
+ * revoked for keyCompromise, or it belonged to a revoked node (see
+ * authority/issuance-limits.ts for which reasons end a key).
+ */
+export interface RevokedKeyRecord {
+  /** SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex. */
+  readonly keyHash: string;
+  /** 'keyCompromise' or 'nodeRevoked'. */
+  readonly reason: string;
+  /** The certificate whose revocation ended the key, when one did. */
+  readonly serial: string | null;
+  /** The node the key belonged to, when it was a node's. */
+  readonly nodeId: string | null;
+  readonly revokedAt: Date;
+  /** SPIFFE ID of who revoked it. */
+  readonly revokedBy: string;
+}
+
+/** A certificate filed under the identity it was renewed for (issuance limits). */
+export interface LineageEntry {
+  /** Canonical serial of the certificate. */
+  readonly serial: string;
+  /** The identity, e.g. "certificate:<serial of the first certificate of the line>". */
+  readonly lineage: string;
+  readonly issuedAt: Date;
+}
+
 export type StoreEvent =
   | { readonly kind: 'revocation'; readonly serials: readonly string[] }
   | { readonly kind: 'node'; readonly nodeId: string; readonly state: NodeState }
@@ -276,10 +304,27 @@ export interface Store {
   reserveUsage(reservation: UsageReservation, ceilings: readonly UsageCeiling[]): Promise<ReserveResult>;
   /** False if (subtree, holder) held nothing. */
   releaseUsage(subtree: string, holder: string): Promise<boolean>;
+  /**
+   * Deletes every reservation whose subtree key is `under` or beneath it, in
+   * one statement (a revoked delegation's subtree); returns how many.
+   */
+  releaseUsageUnder(under: string): Promise<number>;
   /** Totals of the reservations whose subtree key is `under` or beneath it. */
   usageUnder(under: string): Promise<UsageTotals>;
   /** Reservations whose subtree key is `under` or beneath it, ordered by subtree, holder. */
   listReservations(under: string): Promise<readonly UsageReservation[]>;
+
+  /** Insert if absent; false when the key was already revoked (the first record is kept). */
+  revokeKey(record: RevokedKeyRecord): Promise<boolean>;
+  /** The revocation of the key with this SPKI hash, or null. */
+  getRevokedKey(keyHash: string): Promise<RevokedKeyRecord | null>;
+
+  /** Insert if absent (a serial belongs to one lineage, the first recorded). */
+  recordLineage(entry: LineageEntry): Promise<void>;
+  /** The lineage entry of a serial, or null. */
+  getLineage(serial: string): Promise<LineageEntry | null>;
+  /** The entries of `lineage` issued at or after `since`, oldest first (then by serial). */
+  listLineage(lineage: string, since: Date): Promise<readonly LineageEntry[]>;
 
   /** Events from every replica (PostgreSQL LISTEN/NOTIFY; in-process for SQLite). Returns unsubscribe. */
   subscribe(listener: (event: StoreEvent) => void): () => void;

@@ -36,7 +36,9 @@ import {
   checkChainStrictness,
   checkChainStrictnessOptions,
 } from './chain-strictness.ts';
+import { CLIENT_CERTIFICATE_UNUSABLE, SERVER_CERTIFICATE_REFUSED } from './connection-failure.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
+import { retryRefusedStreamsOn } from './refused-stream-retry.ts';
 import { type PresentedServer, type ServerVerification, verifyServerName } from './server-verification.ts';
 import { validateMaterial } from './validate-material.ts';
 
@@ -156,7 +158,7 @@ class SigilSecureConnector implements experimental.SecureConnector {
   connect(socket: Socket): Promise<experimental.SecureConnectResult> {
     let material: ConnectionMaterial;
     try {
-      material = this.#owner.connectionMaterial();
+      material = this.#material();
     } catch (error) {
       return Promise.reject(error);
     }
@@ -168,11 +170,33 @@ class SigilSecureConnector implements experimental.SecureConnector {
       verification: this.#owner.verification,
       strictChain: this.#owner.strictChain,
       trace: this.#trace,
+    }).then((connected) => {
+      // Calls a server's GOAWAY refused are retried, whatever Node reports first (refused-stream-retry.ts).
+      retryRefusedStreamsOn(connected.socket);
+      return connected;
     });
   }
 
+  // grpc-js asks before it opens the TCP connection: unusable material opens none.
   waitForReady(): Promise<void> {
-    return Promise.resolve(); // material is always at hand: sources hold validated material from the start
+    try {
+      this.#material();
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** The current material; said as this client's own problem when unusable (grpc-js reports it as "unreachable"). */
+  #material(): ConnectionMaterial {
+    try {
+      return this.#owner.connectionMaterial();
+    } catch (error) {
+      throw invalid(
+        `${CLIENT_CERTIFICATE_UNUSABLE}: ${error instanceof Error ? error.message : String(error)}`,
+        error,
+      );
+    }
   }
 
   getCallCredentials(): CallCredentials {
@@ -265,6 +289,8 @@ export function connectVerifiedTls(
   const { serverName, verification } = options;
   const strictChain = options.strictChain ?? {};
   return new Promise((resolve, reject) => {
+    // What checkServerIdentity refused: Node destroys the socket with it.
+    let refused: Error | undefined;
     const tlsSocket = tlsConnect(
       {
         socket,
@@ -284,7 +310,7 @@ export function connectVerifiedTls(
                 `the server's certificate chain could not be read for the strict checks: ${String(error)}`,
               );
             }
-            const refused = checkChainStrictness(chain, strictChain);
+            refused = checkChainStrictness(chain, strictChain);
             if (refused !== undefined) return refused;
           }
           let presented: X509Certificate[] | undefined;
@@ -298,7 +324,8 @@ export function connectVerifiedTls(
             },
             trusted: options.authorities ?? [],
           };
-          return verification.check(server);
+          refused = verification.check(server);
+          return refused;
         },
       },
       () => {
@@ -315,7 +342,17 @@ export function connectVerifiedTls(
       },
     );
     const onClose = () => reject(new Error('the connection closed during the TLS handshake'));
-    const onError = (error: Error) => reject(error);
+    const onError = (error: Error) => {
+      // This side's verdict on the server (OpenSSL's on its chain, or sigil's checks), said as such.
+      const verdict: unknown = tlsSocket.authorizationError;
+      if (error === refused || (verdict !== undefined && verdict !== null)) {
+        const code = (error as NodeJS.ErrnoException).code;
+        const what = error === refused || code === undefined ? error.message : `${code}: ${error.message}`;
+        reject(unauthenticated(`${SERVER_CERTIFICATE_REFUSED}: ${what}`));
+        return;
+      }
+      reject(error);
+    };
     tlsSocket.once('close', onClose);
     tlsSocket.once('error', onError);
   });

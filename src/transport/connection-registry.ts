@@ -190,6 +190,42 @@ export function connectionForCall(call: PeerCall): TrackedConnection | undefined
   );
 }
 
+// A hold defers closeWhere()'s destroy of one connection until released: a
+// holder revoking its own certificate over that very connection would
+// otherwise be cut off (revocation closes connections synchronously) before
+// the reply leaves. While held and doomed, the connection stays registered so
+// the revocation interceptor keeps refusing new calls on it; on release it is
+// destroyed once the reply's frames have been handed to the socket.
+const holds = new WeakMap<TrackedConnection, { count: number; doomed: boolean }>();
+
+/** Defers any closeWhere() of `connection` until the returned function is called (idempotent). */
+export function holdConnection(connection: TrackedConnection): () => void {
+  const hold = holds.get(connection) ?? { count: 0, doomed: false };
+  hold.count++;
+  holds.set(connection, hold);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    hold.count--;
+    if (hold.count > 0) return;
+    holds.delete(connection);
+    if (!hold.doomed) return;
+    // grpc-js queues the reply's HTTP/2 frames, which the session writes in an
+    // immediate; the second turn starts after that write, then the socket drains.
+    const { socket } = connection;
+    setImmediate(() =>
+      setImmediate(() => {
+        if (socket.writableLength === 0) socket.destroy();
+        else {
+          socket.once('drain', () => socket.destroy());
+          setTimeout(() => socket.destroy(), 1000).unref();
+        }
+      }),
+    );
+  };
+}
+
 /** The connections of one server. */
 export class ConnectionRegistry {
   readonly #connections = new Set<TrackedConnection>();
@@ -241,6 +277,12 @@ export class ConnectionRegistry {
     let closed = 0;
     for (const connection of [...this.#connections]) {
       if (!predicate(connection)) continue;
+      const hold = holds.get(connection);
+      if (hold) {
+        hold.doomed = true; // destroyed when released (holdConnection)
+        closed++;
+        continue;
+      }
       connection.socket.destroy();
       // Forget it at once: a lookup between now and the 'close' event must not find it.
       this.#connections.delete(connection);

@@ -25,6 +25,7 @@ import { classifyAddress, type GeneralName, parseTrustDomain, spiffeId, uriName 
 import { encodePem } from '../pki/pem.ts';
 import { channelCredentials } from './client-credentials.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
+import { asMaterialError } from './material-errors.ts';
 import { MaterialProvider } from './material-provider.ts';
 import { type ServerVerification, toCheckServerIdentity, verifyServerName } from './server-verification.ts';
 
@@ -101,6 +102,11 @@ function addressNames(addresses: readonly string[], what: string): GeneralName[]
   const names: GeneralName[] = [];
   const seen = new Set<string>();
   for (const address of addresses) {
+    if (typeof address !== 'string') {
+      throw invalid(
+        `${what}: every address must be a string (a DNS name or an IP address), got ${typeof address}`,
+      );
+    }
     const name = classifyAddress(address.trim());
     const key = `${name.type}:${name.value}`;
     if (!seen.has(key)) {
@@ -280,6 +286,9 @@ export class EmbeddedCA {
   static create(options: EmbeddedCAOptions): EmbeddedCA {
     const keyType = parseKeyType(options.keyType ?? 'p256');
     const trustDomain = parseTrustDomain(options.trustDomain ?? DEFAULT_TRUST_DOMAIN);
+    if (options.addresses !== undefined && !Array.isArray(options.addresses)) {
+      throw invalid('an embedded CA needs addresses: an array of DNS names or IP addresses');
+    }
     const serverNames = addressNames(options.addresses ?? [], 'an embedded CA');
     const leafTtlMs = lifetimeMs(options.leafTtl ?? '1h', 'leafTtl');
     const caTtlMs =
@@ -307,8 +316,12 @@ export class EmbeddedCA {
     let intermediates: Buffer[];
     let chain: Buffer[];
     if (options.ca) {
-      const given = readCertificates(options.ca.certificate, 'CA certificate').map((der) =>
-        parseCertificate(der, 'CA certificate'),
+      const { certificate, privateKey } = options.ca;
+      if (typeof certificate !== 'string' || typeof privateKey !== 'string') {
+        throw invalid('the embedded CA option "ca" needs certificate and privateKey as PEM text');
+      }
+      const given = asMaterialError('embedded CA: the CA certificate', () =>
+        readCertificates(certificate, 'CA certificate').map((der) => parseCertificate(der, 'CA certificate')),
       );
       const root = given[given.length - 1];
       if (root.subject !== root.issuer) {
@@ -316,8 +329,12 @@ export class EmbeddedCA {
           `the CA certificate PEM must end with its self-signed root; "${root.subject}" was issued by "${root.issuer}" (append that certificate)`,
         );
       }
-      const caKey = readPrivateKey(options.ca.privateKey, { source: 'CA private key' });
-      issuer = Issuer.fromCertificate(given[0].der, caKey);
+      const caKey = asMaterialError('embedded CA: the CA private key', () =>
+        readPrivateKey(privateKey, { source: 'CA private key' }),
+      );
+      issuer = asMaterialError('embedded CA: the CA certificate and key', () =>
+        Issuer.fromCertificate(given[0].der, caKey),
+      );
       const remaining = issuer.certificate.notAfter.getTime() - Date.now();
       if (remaining <= leafTtlMs) {
         throw preconditionFailed(

@@ -16,6 +16,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { invalid, notFound, SigilError } from '../errors.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
+import { checkMaterialFiles } from './material-errors.ts';
 import { MaterialProvider } from './material-provider.ts';
 
 export interface MaterialFiles {
@@ -120,6 +121,7 @@ export class FileMaterialSource implements MaterialSource {
    * material to fall back on.
    */
   static async open(options: FileSourceOptions): Promise<FileMaterialSource> {
+    checkPaths(options);
     const files: MaterialFiles = {
       certificateChain: resolve(options.certificateChain),
       privateKey: resolve(options.privateKey),
@@ -136,6 +138,7 @@ export class FileMaterialSource implements MaterialSource {
     const material = await readMaterial(files);
     let provider: MaterialProvider;
     try {
+      checkMaterialFiles(material, files);
       provider = new MaterialProvider(material);
     } catch (error) {
       const e = asSigilError(error);
@@ -183,6 +186,7 @@ export class FileMaterialSource implements MaterialSource {
         this.#lastRefusal = undefined;
         return 'unchanged';
       }
+      checkMaterialFiles(material, this.files);
       this.#provider.set(material);
       this.#lastRefusal = undefined;
       return 'applied';
@@ -247,6 +251,28 @@ export class FileMaterialSource implements MaterialSource {
       this.#poll = setInterval(() => this.#schedule(), pollIntervalMs);
       this.#poll.unref();
     }
+  }
+}
+
+/** Refuses paths that are not non-empty strings before any is resolved. */
+function checkPaths(options: FileSourceOptions): void {
+  const check = (value: unknown, what: string) => {
+    if (typeof value !== 'string' || value === '') {
+      throw invalid(
+        `FileMaterialSource: ${what} must be a file path, got ${JSON.stringify(value) ?? typeof value}`,
+      );
+    }
+  };
+  if (typeof options !== 'object' || options === null) {
+    throw invalid('FileMaterialSource.open needs { certificateChain, privateKey, trustBundle } file paths');
+  }
+  check(options.certificateChain, 'certificateChain');
+  check(options.privateKey, 'privateKey');
+  check(options.trustBundle, 'trustBundle');
+  if (options.crls !== undefined) {
+    if (!Array.isArray(options.crls))
+      throw invalid('FileMaterialSource: crls must be an array of file paths');
+    for (const [index, path] of options.crls.entries()) check(path, `crls[${index}]`);
   }
 }
 

@@ -5,7 +5,14 @@
 // set throws and changes nothing, so the previous material keeps serving.
 
 import type { MaterialSource, TlsMaterial } from './material.ts';
+import { asMaterialError, checkMaterialShape } from './material-errors.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
+
+/** validateMaterial behind the shape check: every refusal is a SigilError. */
+function validated(material: TlsMaterial): ValidatedMaterial {
+  checkMaterialShape(material, 'TLS material');
+  return asMaterialError('TLS material', () => validateMaterial(material));
+}
 
 export interface MaterialProviderOptions {
   /**
@@ -25,7 +32,7 @@ export class MaterialProvider implements MaterialSource {
 
   /** Throws a SigilError when `initial` is inconsistent or expired. */
   constructor(initial: TlsMaterial, options: MaterialProviderOptions = {}) {
-    this.#current = validateMaterial(initial);
+    this.#current = validated(initial);
     this.#onListenerError =
       options.onListenerError ??
       ((error) =>
@@ -58,15 +65,15 @@ export class MaterialProvider implements MaterialSource {
    * Throws a SigilError otherwise, leaving the current material in place.
    */
   set(material: TlsMaterial): ValidatedMaterial {
-    const validated = validateMaterial(material);
-    this.#current = validated;
+    const checked = validated(material);
+    this.#current = checked;
     for (const listener of [...this.#listeners]) {
       try {
-        listener(validated.material);
+        listener(checked.material);
       } catch (error) {
         this.#onListenerError(error);
       }
     }
-    return validated;
+    return checked;
   }
 }

@@ -76,6 +76,11 @@ const REASON_BY_CODE: Readonly<Record<string, HandshakeFailureReason>> = {
   CRL_NOT_YET_VALID: 'bad_certificate',
   CRL_SIGNATURE_FAILURE: 'bad_certificate',
   HOSTNAME_MISMATCH: 'bad_certificate',
+  // OpenSSL's codes Node reports as UNSPECIFIED (handshake-refusal.ts names them), and sigil's own refusals.
+  PERMITTED_SUBTREE_VIOLATION: 'bad_certificate',
+  EXCLUDED_SUBTREE_VIOLATION: 'bad_certificate',
+  CA_CERTIFICATE_AS_CLIENT: 'bad_certificate',
+  CERT_CHAIN_NOT_STRICT: 'bad_certificate',
   ERR_TLS_CERT_ALTNAME_INVALID: 'bad_certificate',
   ERR_SSL_CERTIFICATE_VERIFY_FAILED: 'bad_certificate',
   ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: 'bad_certificate',

@@ -23,6 +23,7 @@ import { certificateNames } from '../pki/certificate-names.ts';
 import { parseSpiffeId } from '../pki/names.ts';
 import { DEFAULT_POLICY_OID, type PolicyOid, parsePolicyOid } from '../pki/policy-extension.ts';
 import { checkChainStrictness } from './chain-strictness.ts';
+import { ConnectionAging } from './connection-aging.ts';
 import { ConnectionRegistry } from './connection-registry.ts';
 import {
   chainDelegateAdmitter,
@@ -31,11 +32,29 @@ import {
   delegateAdmissionInterceptor,
   issuedDirectlyBy,
 } from './delegate-admission.ts';
+import {
+  alertFor,
+  CA_CERTIFICATE_AS_CLIENT,
+  CERT_CHAIN_NOT_STRICT,
+  NO_CLIENT_CERTIFICATE,
+  type PresentedCertificate,
+  presentedCertificate,
+  TOO_MANY_CONNECTIONS,
+  verificationCode,
+} from './handshake-refusal.ts';
 import type { MaterialSource, TlsMaterial } from './material.ts';
 import type { TransportMetrics } from './metrics.ts';
+import {
+  anonymousPeerKey,
+  http2StreamLimit,
+  type PeerKey,
+  type PeerLimitOptions,
+  PeerLimits,
+} from './peer-limits.ts';
 import { exemptAnonymousPublicCalls, publicMethodSet, publicMethodsInterceptor } from './public-methods.ts';
 import { RevocationEnforcement } from './revocation-enforcement.ts';
 import type { RevocationSource } from './revocation-source.ts';
+import { ServerAlerts, type TlsAlert } from './tls-alert.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
 
 /** A connection that never reached grpc-js. */
@@ -44,12 +63,20 @@ export interface HandshakeFailure {
    * Node's verification code when the certificate was refused
    * ('CERT_HAS_EXPIRED', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'INVALID_PURPOSE',
    * 'CERT_REVOKED' — also used for sigil's own revocation check;
-   * 'CERT_CHAIN_NOT_STRICT' for sigil's strict chain checks), else the TLS
-   * error code ('ERR_SSL_UNSUPPORTED_PROTOCOL', 'ERR_SSL_WRONG_VERSION_NUMBER', …).
+   * 'PERMITTED_SUBTREE_VIOLATION' and every other code Node calls
+   * 'UNSPECIFIED', named after OpenSSL's text; sigil's own refusals
+   * 'CA_CERTIFICATE_AS_CLIENT', 'CERT_CHAIN_NOT_STRICT', 'TOO_MANY_CONNECTIONS'),
+   * else the TLS error code ('ERR_SSL_UNSUPPORTED_PROTOCOL', …).
    */
   readonly reason: string;
   readonly message: string;
   readonly remoteAddress: string | undefined;
+  readonly remotePort?: number | undefined;
+  /** The client's leaf, when it presented one: serial (lower-case hex) and SPIFFE ID. */
+  readonly serial?: string;
+  readonly spiffeId?: string | null;
+  /** The TLS alert that told the client why, when one was sent. */
+  readonly alert?: TlsAlert;
 }
 
 export interface MtlsServerOptions {
@@ -74,15 +101,25 @@ export interface MtlsServerOptions {
    */
   readonly metrics?: TransportMetrics;
   /**
-   * Connections get a GOAWAY after this long (±10% jitter, by grpc-js) so
-   * long-lived clients reconnect and pick up rotated material. Default: half
-   * the lifetime of the leaf current at construction.
+   * Connections get a GOAWAY after this long (±10% jitter; at the next
+   * request, see connection-aging.ts) so long-lived clients reconnect and
+   * pick up rotated material. Default: half the lifetime of the leaf current
+   * at construction. No call is lost to aging with sigil's channelCredentials;
+   * other grpc-js clients may still fail a call whose request was being
+   * written when its connection was aged (refused-stream-retry.ts).
    */
   readonly maxConnectionAgeMs?: number;
   /** After the GOAWAY, calls still running get this long before the connection is cut. Default: half the age. */
   readonly maxConnectionAgeGraceMs?: number;
   /** A peer that has not finished its handshake by then is dropped. Default 10 s. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * How much one peer may hold (peer-limits.ts): calls in progress per
+   * connection (default 100) and per identity (default 400), open
+   * connections per identity (default 100). Over a limit is refused:
+   * RESOURCE_EXHAUSTED for a call, the TLS alert access_denied for a connection.
+   */
+  readonly peerLimits?: PeerLimitOptions;
   /**
    * The strict structural checks (chain-strictness.ts) on each client chain
    * OpenSSL verified. Node shows a server only the client's leaf, so they
@@ -136,7 +173,7 @@ function knownAuthorities(material: ValidatedMaterial): X509Certificate[] {
   return authorities;
 }
 
-// grpc-js arms a setTimeout with the age plus up to 10% jitter; Node clamps a
+// The age timer is armed with the age plus up to 10% jitter; Node clamps a
 // delay over 2^31-1 ms to 1 ms, which would close every connection at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_CONNECTION_AGE_MS = Math.floor(MAX_TIMER_MS / 1.1);
@@ -183,9 +220,13 @@ export class MtlsServer {
   readonly grpcServer: grpc.Server;
   /** The live connections of this server. */
   readonly connections = new ConnectionRegistry();
+  /** What one peer may hold, and what each holds now. */
+  readonly peerLimits: PeerLimits;
   readonly maxConnectionAgeMs: number;
   readonly #tlsServer: tls.Server;
+  readonly #alerts: ServerAlerts;
   readonly #injector: grpc.ConnectionInjector;
+  readonly #aging: ConnectionAging;
   readonly #revocation: RevocationEnforcement | undefined;
   readonly #options: MtlsServerOptions;
   readonly #unsubscribeMaterial: () => void;
@@ -219,6 +260,7 @@ export class MtlsServer {
       ? new RevocationEnforcement(options.revocation, this.connections)
       : undefined;
     this.#delegation = delegationSettings(options.delegation, this.#material);
+    this.peerLimits = new PeerLimits(options.peerLimits, () => this.#delegation?.trustDomain ?? null);
     const admitter =
       options.delegates === 'refuse' || this.#delegation === null
         ? null
@@ -233,6 +275,7 @@ export class MtlsServer {
     // grpc-js hands inbound events to interceptors[0] first: sigil's checks run before the user's.
     const interceptors = [
       ...(options.metrics ? [options.metrics.serverInterceptor] : []),
+      this.peerLimits.interceptor,
       ...(publicMethods ? [publicMethodsInterceptor(publicMethods)] : []),
       ...(this.#revocation
         ? [
@@ -246,25 +289,31 @@ export class MtlsServer {
     ];
     this.#allowAnonymous = publicMethods !== null;
     this.grpcServer = new grpc.Server({
+      'grpc.max_concurrent_streams': http2StreamLimit(this.peerLimits.maxStreamsPerConnection),
       ...options.grpcOptions,
-      'grpc.max_connection_age_ms': this.maxConnectionAgeMs,
-      'grpc.max_connection_age_grace_ms': graceMs,
+      // sigil ages connections itself (connection-aging.ts); grpc-js's aging loses calls.
+      'grpc.max_connection_age_ms': undefined,
+      'grpc.max_connection_age_grace_ms': undefined,
       interceptors,
     });
+    this.#aging = new ConnectionAging({ maxAgeMs: this.maxConnectionAgeMs, graceMs });
     this.#injector = this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
     this.#tlsServer = tls.createServer({
       ...secureContextOptions(this.#material),
       requestCert: true,
-      // With public methods a handshake without a client certificate must
-      // complete; #admit then refuses every certificate that failed verification.
-      rejectUnauthorized: !this.#allowAnonymous,
+      // Node's rejectUnauthorized only destroys the socket, and the client
+      // never learns why; #admit refuses every certificate that failed
+      // verification (and a missing one, unless public methods allow it)
+      // with the TLS alert that says why (tls-alert.ts).
+      rejectUnauthorized: false,
       ALPNProtocols: ['h2'],
       handshakeTimeout,
       // gRPC writes small frames and waits for answers: with Nagle's algorithm
       // a response can sit behind the peer's delayed ACK for ~40 ms.
       noDelay: true,
     });
+    this.#alerts = new ServerAlerts(this.#tlsServer);
     this.#tlsServer.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -273,7 +322,7 @@ export class MtlsServer {
     this.#tlsServer.on('tlsClientError', (error, socket) => {
       // Node sets authorizationError to the verification code (typed Error, a string at run time).
       const verification: unknown = socket.authorizationError;
-      const reason = typeof verification === 'string' ? verification : errorCode(error);
+      const reason = typeof verification === 'string' ? verificationCode(socket) : errorCode(error);
       this.#handshakeFailed(reason, describe(error), socket);
     });
     this.#tlsServer.on('error', (error) => {
@@ -321,6 +370,7 @@ export class MtlsServer {
 
   async #shutdown(graceMs: number): Promise<void> {
     this.#unsubscribeMaterial();
+    this.#aging.stop();
     this.#revocation?.close();
     const listenerClosed = new Promise<void>((resolve) => {
       if (this.#tlsServer.listening) this.#tlsServer.close(() => resolve());
@@ -366,56 +416,83 @@ export class MtlsServer {
 
   #admit(socket: tls.TLSSocket): void {
     if (this.#closed || socket.destroyed) {
+      this.#alerts.forget(socket);
       socket.destroy();
-      return;
-    }
-    if (!socket.authorized && this.#allowAnonymous) {
-      // rejectUnauthorized is off: refuse here exactly what OpenSSL's verdict refused.
-      if (socket.getPeerX509Certificate()) {
-        // Node sets authorizationError to the verification code (typed Error, a string at run time).
-        const verification: unknown = socket.authorizationError;
-        const reason = typeof verification === 'string' ? verification : 'CERT_REJECTED';
-        socket.destroy();
-        this.#handshakeFailed(reason, `the client certificate failed verification: ${reason}`, socket);
-        return;
-      }
-      // No certificate at all: an anonymous connection, limited to the public methods.
-      this.#injector.injectConnection(socket);
       return;
     }
     const leaf = socket.getPeerX509Certificate();
-    if (leaf?.ca) {
-      socket.destroy();
-      this.#handshakeFailed(
-        'CA_CERTIFICATE_AS_CLIENT',
-        'the client presented a CA certificate; clients call with a leaf certificate',
+    if (!socket.authorized) {
+      if (!leaf && this.#allowAnonymous) {
+        // No certificate at all: an anonymous connection, limited to the public methods.
+        this.#inject(socket, anonymousPeerKey(socket.remoteAddress));
+        return;
+      }
+      if (!leaf) {
+        this.#refuse(socket, NO_CLIENT_CERTIFICATE, 'the client presented no certificate');
+        return;
+      }
+      // Refuse exactly what OpenSSL's verdict refused, naming its code.
+      const reason = verificationCode(socket);
+      this.#refuse(socket, reason, `the client certificate failed verification: ${reason}`);
+      return;
+    }
+    if (!leaf) {
+      // Unreachable: Node authorizes no socket without a peer certificate; refuse rather than trust that.
+      this.#refuse(socket, NO_CLIENT_CERTIFICATE, 'the client presented no certificate');
+      return;
+    }
+    if (leaf.ca) {
+      this.#refuse(
         socket,
+        CA_CERTIFICATE_AS_CLIENT,
+        'the client presented a CA certificate; clients call with a leaf certificate',
       );
       return;
     }
-    const issuedBy =
-      leaf && issuedDirectlyBy(leaf, this.#deploymentAuthorities()) ? 'deployment' : 'delegated';
+    const issuedBy = issuedDirectlyBy(leaf, this.#deploymentAuthorities()) ? 'deployment' : 'delegated';
     const connection = this.connections.track(socket, knownAuthorities(this.#material), issuedBy);
     if (!connection) {
-      // Unreachable with requestCert + rejectUnauthorized; refuse rather than trust that.
-      socket.destroy();
-      this.#handshakeFailed('NO_PEER_CERTIFICATE', 'the client presented no certificate', socket);
+      this.#refuse(socket, NO_CLIENT_CERTIFICATE, 'the client presented no certificate');
       return;
     }
     const nonconforming =
       this.#options.strictChain === false ? undefined : checkChainStrictness(connection.chain);
     if (nonconforming !== undefined) {
-      socket.destroy();
-      this.#handshakeFailed('CERT_CHAIN_NOT_STRICT', nonconforming.message, socket);
+      this.#refuse(socket, CERT_CHAIN_NOT_STRICT, nonconforming.message);
       return;
     }
     const revoked = this.#revocation?.refusal(connection);
     if (revoked !== undefined) {
-      socket.destroy();
-      this.#handshakeFailed('CERT_REVOKED', `certificate serial ${revoked} is revoked`, socket);
+      this.#refuse(socket, 'CERT_REVOKED', `certificate serial ${revoked} is revoked`);
       return;
     }
+    this.#inject(socket, this.peerLimits.keyOf(connection));
+  }
+
+  /** Hand an admitted connection to grpc-js, unless its identity already holds all the connections it may. */
+  #inject(socket: tls.TLSSocket, peer: PeerKey): void {
+    const over = this.peerLimits.admitConnection(peer, socket);
+    if (over !== undefined) {
+      this.#refuse(socket, TOO_MANY_CONNECTIONS, over);
+      return;
+    }
+    this.#alerts.forget(socket);
     this.#injector.injectConnection(socket);
+    this.#aging.track(socket);
+  }
+
+  /** Tell the client why with a TLS alert, close the connection and report it. */
+  #refuse(socket: tls.TLSSocket, reason: string, message: string): void {
+    // Read before the socket is gone.
+    const details = {
+      presented: presentedCertificate(socket),
+      remoteAddress: socket.remoteAddress,
+      remotePort: socket.remotePort,
+    };
+    const alert = alertFor(reason);
+    const sent = this.#alerts.send(socket, alert);
+    socket.destroy();
+    this.#handshakeFailed(reason, message, socket, { ...details, ...(sent ? { alert } : {}) });
   }
 
   #deploymentAuthorities(): readonly X509Certificate[] {
@@ -450,12 +527,31 @@ export class MtlsServer {
     }
   }
 
-  #handshakeFailed(reason: string, message: string, socket: tls.TLSSocket): void {
-    this.#options.metrics?.recordHandshakeFailure({ code: reason, message }, socket);
+  #handshakeFailed(
+    reason: string,
+    message: string,
+    socket: tls.TLSSocket,
+    details: {
+      presented?: PresentedCertificate | undefined;
+      remoteAddress?: string | undefined;
+      remotePort?: number | undefined;
+      alert?: TlsAlert;
+    } = {},
+  ): void {
+    // The reason already holds the verification code; the socket's would mislabel sigil's own refusals.
+    this.#options.metrics?.recordHandshakeFailure({ code: reason, message });
     const hook = this.#options.onHandshakeError;
     if (!hook) return;
+    const presented = details.presented ?? presentedCertificate(socket);
     try {
-      hook({ reason, message, remoteAddress: socket.remoteAddress });
+      hook({
+        reason,
+        message,
+        remoteAddress: details.remoteAddress ?? socket.remoteAddress,
+        remotePort: details.remotePort ?? socket.remotePort,
+        ...(presented ? { serial: presented.serial, spiffeId: presented.spiffeId } : {}),
+        ...(details.alert ? { alert: details.alert } : {}),
+      });
     } catch (error) {
       this.#report(error instanceof Error ? error : new Error(String(error)));
     }

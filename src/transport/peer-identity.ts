@@ -32,6 +32,13 @@ export interface PeerExtension {
 export interface PeerIdentity {
   /** The leaf's single spiffe:// URI SAN; null when it has none. */
   readonly spiffeId: string | null;
+  /**
+   * The leaf's subject distinguished name as text, most specific first, as
+   * OpenSSL prints it with `-nameopt RFC2253` ("CN=web-1,O=sigil"; special
+   * characters escaped per RFC 2253/4514, UTF-8 kept as is). For logs and
+   * display: authorize on `spiffeId` (or SANs), never on the subject.
+   */
+  readonly subject: string;
   readonly dnsNames: readonly string[];
   /** Canonical text (IPv6 per RFC 5952). */
   readonly ipAddresses: readonly string[];
@@ -122,6 +129,22 @@ function readNames(extensions: readonly PeerExtension[]): Names {
   return names;
 }
 
+/**
+ * RFC 2253 order and separators from Node's multi-line subject: Node prints
+ * the name most significant first, one RDN per line, with RFC 2253 escaping
+ * and control characters escaped (no value holds a raw newline, and a "+"
+ * inside a value is "\\+"), multi-valued RDNs joined by " + ". OpenSSL
+ * reverses the attributes of a multi-valued RDN too.
+ */
+function subjectText(leaf: X509Certificate): string {
+  if (!leaf.subject) return '';
+  return leaf.subject
+    .split('\n')
+    .reverse()
+    .map((rdn) => rdn.split(' + ').reverse().join('+'))
+    .join(',');
+}
+
 /** The identity in a verified chain (DER, leaf first). */
 export function identityFromChain(
   chainDer: readonly Buffer[],
@@ -146,6 +169,7 @@ export function identityFromChain(
   }
   return {
     spiffeId: names.spiffeIds[0] ?? null,
+    subject: subjectText(leaf),
     dnsNames: names.dnsNames,
     ipAddresses: names.ipAddresses,
     serial: canonicalSerial(leaf.serialNumber),

@@ -4,6 +4,7 @@
 // handshake.
 
 import type { MaterialSource, TlsMaterial } from './material.ts';
+import { asMaterialError, checkMaterialShape } from './material-errors.ts';
 import { validateMaterial } from './validate-material.ts';
 
 export class StaticMaterialSource implements MaterialSource {
@@ -11,7 +12,8 @@ export class StaticMaterialSource implements MaterialSource {
 
   /** Throws a SigilError when the material is inconsistent or expired. */
   constructor(material: TlsMaterial) {
-    validateMaterial(material);
+    checkMaterialShape(material, 'static TLS material');
+    asMaterialError('static TLS material', () => validateMaterial(material));
     this.#material = material;
   }
 

@@ -570,13 +570,19 @@ describe('sigil delegate --from (offline)', { concurrency: 4 }, () => {
     await refusedOffline(bob, ['--to', 'x', '--permissions', 'info'], /lacks the "delegate" permission/);
   });
 
-  test('refused: bad --cpus text', async () => {
-    await refusedOffline(
-      alice,
-      ['--to', 'x', '--cpus', '0,one'],
-      /--cpus "0,one": "one" is not a cpu id or range/,
-    );
-    await refusedOffline(alice, ['--to', 'x', '--cpus', '3-1'], /--cpus "3-1": "3-1" is out of range/);
+  test('bad --cpus text is bad usage: exit 2, nothing written', async () => {
+    for (const [cpus, problem] of [
+      ['0,one', /--cpus "0,one": "one" is not a cpu id or range/],
+      ['3-1', /--cpus "3-1": "3-1" is out of range/],
+    ] as const) {
+      const out = outDir('refused');
+      const before = snapshot(alice);
+      const result = await sigil(['delegate', '--from', alice, '--out', out, '--to', 'x', '--cpus', cpus]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, problem);
+      assert.equal(existsSync(out), false, `${out} was created`);
+      assert.deepEqual(snapshot(alice), before);
+    }
   });
 
   test('refused: an unknown permission and a bad name', async () => {

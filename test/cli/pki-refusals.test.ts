@@ -249,19 +249,19 @@ describe('pki refusals', { concurrency: 4 }, () => {
     );
   });
 
-  test('init with a bad flag value creates no directory', async () => {
+  test('init with a bad flag value is bad usage (exit 2) and creates no directory', async () => {
     const root = tempDir();
-    await refuses(
-      root,
-      ['pki', 'init', '--dir', join(root, 'new'), '--key-type', 'dsa'],
-      /unknown key type "dsa"/,
-    );
-    await refuses(root, ['pki', 'init', '--dir', join(root, 'new'), '--ttl', '10'], /invalid duration "10"/);
-    await refuses(
-      root,
-      ['pki', 'init', '--dir', join(root, 'new'), '--trust-domain', 'Bad Domain'],
-      /invalid trust domain "Bad Domain"/,
-    );
+    for (const [flags, problem] of [
+      [['--key-type', 'dsa'], /unknown key type "dsa"/],
+      [['--ttl', '10'], /invalid duration "10"/],
+      [['--trust-domain', 'Bad Domain'], /invalid trust domain "Bad Domain"/],
+    ] as const) {
+      const before = snapshot(root);
+      const result = await sigil(['pki', 'init', '--dir', join(root, 'new'), ...flags]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, problem);
+      assert.deepEqual(snapshot(root), before, 'files changed');
+    }
   });
 
   test('issue over existing output without --force', async () => {

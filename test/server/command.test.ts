@@ -116,10 +116,11 @@ describe('sigil server (subprocess)', () => {
     assert.doesNotMatch(store.stderr(), /hunter2/);
   });
 
-  test('npm start runs `sigil server`', () => {
+  test('npm start runs `sigil server` as the process that gets signals', () => {
+    // `exec` replaces npm's shell with node, so Ctrl-C/kill reach the server itself.
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
       scripts: Record<string, string>;
     };
-    assert.equal(pkg.scripts.start, 'node bin/sigil.js server');
+    assert.equal(pkg.scripts.start, 'exec node bin/sigil.js server');
   });
 });

@@ -26,8 +26,8 @@
 // The outcome the server decides is read back through the admin's view
 // (`sigil token list`, node and certificate listings), never taken from the
 // attacker's side alone. Handshake refusals are also read from the server's
-// debug log: Node reports a name-constraint violation as "UNSPECIFIED", so the
-// cause is confirmed with `openssl verify` on the same chain.
+// log (the verify code, read from OpenSSL's text where Node's own code is
+// "UNSPECIFIED"), and the cause is confirmed with `openssl verify` on the same chain.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -307,7 +307,7 @@ describe('forged identities against a real sigil server', () => {
       for (const [what, run] of Object.entries(adminAttacks(mallory, leaf))) {
         assertRefusedWith(await run(), grpc.status.UNAVAILABLE, `${name}: ${what}`);
       }
-      // Refused before grpc-js saw it; Node names a name-constraint failure "UNSPECIFIED".
+      // Refused in the handshake, before grpc-js saw it, for the name constraint.
       const refusals = await newRefusals(refusalsBefore);
       assert.ok(!refusals.includes('CA_CERTIFICATE_AS_CLIENT'), refusals.join());
     }

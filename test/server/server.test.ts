@@ -520,7 +520,7 @@ describe('sigil server in process', () => {
       const other = join(tempDir(), 'busy');
       await assert.rejects(
         startTestServer({ dataDir: other, listen: `127.0.0.1:${port}` }),
-        new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`),
+        new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(--listen\\): .*EADDRINUSE`),
       );
       await assert.rejects(
         startTestServer({ dataDir: other, httpListen: `127.0.0.1:${port}` }),

@@ -27,6 +27,7 @@ function peer(
 ): PeerIdentity {
   return {
     spiffeId,
+    subject: '',
     dnsNames: [],
     ipAddresses: [],
     serial: '1',

@@ -1628,6 +1628,92 @@ export function storeContract(harness: StoreHarness): void {
       assert.equal((await store.usageUnder(carol)).workloads, 1);
     });
 
+    test('releaseUsageUnder deletes every reservation at or under a subtree key in one go, and nothing beside it', async () => {
+      const { store } = await fresh();
+      const alice = '/alice';
+      const held = [
+        sampleReservation(alice, 'own'),
+        sampleReservation('/alice/carol', 'web'),
+        sampleReservation('/alice/carol', 'db'),
+        sampleReservation('/alice/carol//job', 'tmp'),
+        sampleReservation('/alice/carol/dave', 'cache'),
+        sampleReservation('/alice/carolyn', 'other'),
+        sampleReservation('/bob', 'bob'),
+      ];
+      for (const reservation of held) await store.reserveUsage(reservation, []);
+      assert.equal((await store.usageUnder(alice)).workloads, 6);
+      assert.equal(await store.releaseUsageUnder('/alice/carol'), 4);
+      assert.deepEqual(
+        (await store.listReservations(alice)).map((r) => `${r.subtree} ${r.holder}`),
+        ['/alice own', '/alice/carolyn other'],
+      );
+      assert.equal((await store.usageUnder(alice)).workloads, 2);
+      assert.equal(await store.releaseUsageUnder('/alice/carol'), 0, 'nothing left to release');
+      assert.equal((await store.usageUnder('/bob')).workloads, 1);
+      await rejectsWith(store.releaseUsageUnder(delegatedSpiffeId('/alice')), 'invalid_argument', /subtree/);
+    });
+
+    // --- revoked keys and lineage ---------------------------------------------------
+
+    test('revokeKey inserts once (the first record is kept) and getRevokedKey returns it field for field', async () => {
+      const { store, another } = await fresh();
+      const keyHash = 'ab'.repeat(32);
+      const first = {
+        keyHash,
+        reason: 'keyCompromise',
+        serial: '1a2b',
+        nodeId: 'n123',
+        revokedAt: at(10),
+        revokedBy: ADMIN,
+      };
+      assert.equal(await store.getRevokedKey(keyHash), null);
+      assert.equal(await store.revokeKey(first), true);
+      const other = await another();
+      assert.equal(
+        await other.revokeKey({ ...first, reason: 'nodeRevoked', serial: null, revokedAt: at(20) }),
+        false,
+      );
+      assert.deepEqual(await other.getRevokedKey(keyHash), first);
+      const bare = { ...first, keyHash: 'cd'.repeat(32), serial: null, nodeId: null };
+      assert.equal(await store.revokeKey(bare), true);
+      assert.deepEqual(await store.getRevokedKey(bare.keyHash), bare);
+      await rejectsWith(store.revokeKey({ ...first, keyHash: 'not a hash' }), 'invalid_argument', /hash/);
+      await rejectsWith(
+        store.revokeKey({ ...first, keyHash: 'ef'.repeat(32), reason: '' }),
+        'invalid_argument',
+      );
+      assert.equal(await store.getRevokedKey('ef'.repeat(32)), null, 'a refused record stores nothing');
+    });
+
+    test('recordLineage files a serial under its first lineage; listLineage lists a lineage from an instant on, oldest first', async () => {
+      const { store } = await fresh();
+      const line = 'certificate:1000';
+      await store.recordLineage({ serial: '1003', lineage: line, issuedAt: at(30) });
+      await store.recordLineage({ serial: '1000', lineage: line, issuedAt: at(0) });
+      await store.recordLineage({ serial: '1002', lineage: line, issuedAt: at(20) });
+      await store.recordLineage({ serial: '1001', lineage: line, issuedAt: at(20) });
+      await store.recordLineage({ serial: '2000', lineage: 'certificate:2000', issuedAt: at(25) });
+      // A serial belongs to the lineage it was first filed under.
+      await store.recordLineage({ serial: '1002', lineage: 'certificate:2000', issuedAt: at(99) });
+      assert.deepEqual(await store.getLineage('1002'), { serial: '1002', lineage: line, issuedAt: at(20) });
+      assert.equal(await store.getLineage('ffff'), null);
+      assert.deepEqual(
+        (await store.listLineage(line, at(0))).map((entry) => entry.serial),
+        ['1000', '1001', '1002', '1003'],
+      );
+      assert.deepEqual(
+        (await store.listLineage(line, at(20))).map((entry) => entry.serial),
+        ['1001', '1002', '1003'],
+      );
+      assert.deepEqual(await store.listLineage(line, at(31)), []);
+      assert.deepEqual(await store.listLineage('certificate:9999', at(0)), []);
+      await rejectsWith(
+        store.recordLineage({ serial: '00AB', lineage: line, issuedAt: at(1) }),
+        'invalid_argument',
+        /serial/,
+      );
+    });
+
     // --- events -------------------------------------------------------------------
 
     test('unsubscribe stops delivery; a listener that throws neither fails the write nor starves others', async () => {

@@ -1,6 +1,7 @@
 // The embedded CA: in-memory root (+ intermediate), leaves checked by the
 // real openssl CLI, DNS/IP/SPIFFE names, mTLS over grpc-js with its own
-// credentials, existing CAs, lifetime refusals, renewal, and cold start.
+// credentials, existing CAs, lifetime refusals, renewal (cold start is measured by
+// `npm run bench -- transport`, in fresh processes).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
@@ -9,7 +10,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -425,18 +425,6 @@ describe('EmbeddedCA', () => {
     const [leaf] = certificates(ca.issueServer().certificateChain);
     assert.equal(leaf.publicKey.asymmetricKeyDetails?.modulusLength, 4096);
     assert.equal(EmbeddedCA.create({ addresses: ['localhost'] }).keyType, 'p256');
-  });
-
-  test('cold start: root + intermediate + server + client, P-256', (t) => {
-    EmbeddedCA.create({ addresses: ['localhost'] }).issueServer(); // warm up module-level caches once
-    const start = performance.now();
-    const ca = EmbeddedCA.create({ addresses: ['localhost', '127.0.0.1'], intermediate: true });
-    ca.issueServer();
-    ca.issueClient();
-    const elapsed = performance.now() - start;
-    t.diagnostic(
-      `embedded CA cold start (root + intermediate + server + client, P-256): ${elapsed.toFixed(2)} ms`,
-    );
   });
 });
 

@@ -1,0 +1,182 @@
+// Flag values are checked while the command line is parsed, so a malformed
+// value is bad usage: exit 2, commander's line naming the option and why
+// ("option '--ttl <duration>' argument '5x' is invalid. invalid duration …"),
+// and nothing runs. The commands check the same values again when they use
+// them; these checks use the same functions, so they never refuse a value the
+// command would take.
+//
+// One table for the whole program, applied to the commander tree after every
+// command has registered (checkFlagValues): a flag's kind of value is the same
+// wherever it appears (--ttl is always a duration), with a few per-command
+// ranges. Every option that takes a value is either checked here or listed in
+// FREE_TEXT (names, paths, things only a CA or the server can judge), and a
+// test keeps that true for options added later.
+import { type Argument, type Command, InvalidArgumentError, type Option } from 'commander';
+import { SigilError } from '../errors.ts';
+import { parseDuration } from '../pki/duration.ts';
+import { parseKeyType } from '../pki/keys.ts';
+import { parseTrustDomain } from '../pki/names.ts';
+import { canonicalSerial } from './cert.ts';
+import { fingerprintFrom, splitHostPort } from './client-context.ts';
+import { parseCpuList, wholeNumber } from './delegation.ts';
+
+type Check = (text: string) => void;
+
+const U32 = 0xffffffff;
+
+function duration(limits: { minMs?: number; maxSeconds?: number } = {}): Check {
+  return (text) => {
+    const ms = parseDuration(text);
+    if (limits.minMs !== undefined && ms < limits.minMs) {
+      throw new InvalidArgumentError(`shorter than ${limits.minMs / 1000} s`);
+    }
+    if (limits.maxSeconds !== undefined && Math.ceil(ms / 1000) > limits.maxSeconds) {
+      throw new InvalidArgumentError('too long');
+    }
+  };
+}
+
+function whole(flag: string, min: number, max: number): Check {
+  return (text) => {
+    const value = wholeNumber(text, flag, max);
+    if (value < min) {
+      throw new InvalidArgumentError(
+        `${flag} must be a whole number from ${min} to ${max}, got ${JSON.stringify(text)}`,
+      );
+    }
+  };
+}
+
+/** By flag, for every command that has it. */
+const BY_FLAG: Readonly<Record<string, Check>> = {
+  '--ttl': duration(),
+  '--ca-ttl': duration(),
+  '--next-update': duration(),
+  '--wait-timeout': duration(),
+  '--bundle-refresh': duration(),
+  '--timeout': duration(),
+  '--key-type': (text) => void parseKeyType(text),
+  '--trust-domain': (text) => void parseTrustDomain(text),
+  '--ca-fingerprint': (text) => void fingerprintFrom(text, '--ca-fingerprint'),
+  '--server': (text) => void splitHostPort(text, '--server'),
+  '--cpus': (text) => void parseCpuList(text),
+};
+
+/** By command path and flag: ranges that differ between commands. */
+const BY_COMMAND: Readonly<Record<string, Check>> = {
+  'token create --ttl': duration({ minMs: 1000, maxSeconds: U32 }),
+  'token create --uses': whole('--uses', 1, U32),
+  'cert list --page-size': whole('--page-size', 1, 1000),
+  'delegate --ttl': duration({ maxSeconds: U32 }),
+  'delegate --workloads': whole('--workloads', 0, Number.MAX_SAFE_INTEGER),
+  'delegate --memory': whole('--memory', 0, Number.MAX_SAFE_INTEGER),
+  'delegate --block': whole('--block', 0, Number.MAX_SAFE_INTEGER),
+  'delegate --issuance-per-hour': whole('--issuance-per-hour', 0, Number.MAX_SAFE_INTEGER),
+  'delegate --path-len': whole('--path-len', 0, 32),
+  'delegation reserve --workloads': whole('--workloads', 0, U32),
+  'delegation reserve --memory': whole('--memory', 0, Number.MAX_SAFE_INTEGER),
+  'delegation reserve --block': whole('--block', 0, Number.MAX_SAFE_INTEGER),
+};
+
+/** Positional arguments, by command path and argument name. */
+const BY_ARGUMENT: Readonly<Record<string, Check>> = {
+  'cert show <serial>': (text) => void canonicalSerial(text),
+  'cert revoke <serial>': (text) => void canonicalSerial(text),
+};
+
+/** Options whose value is a file or directory (shell completion offers file names). */
+export const PATH_OPTIONS: ReadonlySet<string> = new Set([
+  '--dir',
+  '--out',
+  '--data',
+  '--identity',
+  '--from',
+  '--passphrase-file',
+  '--csr',
+  '--crl',
+  '--ca',
+  '--untrusted',
+]);
+
+/**
+ * Options whose value is free text, a path, or something only a CA, a file
+ * or the server can judge (names for certificates, serials in a CRL, store
+ * URLs): the commands refuse bad ones when they run (exit 1). Options with
+ * commander `.choices()` are checked by commander and need no entry.
+ */
+export const FREE_TEXT: ReadonlySet<string> = new Set([
+  ...PATH_OPTIONS,
+  '--name',
+  '--intermediate-name',
+  '--client-name',
+  '--to',
+  '--dns',
+  '--ip',
+  '--uri',
+  '--email',
+  '--spiffe-id',
+  '--revoke',
+  '--permissions',
+  '--bridges',
+  '--reason',
+  '--requester',
+  '--profile',
+  '--page-token',
+  '--store',
+  '--policy-oid',
+  '--replica-id',
+  '--join',
+  '--listen',
+  '--http-listen',
+  '--advertise',
+  '--http-advertise',
+  '--exec',
+]);
+
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let at: Command | null = command; at?.parent; at = at.parent) names.unshift(at.name());
+  return names.join(' ');
+}
+
+function reason(error: unknown): string {
+  if (error instanceof InvalidArgumentError) return error.message;
+  if (error instanceof SigilError) return error.message;
+  throw error;
+}
+
+function wrap<T extends Option | Argument>(target: T, check: Check): void {
+  const original = target.parseArg as ((value: string, previous: unknown) => unknown) | undefined;
+  target.argParser((value: string, previous: unknown) => {
+    try {
+      check(value);
+    } catch (error) {
+      throw new InvalidArgumentError(reason(error));
+    }
+    return original ? original(value, previous) : value;
+  });
+}
+
+/** What checkFlagValues would check for this option of `command`; undefined: unchecked. */
+export function checkFor(command: Command, option: Option): Check | undefined {
+  // Only options that take a value: `pki issue --server` is a switch, `status --server` an address.
+  if (!option.long || !(option.required || option.optional)) return undefined;
+  return BY_COMMAND[`${commandPath(command)} ${option.long}`] ?? BY_FLAG[option.long];
+}
+
+/** Adds the value checks to every command of `program`. */
+export function checkFlagValues(program: Command): void {
+  const visit = (command: Command): void => {
+    const path = commandPath(command);
+    for (const option of command.options) {
+      const check = checkFor(command, option);
+      if (check) wrap(option, check);
+    }
+    for (const argument of command.registeredArguments) {
+      const check = BY_ARGUMENT[`${path} <${argument.name()}>`];
+      if (check) wrap(argument, check);
+    }
+    for (const sub of command.commands) visit(sub);
+  };
+  visit(program);
+}

@@ -1,0 +1,84 @@
+// Who may call the standard services on the control plane (health and
+// reflection): any authenticated peer of the deployment (admins, nodes, other
+// deployment identities of the trust domain, admitted delegates); nobody of
+// another trust domain, no unadmitted leaf beneath a delegation, and no
+// anonymous caller (MtlsServer refuses those before this table; see
+// test/server/standard-services.test.ts).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { PERMISSIONS } from '../../src/pki/policy-extension.ts';
+import {
+  PUBLIC_METHODS,
+  STANDARD_METHODS,
+  STANDARD_SERVICES,
+  sigilAuthorizationRules,
+} from '../../src/services/authorization-rules.ts';
+import { HEALTH_SERVICE_NAME } from '../../src/services/health.ts';
+import { REFLECTION_SERVICE_NAMES } from '../../src/services/reflection.ts';
+import { AuthorizationPolicy } from '../../src/transport/authorization.ts';
+import type { PeerIdentity } from '../../src/transport/peer-identity.ts';
+
+const policy = new AuthorizationPolicy(sigilAuthorizationRules('example.test'));
+
+function peer(
+  spiffeId: string | null,
+  issuedBy: PeerIdentity['issuedBy'] = 'deployment',
+  delegate: PeerIdentity['delegate'] = null,
+): PeerIdentity {
+  return {
+    spiffeId,
+    subject: 'CN=test',
+    dnsNames: [],
+    ipAddresses: [],
+    serial: '1',
+    fingerprint: '00'.repeat(32),
+    notAfter: new Date(Date.now() + 60_000),
+    chain: [],
+    extensions: [],
+    issuedBy,
+    delegate,
+  };
+}
+
+const carol = peer('spiffe://carol.alice.d.example.test', 'delegated', {
+  spiffeId: 'spiffe://carol.alice.d.example.test',
+  subtree: ['alice', 'carol'],
+  effective: { version: 1, permissions: new Set(PERMISSIONS), limits: null },
+  revocationIds: [],
+});
+
+describe('standard services in the authorization table', () => {
+  test('the table names exactly the services the server adds', () => {
+    assert.deepEqual(
+      [...STANDARD_SERVICES].sort(),
+      [HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES].sort(),
+    );
+    for (const method of STANDARD_METHODS) assert.notEqual(policy.ruleFor(method), null, method);
+  });
+
+  test('admins, nodes, other deployment identities and admitted delegates may call them', () => {
+    for (const method of STANDARD_METHODS) {
+      for (const id of [
+        'spiffe://example.test/admin/root',
+        'spiffe://example.test/node/n1',
+        'spiffe://example.test/replica/r1',
+      ]) {
+        assert.equal(policy.decide(method, peer(id)).allowed, true, `${id} ${method}`);
+      }
+      assert.equal(policy.decide(method, carol).allowed, true, `carol ${method}`);
+    }
+  });
+
+  test('another trust domain, an unadmitted delegated leaf, an unknown issuer and no SPIFFE ID get nothing', () => {
+    for (const method of STANDARD_METHODS) {
+      assert.equal(policy.decide(method, peer('spiffe://other.test/admin/eve')).allowed, false, method);
+      assert.equal(policy.decide(method, peer('spiffe://example.test/admin/x', 'delegated')).allowed, false);
+      assert.equal(policy.decide(method, peer('spiffe://example.test/admin/x', 'unknown')).allowed, false);
+      assert.equal(policy.decide(method, peer(null)).allowed, false, method);
+    }
+  });
+
+  test('they are not public: no standard method is callable without a client certificate', () => {
+    for (const method of STANDARD_METHODS) assert.equal(PUBLIC_METHODS.includes(method), false, method);
+  });
+});
