@@ -37,17 +37,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
-import { type UnaryMethod, unary } from '../src/agent/rpc.ts';
-import { possessionFor, signChallenge } from '../src/authority/challenges.ts';
+import { type UnaryMethod, unary } from '../src/client/rpc.ts';
 import {
   AdminClient,
   CertificateAuthorityClient,
   type IssuedCertificate,
 } from '../src/gen/sigil/v1/sigil.ts';
 import { generateKeyPair, privateKeyToPem } from '../src/pki/keys.ts';
+import type { TlsMaterial } from '../src/pki/material.ts';
 import { encodePem } from '../src/pki/pem.ts';
+import { possessionFor, signChallenge } from '../src/protocol/challenges.ts';
 import { channelCredentials } from '../src/transport/client-credentials.ts';
-import type { TlsMaterial } from '../src/transport/material.ts';
 import { StaticMaterialSource } from '../src/transport/static-source.ts';
 import { postgresUnavailable, startPostgres } from '../test/support/postgres.ts';
 import { type Limits, median, type Report } from './measure.ts';

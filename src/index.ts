@@ -5,6 +5,10 @@ export type { NodeAgentOptions } from './agent/agent.ts';
 export { NodeAgent } from './agent/agent.ts';
 export type { ErrorCode } from './errors.ts';
 export { SigilError } from './errors.ts';
+export type { MaterialSource, TlsMaterial } from './pki/material.ts';
+export type { RevocationSource } from './pki/revocation-source.ts';
+export type { MetricsServer, MetricsServerOptions } from './server/metrics-http.ts';
+export { serveMetrics } from './server/metrics-http.ts';
 export type {
   AuthorizationOptions,
   AuthorizationRule,
@@ -23,12 +27,9 @@ export type { EmbeddedCAOptions, IssuedLeaf } from './transport/embedded-ca.ts';
 export { EmbeddedCA } from './transport/embedded-ca.ts';
 export type { FileSourceOptions, MaterialFiles } from './transport/file-source.ts';
 export { FileMaterialSource } from './transport/file-source.ts';
-export type { MaterialSource, TlsMaterial } from './transport/material.ts';
 export { MaterialProvider } from './transport/material-provider.ts';
 export type { TransportMetricsOptions } from './transport/metrics.ts';
 export { TransportMetrics } from './transport/metrics.ts';
-export type { MetricsServer, MetricsServerOptions } from './transport/metrics-http.ts';
-export { serveMetrics } from './transport/metrics-http.ts';
 export type { HandshakeFailure, MtlsServerOptions } from './transport/mtls-server.ts';
 export { MtlsServer } from './transport/mtls-server.ts';
 export type { PeerIdentity } from './transport/peer-identity.ts';
@@ -36,7 +37,6 @@ export { peerIdentity } from './transport/peer-identity.ts';
 export type { PeerLimitOptions } from './transport/peer-limits.ts';
 export { DEFAULT_PEER_LIMITS } from './transport/peer-limits.ts';
 export { RevocationSet } from './transport/revocation-set.ts';
-export type { RevocationSource } from './transport/revocation-source.ts';
 export type {
   PresentedServer,
   ServerNameOptions,

@@ -4,7 +4,7 @@
 //   → { type: 'memory' }  ← { type: 'memory', rss, heapUsed, heapTotal } (bytes)
 //   → { type: 'stop' }    (closes the server and exits)
 //   ← { type: 'ready', address, dataDir } once it serves
-import { startServer } from '../../src/services/server.ts';
+import { startServer } from '../../src/server/start-server.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined || process.send === undefined) {

@@ -2,7 +2,7 @@
 // service with Buffer (de)serializers (so neither side of a comparison pays
 // for protobuf), and the messages the two processes exchange over IPC.
 import type * as grpc from '@grpc/grpc-js';
-import type { TlsMaterial } from '../../src/transport/material.ts';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 
 export const ECHO_PATH = '/sigil.bench.Echo/Echo';
 

@@ -12,9 +12,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
-import { controlPlaneVerification, enrolmentCredentials } from '../../src/agent/enrolment-channel.ts';
-import { possessionFor, registerChallenge, signChallenge } from '../../src/authority/challenges.ts';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
+import { controlPlaneVerification, enrolmentCredentials } from '../../src/client/control-plane-channel.ts';
 import {
   AdminClient,
   CertificateAuthorityClient,
@@ -28,6 +26,8 @@ import { createCsr } from '../../src/pki/csr.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { dnsName, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { possessionFor, registerChallenge, signChallenge } from '../../src/protocol/challenges.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 import { serveLoadRequests } from './load-client.ts';

@@ -5,8 +5,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ServerInfoFile } from '../../src/services/data-directory.ts';
-import type { TlsMaterial } from '../../src/transport/material.ts';
+import type { TlsMaterial } from '../../src/pki/material.ts';
+import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import { watchChild } from './child-process.ts';
 
 const SIGIL = fileURLToPath(new URL('../../bin/sigil.js', import.meta.url));

@@ -1,6 +1,6 @@
 // What bench/server.ts and its load-generating child (server-client.ts)
 // exchange over IPC, and the constants both sides use.
-import type { TlsMaterial } from '../../src/transport/material.ts';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 
 /** The sigil server under load: its address and the admin identity the bench signs with. */
 export interface SigilTarget {

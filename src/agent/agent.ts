@@ -25,7 +25,15 @@
 
 import type { KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { possessionFor, rejoinChallenge, signChallenge } from '../authority/challenges.ts';
+import { controlPlaneVerification, enrolmentCredentials } from '../client/control-plane-channel.ts';
+import {
+  DEFAULT_CALL_TIMEOUT_MS,
+  RpcError,
+  STATUS_DEADLINE_EXCEEDED,
+  STATUS_UNAVAILABLE,
+  unary,
+} from '../client/rpc.ts';
+import { bundlePem, chainPem, rootFingerprints, rootsOf } from '../client/trust-bundle.ts';
 import { preconditionFailed, SigilError } from '../errors.ts';
 import {
   CertificateAuthorityClient,
@@ -36,12 +44,12 @@ import {
 import { type Logger, silentLogger } from '../logging.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { generateKeyPair, type KeyType, keyTypeOf, privateKeyToPem, readPrivateKey } from '../pki/keys.ts';
+import type { TlsMaterial } from '../pki/material.ts';
+import { possessionFor, rejoinChallenge, signChallenge } from '../protocol/challenges.ts';
 import { channelCredentials } from '../transport/client-credentials.ts';
-import type { TlsMaterial } from '../transport/material.ts';
 import { MaterialProvider } from '../transport/material-provider.ts';
 import type { ServerVerification } from '../transport/server-verification.ts';
 import { validateMaterial } from '../transport/validate-material.ts';
-import { controlPlaneVerification, enrolmentCredentials } from './enrolment-channel.ts';
 import { type IdentityFiles, type NodeInfo, readIdentity, writeIdentity } from './identity-files.ts';
 import { asRevocation, isPermissionDenied, NodeRevokedError } from './node-revoked.ts';
 import {
@@ -54,14 +62,6 @@ import {
   retryDelay,
   type Validity,
 } from './renewal-schedule.ts';
-import {
-  DEFAULT_CALL_TIMEOUT_MS,
-  RpcError,
-  STATUS_DEADLINE_EXCEEDED,
-  STATUS_UNAVAILABLE,
-  unary,
-} from './rpc.ts';
-import { bundlePem, chainPem, rootFingerprints, rootsOf } from './trust-bundle.ts';
 
 export interface NodeAgentOptions {
   /** The identity directory written by `sigil enrol`. */

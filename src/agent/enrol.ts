@@ -3,7 +3,7 @@
 //   1. read the join token: server addresses, the root CA's fingerprint, the
 //      token ID and secret;
 //   2. reach the first address that answers, pinning the root by that
-//      fingerprint (enrolment-channel.ts: no trust on first use), and fetch
+//      fingerprint (client/control-plane-channel.ts: no trust on first use), and fetch
 //      the trust bundle over the now authenticated channel;
 //   3. generate the node key (Ed25519 by default) — or reuse the one a
 //      previous run left in the directory — and prove possession of it with
@@ -21,8 +21,20 @@
 import type { KeyObject } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { possessionFor, registerChallenge } from '../authority/challenges.ts';
-import { parseJoinToken, tokenKindOf } from '../authority/tokens.ts';
+import {
+  controlPlaneVerification,
+  enrolmentCredentials,
+  fetchPinnedRoot,
+  sha256Hex,
+} from '../client/control-plane-channel.ts';
+import {
+  DEFAULT_CALL_TIMEOUT_MS,
+  RpcError,
+  STATUS_DEADLINE_EXCEEDED,
+  STATUS_UNAVAILABLE,
+  unary,
+} from '../client/rpc.ts';
+import { bundlePem, chainPem } from '../client/trust-bundle.ts';
 import { invalid, preconditionFailed } from '../errors.ts';
 import { EnrolmentClient, type RegisterResponse, type TrustBundle } from '../gen/sigil/v1/sigil.ts';
 import {
@@ -33,14 +45,10 @@ import {
   privateKeyToPem,
   readPrivateKey,
 } from '../pki/keys.ts';
-import type { TlsMaterial } from '../transport/material.ts';
+import type { TlsMaterial } from '../pki/material.ts';
+import { possessionFor, registerChallenge } from '../protocol/challenges.ts';
+import { parseJoinToken, tokenKindOf } from '../protocol/join-tokens.ts';
 import { validateMaterial } from '../transport/validate-material.ts';
-import {
-  controlPlaneVerification,
-  enrolmentCredentials,
-  fetchPinnedRoot,
-  sha256Hex,
-} from './enrolment-channel.ts';
 import {
   identityPaths,
   type NodeInfo,
@@ -48,14 +56,6 @@ import {
   readOptional,
   writeIdentity,
 } from './identity-files.ts';
-import {
-  DEFAULT_CALL_TIMEOUT_MS,
-  RpcError,
-  STATUS_DEADLINE_EXCEEDED,
-  STATUS_UNAVAILABLE,
-  unary,
-} from './rpc.ts';
-import { bundlePem, chainPem } from './trust-bundle.ts';
 
 export interface EnrolOptions {
   /** The join token as `sigil token create` printed it. */

@@ -13,9 +13,15 @@
 
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { type PlannedFile, PRIVATE, PUBLIC, parseJsonObject, writeFilesAtomically } from '../cli/files.ts';
 import { invalid, notFound } from '../errors.ts';
-import type { TlsMaterial } from '../transport/material.ts';
+import {
+  type PlannedFile,
+  PRIVATE,
+  PUBLIC,
+  parseJsonObject,
+  writeFilesAtomically,
+} from '../files/file-sets.ts';
+import type { TlsMaterial } from '../pki/material.ts';
 
 export const CERTIFICATE_FILE = 'cert.pem';
 export const KEY_FILE = 'key.pem';

@@ -17,8 +17,9 @@
 // This needs neither the HTTP side (CRLs) nor any particular TLS alert, works
 // through every replica, and never sends anything secret to an unauthenticated
 // server.
+
+import { RpcError, STATUS_PERMISSION_DENIED } from '../client/rpc.ts';
 import { SigilError } from '../errors.ts';
-import { RpcError, STATUS_PERMISSION_DENIED } from './rpc.ts';
 
 /** The control plane refuses every certificate for this node's key: the node must enrol again. */
 export class NodeRevokedError extends SigilError {

@@ -27,10 +27,30 @@ import {
   readPrivateKey,
   spkiDer,
 } from '../pki/keys.ts';
+import type { MaterialSource } from '../pki/material.ts';
 import { dnsName, type GeneralName, ipAddress, parseSpiffeId, spiffeId, uriName } from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
 import type { PolicyOid } from '../pki/policy-extension.ts';
 import type { Profile } from '../pki/profiles.ts';
+import type { RevocationSource } from '../pki/revocation-source.ts';
+import {
+  type Possession,
+  verifyRegisterProof,
+  verifyRejoinProof,
+  verifyReplicaProof,
+  verifySignProof,
+} from '../protocol/challenges.ts';
+import {
+  checkServerAddress,
+  encodeJoinToken,
+  hashTokenSecret,
+  newTokenId,
+  newTokenSecret,
+  secretMatches,
+  TOKEN_SECRET_BYTES,
+  type TokenKind,
+  tokenKindOf,
+} from '../protocol/join-tokens.ts';
 import type {
   CertificateFilter,
   CertificateRecord,
@@ -41,8 +61,6 @@ import type {
   StoreEvent,
   TokenRecord,
 } from '../store/store.ts';
-import type { MaterialSource } from '../transport/material.ts';
-import type { RevocationSource } from '../transport/revocation-source.ts';
 import type { AuditEvent, AuditSink, IssuanceKind } from './audit.ts';
 import {
   createOwnIntermediate,
@@ -55,13 +73,6 @@ import {
   startUp,
 } from './bootstrap.ts';
 import { CaSet, type LoadedCa, ROOT_CA_ID } from './ca-set.ts';
-import {
-  type Possession,
-  verifyRegisterProof,
-  verifyRejoinProof,
-  verifyReplicaProof,
-  verifySignProof,
-} from './challenges.ts';
 import { CrlCache, crlUrl } from './crl-cache.ts';
 import {
   type CreatedDelegation,
@@ -113,17 +124,6 @@ import { isNodeId, nodeIdFor, parseNodeId, replicaEnrolmentIdFor } from './node-
 import { RevocationTracker, type RevocationUpdate } from './revocations.ts';
 import { endsKey, keyHashOf, NODE_REVOKED, requireUsableKey } from './revoked-keys.ts';
 import { newServerKey, ServerMaterialSource, serverMaterialOf, serverNames } from './server-material.ts';
-import {
-  checkServerAddress,
-  encodeJoinToken,
-  hashTokenSecret,
-  newTokenId,
-  newTokenSecret,
-  secretMatches,
-  TOKEN_SECRET_BYTES,
-  type TokenKind,
-  tokenKindOf,
-} from './tokens.ts';
 import type { ReservationRequest } from './usage.ts';
 import {
   type AuthorityStatus,
@@ -140,7 +140,7 @@ export interface AuthorityOptions {
   readonly store: Store;
   /** This replica's ID (a SPIFFE path segment): it owns intermediate "replica:<id>:<n>". */
   readonly replicaId: string;
-  /** 32 bytes; see store-key.ts. */
+  /** 32 bytes; see server/store-key.ts. */
   readonly storeKey: Buffer;
   /** Only used when bootstrapping; a later start with a different one is refused. Default "sigil.internal". */
   readonly trustDomain?: string;
@@ -674,7 +674,7 @@ export class Authority {
 
   /**
    * Renews the admin identity a server keeps in its data directory (admin.pem,
-   * services/admin-renewal.ts): a certificate like `certificateDer` for the
+   * server/admin-renewal.ts): a certificate like `certificateDer` for the
    * same key, names and profile, valid ADMIN_TTL_MS, exactly as if that admin
    * had called Renew. Not an API: the server reads the file from beside its
    * own keys, so an admin.pem that expired while the server was down is

@@ -1,7 +1,7 @@
 // CA private keys are kept in the store encrypted, so a copy of the database
 // (a backup, a PostgreSQL dump, a replica's disk) holds no usable key. The
 // store key lives beside the data (`<data>/store.key`, 0600) or in
-// SIGIL_STORE_KEY; see store-key.ts. Each replica has its own store key, so
+// SIGIL_STORE_KEY; see server/store-key.ts. Each replica has its own store key, so
 // only the replica that owns a CA record can decrypt it.
 //
 // Blob layout, version 1:

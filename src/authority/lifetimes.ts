@@ -47,8 +47,6 @@ export const ROOT_CRL_VALIDITY_MS = 7 * DAY;
 export const OFFLINE_ROOT_CRL_VALIDITY_MS = YEAR;
 /** Warn when a root CRL nobody here can re-sign has less than this left. */
 export const ROOT_CRL_WARNING_MS = 30 * DAY;
-/** Proofs of possession carrying a timestamp are accepted this far either side of now. */
-export const CHALLENGE_WINDOW_MS = 5 * MINUTE;
 /** The maintenance timer looks at everything at least this often. */
 export const MAINTENANCE_INTERVAL_MS = HOUR;
 

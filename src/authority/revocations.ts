@@ -3,8 +3,9 @@
 // pruned of expired certificates by the maintenance timer. It is the
 // RevocationSource transport enforces (handshakes, calls, live connections)
 // and the source of WatchRevocations: a snapshot first, then deltas.
+
+import type { RevocationSource } from '../pki/revocation-source.ts';
 import type { Store } from '../store/store.ts';
-import type { RevocationSource } from '../transport/revocation-source.ts';
 
 export interface RevocationUpdate {
   /** True for the first message of a watch: every revoked, unexpired serial. */

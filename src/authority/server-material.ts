@@ -6,9 +6,9 @@
 import type { KeyObject } from 'node:crypto';
 import { invalid } from '../errors.ts';
 import { generateKeyPair, privateKeyToPem } from '../pki/keys.ts';
+import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { classifyAddress, type GeneralName, uriName } from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
-import type { MaterialSource, TlsMaterial } from '../transport/material.ts';
 
 /** The host part of "host:port", "[v6]:port" or a bare host. */
 export function hostOf(address: string): string {

@@ -1,8 +1,9 @@
 // The plain results the authority returns: what the services turn into proto
 // messages and the CLI prints. Dates stay Dates; DER stays Buffers.
+
+import { tokenKindOf } from '../protocol/join-tokens.ts';
 import type { CertificateRecord, NodeRecord, TokenRecord } from '../store/store.ts';
 import { nodeSpiffeId } from './identities.ts';
-import { tokenKindOf } from './tokens.ts';
 
 /** A node record without its key, with its SPIFFE ID. */
 export interface NodeView extends Omit<NodeRecord, 'publicKey'> {

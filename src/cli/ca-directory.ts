@@ -16,6 +16,7 @@ import { type KeyObject, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalid, notFound, preconditionFailed, SigilError } from '../errors.ts';
+import { type PlannedFile, PRIVATE, PUBLIC, readInputFile } from '../files/file-sets.ts';
 import { type CertificateInfo, parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { createRootCertificate, Issuer } from '../pki/issuer.ts';
 import {
@@ -28,7 +29,6 @@ import {
 } from '../pki/keys.ts';
 import { parseTrustDomain } from '../pki/names.ts';
 import { decodePem, encodePem, looksLikePem } from '../pki/pem.ts';
-import { type PlannedFile, PRIVATE, PUBLIC, readInputFile } from './files.ts';
 
 export const CA_METADATA_FILE = 'sigil-ca.json';
 export const CA_METADATA_VERSION = 1;

@@ -112,7 +112,7 @@ async function runExportRoot(flags: ExportRootFlags): Promise<void> {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
 
-  const { loadStoreKey, STORE_KEY_ENV, STORE_KEY_FILE } = await import('../authority/store-key.ts');
+  const { loadStoreKey, STORE_KEY_ENV, STORE_KEY_FILE } = await import('../server/store-key.ts');
   const storeKeyEnvironment = process.env[STORE_KEY_ENV];
   if (!storeKeyEnvironment) {
     try {
@@ -144,7 +144,7 @@ async function runExportRoot(flags: ExportRootFlags): Promise<void> {
   const { Authority } = await import('../authority/authority.ts');
   const { callerFrom } = await import('../authority/identities.ts');
   const { withDirectories } = await import('./directories.ts');
-  const { PRIVATE, writeFilesAtomically } = await import('./files.ts');
+  const { PRIVATE, writeFilesAtomically } = await import('../files/file-sets.ts');
   const store = await openStore('sqlite', dataDir);
   try {
     const { authority } = await Authority.open({

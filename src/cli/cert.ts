@@ -50,7 +50,7 @@ async function listPages(
   all: boolean,
   stop?: (page: Page) => boolean,
 ): Promise<Page> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const collected: CertificateSummary[] = [];
   let pageToken = request.pageToken;
   for (;;) {
@@ -128,7 +128,7 @@ async function runShow(serialText: string, flags: JsonFlags): Promise<void> {
 
 async function runRevoke(serialText: string, flags: RevokeFlags): Promise<void> {
   const serial = canonicalSerial(serialText);
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const response = await withClients(await clientFlags(flags), ({ ca, target, context }) =>
     unary(ca, ca.revoke, { serial, reason: flags.reason ?? '' }, { target, timeoutMs: context.timeoutMs }),
   );

@@ -17,11 +17,11 @@
 // fingerprint), and the server must present a replica SPIFFE ID of the trust
 // domain. Without a bundle file holding the pinned root, the root is fetched
 // from the server and accepted only if its hash matches the pin
-// (enrolment-channel.ts): no trust on first use.
+// (client/control-plane-channel.ts): no trust on first use.
 //
 // A client chain with intermediates (a delegate's: leaf, its delegation CAs,
 // the replica intermediate) is also sent as `sigil-chain-bin` metadata on
-// every call (transport/chain-metadata.ts): the server needs the delegation
+// every call (protocol/chain-metadata.ts): the server needs the delegation
 // certificates to check the chain and Node does not hand it the presented ones.
 //
 // This module is imported when commands are registered, so it loads nothing
@@ -39,9 +39,9 @@ import {
   parseNodeInfo,
 } from '../agent/identity-files.ts';
 import { invalid, notFound } from '../errors.ts';
+import { parseJsonObject } from '../files/file-sets.ts';
 import type { AdminClient, CertificateAuthorityClient, DelegationClient } from '../gen/sigil/v1/sigil.ts';
-import type { TlsMaterial } from '../transport/material.ts';
-import { parseJsonObject } from './files.ts';
+import type { TlsMaterial } from '../pki/material.ts';
 
 export const DEFAULT_DATA_DIR = '.sigil';
 export const SERVER_INFO_FILE = 'server.json';
@@ -272,7 +272,7 @@ function identityDirectoryInfo(dir: string): IdentityDirectoryInfo | undefined {
 }
 
 async function identityContext(flags: ClientFlags, dir: string): Promise<ClientContext> {
-  const { rootFingerprints } = await import('../agent/trust-bundle.ts');
+  const { rootFingerprints } = await import('../client/trust-bundle.ts');
   const hint =
     ' (an identity directory holds cert.pem, key.pem and bundle.pem, as sigil enrol and sigil delegate write them)';
   const certificateChain = readFile(join(dir, CERTIFICATE_FILE), 'certificate file', hint);
@@ -336,11 +336,11 @@ async function dataContext(flags: ClientFlags, dataDir: string): Promise<ClientC
 
 /** Channel credentials for the context: client certificate, pinned root, replica check. */
 export async function clientCredentials(context: ClientContext): Promise<ChannelCredentials> {
-  const { controlPlaneVerification, fetchPinnedRoot } = await import('../agent/enrolment-channel.ts');
+  const { controlPlaneVerification, fetchPinnedRoot } = await import('../client/control-plane-channel.ts');
   const { encodePem } = await import('../pki/pem.ts');
   const { channelCredentials } = await import('../transport/client-credentials.ts');
   const { StaticMaterialSource } = await import('../transport/static-source.ts');
-  const { rootFingerprints } = await import('../agent/trust-bundle.ts');
+  const { rootFingerprints } = await import('../client/trust-bundle.ts');
   const bundled =
     context.trustBundle !== undefined &&
     rootFingerprints(context.trustBundle).includes(context.rootFingerprint)
@@ -382,7 +382,7 @@ export async function clientCredentials(context: ClientContext): Promise<Channel
  * client's certificate: it has been revoked"); anything else unchanged.
  */
 async function refusalOf(error: unknown, address: string): Promise<unknown> {
-  const { RpcError, STATUS_UNAVAILABLE } = await import('../agent/rpc.ts');
+  const { RpcError, STATUS_UNAVAILABLE } = await import('../client/rpc.ts');
   const { connectionRefusal } = await import('../transport/connection-failure.ts');
   if (!(error instanceof RpcError) || error.status !== STATUS_UNAVAILABLE) return error;
   const cause = error.cause instanceof Error ? error.cause.message : error.message;
@@ -409,7 +409,7 @@ export async function connectClients(flags: ClientFlags): Promise<Clients> {
   const { AdminClient, CertificateAuthorityClient, DelegationClient } = await import(
     '../gen/sigil/v1/sigil.ts'
   );
-  const { chainMetadataInterceptor } = await import('../transport/chain-metadata.ts');
+  const { chainMetadataInterceptor } = await import('../protocol/chain-metadata.ts');
   const interceptor = chainMetadataInterceptor(context.certificateChain);
   const options = interceptor === null ? {} : { interceptors: [interceptor] };
   const admin = new AdminClient(context.address, credentials, options);

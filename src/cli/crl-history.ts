@@ -18,8 +18,8 @@
 //     one, changes nothing; with another reason it is refused.
 import { join } from 'node:path';
 import { invalid, preconditionFailed } from '../errors.ts';
+import { type PlannedFile, PUBLIC } from '../files/file-sets.ts';
 import { parseRevocationReason, type RevocationReason } from '../pki/crl.ts';
-import { type PlannedFile, PUBLIC } from './files.ts';
 
 export const REVOCATIONS_FILE = 'revocations.json';
 const VERSION = 1;

@@ -37,6 +37,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { BUNDLE_FILE, CERTIFICATE_FILE, KEY_FILE } from '../agent/identity-files.ts';
 import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
+import type { PlannedFile } from '../files/file-sets.ts';
 import type { DelegationCertificate } from '../gen/sigil/v1/sigil.ts';
 import type { NameGrants } from '../pki/delegation-certificates.ts';
 import { KEY_TYPES, type KeyType } from '../pki/keys.ts';
@@ -50,7 +51,6 @@ import {
   withClients,
 } from './client-context.ts';
 import { limitsText, parseCpuList, permissionsText, wholeNumber } from './delegation.ts';
-import type { PlannedFile } from './files.ts';
 import { examples, relative } from './operator-output.ts';
 import { printResult } from './output.ts';
 
@@ -304,7 +304,7 @@ export async function assembleDelegation(parts: DelegationParts): Promise<Assemb
   const { generateKeyPair, privateKeyToPem } = await import('../pki/keys.ts');
   const { encodePem } = await import('../pki/pem.ts');
   const { policyToJson } = await import('../pki/policy-extension.ts');
-  const { PRIVATE, PUBLIC } = await import('./files.ts');
+  const { PRIVATE, PUBLIC } = await import('../files/file-sets.ts');
 
   const pem = (ders: readonly Buffer[]) => ders.map((der) => encodePem('CERTIFICATE', der)).join('');
   const certificate = parseCertificate(parts.certificateDer, 'the delegation certificate');
@@ -386,7 +386,7 @@ export async function assembleDelegation(parts: DelegationParts): Promise<Assemb
  * that a command certificate would be mixed into (even with --force).
  */
 async function checkOutput(dir: string, kind: DelegationKind, force: boolean): Promise<void> {
-  const { exists } = await import('./files.ts');
+  const { exists } = await import('../files/file-sets.ts');
   if (!force) {
     for (const name of ALL_FILES) {
       const path = join(dir, name);
@@ -401,7 +401,7 @@ async function checkOutput(dir: string, kind: DelegationKind, force: boolean): P
 
 async function writeOutput(dir: string, assembled: AssembledDelegation, force: boolean): Promise<string[]> {
   const { withDirectories } = await import('./directories.ts');
-  const { writeFilesAtomically } = await import('./files.ts');
+  const { writeFilesAtomically } = await import('../files/file-sets.ts');
   const files = assembled.files(dir);
   withDirectories([dir], () => writeFilesAtomically(files, { force }));
   return files.map((file) => file.path);
@@ -419,7 +419,7 @@ interface Outcome {
 
 /** The trust bundle to hand the delegate: the operator's file when it holds the pinned root, else the server's roots. */
 async function operatorBundle(context: ClientContext, fetchRoots: () => Promise<Buffer[]>): Promise<string> {
-  const { rootFingerprints } = await import('../agent/trust-bundle.ts');
+  const { rootFingerprints } = await import('../client/trust-bundle.ts');
   const { encodePem } = await import('../pki/pem.ts');
   if (
     context.trustBundle !== undefined &&
@@ -448,11 +448,11 @@ async function fromServer(flags: DelegateFlags, request: CommonRequest): Promise
   await checkOutput(request.out, request.kind, flags.force ?? false);
 
   const { createHash } = await import('node:crypto');
-  const { unary } = await import('../agent/rpc.ts');
-  const { possessionFor, signChallenge } = await import('../authority/challenges.ts');
+  const { unary } = await import('../client/rpc.ts');
+  const { possessionFor, signChallenge } = await import('../protocol/challenges.ts');
   const { readCertificates } = await import('../pki/certificate.ts');
   const { generateKeyPair, keysMatch } = await import('../pki/keys.ts');
-  const { rootsOf } = await import('../agent/trust-bundle.ts');
+  const { rootsOf } = await import('../client/trust-bundle.ts');
 
   const key = generateKeyPair(request.keyType);
   const { response, context, target, bundlePem } = await withClients(
@@ -545,7 +545,7 @@ async function readParent(dir: string): Promise<ParentDirectory> {
   const { parseDelegationServerInfo } = await import('./client-context.ts');
   const { readCertificates } = await import('../pki/certificate.ts');
   const { readPrivateKey } = await import('../pki/keys.ts');
-  const { rootFingerprints, rootsOf } = await import('../agent/trust-bundle.ts');
+  const { rootFingerprints, rootsOf } = await import('../client/trust-bundle.ts');
 
   try {
     if (!statSync(dir).isDirectory()) throw invalid(`--from ${dir} is not a directory`);

@@ -187,7 +187,7 @@ export function delegationStatusText(json: DelegationStatusJson, now = Date.now(
 
 /** GetDelegationStatus with open clients, printed (`sigil delegation status`, `sigil status` as a delegate). */
 export async function showDelegationStatus(clients: Clients, flags: { json?: boolean }): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { delegation, target, context } = clients;
   const status = await unary(
     delegation,
@@ -290,7 +290,7 @@ async function runStatus(flags: JsonFlags): Promise<void> {
 }
 
 async function runReserve(holder: string, flags: ReserveFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const name = holder.trim();
   if (name === '') throw invalid('give the holder: a name for what the resources are reserved for');
   const request = {
@@ -320,7 +320,7 @@ async function runReserve(holder: string, flags: ReserveFlags): Promise<void> {
 }
 
 async function runRelease(holder: string, flags: JsonFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const name = holder.trim();
   if (name === '') throw invalid('give the holder to release');
   const response = await withClients(await clientFlags(flags), ({ delegation, target, context }) =>
@@ -332,8 +332,8 @@ async function runRelease(holder: string, flags: JsonFlags): Promise<void> {
 }
 
 async function runRevoke(file: string, flags: RevokeFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
-  const { readInputFile } = await import('./files.ts');
+  const { unary } = await import('../client/rpc.ts');
+  const { readInputFile } = await import('../files/file-sets.ts');
   const { readCertificates, parseCertificate } = await import('../pki/certificate.ts');
   const { X509Certificate } = await import('node:crypto');
   const certificates = readCertificates(readInputFile(file, 'certificate file'), file);

@@ -2,7 +2,7 @@
 // `sigil status` prints once it is in its renewal window (the last third of
 // its life, when sigil renews every certificate it keeps itself). The admin
 // identity in a server's data directory is renewed by that server while it
-// runs (services/admin-renewal.ts); anything else is the holder's to renew.
+// runs (server/admin-renewal.ts); anything else is the holder's to renew.
 import { X509Certificate } from 'node:crypto';
 import { renewalDue } from '../authority/lifetimes.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';

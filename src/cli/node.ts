@@ -28,7 +28,7 @@ async function runList(flags: ListFlags): Promise<void> {
   if (state !== '' && !STATES.includes(state)) {
     throw invalid(`unknown node state ${JSON.stringify(flags.state)} (expected NEW, UP or REVOKED)`);
   }
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { nodeJson, relative, table } = await import('./operator-output.ts');
   const response = await withClients(await clientFlags(flags), ({ admin, target, context }) =>
     unary(admin, admin.listNodes, { state }, { target, timeoutMs: context.timeoutMs }),
@@ -51,7 +51,7 @@ async function runList(flags: ListFlags): Promise<void> {
 }
 
 async function runShow(id: string, flags: JsonFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { nodeJson, nodeLines } = await import('./operator-output.ts');
   const node = await withClients(await clientFlags(flags), ({ admin, target, context }) =>
     unary(admin, admin.getNode, { id: id.trim() }, { target, timeoutMs: context.timeoutMs }),
@@ -61,7 +61,7 @@ async function runShow(id: string, flags: JsonFlags): Promise<void> {
 }
 
 async function runApprove(id: string, flags: JsonFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { nodeJson, nodeLines } = await import('./operator-output.ts');
   const node = await withClients(await clientFlags(flags), ({ admin, target, context }) =>
     unary(admin, admin.approveNode, { id: id.trim() }, { target, timeoutMs: context.timeoutMs }),
@@ -71,7 +71,7 @@ async function runApprove(id: string, flags: JsonFlags): Promise<void> {
 }
 
 async function runRevoke(id: string, flags: RevokeFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { nodeJson, nodeLines } = await import('./operator-output.ts');
   const node = await withClients(await clientFlags(flags), ({ admin, target, context }) =>
     unary(

@@ -2,7 +2,7 @@
 // trailing newline stripped) or else the SIGIL_CA_PASSPHRASE environment
 // variable. A passphrase is never echoed, logged or put in an error message.
 import { invalid } from '../errors.ts';
-import { readInputFile } from './files.ts';
+import { readInputFile } from '../files/file-sets.ts';
 
 export const PASSPHRASE_ENV = 'SIGIL_CA_PASSPHRASE';
 

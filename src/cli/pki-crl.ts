@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { invalid, SigilError } from '../errors.ts';
+import { PUBLIC, writeFilesAtomically } from '../files/file-sets.ts';
 import { createCrl, parseRevocationReason, type RevocationReason } from '../pki/crl.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { encodePem } from '../pki/pem.ts';
@@ -21,7 +22,6 @@ import {
   type RevocationRequest,
 } from './crl-history.ts';
 import { requireParentDirectory } from './directories.ts';
-import { PUBLIC, writeFilesAtomically } from './files.ts';
 import { printResult } from './output.ts';
 import { passphraseFrom } from './passphrase.ts';
 

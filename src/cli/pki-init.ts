@@ -3,12 +3,12 @@
 // writing fails; an existing CA is only replaced with --force.
 import { join } from 'node:path';
 import { alreadyExists } from '../errors.ts';
+import { exists, writeFilesAtomically } from '../files/file-sets.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { describeKeyType, type KeyType, parseKeyType } from '../pki/keys.ts';
 import { CA_METADATA_FILE, caDirectoryFiles, createCa, DEFAULT_FILE_NAMES } from './ca-directory.ts';
 import { type CertificateSummary, certificateLines, summarizeCertificate } from './certificate-summary.ts';
 import { isGroupOrWorldAccessible, withDirectories } from './directories.ts';
-import { exists, writeFilesAtomically } from './files.ts';
 import { printResult, progress, warn } from './output.ts';
 import { passphraseFrom } from './passphrase.ts';
 

@@ -1,7 +1,8 @@
 // `sigil pki inspect`: what is in certificate, chain, CSR, CRL and key files.
 // The reading and describing is src/pki/inspect.ts; this only reads the files.
+
+import { readInputFile } from '../files/file-sets.ts';
 import { formatInspection, type Inspected, inspect } from '../pki/inspect.ts';
-import { readInputFile } from './files.ts';
 import { printResult } from './output.ts';
 import { passphraseFrom } from './passphrase.ts';
 

@@ -6,6 +6,13 @@ import type { KeyObject } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalid } from '../errors.ts';
+import {
+  type PlannedFile,
+  PRIVATE,
+  PUBLIC,
+  readInputFile,
+  writeFilesAtomically,
+} from '../files/file-sets.ts';
 import { parseCertificate } from '../pki/certificate.ts';
 import { readCsr } from '../pki/csr.ts';
 import { parseDuration } from '../pki/duration.ts';
@@ -21,7 +28,6 @@ import { encodePem } from '../pki/pem.ts';
 import { loadCaDirectory } from './ca-directory.ts';
 import { type CertificateSummary, certificateLines, summarizeCertificate } from './certificate-summary.ts';
 import { requireParentDirectory } from './directories.ts';
-import { type PlannedFile, PRIVATE, PUBLIC, readInputFile, writeFilesAtomically } from './files.ts';
 import { describeSans, issueLeaf, type LeafProfile, planLeafNames } from './leaf.ts';
 import { printResult, warn } from './output.ts';
 import { passphraseFrom } from './passphrase.ts';

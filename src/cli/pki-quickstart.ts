@@ -9,6 +9,7 @@
 // All files are written at once; nothing is left behind when anything fails.
 
 import { join } from 'node:path';
+import { type PlannedFile, PRIVATE, PUBLIC, writeFilesAtomically } from '../files/file-sets.ts';
 import { parseCertificate } from '../pki/certificate.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { Issuer } from '../pki/issuer.ts';
@@ -23,7 +24,6 @@ import { caDirectoryFiles, certificatePem, createCa } from './ca-directory.ts';
 import { DEFAULT_ROOT_NAME } from './ca-names.ts';
 import { type CertificateSummary, summarizeCertificate } from './certificate-summary.ts';
 import { withDirectories } from './directories.ts';
-import { type PlannedFile, PRIVATE, PUBLIC, writeFilesAtomically } from './files.ts';
 import { describeSans, issueLeaf, type LeafNames, type LeafProfile, planLeafNames } from './leaf.ts';
 import { printResult, progress } from './output.ts';
 

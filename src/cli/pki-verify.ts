@@ -13,10 +13,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SigilError } from '../errors.ts';
+import { readInputFile } from '../files/file-sets.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { classifyAddress } from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
-import { readInputFile } from './files.ts';
 import { printResult } from './output.ts';
 
 export type VerifyPurpose = 'server' | 'client' | 'any';

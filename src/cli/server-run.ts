@@ -4,7 +4,7 @@
 // stop accepting, drain running calls for up to 10 s, close the store.
 // A second signal during the drain stops at once (exit code 130).
 import { createLogger, type LogLevel } from '../logging.ts';
-import { DEFAULT_SHUTDOWN_GRACE_MS, type RunningServer, startServer } from '../services/server.ts';
+import { DEFAULT_SHUTDOWN_GRACE_MS, type RunningServer, startServer } from '../server/start-server.ts';
 import type { ServerFlags } from './server.ts';
 
 function shellQuote(text: string): string {

@@ -1,5 +1,5 @@
 // `sigil server`: run the control plane. Flags win over SIGIL_* environment
-// variables; the work lives in services/server.ts (startServer), loaded when
+// variables; the work lives in server/start-server.ts (startServer), loaded when
 // the command runs so other commands start quickly.
 import { type Command, Option } from 'commander';
 

@@ -20,7 +20,7 @@ interface StatusFlags extends ClientOptionValues {
 }
 
 async function runStatus(flags: StatusFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { instant, relative, table } = await import('./operator-output.ts');
   const { isDelegateIdentity, showDelegationStatus } = await import('./delegation.ts');
   const { identityExpiry } = await import('./identity-expiry.ts');

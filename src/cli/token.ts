@@ -31,7 +31,7 @@ function positiveInteger(text: string, what: string, max: number): number {
 
 async function runCreate(flags: CreateFlags): Promise<void> {
   const { parseDuration, formatDuration } = await import('../pki/duration.ts');
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { tokenJson } = await import('./operator-output.ts');
   const ttlMs = parseDuration(flags.ttl);
   if (ttlMs < 1000) throw invalid(`--ttl ${flags.ttl} is shorter than one second`);
@@ -74,7 +74,7 @@ async function runCreate(flags: CreateFlags): Promise<void> {
 }
 
 async function runList(flags: ListFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const { relative, table, tokenJson } = await import('./operator-output.ts');
   const response = await withClients(await clientFlags(flags), ({ admin, target, context }) =>
     unary(admin, admin.listTokens, {}, { target, timeoutMs: context.timeoutMs }),
@@ -99,7 +99,7 @@ async function runList(flags: ListFlags): Promise<void> {
 }
 
 async function runRevoke(id: string, flags: ListFlags): Promise<void> {
-  const { unary } = await import('../agent/rpc.ts');
+  const { unary } = await import('../client/rpc.ts');
   const response = await withClients(await clientFlags(flags), ({ admin, target, context }) =>
     unary(admin, admin.revokeToken, { id: id.trim() }, { target, timeoutMs: context.timeoutMs }),
   );

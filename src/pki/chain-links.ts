@@ -2,7 +2,7 @@
 // validated the path the client presented in its handshake (signatures,
 // validity, pathLen, name constraints) before any call exists, but Node hides
 // the presented intermediates from the server (nodejs/node#65579), so the
-// client sends them again as call metadata (transport/chain-metadata.ts).
+// client sends them again as call metadata (protocol/chain-metadata.ts).
 //
 // Nothing in that metadata is taken on its word: starting at the verified
 // leaf, each step must be a CA certificate that names the current one's

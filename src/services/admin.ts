@@ -21,8 +21,8 @@ import { AdminService } from '../gen/sigil/v1/sigil.ts';
 import type { NodeState } from '../store/store.ts';
 import { callerOf } from './caller.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
+import { unaryHandler } from './handlers.ts';
 import { nodeMessage, statusMessage, tokenSummaryMessage } from './messages.ts';
-import { unaryHandler } from './status-codes.ts';
 import { checkText, fieldError, MAX_SHORT_TEXT } from './validation.ts';
 
 const paths = AdminService;

@@ -27,10 +27,10 @@ import type {
 import { CertificateAuthorityService } from '../gen/sigil/v1/sigil.ts';
 import { callerOf } from './caller.ts';
 import { type DelegateGrants, requireGrant } from './delegate-grants.ts';
+import { type FailureReporter, serverStreamHandler, unaryHandler } from './handlers.ts';
 import { certificateSummaryMessage, issuedCertificateMessage, trustBundleMessage } from './messages.ts';
 import { holdUntilReplied } from './self-revocation.ts';
 import type { ServerMetrics } from './server-metrics.ts';
-import { type FailureReporter, serverStreamHandler, unaryHandler } from './status-codes.ts';
 import {
   checkBytes,
   checkList,

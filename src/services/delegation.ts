@@ -24,10 +24,10 @@ import { DelegationService } from '../gen/sigil/v1/sigil.ts';
 import { callerOf } from './caller.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
 import { requireGrant } from './delegate-grants.ts';
+import { unaryHandler } from './handlers.ts';
 import { issuedCertificateMessage } from './messages.ts';
 import { policyFromMessage, policyMessage } from './policy-messages.ts';
 import { holdUntilReplied } from './self-revocation.ts';
-import { unaryHandler } from './status-codes.ts';
 import {
   checkBytes,
   checkList,

@@ -16,8 +16,8 @@ import type {
 } from '../gen/sigil/v1/sigil.ts';
 import { EnrolmentService } from '../gen/sigil/v1/sigil.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
+import { unaryHandler } from './handlers.ts';
 import { issuedCertificateMessage, trustBundleMessage } from './messages.ts';
-import { unaryHandler } from './status-codes.ts';
 import {
   checkBytes,
   checkPossession,

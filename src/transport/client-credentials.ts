@@ -30,14 +30,14 @@ import {
 } from 'node:tls';
 import { CallCredentials, ChannelCredentials, type ChannelOptions, experimental } from '@grpc/grpc-js';
 import { invalid, unauthenticated } from '../errors.ts';
-import { chainCallCredentials, delegationChainToPresent } from './chain-metadata.ts';
+import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
+import { chainCallCredentials, delegationChainToPresent } from '../protocol/chain-metadata.ts';
 import {
   type ChainStrictnessOptions,
   checkChainStrictness,
   checkChainStrictnessOptions,
 } from './chain-strictness.ts';
 import { CLIENT_CERTIFICATE_UNUSABLE, SERVER_CERTIFICATE_REFUSED } from './connection-failure.ts';
-import type { MaterialSource, TlsMaterial } from './material.ts';
 import { retryRefusedStreamsOn } from './refused-stream-retry.ts';
 import { type PresentedServer, type ServerVerification, verifyServerName } from './server-verification.ts';
 import { validateMaterial } from './validate-material.ts';

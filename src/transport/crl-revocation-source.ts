@@ -6,8 +6,8 @@
 import { preconditionFailed } from '../errors.ts';
 import { type CertificateInfo, parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { type CrlInfo, parseCrl, verifyCrlSignature } from '../pki/crl.ts';
+import type { RevocationSource } from '../pki/revocation-source.ts';
 import { normalizeSerial, notifyAll } from './revocation-set.ts';
-import type { RevocationSource } from './revocation-source.ts';
 
 export interface CrlRevocationSourceOptions {
   /** The CAs whose CRLs are accepted: PEM (one or more certificates) or DER. */

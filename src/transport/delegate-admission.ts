@@ -20,14 +20,14 @@ import { linkPresentedChain } from '../pki/chain-links.ts';
 import { checkDelegationChain } from '../pki/delegation-chain.ts';
 import { DELEGATION_LABEL, parseDelegatedId, type Subtree } from '../pki/delegation-names.ts';
 import { findPolicyExtension, type Policy, type PolicyOid } from '../pki/policy-extension.ts';
-import { readPresentedChain } from './chain-metadata.ts';
+import type { RevocationSource } from '../pki/revocation-source.ts';
+import { readPresentedChain } from '../protocol/chain-metadata.ts';
 import {
   addRevocationIds,
   connectionForCall,
   type PeerCall,
   type TrackedConnection,
 } from './connection-registry.ts';
-import type { RevocationSource } from './revocation-source.ts';
 
 /** What an admitted delegate holds: the part every server can use. */
 export interface AdmittedDelegate {

@@ -15,7 +15,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { invalid, notFound, SigilError } from '../errors.ts';
-import type { MaterialSource, TlsMaterial } from './material.ts';
+import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { checkMaterialFiles } from './material-errors.ts';
 import { MaterialProvider } from './material-provider.ts';
 

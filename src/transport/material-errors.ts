@@ -9,7 +9,7 @@ import { invalid, SigilError } from '../errors.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { parseCrl } from '../pki/crl.ts';
 import { readPrivateKey } from '../pki/keys.ts';
-import type { TlsMaterial } from './material.ts';
+import type { TlsMaterial } from '../pki/material.ts';
 
 function describe(error: unknown): string {
   if (error instanceof Error) {

@@ -4,7 +4,7 @@
 // whole and only then replaces the current one and is announced; an invalid
 // set throws and changes nothing, so the previous material keeps serving.
 
-import type { MaterialSource, TlsMaterial } from './material.ts';
+import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { asMaterialError, checkMaterialShape } from './material-errors.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
 

@@ -20,8 +20,10 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../errors.ts';
 import { certificateNames } from '../pki/certificate-names.ts';
+import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { parseSpiffeId } from '../pki/names.ts';
 import { DEFAULT_POLICY_OID, type PolicyOid, parsePolicyOid } from '../pki/policy-extension.ts';
+import type { RevocationSource } from '../pki/revocation-source.ts';
 import { checkChainStrictness } from './chain-strictness.ts';
 import { ConnectionAging } from './connection-aging.ts';
 import { ConnectionRegistry } from './connection-registry.ts';
@@ -42,7 +44,6 @@ import {
   TOO_MANY_CONNECTIONS,
   verificationCode,
 } from './handshake-refusal.ts';
-import type { MaterialSource, TlsMaterial } from './material.ts';
 import type { TransportMetrics } from './metrics.ts';
 import {
   anonymousPeerKey,
@@ -53,7 +54,6 @@ import {
 } from './peer-limits.ts';
 import { exemptAnonymousPublicCalls, publicMethodSet, publicMethodsInterceptor } from './public-methods.ts';
 import { RevocationEnforcement } from './revocation-enforcement.ts';
-import type { RevocationSource } from './revocation-source.ts';
 import { ServerAlerts, type TlsAlert } from './tls-alert.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
 

@@ -10,9 +10,9 @@
 //      hold a newly revoked serial, running streams included, synchronously in
 //      the notification: no timer, no polling.
 import * as grpc from '@grpc/grpc-js';
+import type { RevocationSource } from '../pki/revocation-source.ts';
 import type { ConnectionRegistry, TrackedConnection } from './connection-registry.ts';
 import { canonicalSerial, connectionForCall, type PeerCall } from './connection-registry.ts';
-import type { RevocationSource } from './revocation-source.ts';
 
 /** The first revoked serial in a chain, leaf first; undefined when none is. */
 export function revokedSerialIn(

@@ -1,7 +1,7 @@
 // The simplest RevocationSource: a set of serials the control plane (or a
 // test) adds to. Revocation is one-way; a serial once revoked stays revoked.
 import { invalid } from '../errors.ts';
-import type { RevocationSource } from './revocation-source.ts';
+import type { RevocationSource } from '../pki/revocation-source.ts';
 
 /**
  * "0A:1B", "0a1b", "000A1B" → "a1b"; invalid() for anything that is not a hex

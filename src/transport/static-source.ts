@@ -3,7 +3,7 @@
 // here, so a broken set fails at construction rather than at the first
 // handshake.
 
-import type { MaterialSource, TlsMaterial } from './material.ts';
+import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { asMaterialError, checkMaterialShape } from './material-errors.ts';
 import { validateMaterial } from './validate-material.ts';
 

@@ -9,7 +9,7 @@ import { preconditionFailed } from '../errors.ts';
 import { type CertificateInfo, parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { type CrlInfo, parseCrl, verifyCrlSignature } from '../pki/crl.ts';
 import { keysMatch, readPrivateKey } from '../pki/keys.ts';
-import type { TlsMaterial } from './material.ts';
+import type { TlsMaterial } from '../pki/material.ts';
 
 export interface ValidatedMaterial {
   readonly material: TlsMaterial;

@@ -9,7 +9,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { encodeJoinToken, parseJoinToken } from '../../src/authority/tokens.ts';
+import { encodeJoinToken, parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { repoRoot } from '../cli/pki-helpers.ts';
 import {
   assertRefused,

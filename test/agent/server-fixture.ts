@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
-import { type RunningServer, startServer } from '../../src/services/server.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import { type RunningServer, startServer } from '../../src/server/start-server.ts';
 import { type RunResult, sigil, snapshot, tempDir } from '../cli/pki-helpers.ts';
 
 export { openssl, type RunResult, sigil, snapshot, tempDir } from '../cli/pki-helpers.ts';

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Authority } from '../../src/authority/authority.ts';
 import { SETTING_POLICY_OID } from '../../src/authority/bootstrap.ts';
-import { generateStoreKey } from '../../src/authority/store-key.ts';
 import type { SigilError } from '../../src/errors.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
 import { DEFAULT_POLICY_OID, DEFAULT_POLICY_OID_TEXT } from '../../src/pki/policy-extension.ts';
+import { generateStoreKey } from '../../src/server/store-key.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
 import { type Fixture, newFixture, opensslVerify } from './helpers.ts';
 

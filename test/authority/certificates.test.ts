@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
 import type { Caller } from '../../src/authority/identities.ts';
 import type { RevocationUpdate } from '../../src/authority/revocations.ts';
 import { SigilError } from '../../src/errors.ts';
@@ -9,6 +8,7 @@ import { createCsr } from '../../src/pki/csr.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { dnsName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { possessionFor, signChallenge } from '../../src/protocol/challenges.ts';
 import { callerFromIssued, type Fixture, newFixture, opensslVerify } from './helpers.ts';
 
 const code = (expected: string, pattern: RegExp) => (error: SigilError) => {

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { isNodeId, nodeIdFor, parseNodeId } from '../../src/authority/node-id.ts';
+import type { SigilError } from '../../src/errors.ts';
+import { generateKeyPair, keysMatch, publicKeyFromSpki, spkiDer } from '../../src/pki/keys.ts';
 import {
   possessionFor,
   registerChallenge,
@@ -10,10 +13,7 @@ import {
   verifyRejoinProof,
   verifyReplicaProof,
   verifySignProof,
-} from '../../src/authority/challenges.ts';
-import { isNodeId, nodeIdFor, parseNodeId } from '../../src/authority/node-id.ts';
-import type { SigilError } from '../../src/errors.ts';
-import { generateKeyPair, keysMatch, publicKeyFromSpki, spkiDer } from '../../src/pki/keys.ts';
+} from '../../src/protocol/challenges.ts';
 
 const key = generateKeyPair('ed25519');
 const secret = Buffer.alloc(32, 7);

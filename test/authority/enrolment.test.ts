@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { CreateTokenRequest, RegisterRequest } from '../../src/authority/authority.ts';
-import { possessionFor, registerChallenge, rejoinChallenge } from '../../src/authority/challenges.ts';
 import { nodeIdFor } from '../../src/authority/node-id.ts';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
 import { SigilError } from '../../src/errors.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
+import { possessionFor, registerChallenge, rejoinChallenge } from '../../src/protocol/challenges.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { callerFromIssued, DAY, type Fixture, HOUR, newFixture, opensslVerify } from './helpers.ts';
 
 const code = (expected: string, pattern: RegExp) => (error: SigilError) => {

@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { Authority, type AuthorityOptions, type OpenedAuthority } from '../../src/authority/authority.ts';
 import { type Caller, callerFrom } from '../../src/authority/identities.ts';
 import type { IssuedCertificateView } from '../../src/authority/issuance.ts';
-import { generateStoreKey } from '../../src/authority/store-key.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { generateStoreKey } from '../../src/server/store-key.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
 import type { Store } from '../../src/store/store.ts';
 

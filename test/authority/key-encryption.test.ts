@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { decryptCaKey, encryptCaKey } from '../../src/authority/key-encryption.ts';
-import { generateStoreKey, loadStoreKey, parseStoreKey } from '../../src/authority/store-key.ts';
 import type { SigilError } from '../../src/errors.ts';
 import { generateKeyPair, keysMatch, privateKeyToDer } from '../../src/pki/keys.ts';
+import { generateStoreKey, loadStoreKey, parseStoreKey } from '../../src/server/store-key.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sigil-store-key-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

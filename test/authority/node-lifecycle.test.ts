@@ -8,19 +8,19 @@ import { X509Certificate } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/authority/audit.ts';
 import type { CreateTokenRequest, RegisterRequest } from '../../src/authority/authority.ts';
+import type { Caller } from '../../src/authority/identities.ts';
+import type { IssuedCertificateView } from '../../src/authority/issuance.ts';
+import { CERTIFICATES_PER_DAY, MAX_VALID_CERTIFICATES } from '../../src/authority/issuance-limits.ts';
+import { keyHashOf } from '../../src/authority/revoked-keys.ts';
+import { SigilError } from '../../src/errors.ts';
+import { generateKeyPair } from '../../src/pki/keys.ts';
 import {
   possessionFor,
   registerChallenge,
   rejoinChallenge,
   signChallenge,
-} from '../../src/authority/challenges.ts';
-import type { Caller } from '../../src/authority/identities.ts';
-import type { IssuedCertificateView } from '../../src/authority/issuance.ts';
-import { CERTIFICATES_PER_DAY, MAX_VALID_CERTIFICATES } from '../../src/authority/issuance-limits.ts';
-import { keyHashOf } from '../../src/authority/revoked-keys.ts';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
-import { SigilError } from '../../src/errors.ts';
-import { generateKeyPair } from '../../src/pki/keys.ts';
+} from '../../src/protocol/challenges.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import type { CertificateRecord } from '../../src/store/store.ts';
 import { callerFromIssued, DAY, type Fixture, HOUR, newFixture } from './helpers.ts';
 

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { Authority, JoinReplicaRequest } from '../../src/authority/authority.ts';
-import { possessionFor, replicaChallenge, signChallenge } from '../../src/authority/challenges.ts';
-import { generateStoreKey } from '../../src/authority/store-key.ts';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
 import { SigilError } from '../../src/errors.ts';
 import { generateKeyPair, keysMatch, privateKeyToPem, readPrivateKey } from '../../src/pki/keys.ts';
+import { possessionFor, replicaChallenge, signChallenge } from '../../src/protocol/challenges.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import { generateStoreKey } from '../../src/server/store-key.ts';
 import { DAY, type Fixture, HOUR, newFixture, opensslVerify } from './helpers.ts';
 
 const code = (expected: string, pattern: RegExp) => (error: SigilError) => {

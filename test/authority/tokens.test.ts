@@ -8,7 +8,7 @@ import {
   parseJoinToken,
   secretMatches,
   tokenKindOf,
-} from '../../src/authority/tokens.ts';
+} from '../../src/protocol/join-tokens.ts';
 
 const fingerprint = 'ab'.repeat(32);
 

@@ -26,12 +26,12 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { encodeJoinToken, parseJoinToken } from '../../src/authority/tokens.ts';
 import { EnrolmentClient, EnrolmentService } from '../../src/gen/sigil/v1/sigil.ts';
 import { createRootCertificate } from '../../src/pki/issuer.ts';
 import { readPrivateKey } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
-import { joinReplica } from '../../src/services/replica-join.ts';
+import { encodeJoinToken, parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import { joinReplica } from '../../src/server/replica-join.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import {
   type ServerVerification,

@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { assembleDelegation } from '../../src/cli/delegate.ts';
-import { writeFilesAtomically } from '../../src/cli/files.ts';
+import { writeFilesAtomically } from '../../src/files/file-sets.ts';
 import { issueDelegation, type NameGrants, NO_GRANTS } from '../../src/pki/delegation-certificates.ts';
 import { checkDelegationChain } from '../../src/pki/delegation-chain.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';

@@ -8,9 +8,9 @@ import { copyFileSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
 import { readPrivateKey } from '../../src/pki/keys.ts';
-import { startServer } from '../../src/services/server.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import { startServer } from '../../src/server/start-server.ts';
 import { assertRefused, enrol, nodeFile, sigil, startTestServer, tempDir } from '../agent/server-fixture.ts';
 
 const server = await startTestServer();

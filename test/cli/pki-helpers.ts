@@ -12,7 +12,7 @@ import { dirname, join, relative } from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { caDirectoryFiles, createCa } from '../../src/cli/ca-directory.ts';
-import { writeFilesAtomically } from '../../src/cli/files.ts';
+import { writeFilesAtomically } from '../../src/files/file-sets.ts';
 import type { KeyType } from '../../src/pki/keys.ts';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

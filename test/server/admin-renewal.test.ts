@@ -12,8 +12,8 @@ import { after, describe, test } from 'node:test';
 import { identityExpiry } from '../../src/cli/identity-expiry.ts';
 import { createLogger } from '../../src/logging.ts';
 import { readPrivateKey } from '../../src/pki/keys.ts';
-import { AdminRenewal } from '../../src/services/admin-renewal.ts';
-import { type RunningServer, startServer } from '../../src/services/server.ts';
+import { AdminRenewal } from '../../src/server/admin-renewal.ts';
+import { type RunningServer, startServer } from '../../src/server/start-server.ts';
 import { openssl, sigil, snapshot, tempDir } from '../agent/server-fixture.ts';
 import { callerFromPem, DAY } from '../authority/helpers.ts';
 

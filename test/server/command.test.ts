@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
-import type { ServerInfoFile } from '../../src/services/data-directory.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import {
   adminIdentity,
   call,

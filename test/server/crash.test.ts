@@ -16,11 +16,11 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { controlPlaneVerification, enrolmentCredentials } from '../../src/agent/enrolment-channel.ts';
-import { possessionFor, registerChallenge, signChallenge } from '../../src/authority/challenges.ts';
-import { type JoinToken, parseJoinToken } from '../../src/authority/tokens.ts';
+import { controlPlaneVerification, enrolmentCredentials } from '../../src/client/control-plane-channel.ts';
 import { EnrolmentClient } from '../../src/gen/sigil/v1/sigil.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
+import { possessionFor, registerChallenge, signChallenge } from '../../src/protocol/challenges.ts';
+import { type JoinToken, parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { openStore } from '../../src/store/open-store.ts';
 import {
   adminIdentity,

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { readCertificates } from '../../src/pki/certificate.ts';
 import { parseCrl } from '../../src/pki/crl.ts';
-import { startServer } from '../../src/services/server.ts';
+import { startServer } from '../../src/server/start-server.ts';
 import type { Store } from '../../src/store/store.ts';
 import { enrol, openssl, startTestServer, tempDir } from '../agent/server-fixture.ts';
 import { DAY, HOUR, newFixture } from '../authority/helpers.ts';

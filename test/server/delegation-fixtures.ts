@@ -7,7 +7,6 @@ import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
 import {
   CertificateAuthorityClient,
   type DelegationCertificate,
@@ -29,6 +28,7 @@ import {
   parsePermissions,
   policyExtension,
 } from '../../src/pki/policy-extension.ts';
+import { possessionFor, signChallenge } from '../../src/protocol/challenges.ts';
 import { policyMessage } from '../../src/services/policy-messages.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';

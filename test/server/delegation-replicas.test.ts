@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import type { RunningServer } from '../../src/services/server.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
 import { Delegates, policy } from './delegation-fixtures.ts';
 import {

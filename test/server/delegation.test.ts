@@ -17,7 +17,7 @@ import {
 } from '../../src/gen/sigil/v1/sigil.ts';
 import { parseCertificate } from '../../src/pki/certificate.ts';
 import { type Policy, readPolicy } from '../../src/pki/policy-extension.ts';
-import type { RunningServer } from '../../src/services/server.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 import { openssl } from '../cli/pki-helpers.ts';

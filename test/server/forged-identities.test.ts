@@ -35,14 +35,14 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { enrol } from '../../src/agent/enrol.ts';
-import { possessionFor, replicaChallenge, signChallenge } from '../../src/authority/challenges.ts';
-import { newTokenId, newTokenSecret } from '../../src/authority/tokens.ts';
 import { AdminService, type CertificateAuthorityClient } from '../../src/gen/sigil/v1/sigil.ts';
 import { readPrivateKey } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { parsePermissions } from '../../src/pki/policy-extension.ts';
+import { possessionFor, replicaChallenge, signChallenge } from '../../src/protocol/challenges.ts';
+import { newTokenId, newTokenSecret } from '../../src/protocol/join-tokens.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { policyMessage } from '../../src/services/policy-messages.ts';
-import type { RunningServer } from '../../src/services/server.ts';
 import { delegateArgs, jsonOf, sigil } from '../cli/pki-helpers.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
 import {

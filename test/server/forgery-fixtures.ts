@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { TrustBundle } from '../../src/gen/sigil/v1/sigil.ts';
-import type { ServerInfoFile } from '../../src/services/data-directory.ts';
+import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import type { ServerVerification } from '../../src/transport/server-verification.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';

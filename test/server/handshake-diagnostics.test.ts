@@ -1,7 +1,7 @@
 // Issue #10 on the real control plane: a revoked node, an expired client, a
 // client of another CA, a CA certificate as client and a forged delegate
 // leaf each get a TLS alert saying why, a distinct line from sigil's client
-// code (agent/rpc.ts, as every command uses it), and a server log line at
+// code (client/rpc.ts, as every command uses it), and a server log line at
 // info with the verification code, the peer address, and the serial and
 // SPIFFE ID of what was presented. Before, all five read "cannot reach the
 // sigil server … Failed to connect" and the log said "UNSPECIFIED" at debug.
@@ -13,14 +13,14 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { enrol } from '../../src/agent/enrol.ts';
-import { RpcError, unary } from '../../src/agent/rpc.ts';
+import { RpcError, unary } from '../../src/client/rpc.ts';
 import { CertificateAuthorityClient } from '../../src/gen/sigil/v1/sigil.ts';
 import { createLogger } from '../../src/logging.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
-import type { RunningServer } from '../../src/services/server.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 import { TestCa } from '../transport/fixtures.ts';

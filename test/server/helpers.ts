@@ -16,8 +16,8 @@ import {
   DelegationClient,
   EnrolmentClient,
 } from '../../src/gen/sigil/v1/sigil.ts';
-import type { ServerInfoFile } from '../../src/services/data-directory.ts';
-import { type RunningServer, type ServerOptions, startServer } from '../../src/services/server.ts';
+import type { ServerInfoFile } from '../../src/server/data-directory.ts';
+import { type RunningServer, type ServerOptions, startServer } from '../../src/server/start-server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 

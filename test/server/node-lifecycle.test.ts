@@ -11,18 +11,18 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import type { IssuedCertificate, RegisterRequest } from '../../src/gen/sigil/v1/sigil.ts';
+import { createLogger } from '../../src/logging.ts';
+import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import { encodePem } from '../../src/pki/pem.ts';
 import {
   possessionFor,
   registerChallenge,
   rejoinChallenge,
   signChallenge,
-} from '../../src/authority/challenges.ts';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
-import type { IssuedCertificate, RegisterRequest } from '../../src/gen/sigil/v1/sigil.ts';
-import { createLogger } from '../../src/logging.ts';
-import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
-import { encodePem } from '../../src/pki/pem.ts';
-import type { RunningServer } from '../../src/services/server.ts';
+} from '../../src/protocol/challenges.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { Delegates, policy } from './delegation-fixtures.ts';
 import {
   adminIdentity,

@@ -23,7 +23,7 @@ import {
   parsePolicyOid,
   readPolicy,
 } from '../../src/pki/policy-extension.ts';
-import type { ServerInfoFile } from '../../src/services/data-directory.ts';
+import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import {
   delegateArgs,
   derOf,

@@ -8,10 +8,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { possessionFor, signChallenge } from '../../src/authority/challenges.ts';
 import type { RevocationEvent } from '../../src/gen/sigil/v1/sigil.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
-import type { RunningServer } from '../../src/services/server.ts';
+import { possessionFor, signChallenge } from '../../src/protocol/challenges.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
 import {
   adminIdentity,

@@ -9,14 +9,14 @@ import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { possessionFor, registerChallenge, signChallenge } from '../../src/authority/challenges.ts';
-import { parseJoinToken } from '../../src/authority/tokens.ts';
 import type { IssuedCertificate, RevocationEvent } from '../../src/gen/sigil/v1/sigil.ts';
 import { parseCrl } from '../../src/pki/crl.ts';
 import { createCsr } from '../../src/pki/csr.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
-import type { RunningServer } from '../../src/services/server.ts';
+import { possessionFor, registerChallenge, signChallenge } from '../../src/protocol/challenges.ts';
+import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { CLIENT_CERTIFICATE_REQUIRED } from '../../src/transport/public-methods.ts';
 import {
   adminIdentity,

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { ServiceDefinition } from '@grpc/proto-loader';
+import type { RunningServer } from '../../src/server/start-server.ts';
 import { healthPackageDefinition } from '../../src/services/health.ts';
-import type { RunningServer } from '../../src/services/server.ts';
 import { findPythonInterpreters, inCi } from '../support/peers.ts';
 import { adminIdentity, credentialsFor, ROOT, startTestServer, tempDir } from './helpers.ts';
 

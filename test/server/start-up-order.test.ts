@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { startServer } from '../../src/services/server.ts';
+import { startServer } from '../../src/server/start-server.ts';
 import { snapshot } from '../cli/pki-helpers.ts';
 import { FREE_PORTS, spawnServer, tempDir, waitForServer } from './helpers.ts';
 

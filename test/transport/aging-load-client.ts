@@ -8,8 +8,8 @@
 // connections used.
 import { subscribe } from 'node:diagnostics_channel';
 import * as grpc from '@grpc/grpc-js';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
-import type { TlsMaterial } from '../../src/transport/material.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 
 export interface LoadSpec {

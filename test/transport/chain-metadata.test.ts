@@ -12,7 +12,7 @@ import {
   MAX_PRESENTED_CERTIFICATES,
   presentedIntermediates,
   readPresentedChain,
-} from '../../src/transport/chain-metadata.ts';
+} from '../../src/protocol/chain-metadata.ts';
 import { echoService } from './fixtures.ts';
 
 const HOUR = 3_600_000;

@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { EmbeddedCA, type IssuedLeaf } from '../../src/transport/embedded-ca.ts';
-import type { TlsMaterial } from '../../src/transport/material.ts';
 import { MaterialProvider } from '../../src/transport/material-provider.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 import {

@@ -4,7 +4,7 @@
 // line each becomes. The end-to-end cases are in handshake-diagnostics.test.ts.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { RpcError, rpcError } from '../../src/agent/rpc.ts';
+import { RpcError, rpcError } from '../../src/client/rpc.ts';
 import { connectionRefusal } from '../../src/transport/connection-failure.ts';
 
 const target = '127.0.0.1:7443';
@@ -25,7 +25,7 @@ describe('connectionRefusal', () => {
       ['tlsv1 alert access denied', 'access_denied'],
       ['tlsv13 alert certificate required', 'certificate_required'],
       ['ssl/tls alert certificate unknown', 'certificate_unknown'],
-      // As enrolment-channel.ts words a failed anonymous connection.
+      // As client/control-plane-channel.ts words a failed anonymous connection.
       [
         `cannot reach the sigil server at ${target}: 40…:error:0A000419:SSL routines::tlsv1 alert access denied`,
         'access_denied',

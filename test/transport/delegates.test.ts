@@ -15,6 +15,7 @@ import {
 } from '../../src/pki/delegation-certificates.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 import { dnsName, ipAddress, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import {
@@ -25,7 +26,6 @@ import {
 } from '../../src/pki/policy-extension.ts';
 import { type AuthorizationRules, authorizationInterceptor } from '../../src/transport/authorization.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
-import type { TlsMaterial } from '../../src/transport/material.ts';
 import { type PeerCall, peerIdentity } from '../../src/transport/peer-identity.ts';
 import { RevocationSet } from '../../src/transport/revocation-set.ts';
 import { verifySpiffeId } from '../../src/transport/server-verification.ts';

@@ -16,10 +16,10 @@ import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../../src/errors.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { EmbeddedCA } from '../../src/transport/embedded-ca.ts';
-import type { TlsMaterial } from '../../src/transport/material.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 import {
   canonicalSerial,

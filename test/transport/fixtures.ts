@@ -9,10 +9,10 @@ import * as grpc from '@grpc/grpc-js';
 import { createCrl, type RevokedEntry } from '../../src/pki/crl.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import type { MaterialSource, TlsMaterial } from '../../src/pki/material.ts';
 import { dnsName, type GeneralName, ipAddress, spiffeId, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import type { Profile } from '../../src/pki/profiles.ts';
-import type { MaterialSource, TlsMaterial } from '../../src/transport/material.ts';
 import {
   type HandshakeFailure,
   MtlsServer,

@@ -4,7 +4,7 @@
 // "UNSPECIFIED". Now MtlsServer sends the TLS alert that says why
 // (tls-alert.ts) and reports the verification code, the peer address, and
 // the serial and SPIFFE ID of what was presented; sigil's clients turn the
-// alert into one line a person can act on (agent/rpc.ts), and say so when
+// alert into one line a person can act on (client/rpc.ts), and say so when
 // it is this client that refused the server. Each case is checked from a
 // real client: sigil's channelCredentials, plain grpc-js, Node's TLS and the
 // system's `openssl s_client`.
@@ -18,16 +18,16 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { RpcError, rpcError } from '../../src/agent/rpc.ts';
+import { RpcError, rpcError } from '../../src/client/rpc.ts';
 import { issueDelegation } from '../../src/pki/delegation-certificates.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import type { MaterialSource } from '../../src/pki/material.ts';
 import { uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { DEFAULT_POLICY_OID, PERMISSIONS, type Policy } from '../../src/pki/policy-extension.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { alertFor, verificationCode } from '../../src/transport/handshake-refusal.ts';
-import type { MaterialSource } from '../../src/transport/material.ts';
 import type { HandshakeFailure } from '../../src/transport/mtls-server.ts';
 import { RevocationSet } from '../../src/transport/revocation-set.ts';
 import { verifySpiffeId } from '../../src/transport/server-verification.ts';

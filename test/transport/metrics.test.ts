@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { register as globalRegistry, Registry } from 'prom-client';
 import { SigilError } from '../../src/errors.ts';
 import { dnsName, uriName } from '../../src/pki/names.ts';
+import { serveMetrics } from '../../src/server/metrics-http.ts';
 import { authorizationInterceptor } from '../../src/transport/authorization.ts';
 import {
   HANDSHAKE_FAILURE_REASONS,
@@ -15,7 +16,6 @@ import {
   handshakeFailureReason,
   TransportMetrics,
 } from '../../src/transport/metrics.ts';
-import { serveMetrics } from '../../src/transport/metrics-http.ts';
 import { connect, rejection, startServer, ThrowawayCa } from './interceptor-fixtures.ts';
 
 const ALICE = 'spiffe://td/client/alice';

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../../src/errors.ts';
+import type { RevocationSource } from '../../src/pki/revocation-source.ts';
 import { type HandshakeFailure, MtlsServer } from '../../src/transport/mtls-server.ts';
 import { peerIdentity } from '../../src/transport/peer-identity.ts';
 import { CLIENT_CERTIFICATE_REQUIRED, publicMethodSet } from '../../src/transport/public-methods.ts';
-import type { RevocationSource } from '../../src/transport/revocation-source.ts';
 import { eventually, ManualMaterialSource, TestCa } from './fixtures.ts';
 
 const hour = 3_600_000;

@@ -7,9 +7,9 @@ import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SigilError } from '../../src/errors.ts';
+import type { RevocationSource } from '../../src/pki/revocation-source.ts';
 import { CrlRevocationSource } from '../../src/transport/crl-revocation-source.ts';
 import { normalizeSerial, RevocationSet } from '../../src/transport/revocation-set.ts';
-import type { RevocationSource } from '../../src/transport/revocation-source.ts';
 import {
   callUnary,
   closedAfterTests,

@@ -9,10 +9,10 @@ import { SigilError } from '../../src/errors.ts';
 import { createCrl } from '../../src/pki/crl.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
+import type { TlsMaterial } from '../../src/pki/material.ts';
 import { dnsName, spiffeId, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { FileMaterialSource } from '../../src/transport/file-source.ts';
-import type { TlsMaterial } from '../../src/transport/material.ts';
 import { MaterialProvider } from '../../src/transport/material-provider.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
 

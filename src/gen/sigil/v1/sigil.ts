@@ -34,7 +34,7 @@ export const protobufFileName = "sigil/v1/sigil.proto";
 /**
  * Proof that the caller holds the private key of `spki`: a signature over
  * "sigil proof-of-possession v1\0" || challenge (see src/pki/possession.ts).
- * The challenge layout is fixed per call (src/authority/challenges.ts) so a
+ * The challenge layout is fixed per call (src/protocol/challenges.ts) so a
  * proof made for one purpose, caller or token is useless for any other.
  */
 export interface ProofOfPossession {

@@ -11,7 +11,7 @@
 //   - otherwise none: certificates carry no distribution point rather than
 //     one nobody else can reach.
 import { invalid } from '../errors.ts';
-import { isLoopbackHost } from '../transport/http-listener.ts';
+import { isLoopbackHost } from './http-listener.ts';
 
 /** An --http-advertise URL, checked and without a trailing slash. */
 export function parseHttpAdvertise(text: string): string {

@@ -1,7 +1,7 @@
 // The server's data directory: what it keeps there and what it leaves there
 // for operator commands.
 //
-//   store.key     32-byte key encrypting CA keys in the store (0600; authority/store-key.ts)
+//   store.key     32-byte key encrypting CA keys in the store (0600; server/store-key.ts)
 //   sigil.db      the SQLite store (with --store sqlite)
 //   replica-id    this replica's ID, fixed at first start
 //   admin.pem     bootstrap admin certificate + intermediate (0600)
@@ -19,9 +19,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { STORE_KEY_FILE } from '../authority/store-key.ts';
-import { writeTemporaryBeside } from '../durable-write.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
+import { writeTemporaryBeside } from '../files/durable-write.ts';
+import { STORE_KEY_FILE } from './store-key.ts';
 
 export const SERVER_INFO_FILE = 'server.json';
 export const ADMIN_CERTIFICATE_FILE = 'admin.pem';

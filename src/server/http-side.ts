@@ -22,7 +22,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { invalid, SigilError } from '../errors.ts';
 import { encodePem } from '../pki/pem.ts';
-import { isLoopbackHost, listenTracked } from '../transport/http-listener.ts';
+import { isLoopbackHost, listenTracked } from './http-listener.ts';
 
 export interface HttpSideSources {
   /** The DER CRL of an issuer; null (or a not_found/invalid_argument SigilError) for unknown issuers. */

@@ -19,9 +19,11 @@ import { createHash, type KeyObject, randomBytes, timingSafeEqual } from 'node:c
 import { invalid, unauthenticated } from '../errors.ts';
 import { spkiDer } from '../pki/keys.ts';
 import { proveChallenge, verifyPossession } from '../pki/possession.ts';
-import { CHALLENGE_WINDOW_MS } from './lifetimes.ts';
 
 /** A proof of possession as it travels (proto ProofOfPossession). */
+/** Proofs of possession carrying a timestamp are accepted this far either side of now. */
+export const CHALLENGE_WINDOW_MS = 5 * 60_000;
+
 export interface Possession {
   readonly spki: Buffer;
   readonly challenge: Buffer;

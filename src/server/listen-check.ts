@@ -8,7 +8,7 @@
 // once; the real listeners bind the same addresses a moment later. Should
 // another process take a port in between, the start still fails cleanly:
 // the bootstrap's admin identity is confirmed as delivered only once both
-// ports listen (services/server.ts), so the next start hands out a new one
+// ports listen (server/start-server.ts), so the next start hands out a new one
 // and shows the banner again.
 import net from 'node:net';
 import { SigilError } from '../errors.ts';

@@ -11,7 +11,6 @@ import { join, resolve } from 'node:path';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { Authority } from '../authority/authority.ts';
 import type { StartupMode } from '../authority/bootstrap.ts';
-import { loadStoreKey, STORE_KEY_ENV } from '../authority/store-key.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
 import {
   AdminService,
@@ -19,20 +18,25 @@ import {
   DelegationService,
   EnrolmentService,
 } from '../gen/sigil/v1/sigil.ts';
-import { type HttpSide, startHttpSide } from '../http/http-server.ts';
 import { type Logger, silentLogger } from '../logging.ts';
 import { dnsName } from '../pki/names.ts';
 import { parsePolicyOid } from '../pki/policy-extension.ts';
+import { adminService } from '../services/admin.ts';
+import { PUBLIC_METHODS, sigilAuthorizationInterceptor } from '../services/authorization-rules.ts';
+import { certificateAuthorityService } from '../services/certificate-authority.ts';
+import { DelegateGrants } from '../services/delegate-grants.ts';
+import { delegationService } from '../services/delegation.ts';
+import { enrolmentService } from '../services/enrolment.ts';
+import { type FailureReporter, INTERNAL_ERROR_MESSAGE } from '../services/handlers.ts';
+import { ServerMetrics } from '../services/server-metrics.ts';
+import { addStandardServices } from '../services/standard-services.ts';
+import { MAX_MESSAGE_BYTES } from '../services/validation.ts';
 import { openStore, type StoreKind, storeKind } from '../store/open-store.ts';
 import type { Store } from '../store/store.ts';
-import { isLoopbackHost } from '../transport/http-listener.ts';
 import { TransportMetrics } from '../transport/metrics.ts';
 import { MtlsServer } from '../transport/mtls-server.ts';
-import { adminService } from './admin.ts';
 import { AdminRenewal } from './admin-renewal.ts';
 import { auditLog } from './audit-log.ts';
-import { PUBLIC_METHODS, sigilAuthorizationInterceptor } from './authorization-rules.ts';
-import { certificateAuthorityService } from './certificate-authority.ts';
 import { defaultCrlBaseUrl, parseHttpAdvertise } from './crl-distribution.ts';
 import {
   ADMIN_CERTIFICATE_FILE,
@@ -47,15 +51,11 @@ import {
   writeCaBundle,
   writeServerInfo,
 } from './data-directory.ts';
-import { DelegateGrants } from './delegate-grants.ts';
-import { delegationService } from './delegation.ts';
-import { enrolmentService } from './enrolment.ts';
+import { isLoopbackHost } from './http-listener.ts';
+import { type HttpSide, startHttpSide } from './http-side.ts';
 import { checkListenable } from './listen-check.ts';
 import { joinReplica } from './replica-join.ts';
-import { ServerMetrics } from './server-metrics.ts';
-import { addStandardServices } from './standard-services.ts';
-import { type FailureReporter, INTERNAL_ERROR_MESSAGE } from './status-codes.ts';
-import { MAX_MESSAGE_BYTES } from './validation.ts';
+import { loadStoreKey, STORE_KEY_ENV } from './store-key.ts';
 
 export const DEFAULT_LISTEN = '127.0.0.1:7443';
 export const DEFAULT_HTTP_LISTEN = '127.0.0.1:7080';

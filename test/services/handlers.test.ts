@@ -10,7 +10,7 @@ import {
   serverStreamHandler,
   statusForError,
   unaryHandler,
-} from '../../src/services/status-codes.ts';
+} from '../../src/services/handlers.ts';
 import { MtlsServer } from '../../src/transport/mtls-server.ts';
 import { ManualMaterialSource, mtlsClient, TestCa } from '../transport/fixtures.ts';
 
@@ -52,7 +52,7 @@ describe('statusForError', () => {
 });
 
 describe('handlers through a real server', () => {
-  const ca = new TestCa('sigil status-codes test CA');
+  const ca = new TestCa('sigil handlers test CA');
   const bytes = (value: Buffer): Buffer => value;
   const method = (path: string, responseStream = false) => ({
     path,

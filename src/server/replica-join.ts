@@ -5,18 +5,18 @@
 // root key signs it (Enrolment.JoinReplica). The server is authenticated by
 // pinning the root fingerprint the token carries, as a node's enrolment does.
 import type { KeyObject } from 'node:crypto';
+import type { JoinMaterial } from '../authority/bootstrap.ts';
 import {
   controlPlaneVerification,
   enrolmentCredentials,
   fetchPinnedRoot,
-} from '../agent/enrolment-channel.ts';
-import { unary } from '../agent/rpc.ts';
-import type { JoinMaterial } from '../authority/bootstrap.ts';
-import { possessionFor, replicaChallenge } from '../authority/challenges.ts';
-import { parseJoinToken, tokenKindOf } from '../authority/tokens.ts';
+} from '../client/control-plane-channel.ts';
+import { unary } from '../client/rpc.ts';
 import { invalid, SigilError } from '../errors.ts';
 import { EnrolmentClient } from '../gen/sigil/v1/sigil.ts';
 import { generateKeyPair } from '../pki/keys.ts';
+import { possessionFor, replicaChallenge } from '../protocol/challenges.ts';
+import { parseJoinToken, tokenKindOf } from '../protocol/join-tokens.ts';
 
 export interface ReplicaJoinOptions {
   readonly token: string;

@@ -1,6 +1,6 @@
 import { readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { writeTemporaryBeside } from '../durable-write.ts';
 import { alreadyExists, invalid, notFound } from '../errors.ts';
+import { writeTemporaryBeside } from './durable-write.ts';
 
 export interface PlannedFile {
   readonly path: string;

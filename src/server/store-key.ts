@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { checkStoreKey, STORE_KEY_BYTES } from '../authority/key-encryption.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
-import { checkStoreKey, STORE_KEY_BYTES } from './key-encryption.ts';
 
 export const STORE_KEY_FILE = 'store.key';
 export const STORE_KEY_ENV = 'SIGIL_STORE_KEY';
