@@ -70,7 +70,7 @@ describe('aging connections under load', () => {
     assert.ok(result.ok >= LOAD.minCalls);
   });
 
-  test("sigil's channelCredentials lose no call to a grpc-js server aging connections every 250 ms (createSsl, grpc.max_connection_age_ms)", {
+  test("sigil's channelCredentials lose no call to a write error against a grpc-js server aging connections every 250 ms (createSsl, grpc.max_connection_age_ms)", {
     timeout: 300_000,
   }, async () => {
     const pair = ca.issueServer();
@@ -104,7 +104,14 @@ describe('aging connections under load', () => {
     });
     console.log(`grpc-js createSsl server, sigil client: ${JSON.stringify(result)}`);
     assert.ok(result.connections >= LOAD.minConnections, `${result.connections} connections`);
-    assert.equal(result.failed, 0, `failed calls: ${result.errors.join('; ')}`);
+    // What sigil's client fixes: no call fails with the write error that ended every call in
+    // flight. A grpc-js server's own aging sends its last-stream-id GOAWAY in the same flush as
+    // the first, so it can refuse a call the client started just before reading it; grpc-js
+    // retries a refused call once, and on a loaded machine the retry can be refused by the next
+    // connection's GOAWAY too (seen: 6 calls in one CI run). Only MtlsServer's aging (above) is exact.
+    const otherThanRefusedTwice = result.errors.filter((error) => !/Stream refused by server$/.test(error));
+    assert.deepEqual(otherThanRefusedTwice, [], `failed calls: ${result.errors.join('; ')}`);
+    if (result.failed > 0) console.log(`${result.failed} calls refused twice by grpc-js's own aging`);
     assert.ok(result.ok >= LOAD.minCalls);
   });
 });
