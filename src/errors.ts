@@ -23,6 +23,9 @@ export class SigilError extends Error {
 
 export const invalid = (message: string, cause?: unknown): SigilError =>
   new SigilError('invalid_argument', message, { cause });
+
+/** A request field's problem, named the same way by every check: `field: problem`. */
+export const fieldError = (field: string, problem: string): SigilError => invalid(`${field}: ${problem}`);
 export const notFound = (message: string, cause?: unknown): SigilError =>
   new SigilError('not_found', message, { cause });
 export const alreadyExists = (message: string): SigilError => new SigilError('already_exists', message);
@@ -35,9 +38,24 @@ export function exitCodeFor(_error: unknown): 1 {
   return 1;
 }
 
+/** What anything thrown says, to quote inside a message of our own: an Error's message, else its text. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** messageOf cut to its first line: for logs and one-line summaries, which a multi-line message would break. */
+export function firstLineOf(error: unknown): string {
+  return error instanceof Error ? error.message.split('\n')[0] : String(error);
+}
+
 /** A one-line message safe to show a user: ours verbatim, anything else generic but named. */
 export function describeError(error: unknown): string {
   if (error instanceof SigilError) return error.message;
-  if (error instanceof Error) return `unexpected error: ${error.message.split('\n')[0]}`;
-  return `unexpected error: ${String(error)}`;
+  return `unexpected error: ${firstLineOf(error)}`;
+}
+
+/** `error` as a SigilError: ours unchanged, anything else 'internal' with its message (messageOf). */
+export function asSigilError(error: unknown): SigilError {
+  if (error instanceof SigilError) return error;
+  return new SigilError('internal', messageOf(error), { cause: error });
 }

@@ -34,7 +34,7 @@ import {
   unary,
 } from '../client/rpc.ts';
 import { bundlePem, chainPem, rootFingerprints, rootsOf } from '../client/trust-bundle.ts';
-import { preconditionFailed, SigilError } from '../errors.ts';
+import { asSigilError, preconditionFailed, type SigilError } from '../errors.ts';
 import {
   CertificateAuthorityClient,
   EnrolmentClient,
@@ -42,7 +42,7 @@ import {
   type TrustBundle,
 } from '../gen/sigil/v1/sigil.ts';
 import { type Logger, silentLogger } from '../logging.ts';
-import { parseCertificate, readCertificates } from '../pki/certificate.ts';
+import { type CertificateInfo, parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { generateKeyPair, type KeyType, keyTypeOf, privateKeyToPem, readPrivateKey } from '../pki/keys.ts';
 import type { TlsMaterial } from '../pki/material.ts';
 import { possessionFor, rejoinChallenge, signChallenge } from '../protocol/challenges.ts';
@@ -120,11 +120,6 @@ function certificateValidity(material: MaterialProvider): Validity {
   return { notBefore: leaf.notBefore, notAfter: leaf.notAfter };
 }
 
-function asSigilError(error: unknown): SigilError {
-  if (error instanceof SigilError) return error;
-  return new SigilError('internal', error instanceof Error ? error.message : String(error), { cause: error });
-}
-
 /** True when the next address may do better (the server was not reached or did not answer). */
 function isUnreachable(error: unknown): boolean {
   return (
@@ -133,17 +128,9 @@ function isUnreachable(error: unknown): boolean {
   );
 }
 
-/** notAfter of the leaf in a PEM chain. */
-function leafNotAfter(chain: string): Date {
-  return parseCertificate(readCertificates(chain, 'cert.pem')[0], 'cert.pem').notAfter;
-}
-
-function leafSerial(chain: string): string {
-  return canonicalSerial(parseCertificate(readCertificates(chain, 'cert.pem')[0], 'cert.pem').serialHex);
-}
-
-function canonicalSerial(hex: string): string {
-  return hex.toLowerCase().replace(/^0+(?=.)/, '');
+/** The leaf of the PEM chain in cert.pem. */
+function leafOf(chain: string): CertificateInfo {
+  return parseCertificate(readCertificates(chain, 'cert.pem')[0], 'cert.pem');
 }
 
 export class NodeAgent extends EventEmitter<NodeAgentEvents> {
@@ -192,17 +179,16 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   static async open(options: NodeAgentOptions): Promise<NodeAgent> {
     const identity = readIdentity(options.dir);
     const now = (options.now ?? (() => new Date()))();
-    const notAfter = leafNotAfter(identity.material.certificateChain);
-    if (now.getTime() < notAfter.getTime()) {
+    const leaf = leafOf(identity.material.certificateChain);
+    if (now.getTime() < leaf.notAfter.getTime()) {
       return new NodeAgent(options, identity, new MaterialProvider(identity.material), undefined);
     }
     (options.logger ?? silentLogger()).warn(
-      { nodeId: identity.info.nodeId, expiredAt: notAfter.toISOString() },
+      { nodeId: identity.info.nodeId, expiredAt: leaf.notAfter.toISOString() },
       'certificate expired; re-joining',
     );
-    const previousSerial = leafSerial(identity.material.certificateChain);
     const rejoined = await rejoin(options, identity);
-    return new NodeAgent(options, rejoined, new MaterialProvider(rejoined.material), previousSerial);
+    return new NodeAgent(options, rejoined, new MaterialProvider(rejoined.material), leaf.serialHex);
   }
 
   /** The serial of the expired certificate replaced by a re-join in open(), if there was one. */
@@ -215,7 +201,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   get certificate(): CertificateStatus {
     const { leaf } = this.material.currentValidated();
     return {
-      serial: canonicalSerial(leaf.serialHex),
+      serial: leaf.serialHex,
       spiffeId: this.#info.spiffeId,
       notBefore: leaf.notBefore,
       notAfter: leaf.notAfter,

@@ -25,7 +25,6 @@ import {
   controlPlaneVerification,
   enrolmentCredentials,
   fetchPinnedRoot,
-  sha256Hex,
 } from '../client/control-plane-channel.ts';
 import {
   DEFAULT_CALL_TIMEOUT_MS,
@@ -35,8 +34,9 @@ import {
   unary,
 } from '../client/rpc.ts';
 import { bundlePem, chainPem } from '../client/trust-bundle.ts';
-import { invalid, preconditionFailed } from '../errors.ts';
+import { invalid, messageOf, preconditionFailed } from '../errors.ts';
 import { EnrolmentClient, type RegisterResponse, type TrustBundle } from '../gen/sigil/v1/sigil.ts';
+import { sha256Hex } from '../pki/fingerprint.ts';
 import {
   describeKeyType,
   generateKeyPair,
@@ -164,7 +164,7 @@ async function connect(
         enrolmentCredentials({ roots: [root], verify: controlPlaneVerification(fingerprint) }),
       );
       const bundle = await unary(client, client.getTrustBundle, {}, { target, timeoutMs });
-      if (!bundle.roots.some((der) => sha256Hex(Buffer.from(der)) === fingerprint)) {
+      if (!bundle.roots.some((der) => sha256Hex(der) === fingerprint)) {
         throw preconditionFailed(`the trust bundle from ${target} does not contain the pinned root`);
       }
       return { client, target, bundle };
@@ -174,10 +174,6 @@ async function connect(
     }
   }
   throw errors.find((error) => !isUnreachable(error)) ?? errors[errors.length - 1];
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -238,6 +234,18 @@ export async function enrol(options: EnrolOptions): Promise<EnrolResult> {
       trustDomain,
       spiffeId,
     });
+    const result = (state: EnrolResult['state'], certificate: EnrolResult['certificate']): EnrolResult => ({
+      nodeId: response.nodeId,
+      state,
+      dir,
+      server: target,
+      trustDomain,
+      rootFingerprint: token.rootFingerprint,
+      keyType: keyTypeOf(key),
+      reusedKey: reused,
+      certificate,
+      files: [...new Set(files)], // a key kept from the NEW step is written again when UP
+    });
 
     if (response.state === 'NEW') {
       // Keep the key so that a later run (or --wait) registers the same node.
@@ -262,7 +270,7 @@ export async function enrol(options: EnrolOptions): Promise<EnrolResult> {
             response = await register();
           } catch (error) {
             if (!isUnreachable(error)) throw error;
-            onProgress(`polling ${target} failed, retrying: ${describe(error)}`);
+            onProgress(`polling ${target} failed, retrying: ${messageOf(error)}`);
           }
         }
       }
@@ -270,20 +278,7 @@ export async function enrol(options: EnrolOptions): Promise<EnrolResult> {
     if (response.state === 'REVOKED') {
       throw preconditionFailed(`node ${response.nodeId} was revoked; enrol a new identity in another --dir`);
     }
-    if (response.state === 'NEW') {
-      return {
-        nodeId: response.nodeId,
-        state: 'NEW',
-        dir,
-        server: target,
-        trustDomain,
-        rootFingerprint: token.rootFingerprint,
-        keyType: keyTypeOf(key),
-        reusedKey: reused,
-        certificate: null,
-        files,
-      };
-    }
+    if (response.state === 'NEW') return result('NEW', null);
     if (response.state !== 'UP' || response.certificate === undefined) {
       throw preconditionFailed(
         `the server answered Register with state ${JSON.stringify(response.state)} and no certificate`,
@@ -298,23 +293,12 @@ export async function enrol(options: EnrolOptions): Promise<EnrolResult> {
       certificateChain: material.certificateChain,
       info: info('UP', issued.spiffeId || null),
     });
-    return {
-      nodeId: response.nodeId,
-      state: 'UP',
-      dir,
-      server: target,
-      trustDomain,
-      rootFingerprint: token.rootFingerprint,
-      keyType: keyTypeOf(key),
-      reusedKey: reused,
-      certificate: {
-        serial: issued.serial,
-        spiffeId: issued.spiffeId,
-        notBefore: new Date(issued.notBeforeUnixMs).toISOString(),
-        notAfter: new Date(issued.notAfterUnixMs).toISOString(),
-      },
-      files: [...new Set(files)],
-    };
+    return result('UP', {
+      serial: issued.serial,
+      spiffeId: issued.spiffeId,
+      notBefore: new Date(issued.notBeforeUnixMs).toISOString(),
+      notAfter: new Date(issued.notAfterUnixMs).toISOString(),
+    });
   } finally {
     client.close();
   }

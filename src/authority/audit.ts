@@ -4,6 +4,7 @@
 // nothing of logs). An event says who did what to which serial; it never
 // carries a secret: no token secret, no private key, no join token string
 // (token IDs, serials, fingerprints and public-key hashes are public).
+import type { IssuedCertificateView } from './issuance.ts';
 
 export type AuditAction =
   | 'token.created'
@@ -74,3 +75,21 @@ export interface AuditEvent {
 }
 
 export type AuditSink = (event: AuditEvent) => void;
+
+/** The event of a leaf issued to `by` (a caller's SPIFFE ID, or what asked for it). */
+export function issuedEvent(
+  issued: IssuedCertificateView,
+  by: string,
+  issuance: IssuanceKind,
+  profile: string,
+): AuditEvent {
+  return {
+    action: 'certificate.issued',
+    by,
+    serial: issued.serial,
+    spiffeId: issued.spiffeId,
+    profile,
+    issuance,
+    notAfter: issued.notAfter,
+  };
+}

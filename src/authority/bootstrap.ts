@@ -18,9 +18,9 @@ import { type KeyObject, randomBytes, X509Certificate } from 'node:crypto';
 import { invalid, preconditionFailed } from '../errors.ts';
 import { parseCertificate } from '../pki/certificate.ts';
 import type { SubjectName } from '../pki/distinguished-name.ts';
-import { createRootCertificate, type IssuedCertificate, type Issuer } from '../pki/issuer.ts';
+import { createRootCertificate, type Issuer, type SignedCertificate } from '../pki/issuer.ts';
 import { generateKeyPair, keysMatch } from '../pki/keys.ts';
-import { parseTrustDomain } from '../pki/names.ts';
+import { DEFAULT_TRUST_DOMAIN, parseTrustDomain } from '../pki/names.ts';
 import { DEFAULT_POLICY_OID, type PolicyOid, parsePolicyOid } from '../pki/policy-extension.ts';
 import type { CaRecord, Store } from '../store/store.ts';
 import { CaSet, generationOf, intermediateCaId, ROOT_CA_ID } from './ca-set.ts';
@@ -29,7 +29,6 @@ import { certificateRecord } from './issuance.ts';
 import { encryptCaKey } from './key-encryption.ts';
 import { ROOT_TTL_MS } from './lifetimes.ts';
 
-export const DEFAULT_TRUST_DOMAIN = 'sigil.internal';
 export const SETTING_TRUST_DOMAIN = 'trust_domain';
 export const SETTING_POLICY_OID = 'policy_oid';
 export const SETTING_BOOTSTRAP_REPLICA = 'bootstrap_replica';
@@ -172,7 +171,7 @@ export async function signIntermediate(
     now: Date;
     requester: string;
   },
-): Promise<IssuedCertificate> {
+): Promise<SignedCertificate> {
   const subject = intermediateSubject(fields.trustDomain, fields.replicaId, fields.generation);
   const issued = rootIssuer.issue({
     publicKey: fields.publicKey,

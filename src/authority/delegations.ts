@@ -11,7 +11,7 @@
 // Isolation: a delegate sees and acts on its own subtree only. Anything
 // outside it — unknown, a sibling's, an ancestor's — gets the same
 // NOT_FOUND message, so a refusal tells nothing about what exists elsewhere.
-import { createHash, type KeyObject, type X509Certificate } from 'node:crypto';
+import type { KeyObject, X509Certificate } from 'node:crypto';
 import { invalid, notFound, SigilError } from '../errors.ts';
 import { fingerprintOf } from '../pki/certificate.ts';
 import { certificateNames } from '../pki/certificate-names.ts';
@@ -29,6 +29,7 @@ import {
   policyOf,
 } from '../pki/delegation-chain.ts';
 import { delegatedId, parseDelegatedId, type Subtree, subtreeKey } from '../pki/delegation-names.ts';
+import { sha256Hex } from '../pki/fingerprint.ts';
 import type { Issuer } from '../pki/issuer.ts';
 import {
   PERMISSIONS,
@@ -39,7 +40,7 @@ import {
   policyToJson,
 } from '../pki/policy-extension.ts';
 import type { DelegationRecord, Store, UsageTotals } from '../store/store.ts';
-import { certificateRecord, type IssuedCertificateView } from './issuance.ts';
+import { certificateRecord, type IssuedCertificateView, issuedView } from './issuance.ts';
 import type { RevocationUpdate } from './revocations.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
 
@@ -326,7 +327,7 @@ export class Delegations {
         });
     const grants: NameGrants = 'grants' in issued ? (issued.grants as NameGrants) : NO_GRANTS;
     const spiffeId = issued.id;
-    const fingerprint = createHash('sha256').update(issued.der).digest('hex');
+    const fingerprint = sha256Hex(issued.der);
     await store.insertCertificate(
       certificateRecord(issued, {
         subject: `CN=${request.command ? 'sigil command' : 'sigil delegation'} ${request.name}`,
@@ -353,16 +354,7 @@ export class Delegations {
       revocationReason: null,
       revokedBy: null,
     });
-    return {
-      certificate: issued.der,
-      chain: signer.chain,
-      serial: issued.serialHex,
-      notBefore: issued.notBefore,
-      notAfter: issued.notAfter,
-      spiffeId,
-      policy: request.policy,
-      grants,
-    };
+    return { ...issuedView(issued, signer.chain, spiffeId), policy: request.policy, grants };
   }
 
   // --------------------------------------------------------------- views
@@ -461,7 +453,7 @@ export class Delegations {
   ): Promise<RevokedDelegation> {
     const { store, trustDomain, policyOid } = this.#context;
     const now = this.#context.now();
-    const fingerprint = createHash('sha256').update(certificateDer).digest('hex');
+    const fingerprint = sha256Hex(certificateDer);
     const own = grant?.links.find((link) => link.fingerprint === fingerprint && link.key === grant.key);
     if (own) return this.#revokeOwn(own, reason, by, now);
     if (grant) this.#require(grant, 'revoke');

@@ -4,12 +4,12 @@
 // right after a reply loses nothing.
 import type { KeyObject } from 'node:crypto';
 import { invalid } from '../errors.ts';
-import type { IssuedCertificate, Issuer } from '../pki/issuer.ts';
+import type { Issuer, SignedCertificate } from '../pki/issuer.ts';
 import { dnsName, emailName, type GeneralName, ipAddress, uriName } from '../pki/names.ts';
 import type { Profile } from '../pki/profiles.ts';
 import type { CertificateRecord, Store } from '../store/store.ts';
 
-/** What a caller gets back for a leaf (proto IssuedCertificate). */
+/** What a caller gets back for a leaf (proto SignedCertificate). */
 export interface IssuedCertificateView {
   /** DER. */
   readonly certificate: Buffer;
@@ -33,6 +33,16 @@ export interface LeafRequest {
   readonly ttlMs: number;
   readonly requester: string;
   readonly now: Date;
+}
+
+/** The caller's view of a certificate just issued, sent with `chain`. */
+export function issuedView(
+  issued: Pick<SignedCertificate, 'der' | 'serialHex' | 'notBefore' | 'notAfter'>,
+  chain: readonly Buffer[],
+  spiffeId: string,
+): IssuedCertificateView {
+  const { notBefore, notAfter } = issued;
+  return { certificate: issued.der, chain, serial: issued.serialHex, notBefore, notAfter, spiffeId };
 }
 
 /** SAN strings as the store keeps them: "dns:…", "ip:…", "uri:…", "email:…". */
@@ -76,7 +86,7 @@ export function commonNameOf(subject: string): string | null {
 }
 
 export function certificateRecord(
-  issued: IssuedCertificate,
+  issued: SignedCertificate,
   fields: {
     subject: string;
     sans: readonly string[];
@@ -141,13 +151,6 @@ export async function issueLeaf(
   await store.insertCertificate(record);
   return {
     record,
-    view: {
-      certificate: issued.der,
-      chain: signer.chain,
-      serial: issued.serialHex,
-      notBefore: issued.notBefore,
-      notAfter: issued.notAfter,
-      spiffeId: spiffeIdOf(request.sans),
-    },
+    view: issuedView(issued, signer.chain, spiffeIdOf(request.sans)),
   };
 }

@@ -9,6 +9,10 @@ import { generateKeyPair, privateKeyToPem } from '../pki/keys.ts';
 import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { classifyAddress, type GeneralName, uriName } from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
+import { issuedEvent } from './audit.ts';
+import type { AuthorityContext } from './context.ts';
+import { replicaSpiffeId } from './identities.ts';
+import { issueLeaf } from './issuance.ts';
 
 /** The host part of "host:port", "[v6]:port" or a bare host. */
 export function hostOf(address: string): string {
@@ -51,6 +55,40 @@ export function serverMaterialOf(
     certificateChain: [leafDer, ...chain].map((der) => encodePem('CERTIFICATE', der)).join(''),
     privateKey: privateKeyToPem(key),
     trustBundle: roots.map((der) => encodePem('CERTIFICATE', der)).join(''),
+  };
+}
+
+/** What maintenance needs to know of the server leaf in use: when it is due, and whether its issuer still signs. */
+export interface ServerLeaf {
+  readonly serial: string;
+  readonly issuerId: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/** A new server leaf from this replica's current intermediate, and the TLS material around it. */
+export async function issueServerMaterial(
+  context: AuthorityContext,
+): Promise<{ material: TlsMaterial; leaf: ServerLeaf }> {
+  const now = context.now();
+  const signer = context.leafSigner(now);
+  const { privateKey, publicKey } = newServerKey();
+  const replicaId = replicaSpiffeId(context.trustDomain, context.replicaId);
+  const { view } = await issueLeaf(context.store, signer, {
+    publicKey,
+    pkiProfile: 'server+client',
+    recordProfile: 'server',
+    commonName: `sigil replica ${context.replicaId}`,
+    sans: serverNames(context.serverAddresses, replicaId),
+    ttlMs: context.serverTtlMs,
+    requester: replicaId,
+    now,
+  });
+  context.audit(issuedEvent(view, replicaId, 'server', 'server'));
+  const { notBefore, notAfter } = view;
+  return {
+    material: serverMaterialOf(view.certificate, view.chain, privateKey, context.cas.bundle(now).roots),
+    leaf: { serial: view.serial, issuerId: signer.issuerId, notBefore, notAfter },
   };
 }
 

@@ -19,7 +19,7 @@ export interface TokenSummary extends Omit<TokenRecord, 'secretHash'> {
 /** A certificate record without its DER. */
 export type CertificateSummary = Omit<CertificateRecord, 'der'>;
 
-export interface TrustBundle {
+export interface TrustBundleView {
   readonly trustDomain: string;
   /** DER; more than one during a root rotation. */
   readonly roots: readonly Buffer[];

@@ -6,6 +6,7 @@
 import { type Command, Option } from 'commander';
 import { invalid, notFound } from '../errors.ts';
 import type { CertificateAuthorityClient, CertificateSummary } from '../gen/sigil/v1/sigil.ts';
+import { parseSerial } from '../pki/serial.ts';
 import { addClientOptions, type ClientOptionValues, clientFlags, withClients } from './client-context.ts';
 import { examples } from './operator-output.ts';
 import { printResult } from './output.ts';
@@ -28,15 +29,6 @@ interface RevokeFlags extends JsonFlags {
 }
 
 const MAX_PAGE_SIZE = 1000;
-
-/** A serial as the store keeps it: lower-case hex, no colons, no leading zeros. */
-export function canonicalSerial(text: string): string {
-  const plain = text.trim().toLowerCase().replace(/^0x/, '').replaceAll(':', '');
-  if (!/^[0-9a-f]+$/.test(plain) || plain.length > 40) {
-    throw invalid(`invalid serial ${JSON.stringify(text)}: expected hex (colons and 0x allowed)`);
-  }
-  return plain.replace(/^0+(?=.)/, '');
-}
 
 interface Page {
   readonly certificates: readonly CertificateSummary[];
@@ -109,7 +101,7 @@ async function runList(flags: ListFlags): Promise<void> {
 }
 
 async function runShow(serialText: string, flags: JsonFlags): Promise<void> {
-  const serial = canonicalSerial(serialText);
+  const serial = parseSerial(serialText);
   const { certificateJson, certificateLines } = await import('./operator-output.ts');
   const found = await withClients(await clientFlags(flags), async ({ ca, target, context }) => {
     const page = await listPages(
@@ -127,7 +119,7 @@ async function runShow(serialText: string, flags: JsonFlags): Promise<void> {
 }
 
 async function runRevoke(serialText: string, flags: RevokeFlags): Promise<void> {
-  const serial = canonicalSerial(serialText);
+  const serial = parseSerial(serialText);
   const { unary } = await import('../client/rpc.ts');
   const response = await withClients(await clientFlags(flags), ({ ca, target, context }) =>
     unary(ca, ca.revoke, { serial, reason: flags.reason ?? '' }, { target, timeoutMs: context.timeoutMs }),

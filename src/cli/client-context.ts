@@ -39,15 +39,17 @@ import {
   parseNodeInfo,
 } from '../agent/identity-files.ts';
 import { invalid, notFound } from '../errors.ts';
+import {
+  ADMIN_CERTIFICATE_FILE,
+  ADMIN_KEY_FILE,
+  CA_BUNDLE_FILE,
+  DEFAULT_DATA_DIR,
+  SERVER_INFO_FILE,
+} from '../files/data-directory-names.ts';
 import { parseJsonObject } from '../files/file-sets.ts';
 import type { AdminClient, CertificateAuthorityClient, DelegationClient } from '../gen/sigil/v1/sigil.ts';
 import type { TlsMaterial } from '../pki/material.ts';
 
-export const DEFAULT_DATA_DIR = '.sigil';
-export const SERVER_INFO_FILE = 'server.json';
-export const ADMIN_CERTIFICATE_FILE = 'admin.pem';
-export const ADMIN_KEY_FILE = 'admin.key';
-export const CA_BUNDLE_FILE = 'ca.pem';
 /** What `sigil delegate` writes beside cert.pem/key.pem/bundle.pem instead of node.json. */
 export const DELEGATION_INFO_FILE = 'delegation.json';
 

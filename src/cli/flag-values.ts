@@ -16,9 +16,9 @@ import { SigilError } from '../errors.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { parseKeyType } from '../pki/keys.ts';
 import { parseTrustDomain } from '../pki/names.ts';
-import { canonicalSerial } from './cert.ts';
+import { parseSerial } from '../pki/serial.ts';
 import { fingerprintFrom, splitHostPort } from './client-context.ts';
-import { parseCpuList, wholeNumber } from './delegation.ts';
+import { parseCpuList, wholeNumber } from './resource-flags.ts';
 
 type Check = (text: string) => void;
 
@@ -80,8 +80,8 @@ const BY_COMMAND: Readonly<Record<string, Check>> = {
 
 /** Positional arguments, by command path and argument name. */
 const BY_ARGUMENT: Readonly<Record<string, Check>> = {
-  'cert show <serial>': (text) => void canonicalSerial(text),
-  'cert revoke <serial>': (text) => void canonicalSerial(text),
+  'cert show <serial>': (text) => void parseSerial(text),
+  'cert revoke <serial>': (text) => void parseSerial(text),
 };
 
 /** Options whose value is a file or directory (shell completion offers file names). */

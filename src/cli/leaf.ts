@@ -11,7 +11,7 @@
 import type { KeyObject } from 'node:crypto';
 import { invalid } from '../errors.ts';
 import type { CertificateRequest } from '../pki/csr.ts';
-import type { IssuedCertificate, Issuer } from '../pki/issuer.ts';
+import type { Issuer, SignedCertificate } from '../pki/issuer.ts';
 import {
   dnsName,
   emailName,
@@ -141,7 +141,7 @@ export interface LeafIssue {
   readonly ttlMs: number;
 }
 
-export function issueLeaf(request: LeafIssue): IssuedCertificate {
+export function issueLeaf(request: LeafIssue): SignedCertificate {
   return request.issuer.issue({
     publicKey: request.publicKey,
     profile: request.profile,

@@ -5,13 +5,13 @@
 // keeps the first one's entries. The CRL, sigil-ca.json and revocations.json
 // are written together in one atomic write, so numbers only ever go up and a
 // failure (a refused --revoke included) changes none of them.
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { invalid, SigilError } from '../errors.ts';
 import { PUBLIC, writeFilesAtomically } from '../files/file-sets.ts';
 import { createCrl, parseRevocationReason, type RevocationReason } from '../pki/crl.ts';
 import { parseDuration } from '../pki/duration.ts';
+import { sha256Hex } from '../pki/fingerprint.ts';
 import { encodePem } from '../pki/pem.ts';
 import { loadCaDirectory, metadataFile } from './ca-directory.ts';
 import {
@@ -119,7 +119,7 @@ export function runCrl(options: CrlCommandOptions): void {
   const crlNumber = ca.metadata.crlNumber + 1;
   // The signing CA's revocation history, with this command's revocations applied.
   const history = parseRevocationHistory(ca.dir, readHistoryText(ca.dir));
-  const fingerprint = createHash('sha256').update(ca.signer.der).digest('hex');
+  const fingerprint = sha256Hex(ca.signer.der);
   const signerFile = basename(ca.signer.path);
   const change = applyRevocations(
     history.get(fingerprint) ?? { certificate: signerFile, subject: ca.signer.info.subject, revoked: [] },

@@ -5,10 +5,10 @@
 // every other command stay quick to start.
 import { type Command, Option } from 'commander';
 import { KEY_TYPES } from '../pki/keys.ts';
+import { DEFAULT_TRUST_DOMAIN } from '../pki/names.ts';
 import { DEFAULT_INTERMEDIATE_NAME, DEFAULT_ROOT_NAME } from './ca-names.ts';
 import type { LeafProfile } from './leaf.ts';
 
-const DEFAULT_TRUST_DOMAIN = 'sigil.internal';
 const DEFAULT_KEY_TYPE = 'p256';
 
 /** Repeatable and comma-separated: `--dns a --dns b,c` → [a, b, c]. */

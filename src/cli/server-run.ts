@@ -3,9 +3,21 @@
 // next), then serve until SIGINT or SIGTERM and shut down gracefully:
 // stop accepting, drain running calls for up to 10 s, close the store.
 // A second signal during the drain stops at once (exit code 130).
+import { DEFAULT_DATA_DIR } from '../files/data-directory-names.ts';
 import { createLogger, type LogLevel } from '../logging.ts';
-import { DEFAULT_SHUTDOWN_GRACE_MS, type RunningServer, startServer } from '../server/start-server.ts';
-import type { ServerFlags } from './server.ts';
+import { DEFAULT_SHUTDOWN_GRACE_MS } from '../server/shutdown.ts';
+import { type RunningServer, type ServerOptions, startServer } from '../server/start-server.ts';
+
+/** The flags of `sigil server` (server.ts), as commander fills them from flags or SIGIL_* variables. */
+export interface ServerFlags
+  extends Pick<
+    ServerOptions,
+    'listen' | 'httpListen' | 'httpAdvertise' | 'store' | 'trustDomain' | 'policyOid' | 'replicaId' | 'join'
+  > {
+  readonly data?: string;
+  readonly advertise?: string[];
+  readonly logLevel?: string;
+}
 
 function shellQuote(text: string): string {
   return /^[A-Za-z0-9_./:@=-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
@@ -45,7 +57,7 @@ export async function runServer(flags: ServerFlags): Promise<void> {
   process.on('SIGTERM', onSignal);
   try {
     const running = await startServer({
-      dataDir: flags.data ?? '.sigil',
+      dataDir: flags.data ?? DEFAULT_DATA_DIR,
       ...(flags.listen ? { listen: flags.listen } : {}),
       ...(flags.httpListen ? { httpListen: flags.httpListen } : {}),
       ...(flags.advertise && flags.advertise.length > 0 ? { advertise: flags.advertise } : {}),

@@ -1,21 +1,11 @@
 // `sigil server`: run the control plane. Flags win over SIGIL_* environment
-// variables; the work lives in server/start-server.ts (startServer), loaded when
-// the command runs so other commands start quickly.
+// variables. This file only registers the command; server-run.ts runs it
+// (server/start-server.ts startServer), loaded when the command runs so other
+// commands start quickly.
 import { type Command, Option } from 'commander';
-
-export interface ServerFlags {
-  readonly data?: string;
-  readonly listen?: string;
-  readonly httpListen?: string;
-  readonly advertise?: string[];
-  readonly httpAdvertise?: string;
-  readonly store?: string;
-  readonly trustDomain?: string;
-  readonly policyOid?: string;
-  readonly replicaId?: string;
-  readonly join?: string;
-  readonly logLevel?: string;
-}
+import { DEFAULT_DATA_DIR } from '../files/data-directory-names.ts';
+import { DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN } from '../server/listen-address.ts';
+import type { ServerFlags } from './server-run.ts';
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [
@@ -43,12 +33,12 @@ export function registerServerCommand(program: Command): void {
         'data directory (created 0700): store key, SQLite store, admin identity, server.json',
       )
         .env('SIGIL_DATA')
-        .default('.sigil', './.sigil'),
+        .default(DEFAULT_DATA_DIR, `./${DEFAULT_DATA_DIR}`),
     )
     .addOption(
       new Option('--listen <host:port>', 'gRPC address (mTLS; port 0 picks a free port, see server.json)')
         .env('SIGIL_LISTEN')
-        .default('127.0.0.1:7443'),
+        .default(DEFAULT_LISTEN),
     )
     .addOption(
       new Option(
@@ -56,7 +46,7 @@ export function registerServerCommand(program: Command): void {
         'HTTP address for /crl, /metrics, /healthz, /readyz (loopback only)',
       )
         .env('SIGIL_HTTP_LISTEN')
-        .default('127.0.0.1:7080'),
+        .default(DEFAULT_HTTP_LISTEN),
     )
     .addOption(
       new Option(

@@ -22,7 +22,7 @@ interface StatusFlags extends ClientOptionValues {
 async function runStatus(flags: StatusFlags): Promise<void> {
   const { unary } = await import('../client/rpc.ts');
   const { instant, relative, table } = await import('./operator-output.ts');
-  const { isDelegateIdentity, showDelegationStatus } = await import('./delegation.ts');
+  const { isDelegateIdentity, showDelegationStatus } = await import('./delegation-status.ts');
   const { identityExpiry } = await import('./identity-expiry.ts');
   const values = await clientFlags(flags);
   const result = await withClients(values, async (clients) => {

@@ -22,13 +22,14 @@
 // Step 1 is deliberately not a grpc-js channel: it is a single HTTP/2 request
 // in this file, so no code path can reuse an unverified connection.
 
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import http2 from 'node:http2';
 import { isIP, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { CallCredentials, ChannelCredentials, type ChannelOptions, experimental } from '@grpc/grpc-js';
-import { invalid, unauthenticated } from '../errors.ts';
+import { firstLineOf, invalid, unauthenticated } from '../errors.ts';
 import { TrustBundle } from '../gen/sigil/v1/sigil.ts';
+import { sha256Hex } from '../pki/fingerprint.ts';
 import { parseSpiffeId } from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
 import {
@@ -50,10 +51,6 @@ const MAX_BUNDLE_BYTES = 4 * 1024 * 1024;
 const MIN_TLS_VERSION = 'TLSv1.3';
 const DEFAULT_TIMEOUT_MS = 10_000;
 
-export function sha256Hex(der: Buffer): string {
-  return createHash('sha256').update(der).digest('hex');
-}
-
 /** HOST:PORT → host and port; IPv6 hosts in brackets ("[::1]:7443"). */
 export function splitAddress(address: string): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address.trim());
@@ -62,10 +59,6 @@ export function splitAddress(address: string): { host: string; port: number } {
     throw invalid(`invalid server address ${JSON.stringify(address)}: expected HOST:PORT`);
   }
   return { host: match[1] ?? match[2], port };
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message.split('\n')[0] : String(error);
 }
 
 /**
@@ -79,7 +72,7 @@ export async function fetchPinnedRoot(
 ): Promise<Buffer> {
   const pin = parseFingerprint(fingerprint);
   const bundle = await unverifiedTrustBundle(address, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-  const root = bundle.roots.find((der) => sha256Hex(Buffer.from(der)) === pin);
+  const root = bundle.roots.find((der) => sha256Hex(der) === pin);
   if (root === undefined) {
     throw unauthenticated(
       `the server at ${address} is not the pinned CA: none of its ${bundle.roots.length} root ` +
@@ -120,7 +113,10 @@ function unverifiedTrustBundle(address: string, timeoutMs: number): Promise<Trus
     timer.unref();
     session.on('error', (error) =>
       finish(
-        new RpcError(STATUS_UNAVAILABLE, `cannot reach the sigil server at ${address}: ${describe(error)}`),
+        new RpcError(
+          STATUS_UNAVAILABLE,
+          `cannot reach the sigil server at ${address}: ${firstLineOf(error)}`,
+        ),
       ),
     );
     const request = session.request({
@@ -151,7 +147,10 @@ function unverifiedTrustBundle(address: string, timeoutMs: number): Promise<Trus
     });
     request.on('error', (error) =>
       finish(
-        new RpcError(STATUS_UNAVAILABLE, `cannot reach the sigil server at ${address}: ${describe(error)}`),
+        new RpcError(
+          STATUS_UNAVAILABLE,
+          `cannot reach the sigil server at ${address}: ${firstLineOf(error)}`,
+        ),
       ),
     );
     request.on('end', () => {
@@ -173,7 +172,7 @@ function unverifiedTrustBundle(address: string, timeoutMs: number): Promise<Trus
       try {
         finish(undefined, TrustBundle.decode(body.subarray(5)));
       } catch (error) {
-        finish(invalid(`the trust bundle answer from ${address} does not decode: ${describe(error)}`));
+        finish(invalid(`the trust bundle answer from ${address} does not decode: ${firstLineOf(error)}`));
       }
     });
     // The empty GetTrustBundleRequest as one gRPC message.

@@ -4,7 +4,7 @@
 // one line naming the problem.
 
 import { type CallOptions, type ClientUnaryCall, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { type ErrorCode, SigilError } from '../errors.ts';
+import { asSigilError, type ErrorCode, SigilError } from '../errors.ts';
 import { type ConnectionRefusal, connectionRefusal } from '../transport/connection-failure.ts';
 
 /** Default deadline of one call. */
@@ -81,9 +81,7 @@ function isServiceError(error: unknown): error is ServiceError {
 export function rpcError(error: unknown, target: string): SigilError {
   if (error instanceof SigilError) return error;
   if (!isServiceError(error)) {
-    return new SigilError('internal', error instanceof Error ? error.message : String(error), {
-      cause: error,
-    });
+    return asSigilError(error);
   }
   const details = cleanDetails(error.details ?? '');
   switch (error.code) {

@@ -4,9 +4,10 @@
 // only their leaf still chain); a certificate file is the leaf followed by its
 // intermediates, issuer first.
 
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import type { IssuedCertificate, TrustBundle } from '../gen/sigil/v1/sigil.ts';
 import { readCertificates } from '../pki/certificate.ts';
+import { sha256Hex } from '../pki/fingerprint.ts';
 import { encodePem } from '../pki/pem.ts';
 
 function pemOf(ders: readonly Uint8Array[]): string {
@@ -35,5 +36,5 @@ export function rootsOf(bundle: string, source = 'trust bundle'): Buffer[] {
 
 /** SHA-256 fingerprints (lower-case hex) of the roots in a PEM bundle. */
 export function rootFingerprints(bundle: string, source = 'trust bundle'): string[] {
-  return rootsOf(bundle, source).map((der) => createHash('sha256').update(der).digest('hex'));
+  return rootsOf(bundle, source).map(sha256Hex);
 }

@@ -5,17 +5,19 @@ import { type KeyObject, X509Certificate as NodeX509Certificate } from 'node:cry
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate } from '@peculiar/asn1-x509';
 import { invalid } from '../errors.ts';
+import { canonicalFingerprint } from './fingerprint.ts';
 import { decodePem, looksLikePem } from './pem.ts';
+import { canonicalSerial } from './serial.ts';
 import { BasicConstraintsExtension, SubjectKeyIdentifierExtension, X509Certificate } from './x509-library.ts';
 
-/** sigil's serial text of a certificate: lower-case hex, no leading zeros. */
+/** sigil's serial text of a certificate (serial.ts). */
 export function serialHexOf(certificate: NodeX509Certificate): string {
-  return certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
+  return canonicalSerial(certificate.serialNumber);
 }
 
-/** SHA-256 of the certificate's DER, lower-case hex without separators. */
+/** sigil's fingerprint of a certificate (fingerprint.ts). */
 export function fingerprintOf(certificate: NodeX509Certificate): string {
-  return certificate.fingerprint256.replaceAll(':', '').toLowerCase();
+  return canonicalFingerprint(certificate.fingerprint256);
 }
 
 export interface CertificateInfo {
@@ -24,7 +26,7 @@ export interface CertificateInfo {
   readonly subjectDer: Buffer;
   readonly subject: string;
   readonly issuer: string;
-  /** Lower-case hex, no leading zeros beyond what the encoding has. */
+  /** The serial's canonical text (serial.ts). */
   readonly serialHex: string;
   readonly notBefore: Date;
   readonly notAfter: Date;

@@ -30,7 +30,7 @@ import {
   permittedUriHosts,
   type Subtree,
 } from './delegation-names.ts';
-import type { IssuedCertificate, Issuer } from './issuer.ts';
+import type { Issuer, SignedCertificate } from './issuer.ts';
 import { dnsName, type IpRange, ipRange, parseTrustDomain } from './names.ts';
 import { isNarrowing, type Policy, type PolicyOid, policyExtension } from './policy-extension.ts';
 import { SubjectAlternativeNameExtension, X509Certificate } from './x509-library.ts';
@@ -194,7 +194,7 @@ export interface DelegationRequest {
   readonly now?: Date;
 }
 
-export interface IssuedDelegation extends IssuedCertificate {
+export interface IssuedDelegation extends SignedCertificate {
   /** The delegation's SPIFFE ID, spiffe://<name>.….d.<td> */
   readonly id: string;
   readonly subtree: Subtree;
@@ -304,7 +304,7 @@ export interface DelegateLeafRequest {
   readonly now?: Date;
 }
 
-export interface IssuedDelegateLeaf extends IssuedCertificate {
+export interface IssuedDelegateLeaf extends SignedCertificate {
   readonly id: string;
 }
 

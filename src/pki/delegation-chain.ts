@@ -18,7 +18,7 @@
 //
 // Pure: no I/O. Every refusal is a SigilError('permission_denied') naming the
 // certificate and the rule.
-import { SigilError } from '../errors.ts';
+import { messageOf, SigilError } from '../errors.ts';
 import { parseCertificate } from './certificate.ts';
 import { certificateNames, commonNameLooksLikeHost } from './certificate-names.ts';
 import { parseDelegatedId, type Subtree, subtreeKey } from './delegation-names.ts';
@@ -89,10 +89,7 @@ export function policyOf(der: Buffer, policyOid: PolicyOid, what: string): Polic
   try {
     return readPolicy(der, policyOid);
   } catch (error) {
-    throw denied(
-      `${what}: policy extension refused: ${error instanceof Error ? error.message : String(error)}`,
-      error,
-    );
+    throw denied(`${what}: policy extension refused: ${messageOf(error)}`, error);
   }
 }
 

@@ -12,7 +12,7 @@ export { formatDuration, parseDuration } from './duration.ts';
 export type { CustomExtension, NameConstraints } from './extensions.ts';
 export type { Inspected } from './inspect.ts';
 export { formatInspection, inspect } from './inspect.ts';
-export type { IssuedCertificate, IssueRequest, IssuerOptions } from './issuer.ts';
+export type { IssueRequest, IssuerOptions, SignedCertificate } from './issuer.ts';
 export { createRootCertificate, DEFAULT_SKEW_MS, Issuer } from './issuer.ts';
 export type { KeyType } from './keys.ts';
 export {

@@ -5,7 +5,6 @@
 // libraries' job (node:crypto, @peculiar/*). Key material is never part of
 // the output: keys are described by type and the SHA-256 of their public half.
 import {
-  createHash,
   createPrivateKey,
   createPublicKey,
   type KeyObject,
@@ -33,6 +32,7 @@ import { parseCertificate } from './certificate.ts';
 import { parseCrl } from './crl.ts';
 import { csrPublicKey, isSingleSequence, parseCsrStructure, verifySignedData } from './csr.ts';
 import { formatDuration as formatMilliseconds } from './duration.ts';
+import { sha256Hex } from './fingerprint.ts';
 import { describeKeyType, keyTypeOf } from './keys.ts';
 import { parseSpiffeId } from './names.ts';
 import { decodePem, looksLikePem, type PemBlock } from './pem.ts';
@@ -119,9 +119,11 @@ export interface InspectOptions {
 
 // --- small helpers -----------------------------------------------------------
 
-const colonHex = (bytes: Buffer): string =>
-  (bytes.toString('hex').toUpperCase().match(/../g) ?? []).join(':');
-const sha256 = (bytes: Buffer): string => colonHex(createHash('sha256').update(bytes).digest());
+/** Hex text as OpenSSL shows it: upper case, colon-separated octets. */
+const colonPairs = (hex: string): string => (hex.toUpperCase().match(/../g) ?? []).join(':');
+const colonHex = (bytes: Buffer): string => colonPairs(bytes.toString('hex'));
+/** A SHA-256 fingerprint (fingerprint.ts) shown as Node's fingerprint256 is. */
+const sha256 = (bytes: Buffer): string => colonPairs(sha256Hex(bytes));
 
 const MAX_HEX_BYTES = 64;
 function shortHex(bytes: Buffer): string {

@@ -30,6 +30,7 @@ import {
 import { keysMatch, keyTypeOf, spkiDer } from './keys.ts';
 import type { GeneralName } from './names.ts';
 import { keyUsageBits, type Profile, profileRules } from './profiles.ts';
+import { canonicalSerial } from './serial.ts';
 
 export interface IssueRequest {
   /** The subject's public key (for CSRs and proofs of possession: the verified key). */
@@ -51,7 +52,7 @@ export interface IssueRequest {
   readonly now?: Date;
 }
 
-export interface IssuedCertificate {
+export interface SignedCertificate {
   readonly der: Buffer;
   readonly serialHex: string;
   readonly notBefore: Date;
@@ -246,7 +247,7 @@ export function createRootCertificate(options: {
   nameConstraints?: NameConstraints;
   skewMs?: number;
   now?: Date;
-}): IssuedCertificate {
+}): SignedCertificate {
   const nowMs = checkedTime(options.now ?? new Date(), '"now"');
   const validity = resolveValidity(
     nowMs,
@@ -286,9 +287,9 @@ export function createRootCertificate(options: {
   };
 }
 
-/** Canonical serial text: lower-case hex without leading zeros. */
-export function serialHex(magnitude: Buffer): string {
-  return magnitude.toString('hex').replace(/^0+(?=.)/, '');
+/** The canonical text (serial.ts) of a serial's magnitude bytes. */
+function serialHex(magnitude: Buffer): string {
+  return canonicalSerial(magnitude.toString('hex'));
 }
 
 export class Issuer {
@@ -334,7 +335,7 @@ export class Issuer {
    * re-parsed (a fresh process's first EmbeddedCA.create pays for every parse
    * and key export), and the key is compared with the certified one directly.
    */
-  static fromIssued(issued: IssuedCertificate, privateKey: KeyObject, options: IssuerOptions = {}): Issuer {
+  static fromIssued(issued: SignedCertificate, privateKey: KeyObject, options: IssuerOptions = {}): Issuer {
     const { publicKey, isCa } = issued;
     if (publicKey === undefined || isCa === undefined) {
       return Issuer.fromCertificate(issued.der, privateKey, { ...options, known: issued });
@@ -356,7 +357,7 @@ export class Issuer {
     return new Issuer(certificate, template, options.skewMs ?? DEFAULT_SKEW_MS);
   }
 
-  issue(request: IssueRequest): IssuedCertificate {
+  issue(request: IssueRequest): SignedCertificate {
     const nowMs = checkedTime(request.now ?? new Date(), '"now"');
     const issuerCert = this.certificate;
     if (nowMs > issuerCert.notAfter.getTime()) {
@@ -412,7 +413,7 @@ export class Issuer {
  * fingerprint are read from the DER only if asked for.
  */
 function issuedCertificateInfo(
-  issued: IssuedCertificate,
+  issued: SignedCertificate,
   publicKey: KeyObject,
   isCa: boolean,
 ): CertificateInfo {

@@ -305,6 +305,9 @@ export function spiffeId(trustDomain: string, ...segments: string[]): string {
   return parseSpiffeId(`spiffe://${trustDomain}${segments.map((s) => `/${s}`).join('')}`).id;
 }
 
+/** The trust domain a deployment gets when none is given: `spiffe://sigil.internal/…`. */
+export const DEFAULT_TRUST_DOMAIN = 'sigil.internal';
+
 /** A bare trust domain name ("example.org"), as given in configuration. */
 export function parseTrustDomain(text: string): string {
   const fail = (why: string) => invalid(`invalid trust domain ${quote(text)}: ${why}`);

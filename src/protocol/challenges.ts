@@ -17,13 +17,14 @@
 // caller's own certificate, so nobody else can replay one.
 import { createHash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { invalid, unauthenticated } from '../errors.ts';
+import { canonicalFingerprint } from '../pki/fingerprint.ts';
 import { spkiDer } from '../pki/keys.ts';
 import { proveChallenge, verifyPossession } from '../pki/possession.ts';
 
-/** A proof of possession as it travels (proto ProofOfPossession). */
 /** Proofs of possession carrying a timestamp are accepted this far either side of now. */
 export const CHALLENGE_WINDOW_MS = 5 * 60_000;
 
+/** A proof of possession as it travels (proto ProofOfPossession). */
 export interface Possession {
   readonly spki: Buffer;
   readonly challenge: Buffer;
@@ -73,7 +74,7 @@ export function signChallenge(callerFingerprint: string, now: Date = new Date())
 }
 
 function fingerprintBytes(hex: string): Buffer {
-  const clean = hex.replaceAll(':', '').toLowerCase();
+  const clean = canonicalFingerprint(hex);
   if (!/^[0-9a-f]{64}$/.test(clean))
     throw invalid('a certificate fingerprint must be 32 bytes of hex (SHA-256)');
   return Buffer.from(clean, 'hex');

@@ -16,11 +16,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Authority } from '../authority/authority.ts';
 import { MAINTENANCE_INTERVAL_MS, renewalDue } from '../authority/lifetimes.ts';
-import { SigilError } from '../errors.ts';
+import { firstLineOf, SigilError } from '../errors.ts';
+import { ADMIN_CERTIFICATE_FILE } from '../files/data-directory-names.ts';
 import type { Logger } from '../logging.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { encodePem } from '../pki/pem.ts';
-import { ADMIN_CERTIFICATE_FILE, writeFileAtomically } from './data-directory.ts';
+import { writeFileAtomically } from './data-directory.ts';
 
 export type AdminRenewalOutcome = 'renewed' | 'not-due' | 'absent' | 'refused';
 
@@ -30,10 +31,6 @@ export interface AdminRenewalOptions {
   readonly logger: Logger;
   /** The clock the renewal window is judged by (tests move it); issuance uses the authority's. */
   readonly now?: () => Date;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message.split('\n')[0] : String(error);
 }
 
 export class AdminRenewal {
@@ -77,13 +74,13 @@ export class AdminRenewal {
       pem = readFileSync(this.#path, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
-      return this.#problem(`cannot read ${this.#path}: ${describe(error)}`);
+      return this.#problem(`cannot read ${this.#path}: ${firstLineOf(error)}`);
     }
     let leaf: ReturnType<typeof parseCertificate>;
     try {
       leaf = parseCertificate(readCertificates(pem, this.#path)[0], this.#path);
     } catch (error) {
-      return this.#problem(`${this.#path} is not usable: ${describe(error)}`);
+      return this.#problem(`${this.#path} is not usable: ${firstLineOf(error)}`);
     }
     const due = renewalDue(leaf.notBefore, leaf.notAfter);
     if (this.#now().getTime() < due) return 'not-due';
@@ -105,7 +102,7 @@ export class AdminRenewal {
       );
       return 'renewed';
     } catch (error) {
-      const message = error instanceof SigilError ? error.message : describe(error);
+      const message = error instanceof SigilError ? error.message : firstLineOf(error);
       return this.#problem(
         `the admin identity ${this.#path} (expires ${leaf.notAfter.toISOString()}) was not renewed: ${message}`,
       );

@@ -10,6 +10,7 @@
 //     default `sigil server`), since then every client can fetch it;
 //   - otherwise none: certificates carry no distribution point rather than
 //     one nobody else can reach.
+import { hostOf } from '../authority/server-material.ts';
 import { invalid } from '../errors.ts';
 import { isLoopbackHost } from './http-listener.ts';
 
@@ -35,11 +36,6 @@ export function parseHttpAdvertise(text: string): string {
 }
 
 /** The host of a HOST:PORT address (IPv6 in brackets). */
-function hostOf(address: string): string {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):\d+$/.exec(address.trim());
-  return match ? (match[1] ?? match[2]) : address;
-}
-
 /**
  * The distribution point base when no --http-advertise is given: the HTTP
  * side's URL if every advertised gRPC address is loopback and the HTTP port
@@ -51,7 +47,7 @@ export function defaultCrlBaseUrl(
   httpPort: number,
 ): string | undefined {
   if (httpPort === 0 || advertised.length === 0) return undefined;
-  if (!advertised.every((address) => isLoopbackHost(hostOf(address)))) return undefined;
+  if (!advertised.every((address) => isLoopbackHost(hostOf(address.trim())))) return undefined;
   const host = httpHost.includes(':') ? `[${httpHost}]` : httpHost;
   return `http://${host}:${httpPort}`;
 }

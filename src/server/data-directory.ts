@@ -1,5 +1,5 @@
 // The server's data directory: what it keeps there and what it leaves there
-// for operator commands.
+// for operator commands (the names: files/data-directory-names.ts).
 //
 //   store.key     32-byte key encrypting CA keys in the store (0600; server/store-key.ts)
 //   sigil.db      the SQLite store (with --store sqlite)
@@ -19,15 +19,17 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { invalid, preconditionFailed, SigilError } from '../errors.ts';
+import { firstLineOf, invalid, preconditionFailed, SigilError } from '../errors.ts';
+import {
+  ADMIN_CERTIFICATE_FILE,
+  ADMIN_KEY_FILE,
+  CA_BUNDLE_FILE,
+  HTTP_ADMIN_TOKEN_FILE,
+  REPLICA_ID_FILE,
+  SERVER_INFO_FILE,
+  STORE_KEY_FILE,
+} from '../files/data-directory-names.ts';
 import { writeTemporaryBeside } from '../files/durable-write.ts';
-import { STORE_KEY_FILE } from './store-key.ts';
-
-export const SERVER_INFO_FILE = 'server.json';
-export const ADMIN_CERTIFICATE_FILE = 'admin.pem';
-export const ADMIN_KEY_FILE = 'admin.key';
-export const CA_BUNDLE_FILE = 'ca.pem';
-export const REPLICA_ID_FILE = 'replica-id';
 
 /** server.json, version 1. */
 export interface ServerInfoFile {
@@ -65,7 +67,7 @@ export function createDataDirectory(dir: string): { created: boolean; loose: boo
   } catch (error) {
     throw new SigilError(
       'failed_precondition',
-      `cannot create the data directory ${dir}: ${describe(error)}`,
+      `cannot create the data directory ${dir}: ${firstLineOf(error)}`,
       {
         cause: error,
       },
@@ -76,10 +78,6 @@ export function createDataDirectory(dir: string): { created: boolean; loose: boo
   return { created, loose: (stat.mode & 0o077) !== 0 };
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message.split('\n')[0] : String(error);
-}
-
 /** Write `contents` to `path` atomically (temporary file, fsync, rename) with `mode`. */
 export function writeFileAtomically(path: string, contents: string | Buffer, mode: number): void {
   let temporary: string | null = null;
@@ -88,7 +86,9 @@ export function writeFileAtomically(path: string, contents: string | Buffer, mod
     renameSync(temporary, path);
   } catch (error) {
     if (temporary !== null) rmSync(temporary, { force: true });
-    throw new SigilError('failed_precondition', `cannot write ${path}: ${describe(error)}`, { cause: error });
+    throw new SigilError('failed_precondition', `cannot write ${path}: ${firstLineOf(error)}`, {
+      cause: error,
+    });
   }
 }
 
@@ -106,7 +106,7 @@ export function resolveReplicaId(dir: string, requested: string | undefined): st
     recorded = readFileSync(path, 'utf8').trim();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new SigilError('failed_precondition', `cannot read ${path}: ${describe(error)}`, {
+      throw new SigilError('failed_precondition', `cannot read ${path}: ${firstLineOf(error)}`, {
         cause: error,
       });
     }
@@ -159,7 +159,6 @@ export function writeCaBundle(dir: string, pem: string): string {
   return path;
 }
 
-export const HTTP_ADMIN_TOKEN_FILE = 'http-admin.token';
 /** The data directory's secrets: private keys and tokens, kept 0600. */
 export const PRIVATE_FILES: readonly string[] = [ADMIN_KEY_FILE, STORE_KEY_FILE, HTTP_ADMIN_TOKEN_FILE];
 
@@ -177,7 +176,7 @@ export function refuseLoosePrivateFiles(dir: string): void {
       mode = statSync(path).mode & 0o777;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw new SigilError('failed_precondition', `cannot read ${path}: ${describe(error)}`, {
+      throw new SigilError('failed_precondition', `cannot read ${path}: ${firstLineOf(error)}`, {
         cause: error,
       });
     }

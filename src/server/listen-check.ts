@@ -11,16 +11,8 @@
 // ports listen (server/start-server.ts), so the next start hands out a new one
 // and shows the banner again.
 import net from 'node:net';
-import { SigilError } from '../errors.ts';
-
-export interface ListenAddress {
-  readonly host: string;
-  readonly port: number;
-}
-
-function formatAddress(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
+import { firstLineOf, SigilError } from '../errors.ts';
+import { formatAddress, type ListenAddress } from './listen-address.ts';
 
 function why(error: NodeJS.ErrnoException): string {
   switch (error.code) {
@@ -34,7 +26,7 @@ function why(error: NodeJS.ErrnoException): string {
     case 'EAI_AGAIN':
       return 'the host name does not resolve';
     default:
-      return error.message.split('\n')[0];
+      return firstLineOf(error);
   }
 }
 

@@ -7,8 +7,8 @@ import { closeSync, fsyncSync, openSync, readFileSync, statSync, writeSync } fro
 import { join } from 'node:path';
 import { checkStoreKey, STORE_KEY_BYTES } from '../authority/key-encryption.ts';
 import { invalid, preconditionFailed, SigilError } from '../errors.ts';
+import { STORE_KEY_FILE } from '../files/data-directory-names.ts';
 
-export const STORE_KEY_FILE = 'store.key';
 export const STORE_KEY_ENV = 'SIGIL_STORE_KEY';
 
 /** A store key from its base64 text; says what is wrong without echoing it. */

@@ -1,5 +1,7 @@
 // sigil.v1.Admin: operator calls. The authorization table already limits
 // this service to admin identities; the authority checks the role again.
+
+import { fieldError } from '../errors.ts';
 import type {
   AdminServer,
   ApproveNodeRequest,
@@ -23,7 +25,7 @@ import { callerOf } from './caller.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
 import { unaryHandler } from './handlers.ts';
 import { nodeMessage, statusMessage, tokenSummaryMessage } from './messages.ts';
-import { checkText, fieldError, MAX_SHORT_TEXT } from './validation.ts';
+import { checkText, MAX_SHORT_TEXT } from './validation.ts';
 
 const paths = AdminService;
 const NODE_STATES = new Set<string>(['NEW', 'UP', 'REVOKED']);

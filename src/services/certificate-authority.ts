@@ -10,6 +10,7 @@
 // (transport/peer-limits.ts).
 import type * as grpc from '@grpc/grpc-js';
 import type { Authority } from '../authority/authority.ts';
+import { fieldError } from '../errors.ts';
 import type {
   CertificateAuthorityServer,
   GetTrustBundleRequest,
@@ -39,7 +40,6 @@ import {
   checkSerial,
   checkText,
   checkTriState,
-  fieldError,
   MAX_COMMON_NAME_LENGTH,
   MAX_CSR_BYTES,
   MAX_DNS_NAME_LENGTH,

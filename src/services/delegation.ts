@@ -5,7 +5,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { DelegateGrant, DelegationStatusView, DelegationTreeNode } from '../authority/delegations.ts';
 import type { Caller } from '../authority/identities.ts';
-import { invalid } from '../errors.ts';
+import { fieldError, invalid } from '../errors.ts';
 import type {
   CreateDelegationRequest,
   DelegationCertificate,
@@ -21,19 +21,18 @@ import type {
   RevokeResponse,
 } from '../gen/sigil/v1/sigil.ts';
 import { DelegationService } from '../gen/sigil/v1/sigil.ts';
+import { policyFromMessage, policyMessage } from '../protocol/policy-messages.ts';
 import { callerOf } from './caller.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
 import { requireGrant } from './delegate-grants.ts';
 import { unaryHandler } from './handlers.ts';
 import { issuedCertificateMessage } from './messages.ts';
-import { policyFromMessage, policyMessage } from './policy-messages.ts';
 import { holdUntilReplied } from './self-revocation.ts';
 import {
   checkBytes,
   checkList,
   checkPossession,
   checkText,
-  fieldError,
   MAX_CSR_BYTES,
   MAX_DNS_NAME_LENGTH,
   MAX_SHORT_TEXT,

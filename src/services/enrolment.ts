@@ -3,7 +3,7 @@
 // certificate, see authorization-rules.ts): the join token or the enrolled
 // key is the credential, and the authority checks it. Nothing here looks at
 // the caller's identity.
-import type { RegisterResult } from '../authority/authority.ts';
+import type { Registration } from '../authority/authority.ts';
 import type {
   EnrolmentServer,
   GetTrustBundleRequest,
@@ -24,17 +24,25 @@ import {
   checkText,
   MAX_SHORT_TEXT,
   MAX_TOKEN_SECRET_BYTES,
+  type PossessionFields,
   withPossessionField,
 } from './validation.ts';
 
 const paths = EnrolmentService;
 
-function registerResponse(result: RegisterResult): RegisterResponse {
+function registerResponse(result: Registration): RegisterResponse {
   return {
     nodeId: result.node.id,
     state: result.node.state,
     ...(result.certificate ? { certificate: issuedCertificateMessage(result.certificate) } : {}),
   };
+}
+
+/** The join token and proof of possession that Register and JoinReplica both carry. */
+function checkTokenProof(request: RegisterRequest | JoinReplicaRequest): PossessionFields {
+  checkText('token_id', request.tokenId, MAX_SHORT_TEXT, { required: true });
+  checkBytes('token_secret', request.tokenSecret, MAX_TOKEN_SECRET_BYTES, 1);
+  return checkPossession('possession', request.possession);
 }
 
 export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
@@ -43,9 +51,7 @@ export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
     register: unaryHandler<RegisterRequest, RegisterResponse>(
       { method: paths.register.path, onFailure },
       async (request) => {
-        checkText('token_id', request.tokenId, MAX_SHORT_TEXT, { required: true });
-        checkBytes('token_secret', request.tokenSecret, MAX_TOKEN_SECRET_BYTES, 1);
-        const possession = checkPossession('possession', request.possession);
+        const possession = checkTokenProof(request);
         checkText('name', request.name, MAX_SHORT_TEXT);
         const result = await withPossessionField('possession', () =>
           authority.register({
@@ -76,9 +82,7 @@ export function enrolmentService(deps: ServiceDependencies): EnrolmentServer {
     joinReplica: unaryHandler<JoinReplicaRequest, JoinReplicaResponse>(
       { method: paths.joinReplica.path, onFailure },
       async (request) => {
-        checkText('token_id', request.tokenId, MAX_SHORT_TEXT, { required: true });
-        checkBytes('token_secret', request.tokenSecret, MAX_TOKEN_SECRET_BYTES, 1);
-        const possession = checkPossession('possession', request.possession);
+        const possession = checkTokenProof(request);
         checkText('replica_id', request.replicaId, MAX_SHORT_TEXT, { required: true });
         const result = await withPossessionField('possession', () =>
           authority.joinReplica({

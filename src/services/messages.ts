@@ -6,7 +6,7 @@ import type {
   CertificateSummary as CertificateSummaryView,
   NodeView,
   TokenSummary as TokenSummaryView,
-  TrustBundle as TrustBundleView,
+  TrustBundleView,
 } from '../authority/views.ts';
 import type {
   CertificateSummary,

@@ -6,9 +6,10 @@
 //
 // grpc-js refuses a whole message over MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED
 // before any of this runs.
-import { invalid, SigilError } from '../errors.ts';
+import { fieldError, SigilError } from '../errors.ts';
 import { derFrame } from '../pki/csr.ts';
 import { MAX_CHALLENGE_BYTES, MAX_SIGNATURE_BYTES, MIN_CHALLENGE_BYTES } from '../pki/possession.ts';
+import { canonicalSerial } from '../pki/serial.ts';
 
 /** Largest request message the server reads (grpc.max_receive_message_length). */
 export const MAX_MESSAGE_BYTES = 128 * 1024;
@@ -28,10 +29,6 @@ export const MAX_PAGE_SIZE = 1000;
 
 function shown(text: string): string {
   return JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}…` : text);
-}
-
-export function fieldError(field: string, problem: string): Error {
-  return invalid(`${field}: ${problem}`);
 }
 
 export function checkBytes(field: string, value: Buffer | Uint8Array, max: number, min = 0): void {
@@ -120,11 +117,10 @@ export async function withPossessionField<T>(field: string, work: () => Promise<
 /** A certificate serial: lower-case or upper-case hex, optionally with colons; returned canonical. */
 export function checkSerial(field: string, value: string): string {
   checkText(field, value, 128, { required: true });
-  const hex = value.replaceAll(':', '').toLowerCase();
-  if (!/^[0-9a-f]+$/.test(hex) || hex.length > 64) {
+  if (!/^[0-9a-f]{1,64}$/.test(value.replaceAll(':', '').toLowerCase())) {
     throw fieldError(field, `${shown(value)} is not a certificate serial (hex)`);
   }
-  return hex.replace(/^0+(?=.)/, '');
+  return canonicalSerial(value);
 }
 
 export function checkPageSize(field: string, value: number): number | undefined {

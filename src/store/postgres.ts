@@ -31,7 +31,10 @@
 import { createHash } from 'node:crypto';
 import type { PoolClient, QueryResultRow } from 'pg';
 import pg from 'pg';
-import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
+import { alreadyExists, invalid, messageOf, notFound, SigilError } from '../errors.ts';
+import { certificatePage, certificatePageQuery } from './certificate-pages.ts';
+import { checkNodeState, checkRevocation, millis } from './checks.ts';
+import { decodeEvent, encodeEvent, Listeners, warn } from './events.ts';
 import {
   POSTGRES_MIGRATION_LOCK_KEY,
   planMigrations,
@@ -43,26 +46,14 @@ import {
   CERTIFICATE_COLUMNS,
   caFromRow,
   caParams,
-  ceilingSumsFromRow,
   certificateFromRow,
-  certificatePage,
-  certificatePageQuery,
   certificateParams,
-  checkCeilings,
-  checkNodeState,
-  checkRevocation,
-  checkSubtree,
   DELEGATION_COLUMNS,
-  decodeEvent,
   delegationFromRow,
   delegationParams,
-  encodeEvent,
-  exceededResource,
   LINEAGE_COLUMNS,
-  Listeners,
   lineageFromRow,
   lineageParams,
-  millis,
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
@@ -74,15 +65,10 @@ import {
   reservationParams,
   revokedKeyFromRow,
   revokedKeyParams,
-  subtreeBounds,
-  subtreeCondition,
   TOKEN_COLUMNS,
   tokenFromRow,
   tokenParams,
-  USAGE_SUMS,
-  usageTotalsFromRow,
-  warn,
-} from './records.ts';
+} from './rows.ts';
 import type {
   CaRecord,
   CertificateFilter,
@@ -90,9 +76,9 @@ import type {
   DelegationRecord,
   LineageEntry,
   NodeRecord,
+  NodeRegistrationOutcome,
   NodeState,
   Page,
-  RegisterResult,
   ReserveResult,
   RevokedKeyRecord,
   Store,
@@ -102,6 +88,14 @@ import type {
   UsageReservation,
   UsageTotals,
 } from './store.ts';
+import { checkSubtree, subtreeBounds, subtreeCondition } from './subtrees.ts';
+import {
+  ceilingSumsFromRow,
+  checkCeilings,
+  exceededResource,
+  USAGE_SUMS,
+  usageTotalsFromRow,
+} from './usage-ceilings.ts';
 
 /** The LISTEN/NOTIFY channel every replica shares. */
 export const EVENT_CHANNEL = 'sigil_events';
@@ -420,13 +414,13 @@ class PostgresStore implements Store {
     return result.rowCount === 1;
   }
 
-  async registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<RegisterResult> {
+  async registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<NodeRegistrationOutcome> {
     if (node.tokenId !== tokenId)
       throw invalid('the node record names a different token than the one presented');
     const params = nodeParams(node);
     const nowMs = millis(now, 'now');
     try {
-      return await this.transaction(async (client): Promise<RegisterResult> => {
+      return await this.transaction(async (client): Promise<NodeRegistrationOutcome> => {
         const existing = await this.query('getNode', [node.id], client);
         if (existing.length > 0) return { outcome: 'existing', node: nodeFromRow(existing[0]) };
         // Waits for any transaction holding the token row, then re-checks the condition on the newest version.
@@ -801,8 +795,4 @@ function isUniqueViolation(error: unknown): boolean {
 /** Errors after which a connection must not go back to the pool: the socket failed, not the statement. */
 function isConnectionError(error: unknown): boolean {
   return !(error instanceof pg.DatabaseError);
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

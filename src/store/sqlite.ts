@@ -19,31 +19,24 @@
 // mode) is 0600: it holds encrypted CA keys and token hashes.
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { alreadyExists, invalid, notFound, SigilError } from '../errors.ts';
+import { alreadyExists, invalid, messageOf, notFound, SigilError } from '../errors.ts';
+import { certificatePage, certificatePageQuery } from './certificate-pages.ts';
+import { checkNodeState, checkRevocation, millis } from './checks.ts';
+import { Listeners, warn } from './events.ts';
 import { planMigrations, SCHEMA_MIGRATIONS_TABLE, statementsFor } from './migrations.ts';
 import {
   CA_COLUMNS,
   CERTIFICATE_COLUMNS,
   caFromRow,
   caParams,
-  ceilingSumsFromRow,
   certificateFromRow,
-  certificatePage,
-  certificatePageQuery,
   certificateParams,
-  checkCeilings,
-  checkNodeState,
-  checkRevocation,
-  checkSubtree,
   DELEGATION_COLUMNS,
   delegationFromRow,
   delegationParams,
-  exceededResource,
   LINEAGE_COLUMNS,
-  Listeners,
   lineageFromRow,
   lineageParams,
-  millis,
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
@@ -55,15 +48,10 @@ import {
   reservationParams,
   revokedKeyFromRow,
   revokedKeyParams,
-  subtreeBounds,
-  subtreeCondition,
   TOKEN_COLUMNS,
   tokenFromRow,
   tokenParams,
-  USAGE_SUMS,
-  usageTotalsFromRow,
-  warn,
-} from './records.ts';
+} from './rows.ts';
 import type {
   CaRecord,
   CertificateFilter,
@@ -71,9 +59,9 @@ import type {
   DelegationRecord,
   LineageEntry,
   NodeRecord,
+  NodeRegistrationOutcome,
   NodeState,
   Page,
-  RegisterResult,
   ReserveResult,
   RevokedKeyRecord,
   Store,
@@ -83,6 +71,14 @@ import type {
   UsageReservation,
   UsageTotals,
 } from './store.ts';
+import { checkSubtree, subtreeBounds, subtreeCondition } from './subtrees.ts';
+import {
+  ceilingSumsFromRow,
+  checkCeilings,
+  exceededResource,
+  USAGE_SUMS,
+  usageTotalsFromRow,
+} from './usage-ceilings.ts';
 
 export interface SqliteStoreOptions {
   /** How long a write waits for another connection's write lock (ms). Default 5000. */
@@ -354,12 +350,12 @@ class SqliteStore implements Store {
     return this.run(SQL.revokeToken, [millis(at, 'revokedAt'), id]) === 1;
   }
 
-  async registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<RegisterResult> {
+  async registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<NodeRegistrationOutcome> {
     if (node.tokenId !== tokenId)
       throw invalid('the node record names a different token than the one presented');
     const params = nodeParams(node);
     const nowMs = millis(now, 'now');
-    const result = this.transaction((): RegisterResult => {
+    const result = this.transaction((): NodeRegistrationOutcome => {
       const existing = this.get(SQL.getNode, [node.id]);
       if (existing !== undefined) return { outcome: 'existing', node: nodeFromRow(existing) };
       if (this.run(SQL.consumeToken, [tokenId, nowMs]) === 0) return { outcome: 'token-unusable' };
@@ -584,8 +580,4 @@ function isUniqueViolation(error: unknown): boolean {
     error !== null &&
     UNIQUE_CODES.has((error as { errcode?: number }).errcode ?? -1)
   );
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

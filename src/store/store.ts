@@ -8,6 +8,7 @@
 // exactly that, and `kill -9` afterwards loses nothing.
 
 export type NodeState = 'NEW' | 'UP' | 'REVOKED';
+export const NODE_STATES: readonly NodeState[] = ['NEW', 'UP', 'REVOKED'];
 
 export interface CertificateRecord {
   /** Canonical serial: lower-case hex, no leading zeros. */
@@ -199,6 +200,10 @@ export type StoreEvent =
   | { readonly kind: 'node'; readonly nodeId: string; readonly state: NodeState }
   | { readonly kind: 'ca'; readonly caId: string };
 
+/** listCertificates page sizes. */
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1000;
+
 export interface CertificateFilter {
   readonly requester?: string;
   readonly profile?: string;
@@ -207,7 +212,7 @@ export interface CertificateFilter {
   readonly revoked?: boolean;
   /** Only certificates whose notAfter is after this instant. */
   readonly validAt?: Date;
-  /** 1..1000, default 100. */
+  /** 1..MAX_PAGE_SIZE, default DEFAULT_PAGE_SIZE. */
   readonly pageSize?: number;
   /** Opaque, from a previous page's nextPageToken. */
   readonly pageToken?: string;
@@ -219,7 +224,7 @@ export interface Page<T> {
   readonly nextPageToken: string;
 }
 
-export type RegisterResult =
+export type NodeRegistrationOutcome =
   | { readonly outcome: 'created'; readonly node: NodeRecord }
   /** The same key registered before: nothing consumed, the existing record returned (idempotent). */
   | { readonly outcome: 'existing'; readonly node: NodeRecord }
@@ -259,7 +264,7 @@ export interface Store {
    * unrevoked, unexpired at `now` and has uses left — and insert the node.
    * Atomic across connections and replicas: a single-use token admits one node.
    */
-  registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<RegisterResult>;
+  registerNode(tokenId: string, node: NodeRecord, now: Date): Promise<NodeRegistrationOutcome>;
   getNode(id: string): Promise<NodeRecord | null>;
   listNodes(filter?: { readonly state?: NodeState }): Promise<readonly NodeRecord[]>;
   /**

@@ -34,7 +34,7 @@
 // every connection are parsed once.
 import { X509Certificate as NodeX509Certificate } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { invalid, type SigilError, unauthenticated } from '../errors.ts';
+import { firstLineOf, invalid, type SigilError, unauthenticated } from '../errors.ts';
 
 /** The rules, by the name their refusals carry. */
 export type ChainRule =
@@ -248,7 +248,7 @@ function read(der: Buffer): Readable {
   try {
     node = new NodeX509Certificate(der);
   } catch (error) {
-    return { unreadable: describe(error), label: '(unparseable certificate)' };
+    return { unreadable: firstLineOf(error), label: '(unparseable certificate)' };
   }
   const key = node.fingerprint256;
   let entry = cache.get(key);
@@ -256,16 +256,12 @@ function read(der: Buffer): Readable {
     try {
       entry = { facts: readFacts(der, node) };
     } catch (error) {
-      entry = { unreadable: describe(error), label: label(node) };
+      entry = { unreadable: firstLineOf(error), label: label(node) };
     }
     if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value as string);
     cache.set(key, entry);
   }
   return entry;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message.split('\n')[0] : String(error);
 }
 
 /**

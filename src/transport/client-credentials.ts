@@ -29,7 +29,7 @@ import {
   connect as tlsConnect,
 } from 'node:tls';
 import { CallCredentials, ChannelCredentials, type ChannelOptions, experimental } from '@grpc/grpc-js';
-import { invalid, unauthenticated } from '../errors.ts';
+import { invalid, messageOf, unauthenticated } from '../errors.ts';
 import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { chainCallCredentials, delegationChainToPresent } from '../protocol/chain-metadata.ts';
 import {
@@ -192,10 +192,7 @@ class SigilSecureConnector implements experimental.SecureConnector {
     try {
       return this.#owner.connectionMaterial();
     } catch (error) {
-      throw invalid(
-        `${CLIENT_CERTIFICATE_UNUSABLE}: ${error instanceof Error ? error.message : String(error)}`,
-        error,
-      );
+      throw invalid(`${CLIENT_CERTIFICATE_UNUSABLE}: ${messageOf(error)}`, error);
     }
   }
 

@@ -9,6 +9,8 @@
 // connections.
 import type { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
+import { canonicalFingerprint } from '../pki/fingerprint.ts';
+import { canonicalSerial } from '../pki/serial.ts';
 
 export interface ConnectionAddress {
   readonly remoteAddress?: string | undefined;
@@ -29,11 +31,11 @@ export interface TrackedConnection {
   /** DER, leaf first: the peer's chain as Node reports it, completed from known CAs (see readPeerChain). */
   readonly chain: readonly Buffer[];
   /**
-   * Serials of `chain`, sigil's canonical form (lower-case hex, no leading
-   * zeros), plus any revocation identifiers learnt later (addRevocationIds).
+   * Serials of `chain` in canonical form (pki/serial.ts), plus any
+   * revocation identifiers learnt later (addRevocationIds).
    */
   readonly chainSerials: readonly string[];
-  /** SHA-256 of the leaf DER, lower-case hex. */
+  /** The leaf's fingerprint (pki/fingerprint.ts). */
   readonly leafFingerprint: string;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -50,19 +52,6 @@ export interface TrackedConnection {
 export function addRevocationIds(connection: TrackedConnection, ids: readonly string[]): void {
   const serials = connection.chainSerials as string[];
   for (const id of ids) if (!serials.includes(id)) serials.push(id);
-}
-
-/** Canonical serial text from Node's upper-case hex. */
-export function canonicalSerial(hex: string): string {
-  return hex
-    .replaceAll(':', '')
-    .toLowerCase()
-    .replace(/^0+(?=.)/, '');
-}
-
-/** Node's "AB:CD:…" fingerprint as lower-case hex without separators. */
-export function canonicalFingerprint(text: string): string {
-  return text.replaceAll(':', '').toLowerCase();
 }
 
 /**

@@ -16,13 +16,20 @@ import type { SecureServerOptions } from 'node:http2';
 import { isIP } from 'node:net';
 import type { ConnectionOptions, SecureContextOptions, TlsOptions } from 'node:tls';
 import { type ChannelCredentials, ServerCredentials } from '@grpc/grpc-js';
-import { invalid, preconditionFailed } from '../errors.ts';
+import { invalid, messageOf, preconditionFailed } from '../errors.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { formatDuration, parseDuration } from '../pki/duration.ts';
 import { createRootCertificate, Issuer } from '../pki/issuer.ts';
 import { generateKeyPair, type KeyType, parseKeyType, privateKeyToPem, readPrivateKey } from '../pki/keys.ts';
 import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
-import { classifyAddress, type GeneralName, parseTrustDomain, spiffeId, uriName } from '../pki/names.ts';
+import {
+  classifyAddress,
+  DEFAULT_TRUST_DOMAIN,
+  type GeneralName,
+  parseTrustDomain,
+  spiffeId,
+  uriName,
+} from '../pki/names.ts';
 import { encodePem } from '../pki/pem.ts';
 import { channelCredentials } from './client-credentials.ts';
 import { asMaterialError } from './material-errors.ts';
@@ -76,7 +83,6 @@ export interface ServerLeafOptions extends LeafOptions {
 }
 
 const DAY_MS = 86_400_000;
-const DEFAULT_TRUST_DOMAIN = 'sigil.internal';
 const MIN_TLS_VERSION = 'TLSv1.3';
 // setTimeout cannot wait longer than this (about 24.8 days).
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -303,11 +309,7 @@ export class EmbeddedCA {
     }
     const onError =
       options.onError ??
-      ((error: unknown) =>
-        process.emitWarning(
-          `embedded CA: ${error instanceof Error ? error.message : String(error)}`,
-          'SigilMaterialWarning',
-        ));
+      ((error: unknown) => process.emitWarning(`embedded CA: ${messageOf(error)}`, 'SigilMaterialWarning'));
     // A short random tag keeps two embedded CAs (two processes, two tests)
     // from having identical subjects in one trust store.
     const tag = randomBytes(3).toString('hex');

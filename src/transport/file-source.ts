@@ -87,7 +87,8 @@ function sameMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
   );
 }
 
-function asSigilError(error: unknown): SigilError {
+/** `error` as a SigilError: ours unchanged, anything else 'internal', saying it came from loading. */
+function loadingError(error: unknown): SigilError {
   if (error instanceof SigilError) return error;
   return new SigilError('internal', `unexpected error while loading TLS material: ${String(error)}`, {
     cause: error,
@@ -141,7 +142,7 @@ export class FileMaterialSource implements MaterialSource {
       checkMaterialFiles(material, files);
       provider = new MaterialProvider(material);
     } catch (error) {
-      const e = asSigilError(error);
+      const e = loadingError(error);
       throw new SigilError(e.code, `TLS material from ${describeFiles(files)} is not usable: ${e.message}`, {
         cause: e,
       });
@@ -191,7 +192,7 @@ export class FileMaterialSource implements MaterialSource {
       this.#lastRefusal = undefined;
       return 'applied';
     } catch (error) {
-      const e = asSigilError(error);
+      const e = loadingError(error);
       const refusal = new SigilError(
         e.code,
         `TLS material from ${describeFiles(this.files)} not applied, the previous material stays in use: ${e.message}`,

@@ -7,7 +7,7 @@
 import type { X509Certificate } from 'node:crypto';
 import type tls from 'node:tls';
 import { certificateNames } from '../pki/certificate-names.ts';
-import { canonicalSerial } from './connection-registry.ts';
+import { canonicalSerial } from '../pki/serial.ts';
 import type { TlsAlert } from './tls-alert.ts';
 
 /** sigil's own refusals of a certificate OpenSSL accepted (mtls-server.ts). */

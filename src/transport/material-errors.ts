@@ -5,19 +5,17 @@
 // it for whatever slips through (a value of the wrong type from JavaScript
 // callers, an OpenSSL error from a damaged certificate), and that prefixes
 // the file a piece came from when the source is files.
-import { invalid, SigilError } from '../errors.ts';
+import { firstLineOf, invalid, SigilError } from '../errors.ts';
 import { parseCertificate, readCertificates } from '../pki/certificate.ts';
 import { parseCrl } from '../pki/crl.ts';
 import { readPrivateKey } from '../pki/keys.ts';
 import type { TlsMaterial } from '../pki/material.ts';
 
+/** The first line of the message, with Node's error code (ENOENT, ERR_OSSL_…) when the text lacks it. */
 function describe(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const first = error.message.split('\n')[0];
-    return code && !first.includes(code) ? `${first} (${code})` : first;
-  }
-  return String(error);
+  const first = firstLineOf(error);
+  const code = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+  return code && !first.includes(code) ? `${first} (${code})` : first;
 }
 
 /** `error` as a SigilError: SigilErrors unchanged, anything else invalid_argument naming `where`. */

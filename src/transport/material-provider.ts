@@ -4,6 +4,7 @@
 // whole and only then replaces the current one and is announced; an invalid
 // set throws and changes nothing, so the previous material keeps serving.
 
+import { messageOf } from '../errors.ts';
 import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { asMaterialError, checkMaterialShape } from './material-errors.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
@@ -36,10 +37,7 @@ export class MaterialProvider implements MaterialSource {
     this.#onListenerError =
       options.onListenerError ??
       ((error) =>
-        process.emitWarning(
-          `a TLS material subscriber failed: ${error instanceof Error ? error.message : String(error)}`,
-          'SigilMaterialWarning',
-        ));
+        process.emitWarning(`a TLS material subscriber failed: ${messageOf(error)}`, 'SigilMaterialWarning'));
   }
 
   current(): TlsMaterial {

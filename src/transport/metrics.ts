@@ -17,7 +17,7 @@
 import type tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { SigilError } from '../errors.ts';
+import { messageOf, SigilError } from '../errors.ts';
 
 /** Why a TLS handshake was refused. A closed set: these are the only label values. */
 export type HandshakeFailureReason =
@@ -277,7 +277,7 @@ export class TransportMetrics {
     } catch (error) {
       throw new SigilError(
         'failed_precondition',
-        `could not register sigil's transport metrics: ${error instanceof Error ? error.message : String(error)} ` +
+        `could not register sigil's transport metrics: ${messageOf(error)} ` +
           '(one TransportMetrics per registry)',
         { cause: error },
       );

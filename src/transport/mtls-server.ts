@@ -18,7 +18,7 @@ import { constants, X509Certificate } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../errors.ts';
+import { firstLineOf, SigilError } from '../errors.ts';
 import { certificateNames } from '../pki/certificate-names.ts';
 import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { parseSpiffeId } from '../pki/names.ts';
@@ -212,10 +212,6 @@ function secureContextOptions(validated: ValidatedMaterial): tls.SecureContextOp
   };
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message.split('\n')[0] : String(error);
-}
-
 export class MtlsServer {
   readonly grpcServer: grpc.Server;
   /** The live connections of this server. */
@@ -323,7 +319,7 @@ export class MtlsServer {
       // Node sets authorizationError to the verification code (typed Error, a string at run time).
       const verification: unknown = socket.authorizationError;
       const reason = typeof verification === 'string' ? verificationCode(socket) : errorCode(error);
-      this.#handshakeFailed(reason, describe(error), socket);
+      this.#handshakeFailed(reason, firstLineOf(error), socket);
     });
     this.#tlsServer.on('error', (error) => {
       if (this.#listening) this.#listening.reject(error);
@@ -512,7 +508,7 @@ export class MtlsServer {
       this.#report(
         new SigilError(
           code,
-          `refused new TLS material, the current material keeps serving: ${describe(error)}`,
+          `refused new TLS material, the current material keeps serving: ${firstLineOf(error)}`,
           {
             cause: error,
           },
@@ -523,7 +519,7 @@ export class MtlsServer {
     try {
       this.#options.onRotated?.(this.#material);
     } catch (error) {
-      this.#report(error instanceof Error ? error : new Error(String(error)));
+      this.#report(error);
     }
   }
 
@@ -553,11 +549,13 @@ export class MtlsServer {
         ...(details.alert ? { alert: details.alert } : {}),
       });
     } catch (error) {
-      this.#report(error instanceof Error ? error : new Error(String(error)));
+      this.#report(error);
     }
   }
 
-  #report(error: Error): void {
+  /** Hands a failure to onError, else a process warning; whatever was thrown becomes an Error. */
+  #report(thrown: unknown): void {
+    const error = thrown instanceof Error ? thrown : new Error(String(thrown));
     try {
       if (this.#options.onError) {
         this.#options.onError(error);

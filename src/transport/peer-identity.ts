@@ -10,9 +10,10 @@ import { X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate, SubjectAlternativeName } from '@peculiar/asn1-x509';
 import { SigilError, unauthenticated } from '../errors.ts';
+import { canonicalFingerprint } from '../pki/fingerprint.ts';
 import { ipAddress, parseSpiffeId } from '../pki/names.ts';
+import { canonicalSerial } from '../pki/serial.ts';
 import {
-  canonicalSerial,
   connectionForCall,
   type LeafIssuer,
   type PeerCall,
@@ -42,9 +43,9 @@ export interface PeerIdentity {
   readonly dnsNames: readonly string[];
   /** Canonical text (IPv6 per RFC 5952). */
   readonly ipAddresses: readonly string[];
-  /** Leaf serial: lower-case hex, no leading zeros. */
+  /** Leaf serial in canonical form (pki/serial.ts). */
   readonly serial: string;
-  /** SHA-256 of the leaf DER, lower-case hex. */
+  /** The leaf's fingerprint (pki/fingerprint.ts): SHA-256 of its DER, lower-case hex. */
   readonly fingerprint: string;
   readonly notAfter: Date;
   /**
@@ -173,7 +174,7 @@ export function identityFromChain(
     dnsNames: names.dnsNames,
     ipAddresses: names.ipAddresses,
     serial: canonicalSerial(leaf.serialNumber),
-    fingerprint: leaf.fingerprint256.replaceAll(':', '').toLowerCase(),
+    fingerprint: canonicalFingerprint(leaf.fingerprint256),
     notAfter: new Date(leaf.validTo),
     chain: [...chainDer],
     extensions,

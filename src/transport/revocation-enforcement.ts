@@ -11,8 +11,13 @@
 //      the notification: no timer, no polling.
 import * as grpc from '@grpc/grpc-js';
 import type { RevocationSource } from '../pki/revocation-source.ts';
-import type { ConnectionRegistry, TrackedConnection } from './connection-registry.ts';
-import { canonicalSerial, connectionForCall, type PeerCall } from './connection-registry.ts';
+import { canonicalSerial } from '../pki/serial.ts';
+import {
+  type ConnectionRegistry,
+  connectionForCall,
+  type PeerCall,
+  type TrackedConnection,
+} from './connection-registry.ts';
 
 /** The first revoked serial in a chain, leaf first; undefined when none is. */
 export function revokedSerialIn(

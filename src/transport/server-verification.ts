@@ -7,11 +7,12 @@
 // Error messages name what was expected and what was presented (names,
 // SPIFFE IDs, fingerprints: all public) and never any key material.
 
-import { createHash, type X509Certificate as NodeX509Certificate } from 'node:crypto';
+import type { X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type DetailedPeerCertificate, type PeerCertificate } from 'node:tls';
 import * as asn1js from 'asn1js';
-import { invalid, type SigilError, unauthenticated } from '../errors.ts';
+import { firstLineOf, invalid, type SigilError, unauthenticated } from '../errors.ts';
+import { canonicalFingerprint, sha256Hex } from '../pki/fingerprint.ts';
 import { ipAddress, parseSpiffeId, type SpiffeId } from '../pki/names.ts';
 import { SubjectAlternativeNameExtension, X509Certificate } from '../pki/x509-library.ts';
 
@@ -92,7 +93,7 @@ export function verifyServerName(name?: string, options: ServerNameOptions = {})
       } catch (error) {
         return unauthenticated(
           `server certificate is not valid for ${JSON.stringify(expected)}: its subjectAltName cannot be read ` +
-            `(${error instanceof Error ? error.message.split('\n')[0] : String(error)})`,
+            `(${firstLineOf(error)})`,
         );
       }
       const reason = nameMismatch(expected, sans);
@@ -303,7 +304,7 @@ export function parseFingerprint(text: string): string {
         'expected 64 hex digits, optionally as colon-separated pairs',
     );
   }
-  return trimmed.replaceAll(':', '').toLowerCase();
+  return canonicalFingerprint(trimmed);
 }
 
 /** The presented leaf and every issuer Node linked to it (the chain OpenSSL verified, root included). */
@@ -312,7 +313,7 @@ function presentedChain(certificate: PeerCertificate | DetailedPeerCertificate):
   const seen = new Set<string>();
   let current: PeerCertificate | undefined = certificate;
   while (current?.raw !== undefined) {
-    const fingerprint = createHash('sha256').update(current.raw).digest('hex');
+    const fingerprint = sha256Hex(current.raw);
     if (seen.has(fingerprint)) break; // a root links to itself
     seen.add(fingerprint);
     chain.push(current);
@@ -338,7 +339,7 @@ export function verifyPinnedFingerprint(fingerprints: string | readonly string[]
       const chain = presentedChain(server.certificate);
       const presented = chain.map((cert) => ({
         subject: cert.subject?.CN ?? '(no common name)',
-        fingerprint: createHash('sha256').update(cert.raw).digest('hex'),
+        fingerprint: sha256Hex(cert.raw),
       }));
       if (presented.some((cert) => pinned.has(cert.fingerprint))) return undefined;
       return unauthenticated(

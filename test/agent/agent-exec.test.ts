@@ -2,68 +2,20 @@
 // re-join, as step's --exec does, with the new files already in place and
 // the SIGIL_* variables set; its failure is logged and never stops the agent.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createPublicKey, X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { NodeAgent, type RenewalOutcome } from '../../src/agent/agent.ts';
 import { RenewalHook } from '../../src/agent/renewal-hook.ts';
-import { createLogger } from '../../src/logging.ts';
-import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
-import { generateKeyPair, readPrivateKey } from '../../src/pki/keys.ts';
-import { uriName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
-import { repoRoot } from '../cli/pki-helpers.ts';
-import { enrol, nodeFile, sigil, startTestServer, tempDir } from './server-fixture.ts';
+import { readPrivateKey } from '../../src/pki/keys.ts';
+import { sigil, startSigil } from '../support/cli.ts';
+import { capturingLogger } from '../support/log-lines.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { expireCertificate, nodeFile, startTestServer } from './server-fixture.ts';
 
 const server = await startTestServer();
-
-async function enrolledNode(): Promise<string> {
-  const dir = join(tempDir('sigil-node-'), 'node');
-  const result = await enrol(await server.token('--auto-approve'), dir);
-  assert.equal(result.code, 0, result.stderr);
-  return dir;
-}
-
-function serialOf(pem: string | Buffer): string {
-  return new X509Certificate(pem).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
-}
-
-/** Replaces cert.pem with a certificate for the node's key that expired two hours ago. */
-function expireCertificate(dir: string): void {
-  const nodeKey = readPrivateKey(readFileSync(join(dir, 'key.pem')), { source: 'key.pem' });
-  const past = new Date(Date.now() - 3 * 3_600_000);
-  const ca = generateKeyPair('p256');
-  const root = createRootCertificate({
-    privateKey: ca.privateKey,
-    subject: { commonName: 'old' },
-    now: past,
-  });
-  const expired = Issuer.fromCertificate(root.der, ca.privateKey).issue({
-    publicKey: createPublicKey(nodeKey),
-    profile: 'server+client',
-    subject: { commonName: nodeFile(dir).nodeId },
-    sans: [uriName(nodeFile(dir).spiffeId ?? '')],
-    ttlMs: 3_600_000,
-    now: past,
-  });
-  writeFileSync(join(dir, 'cert.pem'), encodePem('CERTIFICATE', expired.der));
-}
-
-/** A logger whose JSON lines land in `lines`. */
-function capturingLogger(lines: Record<string, unknown>[]) {
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
-      }
-      callback();
-    },
-  });
-  return createLogger({ destination, pretty: false, level: 'info' });
-}
 
 // The command copies the files it is told about, so the test sees exactly
 // what was in place when it ran.
@@ -73,7 +25,7 @@ const COPY =
 
 describe('sigil agent --exec', { concurrency: 4 }, () => {
   test('--once --force runs the command after the renewal, with the new files in place', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const out = tempDir('sigil-exec-');
     const old = serialOf(readFileSync(join(dir, 'cert.pem')));
     const result = await sigil(
@@ -98,7 +50,7 @@ describe('sigil agent --exec', { concurrency: 4 }, () => {
   });
 
   test('a failing command is logged and is not fatal: the renewal stands, exit 0', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const old = serialOf(readFileSync(join(dir, 'cert.pem')));
     const result = await sigil([
       'agent',
@@ -123,7 +75,7 @@ describe('sigil agent --exec', { concurrency: 4 }, () => {
   });
 
   test('--once with nothing due does not run the command', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const out = tempDir('sigil-exec-');
     const result = await sigil(['agent', '--dir', dir, '--once', '--exec', `touch ${out}/ran`]);
     assert.equal(result.code, 0, result.stderr);
@@ -131,33 +83,15 @@ describe('sigil agent --exec', { concurrency: 4 }, () => {
   });
 
   test('the long-running agent runs it after a re-join (expired certificate), then stops on SIGTERM', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     expireCertificate(dir);
     const out = tempDir('sigil-exec-');
-    const child = spawn(
-      process.execPath,
-      [
-        join(repoRoot, 'bin', 'sigil.js'),
-        'agent',
-        '--dir',
-        dir,
-        '--json',
-        '--exec',
-        COPY.replaceAll('$OUT', out),
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 90_000 },
-    );
-    let stderr = '';
-    const ran = new Promise<void>((resolve) => {
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-        stderr += chunk;
-        if (stderr.includes('--exec command')) resolve();
-      });
+    const agent = startSigil(['agent', '--dir', dir, '--json', '--exec', COPY.replaceAll('$OUT', out)], {
+      timeoutMs: 90_000,
     });
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    await ran;
-    child.kill('SIGTERM');
-    assert.equal(await exited, 0, stderr);
+    await agent.printed('--exec command');
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0, agent.stderr());
     const [event, serial] = readFileSync(join(out, 'event'), 'utf8').split(' ');
     assert.equal(event, 'rejoined');
     assert.equal(serial, serialOf(readFileSync(join(dir, 'cert.pem'))));
@@ -165,7 +99,7 @@ describe('sigil agent --exec', { concurrency: 4 }, () => {
   });
 
   test('a running NodeAgent with a RenewalHook runs it for each scheduled renewal', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const out = tempDir('sigil-exec-');
     const lines: Record<string, unknown>[] = [];
     const logger = capturingLogger(lines);

@@ -4,8 +4,7 @@
 // following, key rotation, and the material it feeds to in-process gRPC
 // clients. No test asserts on how long anything takes.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createPublicKey, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -13,39 +12,19 @@ import { NodeAgent, type RenewalOutcome } from '../../src/agent/agent.ts';
 import { controlPlaneVerification } from '../../src/client/control-plane-channel.ts';
 import { rootFingerprints } from '../../src/client/trust-bundle.ts';
 import { CertificateAuthorityClient } from '../../src/gen/sigil/v1/sigil.ts';
-import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
-import { generateKeyPair, readPrivateKey } from '../../src/pki/keys.ts';
-import { uriName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
+import { readPrivateKey } from '../../src/pki/keys.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
-import { repoRoot } from '../cli/pki-helpers.ts';
-import {
-  assertRefused,
-  enrol,
-  nodeFile,
-  openssl,
-  sigil,
-  snapshot,
-  startTestServer,
-  tempDir,
-} from './server-fixture.ts';
+import { snapshot } from '../cli/pki-helpers.ts';
+import { openssl, sigil, startSigil } from '../support/cli.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { enrol, expireCertificate, nodeFile, startTestServer } from './server-fixture.ts';
 
 const server = await startTestServer();
 
-/** A freshly enrolled, UP node directory. */
-async function enrolledNode(): Promise<string> {
-  const dir = join(tempDir('sigil-node-'), 'node');
-  const result = await enrol(await server.token('--auto-approve'), dir);
-  assert.equal(result.code, 0, result.stderr);
-  return dir;
-}
-
 function certificateOf(dir: string): X509Certificate {
   return new X509Certificate(readFileSync(join(dir, 'cert.pem')));
-}
-
-function serialOf(certificate: X509Certificate): string {
-  return certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
 }
 
 function spiffeIdOf(certificate: X509Certificate): string | undefined {
@@ -60,31 +39,9 @@ async function verifies(dir: string): Promise<void> {
 /** A clock `offsetMs` ahead of the real one: only the agent's schedule sees it. */
 const ahead = (offsetMs: number) => () => new Date(Date.now() + offsetMs);
 
-/** Replaces cert.pem with a certificate for the node's key that expired an hour ago. */
-function expireCertificate(dir: string): void {
-  const nodeKey = readPrivateKey(readFileSync(join(dir, 'key.pem')), { source: 'key.pem' });
-  const past = new Date(Date.now() - 3 * 3_600_000);
-  const ca = generateKeyPair('p256');
-  const root = createRootCertificate({
-    privateKey: ca.privateKey,
-    subject: { commonName: 'old' },
-    now: past,
-  });
-  const spiffeId = nodeFile(dir).spiffeId ?? '';
-  const expired = Issuer.fromCertificate(root.der, ca.privateKey).issue({
-    publicKey: createPublicKey(nodeKey),
-    profile: 'server+client',
-    subject: { commonName: nodeFile(dir).nodeId },
-    sans: [uriName(spiffeId)],
-    ttlMs: 3_600_000,
-    now: past,
-  });
-  writeFileSync(join(dir, 'cert.pem'), encodePem('CERTIFICATE', expired.der));
-}
-
 describe('sigil agent', { concurrency: 4 }, () => {
   test('--once when nothing is due renews nothing and changes no file', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const before = snapshot(dir);
     const result = await sigil(['agent', '--dir', dir, '--once', '--json']);
     assert.equal(result.code, 0, result.stderr);
@@ -100,7 +57,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('--once --force renews now: same SPIFFE ID, new serial, verified by openssl', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const old = certificateOf(dir);
     const key = readFileSync(join(dir, 'key.pem'), 'utf8');
     const result = await sigil(['agent', '--dir', dir, '--once', '--force', '--json']);
@@ -118,7 +75,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('renews once its clock reaches the renewal time (about 2/3 of the lifetime)', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const old = certificateOf(dir);
     const probe = await NodeAgent.open({ dir });
     const { renewAt, notBefore, notAfter } = probe.certificate;
@@ -145,7 +102,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('a running agent renews on schedule and feeds agent.material to in-process clients', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const old = serialOf(certificateOf(dir));
     // A clock 20 hours ahead: a 24-hour certificate is due at once.
     const agent = await NodeAgent.open({ dir, now: ahead(20 * 3_600_000) });
@@ -186,7 +143,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('after `sigil node revoke` the renewal is refused with one line naming the node', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const { nodeId } = nodeFile(dir);
     const revoked = await server.json<{ state: string }>([
       'node',
@@ -203,7 +160,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('--once re-joins when the certificate expired while the node was down', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const spiffeId = nodeFile(dir).spiffeId;
     expireCertificate(dir);
     const result = await sigil(['agent', '--dir', dir, '--once', '--json']);
@@ -217,7 +174,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('a revoked node cannot re-join after an expiry', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const { nodeId } = nodeFile(dir);
     await server.json(['node', 'revoke', nodeId]);
     expireCertificate(dir);
@@ -226,7 +183,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('NodeAgent.open re-joins when its clock says the certificate has expired', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const old = serialOf(certificateOf(dir));
     const agent = await NodeAgent.open({ dir, now: ahead(25 * 3_600_000) });
     try {
@@ -239,7 +196,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('follows the trust bundle: a stale bundle.pem is replaced by the server bundle', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const bundle = readFileSync(join(dir, 'bundle.pem'), 'utf8');
     const rootOnly =
       bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/)?.[0] ?? '';
@@ -260,7 +217,7 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('--rotate-key replaces the key with every renewal', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const oldKey = readFileSync(join(dir, 'key.pem'), 'utf8');
     const result = await sigil(['agent', '--dir', dir, '--once', '--force', '--rotate-key']);
     assert.equal(result.code, 0, result.stderr);
@@ -273,26 +230,12 @@ describe('sigil agent', { concurrency: 4 }, () => {
   });
 
   test('runs until SIGTERM, logging JSON lines', async () => {
-    const dir = await enrolledNode();
-    const child = spawn(
-      process.execPath,
-      [join(repoRoot, 'bin', 'sigil.js'), 'agent', '--dir', dir, '--json'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        timeout: 60_000,
-      },
-    );
-    let stderr = '';
-    const started = new Promise<void>((resolve) => {
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-        stderr += chunk;
-        if (stderr.includes('agent started')) resolve();
-      });
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    await started;
-    child.kill('SIGTERM');
-    assert.equal(await exited, 0, stderr);
+    const dir = await server.enrolledNode();
+    const agent = startSigil(['agent', '--dir', dir, '--json'], { timeoutMs: 60_000 });
+    await agent.printed('agent started');
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0, agent.stderr());
+    const stderr = agent.stderr();
     const lines = stderr
       .split('\n')
       .filter((line) => line !== '')

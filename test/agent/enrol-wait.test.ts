@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { assertRefused, enrol, nodeFile, startTestServer, tempDir } from './server-fixture.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { enrol, nodeFile, startTestServer } from './server-fixture.ts';
 
 const server = await startTestServer();
 

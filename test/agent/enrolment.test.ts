@@ -3,23 +3,26 @@
 // as the reference checker, and every refusal as a named test: one line,
 // exit 1, and the identity directory exactly as it was (or never created).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { encodeJoinToken, parseJoinToken } from '../../src/protocol/join-tokens.ts';
-import { repoRoot } from '../cli/pki-helpers.ts';
 import {
-  assertRefused,
-  enrol,
-  nodeFile,
-  openssl,
-  snapshotOrNull,
-  startTestServer,
-  tempDir,
-} from './server-fixture.ts';
+  encodeJoinToken,
+  hashTokenSecret,
+  newTokenId,
+  newTokenSecret,
+  parseJoinToken,
+} from '../../src/protocol/join-tokens.ts';
+import { openSqliteStore } from '../../src/store/sqlite.ts';
+import { openssl, startSigil } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { enrol, nodeFile, snapshotOrNull, startTestServer } from './server-fixture.ts';
+
+const HOUR = 3_600_000;
 
 const server = await startTestServer();
 
@@ -122,32 +125,18 @@ describe('sigil enrol', { concurrency: 4 }, () => {
   test('--wait polls until an operator approves the node', async () => {
     const token = await server.token();
     const dir = join(tempDir('sigil-node-'), 'node');
-    const child = spawn(
-      process.execPath,
-      [join(repoRoot, 'bin', 'sigil.js'), 'enrol', token, '--dir', dir, '--wait', '--json'],
-      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const enrolling = startSigil(['enrol', token, '--dir', dir, '--wait', '--json'], { timeoutMs: 60_000 });
     // The node appears as NEW once enrol has registered; approve it then.
-    let nodeId: string | undefined;
-    for (let attempt = 0; attempt < 200 && nodeId === undefined; attempt++) {
+    const nodeId = await eventually('enrol --wait to register the node', () => {
       try {
-        nodeId = nodeFile(dir).nodeId;
+        return nodeFile(dir).nodeId;
       } catch {
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        return undefined; // not written yet
       }
-    }
-    assert.ok(nodeId, `enrol --wait never registered: ${stderr}`);
+    });
     await server.json(['node', 'approve', nodeId]);
-    assert.equal(await exited, 0, stderr);
+    const { code, stdout, stderr } = await enrolling.result;
+    assert.equal(code, 0, stderr);
     const out = JSON.parse(stdout) as { nodeId: string; state: string };
     assert.equal(out.nodeId, nodeId);
     assert.equal(out.state, 'UP');
@@ -171,14 +160,29 @@ describe('sigil enrol refusals', { concurrency: 4 }, () => {
   });
 
   test('an expired token is refused', async () => {
-    const token = await server.token('--ttl', '1s', '--auto-approve');
-    const { id } = parseJoinToken(token);
-    // Wait until the server lists the token as expired (no assumption about how long that takes).
-    for (let attempt = 0; attempt < 100; attempt++) {
-      const { tokens } = await server.json<{ tokens: { id: string; state: string }[] }>(['token', 'list']);
-      if (tokens.find((t) => t.id === id)?.state === 'expired') break;
-      await new Promise((resolve) => setTimeout(resolve, 250));
+    // A token that expired an hour ago, put straight into the server's store
+    // (the Store API, as a second connection): no waiting for a clock.
+    const { addresses, rootFingerprint } = parseJoinToken(await server.token('--auto-approve'));
+    const id = newTokenId('node');
+    const secret = newTokenSecret();
+    const store = await openSqliteStore(join(server.dataDir, 'sigil.db'));
+    try {
+      await store.insertToken({
+        id,
+        secretHash: hashTokenSecret(secret),
+        name: null,
+        usesTotal: 1,
+        usesLeft: 1,
+        autoApprove: true,
+        createdAt: new Date(Date.now() - 2 * HOUR),
+        expiresAt: new Date(Date.now() - HOUR),
+        revokedAt: null,
+        createdBy: 'spiffe://sigil.internal/admin/admin',
+      });
+    } finally {
+      await store.close();
     }
+    const token = encodeJoinToken({ addresses, rootFingerprint, id, secret });
     await enrolRefused(token, new RegExp(`join token ${id} expired at `));
   });
 

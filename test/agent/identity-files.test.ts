@@ -1,10 +1,8 @@
 // The identity directory: node.json refusals, atomic replacement with the
 // right modes, and unchanged files left alone.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
 import {
   identityPaths,
   type NodeInfo,
@@ -12,12 +10,7 @@ import {
   readIdentity,
   writeIdentity,
 } from '../../src/agent/identity-files.ts';
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sigil-identity-'));
-  after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from '../support/temp-dir.ts';
 
 const info: NodeInfo = {
   nodeId: `n${'ab'.repeat(16)}`,

@@ -1,15 +1,21 @@
 // A real control plane for the agent and operator tests: `startServer` in
 // this process on free ports with a throwaway data directory (SQLite), and
-// the real `sigil` CLI run as subprocesses against it (--data DIR).
+// the real `sigil` CLI run as subprocesses against it (--data DIR); enrolled
+// node directories, and an expired certificate to make one re-join.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after } from 'node:test';
+import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
+import { generateKeyPair, readPrivateKey } from '../../src/pki/keys.ts';
+import { uriName } from '../../src/pki/names.ts';
+import { encodePem } from '../../src/pki/pem.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { type RunningServer, startServer } from '../../src/server/start-server.ts';
-import { type RunResult, sigil, snapshot, tempDir } from '../cli/pki-helpers.ts';
-
-export { openssl, type RunResult, sigil, snapshot, tempDir } from '../cli/pki-helpers.ts';
+import { snapshot } from '../cli/pki-helpers.ts';
+import { type RunResult, sigil } from '../support/cli.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 export interface TestServer {
   readonly dataDir: string;
@@ -20,6 +26,8 @@ export interface TestServer {
   json<T = Record<string, unknown>>(args: readonly string[]): Promise<T>;
   /** A join token from `sigil token create`. */
   token(...flags: string[]): Promise<string>;
+  /** A freshly enrolled, UP node directory (`sigil enrol` with an auto-approve token). */
+  enrolledNode(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -34,6 +42,14 @@ export async function startTestServer(dataDir = tempDir('sigil-server-')): Promi
   after(close);
   const cli = (args: readonly string[], env: Record<string, string> = {}) =>
     sigil([...args, '--data', dataDir], env);
+  const token = async (...flags: string[]): Promise<string> => {
+    const result = await cli(['token', 'create', ...flags]);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.split('\n').filter((line) => line !== '');
+    assert.equal(lines.length, 1, `token create printed ${JSON.stringify(result.stdout)}`);
+    parseJoinToken(lines[0]);
+    return lines[0];
+  };
   return {
     dataDir,
     running,
@@ -43,29 +59,15 @@ export async function startTestServer(dataDir = tempDir('sigil-server-')): Promi
       assert.equal(result.code, 0, `sigil ${args.join(' ')}: ${result.stderr}`);
       return JSON.parse(result.stdout) as T;
     },
-    async token(...flags: string[]): Promise<string> {
-      const result = await cli(['token', 'create', ...flags]);
+    token,
+    async enrolledNode(): Promise<string> {
+      const dir = join(tempDir('sigil-node-'), 'node');
+      const result = await enrol(await token('--auto-approve'), dir);
       assert.equal(result.code, 0, result.stderr);
-      const lines = result.stdout.split('\n').filter((line) => line !== '');
-      assert.equal(lines.length, 1, `token create printed ${JSON.stringify(result.stdout)}`);
-      parseJoinToken(lines[0]);
-      return lines[0];
+      return dir;
     },
     close,
   };
-}
-
-/** The refusal contract: exit 1, nothing on stdout, one `sigil: …` line naming the problem. */
-export function assertRefused(result: RunResult, problem: RegExp): void {
-  assert.equal(
-    result.code,
-    1,
-    `exit code ${result.code}; stdout: ${result.stdout}; stderr: ${result.stderr}`,
-  );
-  assert.equal(result.stdout, '');
-  assert.match(result.stderr, /^sigil: [^\n]+\n$/, `not one line: ${JSON.stringify(result.stderr)}`);
-  assert.match(result.stderr, problem);
-  assert.doesNotMatch(result.stderr, /PRIVATE KEY|unexpected error|sigil1\.[A-Za-z0-9_-]{16,}/);
 }
 
 export interface NodeFile {
@@ -94,4 +96,26 @@ export function snapshotOrNull(dir: string): Record<string, string> | null {
   } catch {
     return null;
   }
+}
+
+/** Replaces cert.pem with a certificate for the node's key that expired two hours ago. */
+export function expireCertificate(dir: string): void {
+  const nodeKey = readPrivateKey(readFileSync(join(dir, 'key.pem')), { source: 'key.pem' });
+  const past = new Date(Date.now() - 3 * 3_600_000);
+  const ca = generateKeyPair('p256');
+  const root = createRootCertificate({
+    privateKey: ca.privateKey,
+    subject: { commonName: 'old' },
+    now: past,
+  });
+  const spiffeId = nodeFile(dir).spiffeId ?? '';
+  const expired = Issuer.fromCertificate(root.der, ca.privateKey).issue({
+    publicKey: createPublicKey(nodeKey),
+    profile: 'server+client',
+    subject: { commonName: nodeFile(dir).nodeId },
+    sans: [uriName(spiffeId)],
+    ttlMs: 3_600_000,
+    now: past,
+  });
+  writeFileSync(join(dir, 'cert.pem'), encodePem('CERTIFICATE', expired.der));
 }

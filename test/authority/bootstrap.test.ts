@@ -4,14 +4,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { AuditEvent } from '../../src/authority/audit.ts';
 import { Authority } from '../../src/authority/authority.ts';
 import { SETTING_POLICY_OID } from '../../src/authority/bootstrap.ts';
+import { MAINTENANCE_INTERVAL_MS } from '../../src/authority/lifetimes.ts';
 import type { SigilError } from '../../src/errors.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
 import { DEFAULT_POLICY_OID, DEFAULT_POLICY_OID_TEXT } from '../../src/pki/policy-extension.ts';
 import { generateStoreKey } from '../../src/server/store-key.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
-import { type Fixture, newFixture, opensslVerify } from './helpers.ts';
+import { type Fixture, HOUR, newFixture, opensslVerify } from './helpers.ts';
 
 describe('bootstrap on an empty store', () => {
   let f: Fixture;
@@ -228,13 +230,59 @@ describe('an unconfirmed bootstrap', () => {
 });
 
 describe('the maintenance timer', () => {
-  it('runs unref’d and close() stops it', async () => {
+  /** Timers that keep the event loop alive (an unref'd timer is not listed). */
+  const refTimers = () => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length;
+
+  it('is unref’d: an authority with timers keeps the process alive no longer', async () => {
     const f = await newFixture();
     try {
       await f.authority.confirmBootstrap();
+      const before = refTimers();
       const { authority } = await f.reopen({ timers: true });
+      assert.equal(refTimers(), before, 'the maintenance timer holds the event loop');
       await authority.close();
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('runs maintenance when due, and close() stops it', async (t) => {
+    const f = await newFixture();
+    try {
+      await f.authority.confirmBootstrap();
+      t.mock.timers.enable({ apis: ['setTimeout'] });
+      const renewals: AuditEvent[] = [];
+      let renewed = (): void => {};
+      const { authority } = await f.reopen({
+        timers: true,
+        onAudit: (event) => {
+          if (event.issuance !== 'server') return;
+          renewals.push(event);
+          renewed();
+        },
+      });
+      assert.equal(renewals.length, 1, 'the server certificate of the start');
+      // 20 h on, the 24 h server certificate is due; the timer fires within the hour.
+      f.clock.advance(20 * HOUR);
+      const renewal = new Promise<void>((resolve) => {
+        renewed = resolve;
+      });
+      t.mock.timers.tick(MAINTENANCE_INTERVAL_MS);
+      await renewal;
+      assert.equal(renewals.length, 2, 'the timer renewed the server certificate');
+
+      await authority.close();
+      const issued = (await f.store.listCertificates({ pageSize: 1000 })).items.length;
+      f.clock.advance(20 * HOUR);
+      t.mock.timers.tick(2 * MAINTENANCE_INTERVAL_MS);
       await authority.maintain(); // a no-op once closed
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(renewals.length, 2, 'maintenance ran after close()');
+      assert.equal(
+        (await f.store.listCertificates({ pageSize: 1000 })).items.length,
+        issued,
+        'a certificate was issued after close()',
+      );
     } finally {
       await f.close();
     }

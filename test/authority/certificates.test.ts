@@ -3,20 +3,15 @@ import { X509Certificate } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Caller } from '../../src/authority/identities.ts';
 import type { RevocationUpdate } from '../../src/authority/revocations.ts';
-import { SigilError } from '../../src/errors.ts';
+import type { SigilError } from '../../src/errors.ts';
 import { createCsr } from '../../src/pki/csr.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { dnsName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
 import { possessionFor, signChallenge } from '../../src/protocol/challenges.ts';
+import { failureOf } from '../support/failure.ts';
+import { refusal } from '../support/refusals.ts';
 import { callerFromIssued, type Fixture, newFixture, opensslVerify } from './helpers.ts';
-
-const code = (expected: string, pattern: RegExp) => (error: SigilError) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, expected, error.message);
-  assert.match(error.message, pattern);
-  return true;
-};
 
 describe('Sign, Renew, Revoke', () => {
   let f: Fixture;
@@ -87,12 +82,12 @@ describe('Sign, Renew, Revoke', () => {
     };
     await assert.rejects(
       f.authority.sign(f.admin, { possession: forged, profile: 'server', commonName: 'x' }),
-      code('unauthenticated', /signature does not verify/),
+      refusal('unauthenticated', /signature does not verify/),
     );
     const stolen = possessionFor(other.privateKey, signChallenge('ab'.repeat(32), f.clock.now()));
     await assert.rejects(
       f.authority.sign(f.admin, { possession: stolen, profile: 'server', commonName: 'x' }),
-      code('unauthenticated', /another caller's certificate/),
+      refusal('unauthenticated', /another caller's certificate/),
     );
     assert.equal((await f.store.listCertificates({ pageSize: 1000 })).items.length, before);
   });
@@ -105,11 +100,11 @@ describe('Sign, Renew, Revoke', () => {
         profile: 'server',
         commonName: 'x',
       }),
-      code('invalid_argument', /malformed SubjectPublicKeyInfo/),
+      refusal('invalid_argument', /malformed SubjectPublicKeyInfo/),
     );
     await assert.rejects(
       f.authority.sign(f.admin, { csr: Buffer.from('not a csr at all'), profile: 'server', commonName: 'x' }),
-      code('invalid_argument', /CSR/),
+      refusal('invalid_argument', /CSR/),
     );
   });
 
@@ -142,7 +137,7 @@ describe('Sign, Renew, Revoke', () => {
       ],
     ];
     for (const [request, pattern] of cases) {
-      await assert.rejects(f.authority.sign(f.admin, request), code('invalid_argument', pattern));
+      await assert.rejects(f.authority.sign(f.admin, request), refusal('invalid_argument', pattern));
     }
   });
 
@@ -153,7 +148,7 @@ describe('Sign, Renew, Revoke', () => {
     assert.equal(caller.role, 'other');
     await assert.rejects(
       f.authority.sign(caller, { ...proofFor(caller), profile: 'client', commonName: 'w2' }),
-      code('permission_denied', /only an admin may sign certificates/),
+      refusal('permission_denied', /only an admin may sign certificates/),
     );
   });
 
@@ -216,7 +211,7 @@ describe('Sign, Renew, Revoke', () => {
     assert.deepEqual(await f.authority.revoke(f.admin, issued.serial), { alreadyRevoked: true });
     // A revoked caller is refused everything.
     const revokedCaller = callerFromIssued(issued, f.authority);
-    await assert.rejects(f.authority.renew(revokedCaller), code('permission_denied', /is revoked/));
+    await assert.rejects(f.authority.renew(revokedCaller), refusal('permission_denied', /is revoked/));
   });
 
   it('the holder may revoke its own certificate; others may not', async () => {
@@ -232,13 +227,13 @@ describe('Sign, Renew, Revoke', () => {
     });
     const callerB = callerFromIssued(b, f.authority);
     // Another's certificate is refused exactly as a missing one is: nothing leaks about what exists.
-    const othersError = await f.authority.revoke(callerB, a.serial).then(
-      () => assert.fail('revoking another holder’s certificate succeeded'),
-      (error: unknown) => error as Error & { code: string },
+    const othersError = await failureOf<SigilError>(
+      f.authority.revoke(callerB, a.serial),
+      'revoking another holder’s certificate',
     );
-    const missingError = await f.authority.revoke(callerB, 'ffff0000ffff').then(
-      () => assert.fail('revoking a missing certificate succeeded'),
-      (error: unknown) => error as Error & { code: string },
+    const missingError = await failureOf<SigilError>(
+      f.authority.revoke(callerB, 'ffff0000ffff'),
+      'revoking a missing certificate',
     );
     assert.equal(othersError.code, 'not_found');
     assert.equal(
@@ -249,15 +244,15 @@ describe('Sign, Renew, Revoke', () => {
     assert.deepEqual(await f.authority.revoke(callerA, a.serial, 'superseded'), { alreadyRevoked: false });
     await assert.rejects(
       f.authority.revoke(f.admin, 'ffff0000ffff'),
-      code('not_found', /certificate ffff0000ffff not found/),
+      refusal('not_found', /certificate ffff0000ffff not found/),
     );
     await assert.rejects(
       f.authority.revoke(f.admin, 'xyz'),
-      code('invalid_argument', /is not a certificate serial/),
+      refusal('invalid_argument', /is not a certificate serial/),
     );
     await assert.rejects(
       f.authority.revoke(f.admin, b.serial, 'because'),
-      code('invalid_argument', /unknown revocation reason/),
+      refusal('invalid_argument', /unknown revocation reason/),
     );
   });
 
@@ -267,7 +262,7 @@ describe('Sign, Renew, Revoke', () => {
     const rootFile = f.write('root.pem', encodePem('CERTIFICATE', f.authority.trustBundle().roots[0]));
     assert.match(f.openssl('crl', '-in', crlFile, '-CAfile', rootFile, '-verify', '-noout'), /verify OK/);
     assert.deepEqual(f.authority.crlIssuers().sort(), ['replica:r1:1', 'root']);
-    await assert.rejects(f.authority.crl('replica:nope:1'), code('not_found', /no CA "replica:nope:1"/));
+    await assert.rejects(f.authority.crl('replica:nope:1'), refusal('not_found', /no CA "replica:nope:1"/));
   });
 
   it('lists certificates for admins only, paged and filtered', async () => {
@@ -279,7 +274,7 @@ describe('Sign, Renew, Revoke', () => {
     assert.ok(!('der' in revoked.items[0]));
     await assert.rejects(
       f.authority.listCertificates(f.admin, { pageSize: 5000 }),
-      code('invalid_argument', /page_size must be at most 1000/),
+      refusal('invalid_argument', /page_size must be at most 1000/),
     );
     const w = await f.authority.sign(f.admin, {
       ...proofFor(f.admin),
@@ -288,7 +283,7 @@ describe('Sign, Renew, Revoke', () => {
     });
     await assert.rejects(
       f.authority.listCertificates(callerFromIssued(w, f.authority)),
-      code('permission_denied', /only an admin may list certificates/),
+      refusal('permission_denied', /only an admin may list certificates/),
     );
   });
 });

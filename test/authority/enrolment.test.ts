@@ -3,18 +3,12 @@ import { X509Certificate } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { CreateTokenRequest, RegisterRequest } from '../../src/authority/authority.ts';
 import { nodeIdFor } from '../../src/authority/node-id.ts';
-import { SigilError } from '../../src/errors.ts';
+import type { SigilError } from '../../src/errors.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { possessionFor, registerChallenge, rejoinChallenge } from '../../src/protocol/challenges.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
+import { refusal } from '../support/refusals.ts';
 import { callerFromIssued, DAY, type Fixture, HOUR, newFixture, opensslVerify } from './helpers.ts';
-
-const code = (expected: string, pattern: RegExp) => (error: SigilError) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, expected, error.message);
-  assert.match(error.message, pattern);
-  return true;
-};
 
 describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
   let f: Fixture;
@@ -58,11 +52,11 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     assert.ok(listed.some((t) => t.id === parsed.id && t.name === 'rack 1'));
     await assert.rejects(
       f.authority.createToken(f.admin, { uses: 10 ** 6 }),
-      code('invalid_argument', /uses must be at most/),
+      refusal('invalid_argument', /uses must be at most/),
     );
     await assert.rejects(
       f.authority.createToken(f.admin, { replica: true, autoApprove: true }),
-      code('invalid_argument', /auto-approve/),
+      refusal('invalid_argument', /auto-approve/),
     );
   });
 
@@ -130,7 +124,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     await f.authority.register(registration(parsed).request);
     await assert.rejects(
       f.authority.register(registration(parsed).request),
-      code('permission_denied', /has already been used \(1 of 1 uses\)/),
+      refusal('permission_denied', /has already been used \(1 of 1 uses\)/),
     );
   });
 
@@ -139,7 +133,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     f.clock.advance(61_000);
     await assert.rejects(
       f.authority.register(registration(parsed).request),
-      code('unauthenticated', /join token tn[0-9a-f]{16} expired at/),
+      refusal('unauthenticated', /join token tn[0-9a-f]{16} expired at/),
     );
   });
 
@@ -158,7 +152,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     assert.deepEqual(messages, ['invalid join token', 'invalid join token']);
     await assert.rejects(
       f.authority.register({ ...registration(parsed).request, tokenSecret: Buffer.alloc(3) }),
-      code('unauthenticated', /secret must be 32 bytes/),
+      refusal('unauthenticated', /secret must be 32 bytes/),
     );
   });
 
@@ -168,11 +162,11 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     assert.deepEqual(await f.authority.revokeToken(f.admin, parsed.id), { alreadyRevoked: true });
     await assert.rejects(
       f.authority.register(registration(parsed).request),
-      code('permission_denied', /has been revoked/),
+      refusal('permission_denied', /has been revoked/),
     );
     await assert.rejects(
       f.authority.revokeToken(f.admin, 'tn1111111111111111'),
-      code('not_found', /not found/),
+      refusal('not_found', /not found/),
     );
   });
 
@@ -187,11 +181,14 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
         signature: possessionFor(other.privateKey, request.possession!.challenge).signature,
       },
     };
-    await assert.rejects(f.authority.register(forged), code('unauthenticated', /signature does not verify/));
+    await assert.rejects(
+      f.authority.register(forged),
+      refusal('unauthenticated', /signature does not verify/),
+    );
     const unbound = { ...request, possession: possessionFor(other.privateKey, Buffer.alloc(32, 1)) };
     await assert.rejects(
       f.authority.register(unbound),
-      code('unauthenticated', /not bound to this join token/),
+      refusal('unauthenticated', /not bound to this join token/),
     );
     assert.equal((await f.store.getToken(parsed.id))?.usesLeft, 1);
   });
@@ -200,7 +197,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     const { parsed } = await token({ replica: true });
     await assert.rejects(
       f.authority.register(registration(parsed).request),
-      code('permission_denied', /replica join token/),
+      refusal('permission_denied', /replica join token/),
     );
   });
 
@@ -226,21 +223,21 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     assert.equal(revoked.state, 'REVOKED');
     await assert.rejects(
       f.authority.approveNode(f.admin, node.id),
-      code('failed_precondition', /is REVOKED and cannot be approved \(only NEW → UP/),
+      refusal('failed_precondition', /is REVOKED and cannot be approved \(only NEW → UP/),
     );
     assert.equal((await f.authority.revokeNode(f.admin, node.id)).state, 'REVOKED', 'revoking again is safe');
-    await assert.rejects(f.authority.register(request), code('permission_denied', /has been revoked/));
+    await assert.rejects(f.authority.register(request), refusal('permission_denied', /has been revoked/));
     await assert.rejects(
       f.authority.approveNode(f.admin, 'n'.padEnd(33, '0')),
-      code('not_found', /not found/),
+      refusal('not_found', /not found/),
     );
     await assert.rejects(
       f.authority.approveNode(f.admin, 'bogus'),
-      code('invalid_argument', /is not a node ID/),
+      refusal('invalid_argument', /is not a node ID/),
     );
     await assert.rejects(
       f.authority.revokeNode(f.admin, 'n'.padEnd(33, '0')),
-      code('not_found', /not found/),
+      refusal('not_found', /not found/),
     );
     const rejoinNew = await token();
     const waiting = registration(rejoinNew.parsed);
@@ -249,7 +246,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
       f.authority.rejoin({
         possession: possessionFor(waiting.key.privateKey, rejoinChallenge(f.clock.now())),
       }),
-      code('failed_precondition', /not approved yet \(state NEW\)/),
+      refusal('failed_precondition', /not approved yet \(state NEW\)/),
     );
   });
 
@@ -266,7 +263,7 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
       assert.ok((await f.store.getCertificate(serial))?.revokedAt);
     }
     const nodeCaller = callerFromIssued(second.certificate!, f.authority);
-    await assert.rejects(f.authority.renew(nodeCaller), code('permission_denied', /revoked/));
+    await assert.rejects(f.authority.renew(nodeCaller), refusal('permission_denied', /revoked/));
   });
 
   it('rejoin after the certificate expired gets a new one; a revoked node is refused; an unknown key is not found', async () => {
@@ -280,16 +277,16 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     assert.equal(rejoined.node.id, first.node.id);
     assert.ok(rejoined.certificate && rejoined.certificate.notAfter.getTime() > f.clock.ms);
     const stale = possessionFor(key.privateKey, rejoinChallenge(new Date(f.clock.ms - HOUR)));
-    await assert.rejects(f.authority.rejoin({ possession: stale }), code('unauthenticated', /stale/));
+    await assert.rejects(f.authority.rejoin({ possession: stale }), refusal('unauthenticated', /stale/));
     const stranger = generateKeyPair('ed25519');
     await assert.rejects(
       f.authority.rejoin({ possession: possessionFor(stranger.privateKey, rejoinChallenge(f.clock.now())) }),
-      code('not_found', /no node is enrolled with this key/),
+      refusal('not_found', /no node is enrolled with this key/),
     );
     await f.authority.revokeNode(f.admin, first.node.id);
     await assert.rejects(
       f.authority.rejoin({ possession: possessionFor(key.privateKey, rejoinChallenge(f.clock.now())) }),
-      code('permission_denied', /has been revoked/),
+      refusal('permission_denied', /has been revoked/),
     );
   });
 
@@ -305,11 +302,11 @@ describe('enrolment: tokens, register, approve, rejoin, revoke', () => {
     assert.equal((await f.store.getCertificate(renewed.serial))?.requester, node.id);
     await assert.rejects(
       f.authority.approveNode(caller, node.id),
-      code('permission_denied', /only an admin may approve nodes/),
+      refusal('permission_denied', /only an admin may approve nodes/),
     );
     await assert.rejects(
       f.authority.revoke(caller, f.admin.serial),
-      code('not_found', /not found among the certificates you may revoke/),
+      refusal('not_found', /not found among the certificates you may revoke/),
     );
     assert.deepEqual(await f.authority.revoke(caller, certificate!.serial), { alreadyRevoked: false });
   });

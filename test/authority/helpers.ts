@@ -1,7 +1,3 @@
-// Shared set-up for the authority tests: a real SQLite store in a temporary
-// directory, an injectable clock, callers made from issued certificates, and
-// openssl as the reference checker.
-import { execFileSync } from 'node:child_process';
 import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,10 +6,12 @@ import { Authority, type AuthorityOptions, type OpenedAuthority } from '../../sr
 import { type Caller, callerFrom } from '../../src/authority/identities.ts';
 import type { IssuedCertificateView } from '../../src/authority/issuance.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import { generateStoreKey } from '../../src/server/store-key.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
 import type { Store } from '../../src/store/store.ts';
+import { opensslIn } from '../support/openssl-in.ts';
+import { pemOf } from '../support/pem.ts';
+import { serialOf } from '../support/serials.ts';
 
 export const HOUR = 3_600_000;
 export const DAY = 24 * HOUR;
@@ -74,8 +72,7 @@ export async function newFixture(overrides: Partial<AuthorityOptions> = {}): Pro
   const bootstrapped = opened.bootstrapped;
   if (!bootstrapped) throw new Error('fixture expected a bootstrap');
   const admin = callerFromPem(bootstrapped.adminCertificatePem, opened.authority);
-  const openssl = (...args: string[]): string =>
-    execFileSync('sh', ['-c', 'openssl "$@" 2>&1', 'sh', ...args], { cwd: dir, encoding: 'utf8' });
+  const openssl = opensslIn(dir).opensslAll;
   const write = (name: string, content: string | Buffer): string => {
     writeFileSync(join(dir, name), content);
     return name;
@@ -125,7 +122,7 @@ export function callerFromDer(der: Buffer, authority: CallerContext): Caller {
   return callerFrom(
     {
       spiffeId: uri ? uri[1] : null,
-      serial: certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+      serial: serialOf(certificate),
       fingerprint: createHash('sha256').update(der).digest('hex'),
       issuedByDeployment,
       delegateKey: null,
@@ -136,10 +133,6 @@ export function callerFromDer(der: Buffer, authority: CallerContext): Caller {
 
 export function callerFromIssued(issued: IssuedCertificateView, authority: CallerContext): Caller {
   return callerFromDer(issued.certificate, authority);
-}
-
-export function pemOf(...ders: readonly Buffer[]): string {
-  return ders.map((der) => encodePem('CERTIFICATE', der)).join('');
 }
 
 /** openssl verify -x509_strict of `leaf` (with its chain as untrusted) against the roots; returns openssl's output. */

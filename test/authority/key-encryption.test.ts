@@ -1,21 +1,20 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { decryptCaKey, encryptCaKey } from '../../src/authority/key-encryption.ts';
 import type { SigilError } from '../../src/errors.ts';
 import { generateKeyPair, keysMatch, privateKeyToDer } from '../../src/pki/keys.ts';
 import { generateStoreKey, loadStoreKey, parseStoreKey } from '../../src/server/store-key.ts';
+import { refusal } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-store-key-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('sigil-store-key-');
 
-const refused = (error: SigilError) => {
-  assert.equal(error.code, 'failed_precondition');
-  assert.match(error.message, /^cannot decrypt the private key of CA "[^"]+": wrong store key/);
-  return true;
-};
+const refused = refusal(
+  'failed_precondition',
+  /^cannot decrypt the private key of CA "[^"]+": wrong store key/,
+);
 
 describe('CA key encryption at rest', () => {
   const { privateKey, publicKey } = generateKeyPair('p256');

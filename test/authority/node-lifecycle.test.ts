@@ -22,14 +22,8 @@ import {
 } from '../../src/protocol/challenges.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import type { CertificateRecord } from '../../src/store/store.ts';
+import { refusal } from '../support/refusals.ts';
 import { callerFromIssued, DAY, type Fixture, HOUR, newFixture } from './helpers.ts';
-
-const code = (expected: string, pattern: RegExp) => (error: SigilError) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, expected, error.message);
-  assert.match(error.message, pattern);
-  return true;
-};
 
 type KeyPair = ReturnType<typeof generateKeyPair>;
 
@@ -97,17 +91,17 @@ describe('node lifecycle: revoked keys and issuance limits', () => {
     const before = await totalCertificates();
     const tokenBefore = await f.store.getToken(node.request.tokenId);
     const why = /revoked for key compromise.*enrol again with a new join token and a new key/;
-    await assert.rejects(rejoin(node.key), code('permission_denied', why));
-    await assert.rejects(f.authority.register(node.request), code('permission_denied', why));
+    await assert.rejects(rejoin(node.key), refusal('permission_denied', why));
+    await assert.rejects(f.authority.register(node.request), refusal('permission_denied', why));
     // A new token does not help either: the key is what ended.
     await assert.rejects(
       f.authority.register(registration(await token(), node.key)),
-      code('permission_denied', why),
+      refusal('permission_denied', why),
     );
     // Nor Renew, from a certificate of that key, nor Sign for it.
     await assert.rejects(
       f.authority.renew(callerFromIssued(next, f.authority)),
-      code('permission_denied', /revoked/),
+      refusal('permission_denied', /revoked/),
     );
     await assert.rejects(
       f.authority.sign(f.admin, {
@@ -115,7 +109,7 @@ describe('node lifecycle: revoked keys and issuance limits', () => {
         profile: 'client',
         commonName: 'reused',
       }),
-      code('permission_denied', why),
+      refusal('permission_denied', why),
     );
     assert.equal(await totalCertificates(), before, 'no certificate was issued');
     assert.deepEqual(await f.store.getToken(node.request.tokenId), tokenBefore);
@@ -145,13 +139,13 @@ describe('node lifecycle: revoked keys and issuance limits', () => {
     });
     await f.authority.revokeNode(f.admin, node.nodeId, 'unspecified');
     const why = new RegExp(`node ${node.nodeId} has been revoked`);
-    await assert.rejects(rejoin(node.key), code('permission_denied', why));
-    await assert.rejects(f.authority.register(node.request), code('permission_denied', why));
+    await assert.rejects(rejoin(node.key), refusal('permission_denied', why));
+    await assert.rejects(f.authority.register(node.request), refusal('permission_denied', why));
     // The rotated key, presented with a new token as if it were a new node, is refused too.
     const parsed = await token();
     await assert.rejects(
       f.authority.register(registration(parsed, rotated)),
-      code(
+      refusal(
         'permission_denied',
         /node .* has been revoked; none of its keys gets another certificate: enrol again/,
       ),
@@ -207,7 +201,7 @@ describe('node lifecycle: revoked keys and issuance limits', () => {
     f.clock.advance(12 * HOUR - 60_000);
     await assert.rejects(
       f.authority.renew(callerFromIssued(next, f.authority)),
-      code('resource_exhausted', /half/),
+      refusal('resource_exhausted', /half/),
     );
     f.clock.advance(2 * 60_000);
     const third = await f.authority.renew(callerFromIssued(next, f.authority));
@@ -290,14 +284,14 @@ describe('node lifecycle: revoked keys and issuance limits', () => {
     }
     await assert.rejects(
       f.authority.renew(callerFromIssued(renewedA, f.authority)),
-      code(
+      refusal(
         'resource_exhausted',
         /spiffe:\/\/example\.test\/client\/shared \(renewals of certificate [0-9a-f]+\) already holds 2/,
       ),
     );
     await assert.rejects(
       f.authority.renew(callerFromIssued(a, f.authority)),
-      code('resource_exhausted', /already holds 2/),
+      refusal('resource_exhausted', /already holds 2/),
     );
     assert.equal((await f.store.getLineage(renewedA.serial))?.lineage, `certificate:${a.serial}`);
   });

@@ -13,19 +13,11 @@ import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { generateStoreKey } from '../../src/server/store-key.ts';
 import { openPostgresStore } from '../../src/store/postgres.ts';
 import type { Store } from '../../src/store/store.ts';
+import { eventually } from '../support/eventually.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
 import { callerFromPem, DAY, HOUR, TestClock } from './helpers.ts';
 
 const skip = postgresUnavailable() ?? undefined;
-
-/** Resolves once `check` holds, polling the event loop (events arrive asynchronously). */
-async function eventually(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`timed out waiting until ${what}`);
-}
 
 describe('replicas on PostgreSQL', { skip }, () => {
   let pg: TestPostgres;
@@ -91,7 +83,7 @@ describe('replicas on PostgreSQL', { skip }, () => {
     const r2 = second.authority;
     assert.equal(second.mode, 'join');
     assert.equal(r2.rootFingerprint, r1.rootFingerprint);
-    await eventually(() => r1.trustBundle().intermediates.length === 2, 'r1 sees r2 intermediate');
+    await eventually('r1 to see the r2 intermediate', () => r1.trustBundle().intermediates.length === 2);
 
     const proof = () =>
       possessionFor(generateKeyPair('p256').privateKey, signChallenge(admin.fingerprint, clock.now()));
@@ -99,15 +91,17 @@ describe('replicas on PostgreSQL', { skip }, () => {
     const seen: string[] = [];
     r1.revocationSource().subscribe((serials) => seen.push(...serials));
     await r2.revoke(admin, issued.serial, 'keyCompromise');
-    await eventually(
-      () => r1.revocationSource().isRevoked(issued.serial),
-      'r1 hears of the revocation on r2',
+    await eventually('r1 to hear of the revocation on r2', () =>
+      r1.revocationSource().isRevoked(issued.serial),
     );
     assert.deepEqual(seen, [issued.serial]);
 
     clock.advance(2 * DAY + HOUR);
     await r1.maintain();
-    await eventually(() => r2.trustBundle().intermediates.length === 4, 'r2 sees the rotated intermediates');
+    await eventually(
+      'r2 to see the rotated intermediates',
+      () => r2.trustBundle().intermediates.length === 4,
+    );
     const afterRotation = await r2.sign(admin, {
       possession: proof(),
       profile: 'client',

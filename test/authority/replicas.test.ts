@@ -2,19 +2,13 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { Authority, JoinReplicaRequest } from '../../src/authority/authority.ts';
-import { SigilError } from '../../src/errors.ts';
+import type { SigilError } from '../../src/errors.ts';
 import { generateKeyPair, keysMatch, privateKeyToPem, readPrivateKey } from '../../src/pki/keys.ts';
 import { possessionFor, replicaChallenge, signChallenge } from '../../src/protocol/challenges.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { generateStoreKey } from '../../src/server/store-key.ts';
+import { refusal } from '../support/refusals.ts';
 import { DAY, type Fixture, HOUR, newFixture, opensslVerify } from './helpers.ts';
-
-const code = (expected: string, pattern: RegExp) => (error: SigilError) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, expected, error.message);
-  assert.match(error.message, pattern);
-  return true;
-};
 
 async function joinRequest(f: Fixture, replicaId: string, key = generateKeyPair('p256')) {
   const { token } = await f.authority.createToken(f.admin, { replica: true });
@@ -75,11 +69,11 @@ describe('replicas', () => {
       assert.equal((await r2.status(f.admin)).rootKeyHere, false);
       await assert.rejects(
         r2.crl('replica:r1:1'),
-        code('failed_precondition', /signed by replica "r1"; fetch it from that replica/),
+        refusal('failed_precondition', /signed by replica "r1"; fetch it from that replica/),
       );
       await assert.rejects(
         r2.joinReplica((await joinRequest(f, 'r3')).request),
-        code('failed_precondition', /root key is not online on replica "r2"/),
+        refusal('failed_precondition', /root key is not online on replica "r2"/),
       );
       // A revocation on r2 reaches r1's revoked set through the store's events.
       await r2.revoke(f.admin, issued.serial);
@@ -104,7 +98,7 @@ describe('replicas', () => {
       });
       await assert.rejects(
         f.authority.joinReplica((await joinRequest(f, 'r2')).request),
-        code('already_exists', /replica "r2" already has an intermediate CA with another key/),
+        refusal('already_exists', /replica "r2" already has an intermediate CA with another key/),
       );
       const nodeToken = parseJoinToken((await f.authority.createToken(f.admin)).token);
       const wrongKind = {
@@ -115,7 +109,7 @@ describe('replicas', () => {
       };
       await assert.rejects(
         f.authority.joinReplica(wrongKind),
-        code('permission_denied', /node join token; a replica needs a replica join token/),
+        refusal('permission_denied', /node join token; a replica needs a replica join token/),
       );
       // Replica enrolments are not nodes.
       assert.deepEqual(await f.authority.listNodes(f.admin), []);
@@ -139,9 +133,12 @@ describe('replicas', () => {
       assert.match(opensslVerify(f, issued, f.authority.trustBundle().roots), /: OK/);
       await assert.rejects(
         f.authority.joinReplica((await joinRequest(f, 'r2')).request),
-        code('failed_precondition', /root key is not online on replica "r1"/),
+        refusal('failed_precondition', /root key is not online on replica "r1"/),
       );
-      await assert.rejects(f.authority.exportRoot(f.admin), code('failed_precondition', /already offline/));
+      await assert.rejects(
+        f.authority.exportRoot(f.admin),
+        refusal('failed_precondition', /already offline/),
+      );
       assert.ok(
         (await f.authority.crl('root')).length > 0,
         'the root CRL published before export still serves',
@@ -164,7 +161,7 @@ describe('replicas', () => {
         f.authority.importRoot(f.admin, {
           privateKeyPem: privateKeyToPem(generateKeyPair('p256').privateKey),
         }),
-        code('failed_precondition', /does not belong to this store's root CA/),
+        refusal('failed_precondition', /does not belong to this store's root CA/),
       );
       await f.authority.importRoot(f.admin, {
         privateKeyPem: exported.privateKeyPem,

@@ -7,8 +7,8 @@ import {
   exceededMessage,
   type ReservationRequest,
 } from '../../src/authority/usage.ts';
-import { SigilError } from '../../src/errors.ts';
 import type { Limits } from '../../src/pki/policy-extension.ts';
+import { refusal } from '../support/refusals.ts';
 
 const limits = (over: Partial<Limits> = {}): Limits => ({
   workloads: 2,
@@ -36,13 +36,6 @@ const request = (over: Partial<ReservationRequest> = {}): ReservationRequest => 
   blockMiB: 128,
   ...over,
 });
-
-const failsWith = (code: string, pattern: RegExp) => (error: unknown) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, code);
-  assert.match(error.message, pattern);
-  return true;
-};
 
 describe('ceilingsFor', () => {
   it('one ceiling per level with its own figures, the topmost first', () => {
@@ -140,7 +133,7 @@ describe('checkReservation', () => {
     for (const bad of ['', 'x'.repeat(129), 'a b', 'a/b', 'vm\n', 'é', 'a;b', '*']) {
       assert.throws(
         () => checkReservation(request({ holder: bad, cpus: [1] }), effective),
-        failsWith('invalid_argument', /holder must be 1 to 128/),
+        refusal('invalid_argument', /holder must be 1 to 128/),
         JSON.stringify(bad),
       );
     }
@@ -161,7 +154,7 @@ describe('checkReservation', () => {
     for (const [over, pattern] of cases) {
       assert.throws(
         () => checkReservation(request({ cpus: [1], ...over }), effective),
-        failsWith('invalid_argument', pattern),
+        refusal('invalid_argument', pattern),
         JSON.stringify(over),
       );
     }
@@ -170,32 +163,32 @@ describe('checkReservation', () => {
   it('cpus outside the effective set are permission_denied, naming them', () => {
     assert.throws(
       () => checkReservation(request({ cpus: [0] }), effective),
-      failsWith('permission_denied', /cpu 0 is not among the cpus this delegation may use/),
+      refusal('permission_denied', /cpu 0 is not among the cpus this delegation may use/),
     );
     assert.throws(
       () => checkReservation(request({ cpus: [1, 2, 3, 7] }), effective),
-      failsWith('permission_denied', /cpu 2, 7 is not among/),
+      refusal('permission_denied', /cpu 2, 7 is not among/),
     );
     assert.throws(
       () => checkReservation(request({ cpus: [0] }), limits({ cpus: [] })),
-      failsWith('permission_denied', /cpu 0/),
+      refusal('permission_denied', /cpu 0/),
     );
   });
 
   it('null limits (a command certificate) are permission_denied, whatever is asked', () => {
     for (const req of [request(), request({ workloads: 0, memoryMiB: 0, blockMiB: 0, cpus: [] })]) {
-      assert.throws(() => checkReservation(req, null), failsWith('permission_denied', /holds no resources/));
+      assert.throws(() => checkReservation(req, null), refusal('permission_denied', /holds no resources/));
     }
   });
 
   it('shape is checked before authority: a malformed request is invalid_argument even with null limits', () => {
     assert.throws(
       () => checkReservation(request({ holder: '' }), null),
-      failsWith('invalid_argument', /holder/),
+      refusal('invalid_argument', /holder/),
     );
     assert.throws(
       () => checkReservation(request({ workloads: -1 }), null),
-      failsWith('invalid_argument', /workloads/),
+      refusal('invalid_argument', /workloads/),
     );
   });
 });

@@ -40,7 +40,7 @@ import {
   verifySpiffeId,
 } from '../../src/transport/server-verification.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
-import { assertRefused, enrol, startTestServer, type TestServer } from '../agent/server-fixture.ts';
+import { enrol, startTestServer, type TestServer } from '../agent/server-fixture.ts';
 import {
   bundleOf,
   type FakeControlPlane,
@@ -53,16 +53,10 @@ import {
   verifyForged,
 } from '../server/forgery-fixtures.ts';
 import { adminJoinToken } from '../server/helpers.ts';
-import {
-  delegateArgs,
-  derOf,
-  jsonOf,
-  NEW_P256_KEY,
-  pemCertificates,
-  type RunResult,
-  sigil,
-  tempDir,
-} from './pki-helpers.ts';
+import { type RunResult, sigil } from '../support/cli.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { delegateArgs, derOf, jsonOf, NEW_P256_KEY, pemCertificates } from './pki-helpers.ts';
 
 interface StatusJson {
   server: string;

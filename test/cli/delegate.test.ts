@@ -17,7 +17,7 @@ import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { assembleDelegation } from '../../src/cli/delegate.ts';
+import { assembleDelegation } from '../../src/cli/delegation-directory.ts';
 import { writeFilesAtomically } from '../../src/files/file-sets.ts';
 import { issueDelegation, type NameGrants, NO_GRANTS } from '../../src/pki/delegation-certificates.ts';
 import { checkDelegationChain } from '../../src/pki/delegation-chain.ts';
@@ -33,7 +33,10 @@ import {
   type Policy,
   parsePolicyOid,
 } from '../../src/pki/policy-extension.ts';
-import { openssl, pemCertificates, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
+import { openssl, type RunResult, sigil } from '../support/cli.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { pemCertificates, snapshot } from './pki-helpers.ts';
 
 const TD = 'sigil.internal';
 /** The in-process deployment's policy OID: not the default, so every step must carry it from delegation.json. */
@@ -208,19 +211,6 @@ async function delegateJson(args: readonly string[]): Promise<DelegateOut> {
   const result = await sigil(['delegate', ...args, '--json']);
   assert.equal(result.code, 0, `sigil delegate ${args.join(' ')}: ${result.stderr}`);
   return JSON.parse(result.stdout) as DelegateOut;
-}
-
-/** The refusal contract: exit 1, nothing on stdout, one `sigil: …` line naming the problem. */
-function assertRefused(result: RunResult, problem: RegExp): void {
-  assert.equal(
-    result.code,
-    1,
-    `exit code ${result.code}; stdout: ${result.stdout}; stderr: ${result.stderr}`,
-  );
-  assert.equal(result.stdout, '');
-  assert.match(result.stderr, /^sigil: [^\n]+\n$/, `not one line: ${JSON.stringify(result.stderr)}`);
-  assert.match(result.stderr, problem);
-  assert.doesNotMatch(result.stderr, /PRIVATE KEY|unexpected error/);
 }
 
 /** A refused `sigil delegate --from PARENT …`: nothing written, the parent unchanged. */

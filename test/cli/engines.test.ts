@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { repoRoot } from './pki-helpers.ts';
+import { repoRoot } from '../support/cli.ts';
 
 const bin = join(repoRoot, 'bin', 'sigil.js');
 const engines = (

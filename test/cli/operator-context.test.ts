@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { connectableAddress, parseServerInfo, resolveClientContext } from '../../src/cli/client-context.ts';
-import { tempDir } from './pki-helpers.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 const fingerprint = 'ab'.repeat(32);
 

@@ -11,7 +11,10 @@ import { describe, test } from 'node:test';
 import { readPrivateKey } from '../../src/pki/keys.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { startServer } from '../../src/server/start-server.ts';
-import { assertRefused, enrol, nodeFile, sigil, startTestServer, tempDir } from '../agent/server-fixture.ts';
+import { enrol, nodeFile, startTestServer } from '../agent/server-fixture.ts';
+import { sigil } from '../support/cli.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 const server = await startTestServer();
 const fingerprint = server.running.info.rootFingerprint;

@@ -12,8 +12,11 @@ import { describe, test } from 'node:test';
 import { loadCaDirectory } from '../../src/cli/ca-directory.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { dnsName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
-import { makeCa, openssl, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
+import { openssl, type RunResult, sigil } from '../support/cli.ts';
+import { pemOf } from '../support/pem.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { makeCa, snapshot } from './pki-helpers.ts';
 
 /** A server leaf from the CA directory's issuing CA, written as NAME.pem (leaf, then chain); its serial. */
 function issueLeaf(ca: string, out: string, name: string): string {
@@ -24,10 +27,7 @@ function issueLeaf(ca: string, out: string, name: string): string {
     sans: [dnsName(name)],
     ttlMs: 3_600_000,
   });
-  writeFileSync(
-    join(out, `${name}.pem`),
-    [issued.der, ...loaded.chain].map((der) => encodePem('CERTIFICATE', der)).join(''),
-  );
+  writeFileSync(join(out, `${name}.pem`), pemOf(issued.der, ...loaded.chain));
   return issued.serialHex;
 }
 
@@ -80,13 +80,6 @@ async function verify(ca: string, crlFile: string, leaf: string): Promise<RunRes
     crlFile,
     leaf,
   ]);
-}
-
-function refused(result: RunResult, problem: RegExp): void {
-  assert.equal(result.code, 1, `${result.stdout}${result.stderr}`);
-  assert.equal(result.stdout, '');
-  assert.match(result.stderr, /^sigil: [^\n]+\n$/);
-  assert.match(result.stderr, problem);
 }
 
 describe('sigil pki crl keeps the revocation history', { concurrency: 3 }, () => {
@@ -172,21 +165,21 @@ describe('sigil pki crl keeps the revocation history', { concurrency: 3 }, () =>
         '--out',
         join(dir, 'x.crl'),
       ]);
-    refused(
+    assertRefused(
       await run(`${b}:removeFromCRL`),
       new RegExp(`serial ${b} is not on hold: removeFromCRL only releases a certificateHold`),
     );
-    refused(
+    assertRefused(
       await run(`${a}:removeFromCRL`),
       new RegExp(`serial ${a} is revoked \\(keyCompromise, .*\\) for good`),
     );
-    refused(
+    assertRefused(
       await run(`${a}:superseded`),
       new RegExp(`serial ${a} is already revoked \\(keyCompromise, .*\\): a revocation is final`),
     );
-    refused(await run(`${a}:certificateHold`), /a revocation is final/);
+    assertRefused(await run(`${a}:certificateHold`), /a revocation is final/);
     // All or nothing: a good revocation next to a refused one is not recorded either.
-    refused(await run(`${b}:superseded`, `${a}:affiliationChanged`), /a revocation is final/);
+    assertRefused(await run(`${b}:superseded`, `${a}:affiliationChanged`), /a revocation is final/);
     assert.deepEqual(snapshot(dir), before, 'no CRL written, sigil-ca.json and revocations.json unchanged');
     // Revoking it again without a reason, or with the same one, changes nothing and is fine.
     const again = await crl(ca, join(dir, 'again.crl'), a);
@@ -202,7 +195,7 @@ describe('sigil pki crl keeps the revocation history', { concurrency: 3 }, () =>
     makeCa(ca, { intermediate: true });
     writeFileSync(join(ca, 'revocations.json'), '{"version":1,"issuers":{"nothex":{}}}\n');
     const before = snapshot(dir);
-    refused(
+    assertRefused(
       await sigil(['pki', 'crl', '--dir', ca, '--out', join(dir, 'x.crl')]),
       /revocations\.json: issuer key "nothex" is not a SHA-256/,
     );

@@ -7,7 +7,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { connect, createServer, type TLSSocket } from 'node:tls';
-import { openssl, sigil, snapshot, tempDir } from './pki-helpers.ts';
+import { openssl, sigil } from '../support/cli.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { snapshot } from './pki-helpers.ts';
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 

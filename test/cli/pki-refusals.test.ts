@@ -8,7 +8,10 @@ import { certificatePem, metadataFile } from '../../src/cli/ca-directory.ts';
 import { createRootCertificate } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { decodePem, encodePem } from '../../src/pki/pem.ts';
-import { makeCa, NEW_P256_KEY, openssl, type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
+import { openssl, type RunResult, sigil } from '../support/cli.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { makeCa, NEW_P256_KEY, snapshot } from './pki-helpers.ts';
 
 /** Runs sigil in `root` and checks the refusal contract. */
 async function refuses(
@@ -19,11 +22,7 @@ async function refuses(
 ): Promise<RunResult> {
   const before = snapshot(root);
   const result = await sigil(args, env);
-  assert.equal(result.code, 1, `exit code ${result.code}; stderr: ${result.stderr}`);
-  assert.equal(result.stdout, '');
-  assert.match(result.stderr, /^sigil: [^\n]+\n$/, `not one line: ${JSON.stringify(result.stderr)}`);
-  assert.match(result.stderr, problem);
-  assert.doesNotMatch(result.stderr, /PRIVATE KEY|unexpected error/);
+  assertRefused(result, problem);
   assert.deepEqual(snapshot(root), before, 'files changed');
   return result;
 }

@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { jsonOf, type RunResult, sigil, tempDir } from './pki-helpers.ts';
+import { type RunResult, sigil } from '../support/cli.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { jsonOf } from './pki-helpers.ts';
 
 interface Verdict {
   verified: boolean;
@@ -21,11 +24,10 @@ interface Verdict {
 
 const dir = tempDir('sigil-verify-test-');
 
+/** A refused verification: the refusal contract, naming OpenSSL's error `code`. */
 function refused(result: RunResult, code: number, message: RegExp): void {
-  assert.equal(result.code, 1, result.stderr);
-  assert.match(result.stderr, message);
+  assertRefused(result, message);
   assert.match(result.stderr, new RegExp(`\\(OpenSSL error ${code} at depth \\d+\\)`));
-  assert.equal(result.stderr.trim().split('\n').length, 1);
 }
 
 before(async () => {

@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { makeCa, NEW_P256_KEY, openssl, pemCertificates, sigil, tempDir } from './pki-helpers.ts';
+import { openssl, sigil } from '../support/cli.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { makeCa, NEW_P256_KEY, pemCertificates } from './pki-helpers.ts';
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 

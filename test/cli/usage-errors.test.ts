@@ -9,7 +9,9 @@ import { describe, test } from 'node:test';
 import type { Command } from 'commander';
 import { checkFor, FREE_TEXT } from '../../src/cli/flag-values.ts';
 import { buildProgram } from '../../src/cli/main.ts';
-import { type RunResult, sigil, snapshot, tempDir } from './pki-helpers.ts';
+import { type RunResult, sigil } from '../support/cli.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { snapshot } from './pki-helpers.ts';
 
 function assertUsage(result: RunResult, pattern: RegExp): void {
   assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);

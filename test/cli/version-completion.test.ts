@@ -9,7 +9,9 @@ import { describe, test } from 'node:test';
 import type { Command } from 'commander';
 import { buildProgram } from '../../src/cli/main.ts';
 import { KEY_TYPES } from '../../src/pki/keys.ts';
-import { jsonOf, repoRoot, sigil, tempDir } from './pki-helpers.ts';
+import { repoRoot, sigil } from '../support/cli.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { jsonOf } from './pki-helpers.ts';
 
 const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
 

@@ -3,53 +3,19 @@
 // 127.0.0.1; the files variant runs once with a PKI made by the openssl CLI
 // (interop with outside tools) and once with `sigil pki quickstart`.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { repoRoot, sigil, tempDir } from '../cli/pki-helpers.ts';
+import { test } from 'node:test';
+import { type RunResult, repoRoot, run, sigil, start } from '../support/cli.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 const example = (file: string) => join(repoRoot, 'examples', 'casino', file);
 
-interface Finished {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+/** The example's own environment variables (CASINO_*) and sigil's are not inherited. */
+const CLEAN = { dropPrefixes: ['CASINO_', 'SIGIL_'] };
 
-function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { NODE_COMPILE_CACHE: join(tmpdir(), 'sigil-test-node-compile-cache') };
-  for (const [name, value] of Object.entries(process.env)) {
-    if (!name.startsWith('CASINO_') && !name.startsWith('SIGIL_')) env[name] = value;
-  }
-  return env;
-}
-
-function collect(child: ChildProcess): Promise<Finished> {
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-function run(command: string, args: readonly string[]): Promise<Finished> {
-  return collect(
-    spawn(command, args, {
-      cwd: repoRoot,
-      env: childEnv(),
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 60_000,
-    }),
-  );
+function runExample(command: string, args: readonly string[]): Promise<RunResult> {
+  return run(command, args, { ...CLEAN, timeoutMs: 60_000 });
 }
 
 /** One JSON line per payment, as the example clients print them. */
@@ -59,7 +25,7 @@ interface Payment {
   readonly total: number;
 }
 
-function payments(result: Finished): Payment[] {
+function payments(result: RunResult): Payment[] {
   assert.equal(result.code, 0, `the client failed: ${result.stderr}`);
   return result.stdout
     .trim()
@@ -70,34 +36,23 @@ function payments(result: Finished): Payment[] {
 interface RunningServer {
   readonly port: number;
   /** SIGTERM, then what the server printed and its exit code. */
-  stop(): Promise<Finished>;
+  stop(): Promise<RunResult>;
 }
 
 /** Starts examples/casino/server.ts on a free port and waits until it is listening. */
 async function startServer(files: { ca: string; cert: string; key: string }): Promise<RunningServer> {
-  const child = spawn(
+  const server = start(
     process.execPath,
     [example('server.ts'), '--ca', files.ca, '--cert', files.cert, '--key', files.key, '--port', '0'],
-    { cwd: repoRoot, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
+    CLEAN,
   );
-  after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const finished = collect(child);
-  const port = await new Promise<number>((resolve, reject) => {
-    let seen = '';
-    child.stdout?.on('data', (chunk: string) => {
-      seen += chunk;
-      const match = /casino listening on 127\.0\.0\.1:(\d+)/.exec(seen);
-      if (match) resolve(Number(match[1]));
-    });
-    void finished.then((result) => reject(new Error(`the server exited (${result.code}): ${result.stderr}`)));
-  });
+  await server.printed('casino listening on 127.0.0.1:', 'stdout');
+  const port = Number(/casino listening on 127\.0\.0\.1:(\d+)/.exec(server.stdout())?.[1]);
   return {
     port,
     stop: () => {
-      child.kill('SIGTERM');
-      return finished;
+      server.child.kill('SIGTERM');
+      return server.result;
     },
   };
 }
@@ -106,8 +61,8 @@ function pay(
   port: number,
   files: { ca: string; cert: string; key: string },
   amounts: readonly number[],
-): Promise<Finished> {
-  return run(process.execPath, [
+): Promise<RunResult> {
+  return runExample(process.execPath, [
     example('client.ts'),
     '--ca',
     files.ca,
@@ -122,7 +77,7 @@ function pay(
 }
 
 test('casino, embedded CA: two clients of an in-memory CA keep separate running totals, no files', async () => {
-  const result = await run(process.execPath, [example('embedded.ts')]);
+  const result = await runExample(process.execPath, [example('embedded.ts')]);
   assert.deepEqual(payments(result), [
     { client: 'spiffe://sigil.internal/client/alice', amount: 10, total: 10 },
     { client: 'spiffe://sigil.internal/client/bob', amount: 5, total: 5 },
@@ -134,7 +89,7 @@ test('casino, embedded CA: two clients of an in-memory CA keep separate running 
 
 test('casino, files from the openssl CLI: server and clients as processes, a running total per client certificate', async () => {
   const dir = tempDir('sigil-casino-openssl-');
-  const made = await run('sh', [example('openssl-pki.sh'), dir]);
+  const made = await runExample('sh', [example('openssl-pki.sh'), dir]);
   assert.equal(made.code, 0, `openssl-pki.sh failed: ${made.stderr}`);
   const ca = join(dir, 'ca.pem');
   const client = (name: string) => ({ ca, cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) });

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
+import { type KeyObject, X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import { signatureAlgorithmFor, signWith } from '../../src/pki/algorithms.ts';
 import { type LinkedChain, linkPresentedChain, MAX_LINKS } from '../../src/pki/chain-links.ts';
 import { bitString, explicit, integer, sequence, time, unsignedInteger } from '../../src/pki/der.ts';
@@ -15,13 +14,15 @@ import {
 } from '../../src/pki/extensions.ts';
 import {
   createRootCertificate,
-  type IssuedCertificate,
   Issuer,
   keyIdentifier,
+  type SignedCertificate,
 } from '../../src/pki/issuer.ts';
 import { generateKeyPair, spkiDer } from '../../src/pki/keys.ts';
 import { PERMISSIONS } from '../../src/pki/policy-extension.ts';
 import { KeyUsageBit } from '../../src/pki/profiles.ts';
+import { sha256 } from '../support/fingerprint.ts';
+import { denied } from '../support/refusals.ts';
 import {
   DAY,
   delegate,
@@ -36,13 +37,6 @@ import {
 
 const ADMIN = policy([...PERMISSIONS], null);
 const WIDE = policy(['info', 'delegate', 'issue'], null);
-
-const denied = (pattern: RegExp) => (error: unknown) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, 'permission_denied');
-  assert.match(error.message, pattern);
-  return true;
-};
 
 const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -68,7 +62,7 @@ const bob = delegate({ issuer: rootIssuer, certificateDer: root.der, policy: ADM
 });
 
 /** A client leaf signed by `issuer`: the workload `path` in the host of `subtree`. */
-function leaf(issuer: Issuer, subtree: string[], path = '/web'): IssuedCertificate {
+function leaf(issuer: Issuer, subtree: string[], path = '/web'): SignedCertificate {
   return issuer.issue({
     publicKey: generateKeyPair('p256').publicKey,
     profile: 'client',
@@ -105,7 +99,6 @@ function handMade(o: {
   return sequence(tbs, algorithm.algorithmIdentifier, bitString(signWith(algorithm, o.signer, tbs)));
 }
 
-const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
 const now = () => new Date();
 
 /** The DER of each link, for comparing chains. */

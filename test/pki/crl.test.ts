@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { CertificateList } from '@peculiar/asn1-x509';
-import { SigilError } from '../../src/errors.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
 import {
   createCrl,
@@ -19,16 +16,12 @@ import {
 } from '../../src/pki/crl.ts';
 import { generateKeyPair, readPrivateKey } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { opensslIn } from '../support/openssl-in.ts';
+import { refusal } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-crl-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-const openssl = (...args: string[]): string =>
-  execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-/** openssl with stderr folded into the result (crl -verify reports there). */
-const opensslAll = (...args: string[]): string =>
-  execFileSync('sh', ['-c', 'openssl "$@" 2>&1', 'sh', ...args], { cwd: dir, encoding: 'utf8' });
+const dir = tempDir('sigil-crl-');
+const { openssl, opensslAll } = opensslIn(dir);
 
 let counter = 0;
 function makeCa(newkey: string[], options: { extensions?: string[]; subject?: string } = {}) {
@@ -86,9 +79,6 @@ function writeCrl(der: Buffer): string {
   writeFileSync(join(dir, path), encodePem('X509 CRL', der));
   return path;
 }
-
-const refused = (code: string, pattern: RegExp) => (error: unknown) =>
-  error instanceof SigilError && error.code === code && pattern.test(error.message);
 
 describe('createCrl is accepted by openssl', () => {
   for (const [type, ca] of Object.entries(issuers)) {
@@ -290,7 +280,7 @@ describe('parseCrl and verifyCrlSignature', () => {
   });
 
   it('garbage, a certificate, trailing bytes and several CRLs are refused', () => {
-    const notCrl = refused('invalid_argument', /^x: not an X\.509 CRL$/);
+    const notCrl = refusal('invalid_argument', /^x: not an X\.509 CRL$/);
     assert.throws(() => parseCrl(Buffer.from('hello world'), 'x'), notCrl);
     assert.throws(() => parseCrl(ca.der, 'x'), notCrl);
     assert.throws(() => parseCrl(Buffer.concat([der, Buffer.of(0)]), 'x'), notCrl);
@@ -298,9 +288,9 @@ describe('parseCrl and verifyCrlSignature', () => {
     assert.throws(() => parseCrl(encodePem('CERTIFICATE', ca.der), 'x'), notCrl);
     assert.throws(
       () => parseCrl(encodePem('X509 CRL', der) + encodePem('X509 CRL', der), 'x'),
-      refused('invalid_argument', /contains 2 CRLs/),
+      refusal('invalid_argument', /contains 2 CRLs/),
     );
-    assert.throws(() => verifyCrlSignature(ca.der, ca.der), refused('invalid_argument', /not an X\.509 CRL/));
+    assert.throws(() => verifyCrlSignature(ca.der, ca.der), refusal('invalid_argument', /not an X\.509 CRL/));
   });
 });
 
@@ -319,7 +309,7 @@ describe('createCrl refusals', () => {
     const leaf = makeCa(P256, { extensions: ['basicConstraints=critical,CA:FALSE'] });
     assert.throws(
       () => createCrl({ ...base, issuerCertificate: leaf.der, issuerKey: leaf.key }),
-      refused('failed_precondition', /is not a CA certificate/),
+      refusal('failed_precondition', /is not a CA certificate/),
     );
   });
 
@@ -329,18 +319,18 @@ describe('createCrl refusals', () => {
     });
     assert.throws(
       () => createCrl({ ...base, issuerCertificate: noCrlSign.der, issuerKey: noCrlSign.key }),
-      refused('failed_precondition', /keyUsage without cRLSign/),
+      refusal('failed_precondition', /keyUsage without cRLSign/),
     );
   });
 
   it('refuses a key that does not match the issuer certificate', () => {
     assert.throws(
       () => createCrl({ ...base, issuerKey: generateKeyPair('p256').privateKey }),
-      refused('failed_precondition', /signing key does not match the issuer certificate/),
+      refusal('failed_precondition', /signing key does not match the issuer certificate/),
     );
     assert.throws(
       () => createCrl({ ...base, issuerKey: issuers.p384.key }),
-      refused('failed_precondition', /signing key does not match/),
+      refusal('failed_precondition', /signing key does not match/),
     );
   });
 
@@ -352,7 +342,7 @@ describe('createCrl refusals', () => {
     ]) {
       assert.throws(
         () => createCrl({ ...base, nextUpdate: next }),
-        refused('failed_precondition', /nextUpdate must be later than thisUpdate/),
+        refusal('failed_precondition', /nextUpdate must be later than thisUpdate/),
       );
     }
   });
@@ -361,7 +351,7 @@ describe('createCrl refusals', () => {
     for (const serialHex of ['', 'xyz', '0', '00', '-1', `${'ab'.repeat(21)}`, '12 34']) {
       assert.throws(
         () => createCrl({ ...base, entries: [{ serialHex, revokedAt: thisUpdate, reason: 'superseded' }] }),
-        refused(
+        refusal(
           'invalid_argument',
           new RegExp(`^revoked serial "${serialHex.slice(0, 10)}.*" is not a positive hex number`),
         ),
@@ -373,12 +363,12 @@ describe('createCrl refusals', () => {
   it('refuses duplicate serials, also when spelled differently', () => {
     assert.throws(
       () => createCrl({ ...base, entries: [entries[0], { ...entries[0], reason: 'superseded' }] }),
-      refused('invalid_argument', /serial 0a1b2c3d4e5f is listed more than once/),
+      refusal('invalid_argument', /serial 0a1b2c3d4e5f is listed more than once/),
     );
     assert.throws(
       () =>
         createCrl({ ...base, entries: [entries[0], { ...entries[0], serialHex: '000A:1B:2C:3D:4E:5F' }] }),
-      refused('invalid_argument', /is listed more than once/),
+      refusal('invalid_argument', /is listed more than once/),
     );
   });
 
@@ -387,16 +377,16 @@ describe('createCrl refusals', () => {
       const entry = { serialHex: '01', revokedAt: thisUpdate, reason } as unknown as RevokedEntry;
       assert.throws(
         () => createCrl({ ...base, entries: [entry] }),
-        refused('invalid_argument', /unknown revocation reason/),
+        refusal('invalid_argument', /unknown revocation reason/),
       );
     }
   });
 
   it('refuses out-of-range CRL numbers', () => {
-    assert.throws(() => createCrl({ ...base, crlNumber: -1n }), refused('invalid_argument', /CRL number/));
+    assert.throws(() => createCrl({ ...base, crlNumber: -1n }), refusal('invalid_argument', /CRL number/));
     assert.throws(
       () => createCrl({ ...base, crlNumber: 1n << 159n }),
-      refused('invalid_argument', /CRL number/),
+      refusal('invalid_argument', /CRL number/),
     );
   });
 });
@@ -418,7 +408,7 @@ describe('parseRevocationReason', () => {
     for (const text of ['7', '11', 'compromised', '', '1.0']) {
       assert.throws(
         () => parseRevocationReason(text),
-        refused(
+        refusal(
           'invalid_argument',
           /unknown revocation reason .* \(expected one of unspecified, keyCompromise, .*aACompromise\)/,
         ),

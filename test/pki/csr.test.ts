@@ -1,24 +1,19 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
+import { describe, it } from 'node:test';
 import { signatureAlgorithmFor, signWith } from '../../src/pki/algorithms.ts';
 import { createCsr, readCsr } from '../../src/pki/csr.ts';
 import { bitString, implicitConstructed, integer, oid, sequence, setOf, tlv } from '../../src/pki/der.ts';
 import { generateKeyPair, type KeyType, keysMatch, readPrivateKey, spkiDer } from '../../src/pki/keys.ts';
 import { dnsName, emailName, ipAddress, uriName } from '../../src/pki/names.ts';
 import { decodePem, encodePem } from '../../src/pki/pem.ts';
+import { opensslIn } from '../support/openssl-in.ts';
+import { refusal } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-csr-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-const openssl = (...args: string[]): string =>
-  execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const opensslAll = (...args: string[]): string =>
-  execFileSync('sh', ['-c', 'openssl "$@" 2>&1', 'sh', ...args], { cwd: dir, encoding: 'utf8' });
+const dir = tempDir('sigil-csr-');
+const { openssl, opensslAll } = opensslIn(dir);
 
 let counter = 0;
 /** openssl req -new with a fresh key; returns the CSR file contents and the key. */
@@ -52,9 +47,6 @@ openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-ou
 const RSA = ['-key', 'rsa.key'];
 const SANS =
   'subjectAltName=DNS:node-1.example.org,DNS:*.svc.example.org,IP:10.0.0.1,IP:2001:db8::1,URI:spiffe://example.org/node/1,email:ops@example.org';
-
-const refused = (code: string, pattern: RegExp) => (error: unknown) =>
-  error instanceof SigilError && error.code === code && pattern.test(error.message);
 
 describe('readCsr reads openssl req -new output', () => {
   const cases: [string, string[], string[]][] = [
@@ -145,18 +137,18 @@ describe('createCsr', () => {
 
   it('refuses a public key, and bad commonNames', () => {
     const { privateKey, publicKey } = generateKeyPair('p256');
-    assert.throws(() => createCsr(publicKey, {}), refused('invalid_argument', /needs a private key/));
+    assert.throws(() => createCsr(publicKey, {}), refusal('invalid_argument', /needs a private key/));
     assert.throws(
       () => createCsr(privateKey, { commonName: '' }),
-      refused('invalid_argument', /commonName must be 1 to 64/),
+      refusal('invalid_argument', /commonName must be 1 to 64/),
     );
     assert.throws(
       () => createCsr(privateKey, { commonName: 'x'.repeat(65) }),
-      refused('invalid_argument', /commonName must be 1 to 64/),
+      refusal('invalid_argument', /commonName must be 1 to 64/),
     );
     assert.throws(
       () => createCsr(privateKey, { commonName: 'a\nb' }),
-      refused('invalid_argument', /control characters/),
+      refusal('invalid_argument', /control characters/),
     );
   });
 });
@@ -164,11 +156,11 @@ describe('createCsr', () => {
 describe('readCsr refusals', () => {
   const { privateKey } = generateKeyPair('p256');
   const good = createCsr(privateKey, { commonName: 'victim', sans: [dnsName('victim.example.org')] });
-  const failedPop = refused(
+  const failedPop = refusal(
     'unauthenticated',
     /^x\.csr: CSR signature does not verify \(proof of possession failed\)$/,
   );
-  const notCsr = refused('invalid_argument', /^x\.csr: not a PKCS#10 certificate request$/);
+  const notCsr = refusal('invalid_argument', /^x\.csr: not a PKCS#10 certificate request$/);
 
   it('refuses a CSR with a flipped signature byte', () => {
     const bad = Buffer.from(good);
@@ -218,7 +210,7 @@ describe('readCsr refusals', () => {
     assert.throws(
       () =>
         readCsr('-----BEGIN CERTIFICATE REQUEST-----\n!!!!\n-----END CERTIFICATE REQUEST-----\n', 'x.csr'),
-      refused('invalid_argument', /invalid base64/),
+      refusal('invalid_argument', /invalid base64/),
     );
     assert.throws(() => readCsr(Buffer.concat([good, Buffer.of(0)]), 'x.csr'), notCsr);
     assert.throws(() => readCsr(good.subarray(0, good.length - 1), 'x.csr'), notCsr);
@@ -228,9 +220,9 @@ describe('readCsr refusals', () => {
     const huge = Buffer.alloc(64 * 1024 + 1, 0x41);
     assert.throws(
       () => readCsr(huge, 'x.csr'),
-      refused('invalid_argument', /^x\.csr: certificate request is larger than 64 KiB$/),
+      refusal('invalid_argument', /^x\.csr: certificate request is larger than 64 KiB$/),
     );
-    assert.throws(() => readCsr(huge.toString(), 'x.csr'), refused('invalid_argument', /larger than 64 KiB/));
+    assert.throws(() => readCsr(huge.toString(), 'x.csr'), refusal('invalid_argument', /larger than 64 KiB/));
   });
 
   it('refuses a certificate given as a CSR', () => {
@@ -257,7 +249,7 @@ describe('readCsr refusals', () => {
     const pem = encodePem('CERTIFICATE REQUEST', good);
     assert.throws(
       () => readCsr(pem + pem, 'x.csr'),
-      refused('invalid_argument', /contains 2 certificate requests/),
+      refusal('invalid_argument', /contains 2 certificate requests/),
     );
   });
 
@@ -265,7 +257,7 @@ describe('readCsr refusals', () => {
     const { csr } = opensslCsr(['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1']);
     assert.throws(
       () => readCsr(csr, 'x.csr'),
-      refused('invalid_argument', /unsupported key type: ECDSA secp256k1/),
+      refusal('invalid_argument', /unsupported key type: ECDSA secp256k1/),
     );
   });
 
@@ -273,12 +265,12 @@ describe('readCsr refusals', () => {
     const { csr: pss } = opensslCsr(RSA, { extra: ['-sigopt', 'rsa_padding_mode:pss'] });
     assert.throws(
       () => readCsr(pss, 'x.csr'),
-      refused('invalid_argument', /^x\.csr: RSA-PSS signatures are not supported/),
+      refusal('invalid_argument', /^x\.csr: RSA-PSS signatures are not supported/),
     );
     const { csr: sha1 } = opensslCsr(P256, { extra: ['-sha1'] });
     assert.throws(
       () => readCsr(sha1, 'x.csr'),
-      refused('invalid_argument', /^x\.csr: unsupported signature algorithm ecdsa-with-SHA1$/),
+      refusal('invalid_argument', /^x\.csr: unsupported signature algorithm ecdsa-with-SHA1$/),
     );
   });
 
@@ -288,12 +280,12 @@ describe('readCsr refusals', () => {
     });
     assert.throws(
       () => readCsr(other, 'x.csr'),
-      refused('invalid_argument', /subjectAltName of an unsupported type/),
+      refusal('invalid_argument', /subjectAltName of an unsupported type/),
     );
     const { csr: badDns } = opensslCsr(P256, { addext: ['subjectAltName=DNS:bad_name.example.org'] });
     assert.throws(
       () => readCsr(badDns, 'x.csr'),
-      refused('invalid_argument', /invalid DNS name "bad_name\.example\.org"/),
+      refusal('invalid_argument', /invalid DNS name "bad_name\.example\.org"/),
     );
   });
 });

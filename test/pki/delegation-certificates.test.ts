@@ -14,6 +14,8 @@ import { type NameGrants, NO_DNS, NO_GRANTS, parseGrants } from '../../src/pki/d
 import { dnsName, type GeneralName, ipAddress } from '../../src/pki/names.ts';
 import { DEFAULT_POLICY_OID, type Permission, readPolicy } from '../../src/pki/policy-extension.ts';
 import { ExtendedKeyUsage } from '../../src/pki/profiles.ts';
+import { pemOf } from '../support/pem.ts';
+import { denied, invalid } from '../support/refusals.ts';
 import {
   ALICE,
   ALICE_ESCALATIONS,
@@ -24,15 +26,12 @@ import {
   type Delegate,
   delegate,
   delegateLeaf,
-  denied,
   HOUR,
   idOf,
-  invalid,
   limits,
   OID,
   opensslVerifier,
   type Parent,
-  pem,
   policy,
   signedCa,
   signedLeaf,
@@ -90,7 +89,7 @@ function constraintsOf(der: Buffer): Constraints | null {
 }
 
 const opensslText = (der: Buffer): string =>
-  execFileSync('openssl', ['x509', '-noout', '-text'], { input: pem(der), encoding: 'utf8' });
+  execFileSync('openssl', ['x509', '-noout', '-text'], { input: pemOf(der), encoding: 'utf8' });
 
 /** openssl verify -x509_strict of a leaf under the root, with its chain up to the replica. */
 const opensslVerdict = opensslVerifier(root, replica);

@@ -23,6 +23,7 @@ import {
   type Policy,
   parsePolicyOid,
 } from '../../src/pki/policy-extension.ts';
+import { denied } from '../support/refusals.ts';
 import {
   ALICE,
   ALICE_ESCALATIONS,
@@ -32,7 +33,6 @@ import {
   DAY,
   delegate,
   delegateLeaf,
-  denied,
   HOUR,
   idOf,
   limits,

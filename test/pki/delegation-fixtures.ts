@@ -1,15 +1,4 @@
-// Shared set-up for the delegation tests: policies and limits (and the ways
-// to escalate alice's), a root and an intermediate CA to issue under,
-// delegations made with issueDelegation, their leaves made with
-// issueDelegateLeaf, and leaves signed by hand (bypassing issueDelegateLeaf's
-// checks) so that the chain check and openssl verify can be asked about
-// anything a delegate might sign.
-//
-// The tests use their own policy OID (OID, under the 2.999 example arc), not
-// the default, so that every place the OID is passed is exercised.
-import assert from 'node:assert/strict';
 import type { KeyObject } from 'node:crypto';
-import { SigilError } from '../../src/errors.ts';
 import {
   type DelegateLeafRequest,
   type IssuedDelegateLeaf,
@@ -20,10 +9,9 @@ import {
 } from '../../src/pki/delegation-certificates.ts';
 import { checkDelegationChain, type DelegationChainResult } from '../../src/pki/delegation-chain.ts';
 import { delegatedId, type Subtree } from '../../src/pki/delegation-names.ts';
-import { createRootCertificate, type IssuedCertificate, Issuer } from '../../src/pki/issuer.ts';
+import { createRootCertificate, Issuer, type SignedCertificate } from '../../src/pki/issuer.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import type { GeneralName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import {
   type Limits,
   PERMISSIONS,
@@ -34,6 +22,7 @@ import {
   policyExtension,
 } from '../../src/pki/policy-extension.ts';
 import { type OpensslVerdict, type Usage, verifyWithOpenssl } from '../support/peers.ts';
+import { pemOf } from '../support/pem.ts';
 
 export const TD = 'example.test';
 export const HOUR = 3_600_000;
@@ -89,7 +78,7 @@ export const ALICE_ESCALATIONS: readonly (readonly [string, Policy, RegExp])[] =
 
 /** A CA made for a test: its certificate, private key and an Issuer over both. */
 export interface TestCa {
-  readonly certificate: IssuedCertificate;
+  readonly certificate: SignedCertificate;
   readonly key: KeyObject;
   readonly issuer: Issuer;
 }
@@ -221,7 +210,7 @@ export interface LeafOptions {
  * else `options` says), bypassing issueDelegateLeaf's checks: what a delegate
  * could sign with its own key.
  */
-export function signedLeaf(issuer: Issuer, spiffeId: string, options: LeafOptions = {}): IssuedCertificate {
+export function signedLeaf(issuer: Issuer, spiffeId: string, options: LeafOptions = {}): SignedCertificate {
   const uris = options.uris ?? [spiffeId];
   return issuer.issue({
     publicKey: generateKeyPair('p256').publicKey,
@@ -234,7 +223,7 @@ export function signedLeaf(issuer: Issuer, spiffeId: string, options: LeafOption
 }
 
 export interface SignedCa {
-  readonly certificate: IssuedCertificate;
+  readonly certificate: SignedCertificate;
   readonly key: KeyObject;
   readonly issuer: Issuer;
 }
@@ -259,24 +248,11 @@ export function signedCa(
   return { certificate, key: key.privateKey, issuer: Issuer.fromIssued(certificate, key.privateKey) };
 }
 
-/** An assert.throws check: a SigilError with this code and a message matching `pattern`. */
-export const failsWith = (code: string, pattern: RegExp) => (error: unknown) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, code);
-  assert.match(error.message, pattern);
-  return true;
-};
-export const denied = (pattern: RegExp) => failsWith('permission_denied', pattern);
-export const invalid = (pattern: RegExp) => failsWith('invalid_argument', pattern);
-
 /** checkDelegationChain in TD under OID. */
 export const check = (
   chain: readonly Buffer[],
   extra: { endsAtDelegation?: boolean; maxLength?: number; policyOid?: PolicyOid } = {},
 ): DelegationChainResult => checkDelegationChain(chain, { trustDomain: TD, policyOid: OID, ...extra });
-
-export const pem = (...ders: readonly Buffer[]): string =>
-  ders.map((der) => encodePem('CERTIFICATE', der)).join('');
 
 /**
  * `openssl verify -x509_strict` trusting only `root`, for leaves whose chain
@@ -284,16 +260,16 @@ export const pem = (...ders: readonly Buffer[]): string =>
  * then `replica` untrusted, for `usage` (default any) and optionally a host.
  */
 export const opensslVerifier =
-  (root: IssuedCertificate, replica: IssuedCertificate) =>
+  (root: SignedCertificate, replica: SignedCertificate) =>
   (
     leaf: Buffer,
     chain: readonly Buffer[],
     options: { dnsName?: string; usage?: Usage } = {},
   ): Promise<OpensslVerdict> =>
     verifyWithOpenssl({
-      roots: [pem(root.der)],
-      intermediates: [pem(...chain, replica.der)],
-      leaf: pem(leaf),
+      roots: [pemOf(root.der)],
+      intermediates: [pemOf(...chain, replica.der)],
+      leaf: pemOf(leaf),
       usage: options.usage ?? 'any',
       strict: true,
       ...(options.dnsName ? { dnsName: options.dnsName } : {}),

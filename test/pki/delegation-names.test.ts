@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import {
   checkDelegationName,
   DELEGATION_LABEL,
@@ -13,15 +12,9 @@ import {
   subtreeOfHost,
   subtreeOfKey,
 } from '../../src/pki/delegation-names.ts';
+import { invalid, refusal } from '../support/refusals.ts';
 
 const TD = 'example.test';
-
-const invalidWith = (pattern: RegExp) => (error: unknown) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, 'invalid_argument');
-  assert.match(error.message, pattern);
-  return true;
-};
 
 describe('checkDelegationName', () => {
   it('accepts DNS labels: lower-case letters, digits, inner hyphens, 1 to 63 characters', () => {
@@ -61,7 +54,7 @@ describe('checkDelegationName', () => {
     for (const name of bad) {
       assert.throws(
         () => checkDelegationName(name),
-        invalidWith(/must be 1 to 63 lower-case letters, digits or inner hyphens \(it becomes a DNS label\)/),
+        invalid(/must be 1 to 63 lower-case letters, digits or inner hyphens \(it becomes a DNS label\)/),
         JSON.stringify(name),
       );
     }
@@ -70,8 +63,7 @@ describe('checkDelegationName', () => {
   it('shortens a very long refused name in its message', () => {
     assert.throws(
       () => checkDelegationName('x'.repeat(500)),
-      (error: unknown) =>
-        error instanceof SigilError && error.message.includes('…') && error.message.length < 300,
+      refusal(null, /…/, (error) => assert.ok(error.message.length < 300, 'the name is cut short')),
     );
   });
 });
@@ -88,18 +80,18 @@ describe('delegationHost and delegatedId', () => {
   });
 
   it('refuses an empty subtree, bad names anywhere in it, and a bad trust domain', () => {
-    assert.throws(() => delegationHost(TD, []), invalidWith(/needs at least one name/));
+    assert.throws(() => delegationHost(TD, []), invalid(/needs at least one name/));
     for (const subtree of [['Alice'], ['alice', 'a.b'], ['alice', '_'], ['alice', 'x'.repeat(64)], ['.']]) {
-      assert.throws(() => delegationHost(TD, subtree), invalidWith(/DNS label/), subtree.join('/'));
-      assert.throws(() => delegatedId(TD, subtree), invalidWith(/DNS label/), subtree.join('/'));
+      assert.throws(() => delegationHost(TD, subtree), invalid(/DNS label/), subtree.join('/'));
+      assert.throws(() => delegatedId(TD, subtree), invalid(/DNS label/), subtree.join('/'));
     }
-    assert.throws(() => delegationHost('spiffe://example.test', ['alice']), invalidWith(/trust domain/));
-    assert.throws(() => delegationHost('Example.Test', ['alice']), invalidWith(/trust domain/));
+    assert.throws(() => delegationHost('spiffe://example.test', ['alice']), invalid(/trust domain/));
+    assert.throws(() => delegationHost('Example.Test', ['alice']), invalid(/trust domain/));
   });
 
   it('refuses a workload path that is not a valid SPIFFE path', () => {
-    assert.throws(() => delegatedId(TD, ['alice'], '/web/'), invalidWith(/SPIFFE ID/));
-    assert.throws(() => delegatedId(TD, ['alice'], '//web'), invalidWith(/SPIFFE ID/));
+    assert.throws(() => delegatedId(TD, ['alice'], '/web/'), invalid(/SPIFFE ID/));
+    assert.throws(() => delegatedId(TD, ['alice'], '//web'), invalid(/SPIFFE ID/));
   });
 
   it('a host of exactly 253 characters is accepted; 254 is refused, naming the length', () => {
@@ -110,12 +102,12 @@ describe('delegationHost and delegatedId', () => {
     const at254 = ['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63), 'e'.repeat(47)];
     assert.throws(
       () => delegationHost(TD, at254),
-      invalidWith(/would have a host of 254 characters; at most 253 fit/),
+      invalid(/would have a host of 254 characters; at most 253 fit/),
     );
-    assert.throws(() => delegatedId(TD, at254), invalidWith(/254 characters/));
+    assert.throws(() => delegatedId(TD, at254), invalid(/254 characters/));
     // Many short names overflow too.
     const deep = Array.from({ length: 120 }, (_, i) => `n${i % 10}`);
-    assert.throws(() => delegationHost(TD, deep), invalidWith(/at most 253 fit/));
+    assert.throws(() => delegationHost(TD, deep), invalid(/at most 253 fit/));
   });
 
   it('permittedUriHosts is the host and every host beneath it', () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SigilError } from '../../src/errors.ts';
 import { formatDuration, parseDuration } from '../../src/pki/duration.ts';
+import { assertThrowsRefusal } from '../support/refusals.ts';
 
 const S = 1000;
 const M = 60 * S;
@@ -9,15 +10,7 @@ const H = 60 * M;
 const D = 24 * H;
 
 const refused = (text: string, pattern: RegExp) =>
-  assert.throws(
-    () => parseDuration(text),
-    (error: unknown) => {
-      assert.ok(error instanceof SigilError, `expected SigilError, got ${String(error)}`);
-      assert.equal(error.code, 'invalid_argument');
-      assert.match(error.message, pattern);
-      return true;
-    },
-  );
+  assertThrowsRefusal(() => parseDuration(text), 'invalid_argument', pattern);
 
 describe('parseDuration', () => {
   test('parses every unit', () => {

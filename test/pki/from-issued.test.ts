@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import { parseCertificate } from '../../src/pki/certificate.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { uriName } from '../../src/pki/names.ts';
+import { refusal } from '../support/refusals.ts';
 
 const rootKey = generateKeyPair('p256');
 const root = createRootCertificate({
@@ -18,10 +18,6 @@ const root = createRootCertificate({
   subject: { commonName: 'root' },
   pathLen: 1,
 });
-
-function refusedWith(code: string, pattern: RegExp): (error: unknown) => boolean {
-  return (error) => error instanceof SigilError && error.code === code && pattern.test(error.message);
-}
 
 describe('Issuer.fromIssued', () => {
   test('its certificate facts are the ones parsing the DER gives', () => {
@@ -56,7 +52,7 @@ describe('Issuer.fromIssued', () => {
     const other = generateKeyPair('p256');
     assert.throws(
       () => Issuer.fromIssued(root, other.privateKey),
-      refusedWith('failed_precondition', /does not match the issuer certificate "CN=root"/),
+      refusal('failed_precondition', /does not match the issuer certificate "CN=root"/),
     );
     const leafKey = generateKeyPair('p256');
     const leaf = Issuer.fromIssued(root, rootKey.privateKey).issue({
@@ -67,11 +63,11 @@ describe('Issuer.fromIssued', () => {
     });
     assert.throws(
       () => Issuer.fromIssued(leaf, leafKey.privateKey),
-      refusedWith('failed_precondition', /is not a CA certificate/),
+      refusal('failed_precondition', /is not a CA certificate/),
     );
     assert.throws(
       () => Issuer.fromIssued(root, rootKey.publicKey),
-      refusedWith('invalid_argument', /private key/),
+      refusal('invalid_argument', /private key/),
     );
   });
 });

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
+import { describe, it } from 'node:test';
 import { readCertificates } from '../../src/pki/certificate.ts';
 import { createCrl } from '../../src/pki/crl.ts';
 import {
@@ -18,12 +16,13 @@ import {
 } from '../../src/pki/inspect.ts';
 import { readPrivateKey } from '../../src/pki/keys.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { opensslIn } from '../support/openssl-in.ts';
+import { refusal } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-inspect-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('sigil-inspect-');
+const { openssl } = opensslIn(dir);
 
-const openssl = (...args: string[]): string =>
-  execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const read = (name: string): Buffer => readFileSync(join(dir, name));
 const write = (name: string, text: string): void => writeFileSync(join(dir, name), text);
 
@@ -138,10 +137,7 @@ const leafNotAfter = new Date(
   openssl('x509', '-in', 'leaf.pem', '-noout', '-enddate').trim().slice('notAfter='.length),
 );
 
-const notRecognised = (error: unknown) =>
-  error instanceof SigilError &&
-  error.code === 'invalid_argument' &&
-  /^x: not a certificate, CSR, CRL or key$/.test(error.message);
+const notRecognised = refusal('invalid_argument', /^x: not a certificate, CSR, CRL or key$/);
 
 describe('inspect', () => {
   it('a chain file: three certificates with extensions named', () => {
@@ -321,12 +317,10 @@ describe('inspect', () => {
     assert.doesNotMatch(text, /s3cret/);
     assert.throws(
       () => inspect(read('enc.key'), { source: 'enc.key', passphrase: 'zz-bad-pass-zz' }),
-      (error: unknown) =>
-        error instanceof SigilError &&
-        error.code === 'unauthenticated' &&
-        /^enc\.key block 1 \(ENCRYPTED PRIVATE KEY\): cannot decrypt the private key \(wrong passphrase\?\)$/.test(
-          error.message,
-        ),
+      refusal(
+        'unauthenticated',
+        /^enc\.key block 1 \(ENCRYPTED PRIVATE KEY\): cannot decrypt the private key \(wrong passphrase\?\)$/,
+      ),
     );
     // Encrypted PKCS#8 in DER, and a legacy "Proc-Type: 4,ENCRYPTED" SEC1 key.
     openssl(
@@ -417,14 +411,11 @@ describe('inspect', () => {
     );
     assert.throws(
       () => inspect(Buffer.from('-----BEGIN CERTIFICATE-----\nAAAA\n'), { source: 'x' }),
-      (error: unknown) =>
-        error instanceof SigilError && /^x: PEM block "CERTIFICATE" is not terminated/.test(error.message),
+      refusal(null, /^x: PEM block "CERTIFICATE" is not terminated/),
     );
     assert.throws(
       () => inspect(Buffer.from(encodePem('CERTIFICATE', Buffer.from('not a cert'))), { source: 'x' }),
-      (error: unknown) =>
-        error instanceof SigilError &&
-        /x block 1 \(CERTIFICATE\): not a valid X\.509 certificate/.test(error.message),
+      refusal(null, /x block 1 \(CERTIFICATE\): not a valid X\.509 certificate/),
     );
   });
 });

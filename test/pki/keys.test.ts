@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type ErrorCode, SigilError } from '../../src/errors.ts';
+import type { ErrorCode } from '../../src/errors.ts';
 import {
   describeKeyType,
   generateKeyPair,
@@ -23,6 +23,7 @@ import {
   spkiDer,
 } from '../../src/pki/keys.ts';
 import { decodePem, encodePem } from '../../src/pki/pem.ts';
+import { assertThrowsRefusal } from '../support/refusals.ts';
 
 const PASS = 'correct horse battery staple';
 
@@ -38,14 +39,9 @@ const opensslSpki = (name: string, ...extra: string[]): Buffer =>
 const generated = new Map<KeyType, { privateKey: KeyObject; publicKey: KeyObject }>();
 
 const refused = (fn: () => unknown, code: ErrorCode, pattern: RegExp) =>
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof SigilError, `expected SigilError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    assert.match(error.message, pattern);
-    assert.ok(!error.message.includes('\n'), 'message is one line');
+  assertThrowsRefusal(fn, code, pattern, (error) => {
     assert.ok(!error.message.includes(PASS), 'message does not contain the passphrase');
     assert.ok(!error.message.includes('BEGIN'), 'message does not contain key material');
-    return true;
   });
 
 before(() => {

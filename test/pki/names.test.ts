@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import {
   classifyAddress,
   dnsName,
@@ -12,15 +11,9 @@ import {
   spiffeId,
   uriName,
 } from '../../src/pki/names.ts';
+import { assertThrowsRefusal } from '../support/refusals.ts';
 
-const refused = (fn: () => unknown, pattern: RegExp) =>
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof SigilError, `expected SigilError, got ${String(error)}`);
-    assert.equal(error.code, 'invalid_argument');
-    assert.match(error.message, pattern);
-    assert.ok(!error.message.includes('\n'), 'message is one line');
-    return true;
-  });
+const refused = (fn: () => unknown, pattern: RegExp) => assertThrowsRefusal(fn, 'invalid_argument', pattern);
 
 describe('dnsName', () => {
   test('accepts and lowercases ordinary names', () => {

@@ -24,7 +24,6 @@
 // CI: without it that test skips, saying so.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import { issueDelegateLeaf, issueDelegation } from '../../src/pki/delegation-certificates.ts';
 import { checkDelegationChain } from '../../src/pki/delegation-chain.ts';
 import { oid } from '../../src/pki/der.ts';
@@ -40,7 +39,6 @@ import {
   parsePermissions,
   parsePolicyOid,
 } from '../../src/pki/policy-extension.ts';
-import { tempDir } from '../cli/pki-helpers.ts';
 import { type Forged, Forger, openssl as opensslCli } from '../server/forgery-fixtures.ts';
 import {
   type ChainRequest,
@@ -59,6 +57,8 @@ import {
   startPythonVerifier,
   verifyWithOpenssl,
 } from '../support/peers.ts';
+import { refusal } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 const TD = 'sigil.internal';
 const DAY = 24 * 3_600_000;
@@ -406,7 +406,7 @@ describe('peers sigil did not write, on a delegation sigil made', () => {
           trustDomain: TD,
           policyOid: DEFAULT_POLICY_OID,
         }),
-      (error: Error) => error instanceof SigilError && error.code === 'permission_denied',
+      refusal('permission_denied'),
     );
     const question = chainOf({ leaf }, 'client');
     const openssl = await verifyWithOpenssl(question);

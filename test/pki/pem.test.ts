@@ -2,17 +2,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import { decodePem, encodePem, looksLikePem } from '../../src/pki/pem.ts';
+import { assertThrowsRefusal } from '../support/refusals.ts';
 
-const refused = (fn: () => unknown, pattern: RegExp) =>
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof SigilError, `expected SigilError, got ${String(error)}`);
-    assert.equal(error.code, 'invalid_argument');
-    assert.match(error.message, pattern);
-    assert.ok(!error.message.includes('\n'), 'message is one line');
-    return true;
-  });
+const refused = (fn: () => unknown, pattern: RegExp) => assertThrowsRefusal(fn, 'invalid_argument', pattern);
 
 describe('encodePem', () => {
   test('wraps base64 at 64 characters and ends with a newline', () => {

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { SigilError } from '../../src/errors.ts';
 import { signatureAlgorithmFor, signWith } from '../../src/pki/algorithms.ts';
 import { readCertificates } from '../../src/pki/certificate.ts';
@@ -49,22 +48,16 @@ import {
   policyToJson,
   readPolicy,
 } from '../../src/pki/policy-extension.ts';
+import { invalid } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-policy-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('sigil-policy-');
 
 const openssl = (args: string[], input?: Buffer): string =>
   execFileSync('openssl', args, { cwd: dir, input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
 
-/** A matcher for assert.throws: our error, invalid_argument, message matching. */
-const invalidWith = (pattern: RegExp) => (error: unknown) => {
-  assert.ok(error instanceof SigilError, `expected a SigilError, got ${String(error)}`);
-  assert.equal(error.code, 'invalid_argument');
-  assert.match(error.message, pattern);
-  return true;
-};
 const refusedWith = (pattern: RegExp) =>
-  invalidWith(new RegExp(`^malformed sigil policy extension: .*${pattern.source}`));
+  invalid(new RegExp(`^malformed sigil policy extension: .*${pattern.source}`));
 const refused = refusedWith(/./);
 
 const hex = (text: string): Buffer => Buffer.from(text.replace(/\s+/g, ''), 'hex');
@@ -241,7 +234,7 @@ describe('policy extension: identity (the OID is a deployment setting)', () => {
     for (const [text, reason] of cases) {
       assert.throws(
         () => parsePolicyOid(text as string),
-        invalidWith(new RegExp(`^invalid policy OID .*: ${reason.source}`)),
+        invalid(new RegExp(`^invalid policy OID .*: ${reason.source}`)),
         JSON.stringify(text),
       );
     }
@@ -305,10 +298,10 @@ describe('policy extension: permissions', () => {
   it('parsePermissions refuses unknown names and empty items', () => {
     assert.throws(
       () => parsePermissions('info,root'),
-      invalidWith(/unknown permission "root" \(known: info, create/),
+      invalid(/unknown permission "root" \(known: info, create/),
     );
-    assert.throws(() => parsePermissions('Info'), invalidWith(/unknown permission "Info"/));
-    assert.throws(() => parsePermissions('info,,create'), invalidWith(/empty item/));
+    assert.throws(() => parsePermissions('Info'), invalid(/unknown permission "Info"/));
+    assert.throws(() => parsePermissions('info,,create'), invalid(/empty item/));
   });
 });
 
@@ -387,7 +380,7 @@ describe('policy extension: encoding', () => {
 
   it('refuses to encode what it would refuse to decode', () => {
     const bad = (limits: Partial<Limits>, pattern: RegExp) =>
-      assert.throws(() => encodePolicy(policy(['info'], { ...LIMITS, ...limits })), invalidWith(pattern));
+      assert.throws(() => encodePolicy(policy(['info'], { ...LIMITS, ...limits })), invalid(pattern));
     bad({ workloads: -1 }, /workloads must be a whole number/);
     bad({ memoryMiB: 1.5 }, /memoryMiB must be a whole number/);
     bad({ blockMiB: 2 ** 53 }, /blockMiB must be a whole number from 0 to 9007199254740991/);
@@ -401,11 +394,11 @@ describe('policy extension: encoding', () => {
     bad({ bridges: Array.from({ length: 65 }, (_, i) => `br${i}`) }, /at most 64 bridges, not 65/);
     assert.throws(
       () => encodePolicy({ ...EXAMPLE, permissions: new Set(['info', 'root']) } as unknown as Policy),
-      invalidWith(/unknown permission "root"/),
+      invalid(/unknown permission "root"/),
     );
     assert.throws(
       () => encodePolicy({ ...EXAMPLE, version: 2 } as unknown as Policy),
-      invalidWith(/policy version 2 is not supported/),
+      invalid(/policy version 2 is not supported/),
     );
   });
 });
@@ -550,9 +543,9 @@ describe('policy extension: in certificates', () => {
     for (const bad of [Buffer.alloc(0), Buffer.from('hello'), EXAMPLE_DER, root.der.subarray(0, 100)]) {
       assert.throws(
         () => findPolicyExtension(bad, OID),
-        invalidWith(/^certificate: not a valid X\.509 certificate/),
+        invalid(/^certificate: not a valid X\.509 certificate/),
       );
-      assert.throws(() => readPolicy(bad, OID), invalidWith(/^certificate: not a valid X\.509 certificate/));
+      assert.throws(() => readPolicy(bad, OID), invalid(/^certificate: not a valid X\.509 certificate/));
     }
   });
 });

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, sign } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
 import { generateKeyPair, type KeyType, spkiDer } from '../../src/pki/keys.ts';
 import {
   newChallenge,
@@ -9,11 +8,9 @@ import {
   proveChallenge,
   verifyPossession,
 } from '../../src/pki/possession.ts';
+import { refusal } from '../support/refusals.ts';
 
-const rejects = (code: string, pattern: RegExp) => (error: unknown) =>
-  error instanceof SigilError && error.code === code && pattern.test(error.message);
-
-const failed = rejects('unauthenticated', /^proof of possession failed: signature does not verify/);
+const failed = refusal('unauthenticated', /^proof of possession failed: signature does not verify/);
 
 describe('proof of possession', () => {
   const keys = Object.fromEntries(
@@ -77,13 +74,13 @@ describe('proof of possession', () => {
     for (const cut of [1, 10, spki.length - 1]) {
       assert.throws(
         () => verifyPossession(spki.subarray(0, cut), challenge, proof),
-        rejects('invalid_argument', /^malformed SubjectPublicKeyInfo$/),
+        refusal('invalid_argument', /^malformed SubjectPublicKeyInfo$/),
       );
     }
     // Trailing bytes are not one SPKI either.
     assert.throws(
       () => verifyPossession(Buffer.concat([spki, Buffer.of(0)]), challenge, proof),
-      rejects('invalid_argument', /^malformed SubjectPublicKeyInfo$/),
+      refusal('invalid_argument', /^malformed SubjectPublicKeyInfo$/),
     );
   });
 
@@ -92,23 +89,23 @@ describe('proof of possession', () => {
     const proof = proveChallenge(keys.p256.privateKey, newChallenge());
     assert.throws(
       () => verifyPossession(spki, Buffer.alloc(15), proof),
-      rejects('invalid_argument', /challenge/),
+      refusal('invalid_argument', /challenge/),
     );
     assert.throws(
       () => verifyPossession(spki, Buffer.alloc(1025), proof),
-      rejects('invalid_argument', /challenge/),
+      refusal('invalid_argument', /challenge/),
     );
     assert.throws(
       () => verifyPossession(spki, newChallenge(), Buffer.alloc(1025)),
-      rejects('invalid_argument', /signature/),
+      refusal('invalid_argument', /signature/),
     );
     assert.throws(
       () => verifyPossession(spki, newChallenge(), Buffer.alloc(0)),
-      rejects('invalid_argument', /signature/),
+      refusal('invalid_argument', /signature/),
     );
     assert.throws(
       () => proveChallenge(keys.p256.privateKey, Buffer.alloc(8)),
-      rejects('invalid_argument', /challenge/),
+      refusal('invalid_argument', /challenge/),
     );
   });
 
@@ -131,7 +128,7 @@ describe('proof of possession', () => {
     assert.throws(
       () =>
         verifyPossession(x25519.export({ type: 'spki', format: 'der' }), newChallenge(), Buffer.alloc(64)),
-      rejects('invalid_argument', /unsupported key type: X25519/),
+      refusal('invalid_argument', /unsupported key type: X25519/),
     );
   });
 });

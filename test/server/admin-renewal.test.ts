@@ -7,27 +7,17 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { identityExpiry } from '../../src/cli/identity-expiry.ts';
-import { createLogger } from '../../src/logging.ts';
 import { readPrivateKey } from '../../src/pki/keys.ts';
 import { AdminRenewal } from '../../src/server/admin-renewal.ts';
 import { type RunningServer, startServer } from '../../src/server/start-server.ts';
-import { openssl, sigil, snapshot, tempDir } from '../agent/server-fixture.ts';
 import { callerFromPem, DAY } from '../authority/helpers.ts';
-
-function logLines(lines: Record<string, unknown>[]) {
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
-      }
-      callback();
-    },
-  });
-  return createLogger({ destination, pretty: false, level: 'info' });
-}
+import { snapshot } from '../cli/pki-helpers.ts';
+import { openssl, sigil } from '../support/cli.ts';
+import { capturingLogger } from '../support/log-lines.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 async function running(): Promise<RunningServer> {
   const server = await startServer({
@@ -42,8 +32,6 @@ async function running(): Promise<RunningServer> {
 
 const adminPem = (server: RunningServer) => readFileSync(join(server.dataDir, 'admin.pem'), 'utf8');
 const leafOf = (pem: string) => new X509Certificate(pem);
-const serialOf = (certificate: X509Certificate) =>
-  certificate.serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
 
 describe('the admin identity renews', { concurrency: 2 }, () => {
   test('in its renewal window the server renews admin.pem in place: same key and SPIFFE ID, a new year', async () => {
@@ -55,7 +43,7 @@ describe('the admin identity renews', { concurrency: 2 }, () => {
     const renewal = new AdminRenewal({
       dataDir: server.dataDir,
       authority: server.authority,
-      logger: logLines(lines),
+      logger: capturingLogger(lines),
       now: () => new Date(Date.now() + 300 * DAY),
     });
     assert.equal(await renewal.check(), 'renewed');
@@ -95,7 +83,7 @@ describe('the admin identity renews', { concurrency: 2 }, () => {
     const renewal = new AdminRenewal({
       dataDir: server.dataDir,
       authority: server.authority,
-      logger: logLines([]),
+      logger: capturingLogger([]),
     });
     assert.equal(await renewal.check(), 'not-due');
     assert.deepEqual(snapshot(server.dataDir), before);
@@ -110,7 +98,7 @@ describe('the admin identity renews', { concurrency: 2 }, () => {
     const renewal = new AdminRenewal({
       dataDir: server.dataDir,
       authority: server.authority,
-      logger: logLines(lines),
+      logger: capturingLogger(lines),
       now: () => new Date(Date.now() + 300 * DAY),
     });
     assert.equal(await renewal.check(), 'refused');
@@ -127,7 +115,7 @@ describe('the admin identity renews', { concurrency: 2 }, () => {
     const renewal = new AdminRenewal({
       dataDir: server.dataDir,
       authority: server.authority,
-      logger: logLines([]),
+      logger: capturingLogger([]),
       now: () => new Date(Date.now() + 300 * DAY),
     });
     assert.equal(await renewal.check(), 'absent');

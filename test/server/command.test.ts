@@ -7,17 +7,17 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import type { ServerInfoFile } from '../../src/server/data-directory.ts';
+import { repoRoot } from '../support/cli.ts';
+import { failureOf } from '../support/failure.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import {
   adminIdentity,
   call,
   clients,
   credentialsFor,
   FREE_PORTS,
-  ROOT,
-  refused,
   serverFlags,
   spawnServer,
-  tempDir,
   waitForServer,
 } from './helpers.ts';
 
@@ -58,7 +58,7 @@ describe('sigil server (subprocess)', () => {
       token = created.token;
       // A refused Register carrying the token's secret: logged (trace level), the secret is not.
       const parsed = parseJoinToken(token);
-      await refused(
+      await failureOf(
         call(admin.enrolment, admin.enrolment.register, {
           tokenId: parsed.id,
           tokenSecret: parsed.secret,
@@ -118,7 +118,7 @@ describe('sigil server (subprocess)', () => {
 
   test('npm start runs `sigil server` as the process that gets signals', () => {
     // `exec` replaces npm's shell with node, so Ctrl-C/kill reach the server itself.
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
       scripts: Record<string, string>;
     };
     assert.equal(pkg.scripts.start, 'exec node bin/sigil.js server');

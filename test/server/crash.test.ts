@@ -10,7 +10,7 @@
 // acknowledged certificate and token, and no single-use token may have
 // admitted more than one node.
 import assert from 'node:assert/strict';
-import { createHash, randomInt, X509Certificate } from 'node:crypto';
+import { randomInt, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -22,6 +22,8 @@ import { generateKeyPair } from '../../src/pki/keys.ts';
 import { possessionFor, registerChallenge, signChallenge } from '../../src/protocol/challenges.ts';
 import { type JoinToken, parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { openStore } from '../../src/store/open-store.ts';
+import { sha256 } from '../support/fingerprint.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import {
   adminIdentity,
   type Clients,
@@ -31,7 +33,6 @@ import {
   type ServerProcess,
   serverFlags,
   spawnServer,
-  tempDir,
   waitForServer,
 } from './helpers.ts';
 
@@ -111,16 +112,16 @@ interface Session {
 function sessionWith(dataDir: string, address: string): Session {
   const admin = adminIdentity(dataDir);
   const bundle = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
-  const sha256 = (pem: string) => createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
+  const fingerprint = (pem: string) => sha256(new X509Certificate(pem).raw);
   const adminClients = clients(address, credentialsFor(dataDir, admin));
   const enrolment = new EnrolmentClient(
     address,
-    enrolmentCredentials({ roots: [bundle], verify: controlPlaneVerification(sha256(bundle)) }),
+    enrolmentCredentials({ roots: [bundle], verify: controlPlaneVerification(fingerprint(bundle)) }),
   );
   return {
     clients: adminClients,
     enrolment,
-    adminFingerprint: sha256(admin.certificateChain),
+    adminFingerprint: fingerprint(admin.certificateChain),
     close() {
       adminClients.close();
       enrolment.close();

@@ -14,17 +14,13 @@ import { readCertificates } from '../../src/pki/certificate.ts';
 import { parseCrl } from '../../src/pki/crl.ts';
 import { startServer } from '../../src/server/start-server.ts';
 import type { Store } from '../../src/store/store.ts';
-import { enrol, openssl, startTestServer, tempDir } from '../agent/server-fixture.ts';
+import { startTestServer } from '../agent/server-fixture.ts';
 import { DAY, HOUR, newFixture } from '../authority/helpers.ts';
+import { openssl } from '../support/cli.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
 const server = await startTestServer();
-
-async function enrolledNode(): Promise<string> {
-  const dir = join(tempDir('sigil-node-'), 'node');
-  const result = await enrol(await server.token('--auto-approve'), dir);
-  assert.equal(result.code, 0, result.stderr);
-  return dir;
-}
 
 /** The CRL distribution point URIs of a PEM certificate, as `openssl x509 -text` shows them. */
 async function distributionPoints(pemFile: string): Promise<string[]> {
@@ -56,7 +52,7 @@ async function fetchCrl(
 
 describe('CRL distribution points and /crl', { concurrency: 2 }, () => {
   test('a node certificate names its issuer CRL; the URL serves it, signed, with a nextUpdate of a day', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const points = await distributionPoints(join(dir, 'cert.pem'));
     assert.equal(points.length, 1, `CRL distribution points: ${points.join(', ')}`);
     const [url] = points;
@@ -78,7 +74,7 @@ describe('CRL distribution points and /crl', { concurrency: 2 }, () => {
   });
 
   test('a revoked certificate appears in the CRL at its distribution point, and openssl refuses it', async () => {
-    const dir = await enrolledNode();
+    const dir = await server.enrolledNode();
     const certificate = new X509Certificate(readFileSync(join(dir, 'cert.pem')));
     const serial = certificate.serialNumber.toUpperCase().replace(/^0+(?=.)/, '');
     await server.json(['cert', 'revoke', serial.toLowerCase(), '--reason', 'superseded']);
@@ -270,7 +266,7 @@ describe('CRLs are re-signed before their nextUpdate (authority clock moved by h
     const f = await newFixture();
     after(() => f.close());
     const admin = readCertificates(f.opened.bootstrapped?.adminCertificatePem ?? '')[0];
-    const adminSerial = new X509Certificate(admin).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
+    const adminSerial = serialOf(admin);
     await assert.rejects(
       f.authority.revoke(f.admin, adminSerial, 'removeFromCRL'),
       /removeFromCRL is not a reason to revoke/,

@@ -3,7 +3,7 @@
 // delegate --from` does), and clients that call with a delegate's own chain
 // and send its CAs as sigil-chain-bin.
 import assert from 'node:assert/strict';
-import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
+import { type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -21,7 +21,6 @@ import {
 import { delegatedId, delegationHost, type Subtree } from '../../src/pki/delegation-names.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import {
   type Policy,
   type PolicyOid,
@@ -29,12 +28,12 @@ import {
   policyExtension,
 } from '../../src/pki/policy-extension.ts';
 import { possessionFor, signChallenge } from '../../src/protocol/challenges.ts';
-import { policyMessage } from '../../src/services/policy-messages.ts';
+import { policyMessage } from '../../src/protocol/policy-messages.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { sha256 } from '../support/fingerprint.ts';
+import { pemOf } from '../support/pem.ts';
 import { adminIdentity, call } from './helpers.ts';
-
-const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
 
 /** A delegation this test holds: its CA (certificate, key, chain above it) and an identity to call with. */
 export interface Held {
@@ -98,7 +97,7 @@ export class Delegates {
   credentials(chain: readonly Buffer[], privateKey: KeyObject) {
     return channelCredentials({
       material: new StaticMaterialSource({
-        certificateChain: chain.map((der) => encodePem('CERTIFICATE', der)).join(''),
+        certificateChain: pemOf(...chain),
         privateKey: privateKeyToPem(privateKey),
         trustBundle: this.trustBundle,
       }),
@@ -112,7 +111,7 @@ export class Delegates {
    * chain in the handshake (so OpenSSL verifies it) but sends nothing else.
    */
   clientsFor(chain: readonly Buffer[], privateKey: KeyObject, sendChain = true) {
-    const pem = chain.map((der) => encodePem('CERTIFICATE', der)).join('');
+    const pem = pemOf(...chain);
     const creds = sendChain
       ? this.credentials(chain, privateKey)
       : grpc.credentials.createSsl(

@@ -9,17 +9,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { RunningServer } from '../../src/server/start-server.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { Delegates, policy } from './delegation-fixtures.ts';
-import {
-  adminJoinToken,
-  call,
-  eventually,
-  refused,
-  startTestServer,
-  statusName,
-  tempDir,
-} from './helpers.ts';
+import { adminJoinToken, call, startTestServer, statusName } from './helpers.ts';
 
 const skip = postgresUnavailable() ?? undefined;
 const POLICY_OID = '1.3.6.1.4.1.55555.7.3';
@@ -82,7 +77,7 @@ describe('delegation across replicas on PostgreSQL', { skip }, () => {
       ['erin', erinOnB],
     ] as const) {
       const error = await eventually(`${who}'s session on replica B to end`, async () => {
-        const failure = await refused(call(client, client.getDelegationStatus, {}));
+        const failure = await failureOf(call(client, client.getDelegationStatus, {}));
         return failure.code === grpc.status.UNAVAILABLE || failure.code === grpc.status.PERMISSION_DENIED
           ? failure
           : undefined;
@@ -91,7 +86,7 @@ describe('delegation across replicas on PostgreSQL', { skip }, () => {
     }
     // A fresh connection on B with Carol's chain is refused at admission.
     const again = onB.as(carol).delegation;
-    const error = await refused(call(again, again.getDelegationStatus, {}));
+    const error = await failureOf(call(again, again.getDelegationStatus, {}));
     assert.equal(error.code, grpc.status.PERMISSION_DENIED, error.details);
     assert.match(error.details, /revoked/);
     // Alice herself is untouched.

@@ -20,18 +20,13 @@ import { type Policy, readPolicy } from '../../src/pki/policy-extension.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
-import { openssl } from '../cli/pki-helpers.ts';
+import { cancellationOnly } from '../support/cancellation.ts';
+import { openssl } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { Delegates, type Held, policy } from './delegation-fixtures.ts';
-import {
-  adminIdentity,
-  assertStatus,
-  call,
-  eventually,
-  refused,
-  startTestServer,
-  statusName,
-  tempDir,
-} from './helpers.ts';
+import { adminIdentity, assertStatus, call, startTestServer, statusName } from './helpers.ts';
 
 describe('delegation through the server', () => {
   const dataDir = join(tempDir(), 'data');
@@ -106,7 +101,7 @@ describe('delegation through the server', () => {
       policy('info', { workloads: 0 }),
     );
     const below = as(forged);
-    const error = await refused(call(below.delegation, below.delegation.getDelegationStatus, {}));
+    const error = await failureOf(call(below.delegation, below.delegation.getDelegationStatus, {}));
     assert.equal(error.code, grpc.status.UNAVAILABLE, `${statusName(error.code)}: ${error.details}`);
   });
 
@@ -141,7 +136,7 @@ describe('delegation through the server', () => {
     );
     // Carol's own limit is one workload.
     assertStatus(
-      await refused(
+      await failureOf(
         call(c, c.reserve, { holder: 'web-2', workloads: 1, cpus: [], memoryMib: 0, blockMib: 0 }),
       ),
       grpc.status.RESOURCE_EXHAUSTED,
@@ -149,14 +144,14 @@ describe('delegation through the server', () => {
     );
     await call(d, d.reserve, { holder: 'db-1', workloads: 1, cpus: [1], memoryMib: 1024, blockMib: 0 });
     // Dan may hold two, but Alice's two are now both in use; the message does not reveal Carol's figures.
-    const shared = await refused(
+    const shared = await failureOf(
       call(d, d.reserve, { holder: 'db-2', workloads: 1, cpus: [], memoryMib: 0, blockMib: 0 }),
     );
     assertStatus(shared, grpc.status.RESOURCE_EXHAUSTED, /limit of a delegation above yours$/);
     assert.doesNotMatch(shared.details, /carol|in use/);
     // A cpu outside the delegation's set.
     assertStatus(
-      await refused(
+      await failureOf(
         call(d, d.reserve, { holder: 'db-3', workloads: 0, cpus: [0], memoryMib: 0, blockMib: 0 }),
       ),
       grpc.status.PERMISSION_DENIED,
@@ -188,11 +183,11 @@ describe('delegation through the server', () => {
 
   test('refuses: a sibling acting in another subtree gets the same answer as for a certificate that does not exist', async () => {
     const d = as(dan).delegation;
-    const sibling = await refused(
+    const sibling = await failureOf(
       call(d, d.revokeDelegated, { certificate: carol.ca, chain: [alice.ca, ...alice.above], reason: '' }),
     );
     const stranger = subDelegate(alice, 'nobody', policy('info', { workloads: 0 }));
-    const unknown = await refused(
+    const unknown = await failureOf(
       call(d, d.revokeDelegated, { certificate: stranger.ca, chain: [alice.ca, ...alice.above], reason: '' }),
     );
     assertStatus(sibling, grpc.status.NOT_FOUND);
@@ -216,7 +211,7 @@ describe('delegation through the server', () => {
       // Signed directly with Alice's key (issueDelegation would refuse to make it).
       const held = delegates.forge(alice, ['alice', 'greedy'], delegates.id(['alice', 'greedy']), escalated);
       const { delegation } = as(held);
-      const error = await refused(call(delegation, delegation.getDelegationStatus, {}));
+      const error = await failureOf(call(delegation, delegation.getDelegationStatus, {}));
       assert.equal(
         error.code,
         grpc.status.PERMISSION_DENIED,
@@ -229,7 +224,7 @@ describe('delegation through the server', () => {
   test('refuses: a chain whose CAs were not sent, a chain of ten, a delegation without "delegate" making one', async () => {
     const noChain = as(carol, false).delegation;
     assertStatus(
-      await refused(call(noChain, noChain.getDelegationStatus, {})),
+      await failureOf(call(noChain, noChain.getDelegationStatus, {})),
       grpc.status.PERMISSION_DENIED,
       /does not lead/,
     );
@@ -243,7 +238,7 @@ describe('delegation through the server', () => {
     );
     const r = as(rogueHeld).delegation;
     assertStatus(
-      await refused(call(r, r.getDelegationStatus, {})),
+      await failureOf(call(r, r.getDelegationStatus, {})),
       grpc.status.PERMISSION_DENIED,
       /lacks the "delegate" permission/,
     );
@@ -255,7 +250,7 @@ describe('delegation through the server', () => {
     for (let i = 0; i < 7; i++) deep = subDelegate(deep, `l${i}`, deepPolicy);
     const d = as(deep).delegation;
     assertStatus(
-      await refused(call(d, d.getDelegationStatus, {})),
+      await failureOf(call(d, d.getDelegationStatus, {})),
       grpc.status.PERMISSION_DENIED,
       /(more than 9|at most 9)/,
     );
@@ -338,7 +333,7 @@ describe('delegation through the server', () => {
       ['10.9.0.0/33', /prefix length/],
       ['net.example', /expected address\/prefix/],
     ] as const) {
-      const error = await refused(
+      const error = await failureOf(
         delegates.adminDelegates('badrange', policy('info', { workloads: 0 }), false, -1, {
           ipRanges: [range],
         }),
@@ -356,7 +351,7 @@ describe('delegation through the server', () => {
     const { delegation } = as(first); // its identity leaf is now recorded under the same SPIFFE ID
     await call(delegation, delegation.getDelegationStatus, {});
     assertStatus(
-      await refused(delegates.adminDelegates('repeat', grant)),
+      await failureOf(delegates.adminDelegates('repeat', grant)),
       grpc.status.ALREADY_EXISTS,
       /a live delegation spiffe:\/\/repeat\.d\..* exists/,
     );
@@ -387,11 +382,12 @@ describe('delegation through the server', () => {
       `fp:${new X509Certificate(der).fingerprint256.replaceAll(':', '').toLowerCase()}`;
 
     const streams: grpc.ClientReadableStream<RevocationEvent>[] = [];
+    const streamErrors: Error[] = [];
     const watch = (held: Held) => {
       const events: RevocationEvent[] = [];
       const stream = as(held).ca.watchRevocations({});
       stream.on('data', (event: RevocationEvent) => events.push(event));
-      stream.on('error', () => {}); // cancelled at the end
+      cancellationOnly(stream, streamErrors); // cancelled at the end
       streams.push(stream);
       return events;
     };
@@ -428,6 +424,8 @@ describe('delegation through the server', () => {
       rightEvents.flatMap((e) => e.serials),
       [fp(rightChild.ca)],
     );
+    for (const stream of streams) stream.cancel();
+    assert.deepEqual(streamErrors, [], 'a watch stream failed');
   });
 
   test('revoking Alice ends every session beneath her and refuses new ones; admins cannot be impersonated by delegates', async () => {
@@ -444,7 +442,7 @@ describe('delegation through the server', () => {
     open.push(adminCa);
     // Delegates are not admins.
     assertStatus(
-      await refused(
+      await failureOf(
         call(carolClients.ca, carolClients.ca.listCertificates, {
           pageSize: 1,
           pageToken: '',
@@ -459,12 +457,12 @@ describe('delegation through the server', () => {
     await call(adminCa, adminCa.revoke, { serial, reason: 'keyCompromise' });
     // The live connection is closed: the next call on it fails…
     await eventually('the revoked chain to be refused on the live connection', async () => {
-      const error = await refused(call(c, c.getDelegationStatus, {}));
+      const error = await failureOf(call(c, c.getDelegationStatus, {}));
       return error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.PERMISSION_DENIED;
     });
     // …and a fresh connection with the same chain is refused.
     const fresh = as(carol).delegation;
-    const error = await refused(call(fresh, fresh.getDelegationStatus, {}));
+    const error = await failureOf(call(fresh, fresh.getDelegationStatus, {}));
     assert.ok(
       error.code === grpc.status.PERMISSION_DENIED || error.code === grpc.status.UNAVAILABLE,
       `${statusName(error.code)}: ${error.details}`,

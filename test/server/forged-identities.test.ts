@@ -29,7 +29,6 @@
 // log (the verify code, read from OpenSSL's text where Node's own code is
 // "UNSPECIFIED"), and the cause is confirmed with `openssl verify` on the same chain.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -41,10 +40,14 @@ import { encodePem } from '../../src/pki/pem.ts';
 import { parsePermissions } from '../../src/pki/policy-extension.ts';
 import { possessionFor, replicaChallenge, signChallenge } from '../../src/protocol/challenges.ts';
 import { newTokenId, newTokenSecret } from '../../src/protocol/join-tokens.ts';
+import { policyMessage } from '../../src/protocol/policy-messages.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
-import { policyMessage } from '../../src/services/policy-messages.ts';
-import { delegateArgs, jsonOf, sigil } from '../cli/pki-helpers.ts';
+import { delegateArgs, jsonOf } from '../cli/pki-helpers.ts';
+import { sigil } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
+import { sha256 } from '../support/fingerprint.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import {
   assertRefusedWith,
   assertSucceeded,
@@ -59,9 +62,7 @@ import {
   startSigilServer,
   verifyForged,
 } from './forgery-fixtures.ts';
-import { adminJoinToken, type Clients, eventually, startTestServer, tempDir } from './helpers.ts';
-
-const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
+import { adminJoinToken, type Clients, startTestServer } from './helpers.ts';
 
 interface DelegateJson {
   spiffeId: string;

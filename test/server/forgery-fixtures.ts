@@ -20,8 +20,10 @@ import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import type { ServerVerification } from '../../src/transport/server-verification.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
-import { derOf, NEW_P256_KEY, pemCertificates, openssl as runOpenssl } from '../cli/pki-helpers.ts';
+import { derOf, NEW_P256_KEY, pemCertificates } from '../cli/pki-helpers.ts';
+import { openssl as runOpenssl } from '../support/cli.ts';
 import { type OpensslVerdict, verifyWithOpenssl } from '../support/peers.ts';
+import { serialOf } from '../support/serials.ts';
 import {
   type Clients,
   clients,
@@ -198,7 +200,7 @@ export class Forger {
       key: readFileSync(file('key'), 'utf8'),
       chain: cert + this.#chainPem,
       der: derOf(cert),
-      serial: new X509Certificate(cert).serialNumber.toLowerCase().replace(/^0+(?=.)/, ''),
+      serial: serialOf(cert),
     };
   }
 }

@@ -19,22 +19,17 @@ import { createLogger } from '../../src/logging.ts';
 import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { uriName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { pemOf } from '../support/pem.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { TestCa } from '../transport/fixtures.ts';
 import { Delegates, type Held, policy } from './delegation-fixtures.ts';
-import {
-  adminIdentity,
-  adminJoinToken,
-  call,
-  clients,
-  credentialsFor,
-  eventually,
-  startTestServer,
-  tempDir,
-} from './helpers.ts';
+import { adminIdentity, adminJoinToken, call, clients, credentialsFor, startTestServer } from './helpers.ts';
 
 const hour = 3_600_000;
 
@@ -99,9 +94,7 @@ describe('handshake refusals on the control plane: the client line and the serve
       ...(validity.now ? { now: validity.now } : {}),
     });
     return {
-      certificateChain: [leaf.der, alice.ca, ...alice.above]
-        .map((der) => encodePem('CERTIFICATE', der))
-        .join(''),
+      certificateChain: pemOf(leaf.der, alice.ca, ...alice.above),
       privateKey: privateKeyToPem(keys.privateKey),
     };
   }
@@ -131,9 +124,8 @@ describe('handshake refusals on the control plane: the client line and the serve
   ): Promise<string> {
     const before = refusals().length;
     const client = caClient(identity, plain);
-    const error = await unary(client, client.getTrustBundle, {}, { target: running.address }).then(
-      () => assert.fail('the call succeeded'),
-      (e: unknown) => e,
+    const error = await failureOf<unknown>(
+      unary(client, client.getTrustBundle, {}, { target: running.address }),
     );
     // A refused channel keeps reconnecting in the background: close it, so it logs no more refusals.
     client.close();
@@ -198,7 +190,7 @@ describe('handshake refusals on the control plane: the client line and the serve
       {
         reason: 'CERT_HAS_EXPIRED',
         alert: 'certificate_expired',
-        serial: canonical(serialOfPem(expired)),
+        serial: serialOf(expired.certificateChain),
         spiffeId: `spiffe://alice.d.${td}/old`,
       },
       true,
@@ -221,13 +213,13 @@ describe('handshake refusals on the control plane: the client line and the serve
 
   test("a CA certificate as client (alice's delegation certificate with its key): CA_CERTIFICATE_AS_CLIENT", async () => {
     const identity: Identity = {
-      certificateChain: [alice.ca, ...alice.above].map((der) => encodePem('CERTIFICATE', der)).join(''),
+      certificateChain: pemOf(alice.ca, ...alice.above),
       privateKey: privateKeyToPem(alice.key),
     };
     const line = await refused(identity, {
       reason: 'CA_CERTIFICATE_AS_CLIENT',
       alert: 'unsupported_certificate',
-      serial: canonical(serialOfPem(identity)),
+      serial: serialOf(identity.certificateChain),
       spiffeId: `spiffe://alice.d.${td}`,
     });
     assert.match(line, /cannot authenticate a client/);
@@ -239,7 +231,7 @@ describe('handshake refusals on the control plane: the client line and the serve
     const line = await refused(forged, {
       reason: 'PERMITTED_SUBTREE_VIOLATION',
       alert: 'bad_certificate',
-      serial: canonical(serialOfPem(forged)),
+      serial: serialOf(forged.certificateChain),
       spiffeId: `spiffe://${td}/admin/mallory`,
     });
     assert.match(line, /as invalid: a name outside what its issuer may certify/);
@@ -268,11 +260,3 @@ describe('handshake refusals on the control plane: the client line and the serve
     assert.equal(refusals().length, before);
   });
 });
-
-function serialOfPem(identity: Identity): string {
-  return new X509Certificate(identity.certificateChain).serialNumber;
-}
-
-function canonical(hex: string): string {
-  return hex.toLowerCase().replace(/^0+(?=.)/, '');
-}

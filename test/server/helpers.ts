@@ -4,11 +4,8 @@
 // admin identity and the trust bundle in the data directory), and promise
 // wrappers that keep the raw gRPC status for assertions.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import {
   AdminClient,
@@ -20,14 +17,9 @@ import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import { type RunningServer, type ServerOptions, startServer } from '../../src/server/start-server.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
-
-export const ROOT = new URL('../../', import.meta.url).pathname;
-
-export function tempDir(prefix = 'sigil-server-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { type RunningProcess, startSigil } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
+import { pemOf } from '../support/pem.ts';
 
 /** startServer on free ports, without the maintenance timer. */
 export function startTestServer(
@@ -39,6 +31,17 @@ export function startTestServer(
 export interface Identity {
   readonly certificateChain: string;
   readonly privateKey: string;
+}
+
+/** An issued certificate (leaf, then its chain) and its private key, as an Identity. */
+export function identityOf(
+  issued: { readonly certificate: Buffer; readonly chain: readonly Buffer[] },
+  privateKeyPem: string,
+): Identity {
+  return {
+    certificateChain: pemOf(issued.certificate, ...issued.chain),
+    privateKey: privateKeyPem,
+  };
 }
 
 export function adminIdentity(dataDir: string): Identity {
@@ -140,16 +143,6 @@ export function call<Request, Response>(
   });
 }
 
-/** The error of a call that must fail. */
-export async function refused(promise: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as grpc.ServiceError;
-  }
-  throw new Error('the call succeeded but should have been refused');
-}
-
 export function statusName(code: number): string {
   return grpc.status[code] ?? String(code);
 }
@@ -174,57 +167,12 @@ export function serverFlags(dataDir: string, logLevel: string): string[] {
   return ['--data', dataDir, ...FREE_PORTS, '--log-level', logLevel];
 }
 
-export interface ServerProcess {
-  readonly child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves with the exit code (or the signal name). */
-  readonly exited: Promise<number | string>;
-}
+/** A `sigil server` subprocess (see support/cli.ts). */
+export type ServerProcess = RunningProcess;
 
 /** `node bin/sigil.js server ARGS…` with the same Node that runs the tests. */
-export function spawnServer(args: readonly string[], env: NodeJS.ProcessEnv = {}): ServerProcess {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/sigil.js'), 'server', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    out += chunk.toString();
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    err += chunk.toString();
-  });
-  const exited = new Promise<number | string>((resolve) => {
-    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
-  });
-  spawned.add(child);
-  child.once('exit', () => spawned.delete(child));
-  return { child, stdout: () => out, stderr: () => err, exited };
-}
-
-// A test that fails before stopping its server must not leave it running:
-// its pipes would keep this test file's process alive for ever.
-const spawned = new Set<ChildProcess>();
-after(() => {
-  for (const child of spawned) child.kill('SIGKILL');
-});
-
-/** Resolves when `probe` returns something other than undefined/false; rejects after `timeoutMs`. */
-export async function eventually<T>(
-  what: string,
-  probe: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+export function spawnServer(args: readonly string[], env: Record<string, string> = {}): ServerProcess {
+  return startSigil(['server', ...args], { env });
 }
 
 function serverInfo(dataDir: string, pid: number): ServerInfoFile | undefined {

@@ -5,7 +5,7 @@
 // metrics count every CA operation, the HTTP side takes the bearer scheme in
 // any case, and private files with loose modes stop the server from starting.
 import assert from 'node:assert/strict';
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -14,7 +14,6 @@ import * as grpc from '@grpc/grpc-js';
 import type { IssuedCertificate, RegisterRequest } from '../../src/gen/sigil/v1/sigil.ts';
 import { createLogger } from '../../src/logging.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import {
   possessionFor,
   registerChallenge,
@@ -23,6 +22,11 @@ import {
 } from '../../src/protocol/challenges.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { sha256 } from '../support/fingerprint.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { Delegates, policy } from './delegation-fixtures.ts';
 import {
   adminIdentity,
@@ -32,26 +36,13 @@ import {
   call,
   clients,
   credentialsFor,
-  eventually,
   type Identity,
-  refused,
+  identityOf,
   startTestServer,
   statusName,
-  tempDir,
 } from './helpers.ts';
 
 type KeyPair = ReturnType<typeof generateKeyPair>;
-
-function identityOf(issued: IssuedCertificate, key: KeyPair): Identity {
-  return {
-    certificateChain: [issued.certificate, ...issued.chain]
-      .map((der) => encodePem('CERTIFICATE', der))
-      .join(''),
-    privateKey: privateKeyToPem(key.privateKey),
-  };
-}
-
-const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
 
 /** The gRPC status code of a call (0 for OK). */
 async function outcome(promise: Promise<unknown>): Promise<string> {
@@ -169,9 +160,9 @@ describe('node lifecycle and abuse limits through the server', () => {
     assert.equal(revoked.alreadyRevoked, false);
     const before = await nodeCertificates(node.nodeId);
     const why = /this key was revoked for key compromise .*enrol again with a new join token and a new key/;
-    assertStatus(await refused(rejoin(node.key)), grpc.status.PERMISSION_DENIED, why);
+    assertStatus(await failureOf(rejoin(node.key)), grpc.status.PERMISSION_DENIED, why);
     assertStatus(
-      await refused(call(anonymous.enrolment, anonymous.enrolment.register, node.request)),
+      await failureOf(call(anonymous.enrolment, anonymous.enrolment.register, node.request)),
       grpc.status.PERMISSION_DENIED,
       why,
     );
@@ -181,12 +172,12 @@ describe('node lifecycle and abuse limits through the server', () => {
     const other = await enrol();
     await call(admin.admin, admin.admin.revokeNode, { id: other.nodeId, reason: '' });
     assertStatus(
-      await refused(rejoin(other.key)),
+      await failureOf(rejoin(other.key)),
       grpc.status.PERMISSION_DENIED,
       new RegExp(`node ${other.nodeId} has been revoked`),
     );
     assertStatus(
-      await refused(call(anonymous.enrolment, anonymous.enrolment.register, other.request)),
+      await failureOf(call(anonymous.enrolment, anonymous.enrolment.register, other.request)),
       grpc.status.PERMISSION_DENIED,
       /has been revoked; none of its keys gets another certificate: enrol again with a new join token and a new key/,
     );
@@ -212,7 +203,7 @@ describe('node lifecycle and abuse limits through the server', () => {
     assert.equal(valid.length, 2);
 
     // The node renewing early over mutual TLS: refused alike, 50 times over.
-    const asNode = open(identityOf(node.issued, node.key));
+    const asNode = open(identityOf(node.issued, privateKeyToPem(node.key.privateKey)));
     const renewals = await Promise.all(
       Array.from({ length: 50 }, () => outcome(call(asNode.ca, asNode.ca.renew, {}))),
     );
@@ -222,14 +213,14 @@ describe('node lifecycle and abuse limits through the server', () => {
 
   test('a node revoking its own certificate over its own connection gets the reply before the connection is cut', async () => {
     const node = await enrol();
-    const asNode = open(identityOf(node.issued, node.key));
+    const asNode = open(identityOf(node.issued, privateKeyToPem(node.key.privateKey)));
     const reply = await call(asNode.ca, asNode.ca.revoke, {
       serial: node.issued.serial,
       reason: 'superseded',
     });
     assert.equal(reply.alreadyRevoked, false);
     // Afterwards the revoked certificate gets nothing more.
-    const next = await refused(call(asNode.ca, asNode.ca.getTrustBundle, {}));
+    const next = await failureOf(call(asNode.ca, asNode.ca.getTrustBundle, {}));
     assert.ok([grpc.status.UNAVAILABLE, grpc.status.UNAUTHENTICATED].includes(next.code), next.details);
   });
 
@@ -240,7 +231,7 @@ describe('node lifecycle and abuse limits through the server', () => {
     );
     const asAlice = delegates.as(alice);
     await call(asAlice.delegation, asAlice.delegation.getDelegationStatus, {});
-    const serial = new X509Certificate(alice.ca).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
+    const serial = serialOf(alice.ca);
     const reply = await call(asAlice.ca, asAlice.ca.revoke, { serial, reason: 'cessationOfOperation' });
     assert.equal(reply.alreadyRevoked, false);
     assert.notEqual(
@@ -304,7 +295,7 @@ describe('node lifecycle and abuse limits through the server', () => {
     assert.equal(full.usage?.workloads, 2, 'Alice is at 2 of 2');
     assert.equal(full.usage?.memoryMib, 768);
     assertStatus(
-      await refused(
+      await failureOf(
         call(asAlice, asAlice.reserve, { holder: 'more', workloads: 1, cpus: [], memoryMib: 0, blockMib: 0 }),
       ),
       grpc.status.RESOURCE_EXHAUSTED,
@@ -386,7 +377,7 @@ describe('node lifecycle and abuse limits through the server', () => {
     await call(admin.admin, admin.admin.approveNode, { id: registered.nodeId });
     const up = await call(anonymous.enrolment, anonymous.enrolment.register, request);
     assert.ok(up.certificate);
-    const asNode = open(identityOf(up.certificate, key));
+    const asNode = open(identityOf(up.certificate, privateKeyToPem(key.privateKey)));
     const renewed = await call(asNode.ca, asNode.ca.renew, {});
     const spare = await call(admin.admin, admin.admin.createToken, {
       ttlSeconds: 60,

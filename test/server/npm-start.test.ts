@@ -7,8 +7,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ROOT, tempDir } from './helpers.ts';
+import { repoRoot } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
+/** npm itself starts slowly on a loaded machine. */
 const DEADLINE_MS = 90_000;
 
 function alive(pid: number): boolean {
@@ -26,14 +29,6 @@ function parentOf(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
-async function until(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 test("npm start: the server is npm's child, and SIGTERM to npm drains and stops it", async (t) => {
   if (spawnSync('npm', ['--version']).error) {
     const reason = 'npm is not on the PATH';
@@ -46,7 +41,7 @@ test("npm start: the server is npm's child, and SIGTERM to npm drains and stops 
     'npm',
     ['start', '--', '--data', dataDir, '--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0'],
     {
-      cwd: ROOT,
+      cwd: repoRoot,
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
@@ -61,12 +56,12 @@ test("npm start: the server is npm's child, and SIGTERM to npm drains and stops 
   let serverPid = 0;
   try {
     const info = join(dataDir, 'server.json');
-    await until('server.json', () => existsSync(info));
+    await eventually('server.json', () => existsSync(info), DEADLINE_MS);
     serverPid = (JSON.parse(readFileSync(info, 'utf8')) as { pid: number }).pid;
     assert.equal(parentOf(serverPid), npm.pid, "the server is npm's own child, no shell in between");
     npm.kill('SIGTERM');
     await exited;
-    await until('the server to exit', () => !alive(serverPid));
+    await eventually('the server to exit', () => !alive(serverPid), DEADLINE_MS);
     assert.match(output, /"msg":"signal received"/);
     assert.match(output, /"msg":"stopped"/);
   } finally {

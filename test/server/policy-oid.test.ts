@@ -24,16 +24,11 @@ import {
   readPolicy,
 } from '../../src/pki/policy-extension.ts';
 import type { ServerInfoFile } from '../../src/server/data-directory.ts';
-import {
-  delegateArgs,
-  derOf,
-  jsonOf,
-  openssl,
-  pemCertificates,
-  type RunResult,
-  sigil,
-  snapshot,
-} from '../cli/pki-helpers.ts';
+import { delegateArgs, derOf, jsonOf, pemCertificates, snapshot } from '../cli/pki-helpers.ts';
+import { openssl, type RunResult, sigil } from '../support/cli.ts';
+import { failureOf } from '../support/failure.ts';
+import { assertRefused } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { Delegates } from './delegation-fixtures.ts';
 import {
   adminIdentity,
@@ -42,11 +37,9 @@ import {
   clients,
   credentialsFor,
   FREE_PORTS,
-  refused,
   type ServerProcess,
   spawnServer,
   statusName,
-  tempDir,
   waitForServer,
 } from './helpers.ts';
 
@@ -86,10 +79,7 @@ const delegationJson = (dir: string): DelegationJson =>
 
 /** The refusal of a `sigil server` that must not start: exit 1 and one line, `sigil: …`, on stderr. */
 async function assertServerRefused(server: ServerProcess, problem: RegExp): Promise<void> {
-  assert.equal(await server.exited, 1, `stdout: ${server.stdout()}; stderr: ${server.stderr()}`);
-  assert.equal(server.stdout(), '');
-  assert.match(server.stderr(), /^sigil: [^\n]+\n$/, `not one line: ${JSON.stringify(server.stderr())}`);
-  assert.match(server.stderr(), problem);
+  assertRefused(await server.result, problem);
 }
 
 describe('sigil server --policy-oid', () => {
@@ -249,7 +239,7 @@ describe('sigil server --policy-oid', () => {
     const delegates = new Delegates(info.listen, dataDir, trustDomain, parsePolicyOid(OID));
     try {
       const { delegation } = delegates.clientsFor([leaf.der, stray.der, ...aliceChain], leafKeys.privateKey);
-      const error = await refused(call(delegation, delegation.getDelegationStatus, {}));
+      const error = await failureOf(call(delegation, delegation.getDelegationStatus, {}));
       assert.equal(error.code, grpc.status.PERMISSION_DENIED, `${statusName(error.code)}: ${error.details}`);
       assert.match(error.details, /without a policy/);
     } finally {

@@ -12,17 +12,11 @@ import type { RevocationEvent } from '../../src/gen/sigil/v1/sigil.ts';
 import { generateKeyPair } from '../../src/pki/keys.ts';
 import { possessionFor, signChallenge } from '../../src/protocol/challenges.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
+import { cancellationOnly } from '../support/cancellation.ts';
+import { eventually } from '../support/eventually.ts';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../support/postgres.ts';
-import {
-  adminIdentity,
-  type Clients,
-  call,
-  clients,
-  credentialsFor,
-  eventually,
-  startTestServer,
-  tempDir,
-} from './helpers.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { adminIdentity, type Clients, call, clients, credentialsFor, startTestServer } from './helpers.ts';
 
 const skip = postgresUnavailable() ?? undefined;
 
@@ -159,13 +153,14 @@ describe('replicas on PostgreSQL', { skip }, () => {
     const events: RevocationEvent[] = [];
     const stream = adminB.ca.watchRevocations({});
     stream.on('data', (event: RevocationEvent) => events.push(event));
-    stream.on('error', () => {});
+    const streamErrors = cancellationOnly(stream);
     await eventually('the snapshot', () => events.length >= 1);
     await call(adminA.ca, adminA.ca.revoke, { serial: issued.serial, reason: 'keyCompromise' });
     await eventually('the revocation on replica b', () =>
       events.some((event) => !event.snapshot && event.serials.includes(issued.serial)),
     );
     stream.cancel();
+    assert.deepEqual(streamErrors, [], 'the watch stream failed');
   });
 
   test('a revocation made while the other replica lost its LISTEN connection still reaches it (re-read on the gap)', async () => {

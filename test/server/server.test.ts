@@ -3,7 +3,7 @@
 // input, restart and graceful shutdown. Real sockets, real SQLite, the real
 // authority.
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -13,11 +13,15 @@ import type { IssuedCertificate, RevocationEvent } from '../../src/gen/sigil/v1/
 import { parseCrl } from '../../src/pki/crl.ts';
 import { createCsr } from '../../src/pki/csr.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import { possessionFor, registerChallenge, signChallenge } from '../../src/protocol/challenges.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
 import { CLIENT_CERTIFICATE_REQUIRED } from '../../src/transport/public-methods.ts';
+import { cancellationOnly } from '../support/cancellation.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { sha256 } from '../support/fingerprint.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import {
   adminIdentity,
   anonymousCredentials,
@@ -26,24 +30,12 @@ import {
   call,
   clients,
   credentialsFor,
-  eventually,
   type Identity,
-  refused,
+  identityOf,
   startTestServer,
-  tempDir,
 } from './helpers.ts';
 
-const sha256 = (der: Buffer): string => createHash('sha256').update(der).digest('hex');
 const leafDer = (pem: string): Buffer => new X509Certificate(pem).raw;
-
-function identityOf(issued: IssuedCertificate, privateKeyPem: string): Identity {
-  return {
-    certificateChain: [issued.certificate, ...issued.chain]
-      .map((der) => encodePem('CERTIFICATE', der))
-      .join(''),
-    privateKey: privateKeyPem,
-  };
-}
 
 describe('sigil server in process', () => {
   const dataDir = join(tempDir(), 'data');
@@ -159,9 +151,9 @@ describe('sigil server in process', () => {
   test('a non-admin gets PERMISSION_DENIED for Admin, Sign and ListCertificates, and may Renew itself', async () => {
     const { identity, issued } = await signClient('bob');
     const bob = open(identity);
-    const status = await refused(call(bob.admin, bob.admin.getStatus, {}));
+    const status = await failureOf(call(bob.admin, bob.admin.getStatus, {}));
     assertStatus(status, grpc.status.PERMISSION_DENIED, /spiffe:\/\/sigil\.internal\/client\/bob/);
-    const token = await refused(
+    const token = await failureOf(
       call(bob.admin, bob.admin.createToken, {
         ttlSeconds: 0,
         uses: 0,
@@ -171,7 +163,7 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(token, grpc.status.PERMISSION_DENIED);
-    const list = await refused(
+    const list = await failureOf(
       call(bob.ca, bob.ca.listCertificates, {
         pageSize: 0,
         pageToken: '',
@@ -181,7 +173,7 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(list, grpc.status.PERMISSION_DENIED);
-    const sign = await refused(
+    const sign = await failureOf(
       call(bob.ca, bob.ca.sign, {
         key: { $case: 'csr', value: Buffer.from('x') },
         profile: 'client',
@@ -212,7 +204,7 @@ describe('sigil server in process', () => {
       call(anonymous.ca, anonymous.ca.renew, {}),
     ]) {
       assertStatus(
-        await refused(attempt),
+        await failureOf(attempt),
         grpc.status.UNAUTHENTICATED,
         new RegExp(CLIENT_CERTIFICATE_REQUIRED),
       );
@@ -252,7 +244,7 @@ describe('sigil server in process', () => {
     const renewed = await call(node.ca, node.ca.renew, {});
     assert.equal(renewed.spiffeId, again.certificate.spiffeId);
     assertStatus(
-      await refused(call(node.admin, node.admin.listNodes, { state: '' })),
+      await failureOf(call(node.admin, node.admin.listNodes, { state: '' })),
       grpc.status.PERMISSION_DENIED,
     );
 
@@ -261,7 +253,7 @@ describe('sigil server in process', () => {
     const tokens = await call(admin.admin, admin.admin.listTokens, {});
     const summary = tokens.tokens.find((listed) => listed.id === token.id);
     assert.equal(summary?.usesLeft, 0);
-    const reused = await refused(
+    const reused = await failureOf(
       call(anonymous.enrolment, anonymous.enrolment.register, {
         ...request,
         possession: possessionFor(
@@ -279,7 +271,7 @@ describe('sigil server in process', () => {
       challenge: Buffer.alloc(32, 1),
       signature: Buffer.alloc(64, 2),
     };
-    const sign = await refused(
+    const sign = await failureOf(
       call(admin.ca, admin.ca.sign, {
         key: { $case: 'possession', value: possession },
         profile: 'client',
@@ -291,7 +283,7 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(sign, grpc.status.INVALID_ARGUMENT, /^possession\.spki: /);
-    const register = await refused(
+    const register = await failureOf(
       call(anonymous.enrolment, anonymous.enrolment.register, {
         tokenId: 'tn0000000000000000',
         tokenSecret: Buffer.alloc(32),
@@ -300,7 +292,7 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(register, grpc.status.INVALID_ARGUMENT, /^possession\.spki: /);
-    const rejoin = await refused(call(anonymous.enrolment, anonymous.enrolment.rejoin, { possession }));
+    const rejoin = await failureOf(call(anonymous.enrolment, anonymous.enrolment.rejoin, { possession }));
     assertStatus(rejoin, grpc.status.INVALID_ARGUMENT, /^possession\.spki: /);
     // Well framed, but not a key OpenSSL reads, or a key type sigil does not take: named too.
     const adminFingerprint = sha256(leafDer(adminIdentity(dataDir).certificateChain));
@@ -308,7 +300,7 @@ describe('sigil server in process', () => {
       Buffer.from('300c300506032a030403030000ff', 'hex').subarray(0, 14),
       generateKeyPairSync('x25519').publicKey.export({ type: 'spki', format: 'der' }),
     ]) {
-      const error = await refused(
+      const error = await failureOf(
         call(admin.ca, admin.ca.sign, {
           key: {
             $case: 'possession',
@@ -328,7 +320,7 @@ describe('sigil server in process', () => {
         /^possession\.spki: (malformed SubjectPublicKeyInfo|unsupported key)/,
       );
     }
-    const missing = await refused(call(anonymous.enrolment, anonymous.enrolment.rejoin, {}));
+    const missing = await failureOf(call(anonymous.enrolment, anonymous.enrolment.rejoin, {}));
     assertStatus(missing, grpc.status.INVALID_ARGUMENT, /^possession: is required/);
   });
 
@@ -341,7 +333,7 @@ describe('sigil server in process', () => {
       uris: [] as string[],
       ttlSeconds: 0,
     };
-    const names = await refused(
+    const names = await failureOf(
       call(admin.ca, admin.ca.sign, {
         ...base,
         key: { $case: 'csr', value: Buffer.from('x') },
@@ -349,7 +341,7 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(names, grpc.status.INVALID_ARGUMENT, /^dns_names: 65 entries is over the limit of 64/);
-    const spki = await refused(
+    const spki = await failureOf(
       call(admin.ca, admin.ca.sign, {
         ...base,
         key: {
@@ -363,13 +355,13 @@ describe('sigil server in process', () => {
       grpc.status.INVALID_ARGUMENT,
       /^possession\.spki: 4096 bytes is over the limit of 2048/,
     );
-    const csr = await refused(
+    const csr = await failureOf(
       call(admin.ca, admin.ca.sign, { ...base, key: { $case: 'csr', value: Buffer.from('garbage') } }),
     );
     assertStatus(csr, grpc.status.INVALID_ARGUMENT);
-    const serial = await refused(call(admin.ca, admin.ca.revoke, { serial: 'zz-not-hex', reason: '' }));
+    const serial = await failureOf(call(admin.ca, admin.ca.revoke, { serial: 'zz-not-hex', reason: '' }));
     assertStatus(serial, grpc.status.INVALID_ARGUMENT, /^serial: /);
-    const revoked = await refused(
+    const revoked = await failureOf(
       call(admin.ca, admin.ca.listCertificates, {
         pageSize: 0,
         pageToken: '',
@@ -379,13 +371,13 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(revoked, grpc.status.INVALID_ARGUMENT, /^revoked: /);
-    const unknown = await refused(call(admin.admin, admin.admin.getNode, { id: 'no-such-node' }));
+    const unknown = await failureOf(call(admin.admin, admin.admin.getNode, { id: 'no-such-node' }));
     assert.ok([grpc.status.INVALID_ARGUMENT, grpc.status.NOT_FOUND].includes(unknown.code), unknown.details);
   });
 
   test('an oversized message → RESOURCE_EXHAUSTED, with or without a client certificate', async () => {
     const huge = Buffer.alloc(200 * 1024, 7);
-    const sign = await refused(
+    const sign = await failureOf(
       call(admin.ca, admin.ca.sign, {
         key: { $case: 'csr', value: huge },
         profile: 'client',
@@ -397,7 +389,7 @@ describe('sigil server in process', () => {
       }),
     );
     assertStatus(sign, grpc.status.RESOURCE_EXHAUSTED);
-    const register = await refused(
+    const register = await failureOf(
       call(anonymous.enrolment, anonymous.enrolment.register, {
         tokenId: 'tn0000000000000000',
         tokenSecret: huge,
@@ -416,7 +408,7 @@ describe('sigil server in process', () => {
     const stream = admin.ca.watchRevocations({});
     stream.on('data', (event: RevocationEvent) => events.push(event));
     const ended = new Promise<grpc.StatusObject>((resolve) => stream.on('status', resolve));
-    stream.on('error', () => {});
+    const streamErrors = cancellationOnly(stream);
     await eventually('the snapshot', () => events.length >= 1);
     assert.equal(events[0].snapshot, true);
     assert.ok(!events[0].serials.includes(issued.serial));
@@ -432,6 +424,7 @@ describe('sigil server in process', () => {
 
     stream.cancel();
     assert.equal((await ended).code, grpc.status.CANCELLED);
+    assert.deepEqual(streamErrors, [], 'the watch stream failed');
     await eventually('the watcher gauge back to 0', async () => {
       const text = await (await fetch(`${running.httpUrl}/metrics`)).text();
       return /^sigil_revocation_watchers 0$/m.test(text);
@@ -490,13 +483,14 @@ describe('sigil server in process', () => {
     const stream = admin.ca.watchRevocations({});
     const events: RevocationEvent[] = [];
     stream.on('data', (event: RevocationEvent) => events.push(event));
-    stream.on('error', () => {});
+    const streamErrors = cancellationOnly(stream);
     const ended = new Promise<grpc.StatusObject>((resolve) => stream.on('status', resolve));
     await eventually('the snapshot', () => events.length >= 1);
     const before = running.info;
     await running.close(5000);
     const endStatus = await ended;
     assert.equal(endStatus.code, grpc.status.OK, endStatus.details);
+    assert.deepEqual(streamErrors, [], 'the watch stream failed');
     await assert.rejects(fetch(`${running.httpUrl}/healthz`));
 
     running = await startTestServer({ dataDir });

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import { MtlsServer } from '../../src/transport/mtls-server.ts';
+import { bytes } from '../support/raw-methods.ts';
 import { echoService, ManualMaterialSource, mtlsClient, TestCa } from '../transport/fixtures.ts';
 
 const ca = new TestCa('sigil shutdown test CA');
-const bytes = (value: Buffer): Buffer => value;
 const cleanups: (() => unknown)[] = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();

@@ -14,10 +14,14 @@ import * as grpc from '@grpc/grpc-js';
 import type { ServiceDefinition } from '@grpc/proto-loader';
 import type { RunningServer } from '../../src/server/start-server.ts';
 import { healthPackageDefinition } from '../../src/services/health.ts';
+import { cancellationOnly } from '../support/cancellation.ts';
+import { repoRoot } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
 import { findPythonInterpreters, inCi } from '../support/peers.ts';
-import { adminIdentity, credentialsFor, ROOT, startTestServer, tempDir } from './helpers.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { adminIdentity, credentialsFor, startTestServer } from './helpers.ts';
 
-const SCRIPT = join(ROOT, 'test/support/peers/grpc_standard_client.py');
+const SCRIPT = join(repoRoot, 'test/support/peers/grpc_standard_client.py');
 
 interface StepResult {
   readonly ok: boolean;
@@ -182,15 +186,16 @@ describe('standard gRPC services at shutdown', () => {
     const client = new Client(own.address, credentialsFor(dir, adminIdentity(dir)));
     try {
       const statuses: string[] = [];
+      const streamErrors: Error[] = [];
       const ended = new Promise<grpc.StatusObject>((resolve) => {
         const stream = (
           client as unknown as { Watch: (r: object) => grpc.ClientReadableStream<{ status: string }> }
         ).Watch({ service: '' });
         stream.on('data', (reply: { status: string }) => statuses.push(reply.status));
         stream.on('status', resolve);
-        stream.on('error', () => {});
+        cancellationOnly(stream, streamErrors);
       });
-      while (statuses.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      await eventually('the first health status', () => statuses.length > 0);
       assert.deepEqual(statuses, ['SERVING']);
       // A long grace: without the health service ending its streams, the drain would cut this one (not OK).
       const closed = own.close(30_000);
@@ -198,6 +203,7 @@ describe('standard gRPC services at shutdown', () => {
       await closed;
       assert.equal(status.code, grpc.status.OK, status.details);
       assert.deepEqual(statuses, ['SERVING', 'NOT_SERVING']);
+      assert.deepEqual(streamErrors, [], 'the watch stream failed');
     } finally {
       client.close();
       await own.close(0);

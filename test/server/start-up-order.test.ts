@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { startServer } from '../../src/server/start-server.ts';
 import { snapshot } from '../cli/pki-helpers.ts';
-import { FREE_PORTS, spawnServer, tempDir, waitForServer } from './helpers.ts';
+import { tempDir } from '../support/temp-dir.ts';
+import { FREE_PORTS, spawnServer, waitForServer } from './helpers.ts';
 
 /** A TCP listener holding a port, as another program would. */
 async function busyPort(host = '127.0.0.1'): Promise<number> {
@@ -21,27 +22,18 @@ async function busyPort(host = '127.0.0.1'): Promise<number> {
   return (holder.address() as net.AddressInfo).port;
 }
 
-/** Runs `sigil server` to its exit. */
-async function refusedStart(
-  args: readonly string[],
-): Promise<{ code: number | string; stderr: string; stdout: string }> {
-  const server = spawnServer(args);
-  const code = await server.exited;
-  return { code, stderr: server.stderr(), stdout: server.stdout() };
-}
-
 describe('sigil server start-up order', { concurrency: 3 }, () => {
   test('a busy --listen port: exit 1, one line, no data directory created; the next start shows the banner', async () => {
     const port = await busyPort();
     const dataDir = join(tempDir(), 'data');
-    const refused = await refusedStart([
+    const refused = await spawnServer([
       '--data',
       dataDir,
       '--listen',
       `127.0.0.1:${port}`,
       '--http-listen',
       '127.0.0.1:0',
-    ]);
+    ]).result;
     assert.equal(refused.code, 1, refused.stderr);
     assert.equal(refused.stdout, '');
     assert.equal(
@@ -67,14 +59,14 @@ describe('sigil server start-up order', { concurrency: 3 }, () => {
     const dataDir = join(tempDir(), 'data');
     mkdirSync(dataDir, { mode: 0o700 });
     const mode = statSync(dataDir).mode;
-    const refused = await refusedStart([
+    const refused = await spawnServer([
       '--data',
       dataDir,
       '--listen',
       '127.0.0.1:0',
       '--http-listen',
       `127.0.0.1:${port}`,
-    ]);
+    ]).result;
     assert.equal(refused.code, 1, refused.stderr);
     assert.match(
       refused.stderr,

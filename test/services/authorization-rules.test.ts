@@ -8,47 +8,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { DelegationService } from '../../src/gen/sigil/v1/sigil.ts';
-import { PERMISSIONS } from '../../src/pki/policy-extension.ts';
 import {
   ALL_METHODS,
   PUBLIC_METHODS,
   sigilAuthorizationRules,
 } from '../../src/services/authorization-rules.ts';
 import { AuthorizationPolicy } from '../../src/transport/authorization.ts';
-import type { AdmittedDelegate } from '../../src/transport/delegate-admission.ts';
-import type { PeerIdentity } from '../../src/transport/peer-identity.ts';
+import { admittedCarol, peer } from './peer-fixtures.ts';
 
 const policy = new AuthorizationPolicy(sigilAuthorizationRules('example.test'));
-
-function peer(
-  spiffeId: string | null,
-  issuedBy: PeerIdentity['issuedBy'] = 'deployment',
-  delegate: AdmittedDelegate | null = null,
-): PeerIdentity {
-  return {
-    spiffeId,
-    subject: '',
-    dnsNames: [],
-    ipAddresses: [],
-    serial: '1',
-    fingerprint: '00'.repeat(32),
-    notAfter: new Date(Date.now() + 60_000),
-    chain: [],
-    extensions: [],
-    issuedBy,
-    delegate,
-  };
-}
-
-/** Carol, admitted: her chain grants everything, even "admin" (what an admin's method needs is the deployment's issuer). */
-function admittedCarol(spiffeId = 'spiffe://carol.alice.d.example.test'): PeerIdentity {
-  return peer(spiffeId, 'delegated', {
-    spiffeId,
-    subtree: ['alice', 'carol'],
-    effective: { version: 1, permissions: new Set(PERMISSIONS), limits: null },
-    revocationIds: [],
-  });
-}
 
 const allowed = (method: string, id: string | null) => policy.decide(method, peer(id)).allowed;
 

@@ -12,6 +12,7 @@ import {
   unaryHandler,
 } from '../../src/services/handlers.ts';
 import { MtlsServer } from '../../src/transport/mtls-server.ts';
+import { bytes, rawMethod } from '../support/raw-methods.ts';
 import { ManualMaterialSource, mtlsClient, TestCa } from '../transport/fixtures.ts';
 
 const EXPECTED: Record<ErrorCode, grpc.status> = {
@@ -53,19 +54,9 @@ describe('statusForError', () => {
 
 describe('handlers through a real server', () => {
   const ca = new TestCa('sigil handlers test CA');
-  const bytes = (value: Buffer): Buffer => value;
-  const method = (path: string, responseStream = false) => ({
-    path,
-    requestStream: false,
-    responseStream,
-    requestSerialize: bytes,
-    requestDeserialize: bytes,
-    responseSerialize: bytes,
-    responseDeserialize: bytes,
-  });
   const service = {
-    fail: method('/sigil.test.Fail/Fail'),
-    stream: method('/sigil.test.Fail/Stream', true),
+    fail: rawMethod('/sigil.test.Fail/Fail'),
+    stream: rawMethod('/sigil.test.Fail/Stream', 'response'),
   } satisfies grpc.ServiceDefinition;
   const reported: { method: string; code: number }[] = [];
   const onFailure = (path: string, _error: unknown, status: { code: number }) =>

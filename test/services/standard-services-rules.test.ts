@@ -6,7 +6,6 @@
 // test/server/standard-services.test.ts).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { PERMISSIONS } from '../../src/pki/policy-extension.ts';
 import {
   PUBLIC_METHODS,
   STANDARD_METHODS,
@@ -16,36 +15,11 @@ import {
 import { HEALTH_SERVICE_NAME } from '../../src/services/health.ts';
 import { REFLECTION_SERVICE_NAMES } from '../../src/services/reflection.ts';
 import { AuthorizationPolicy } from '../../src/transport/authorization.ts';
-import type { PeerIdentity } from '../../src/transport/peer-identity.ts';
+import { admittedCarol, peer } from './peer-fixtures.ts';
 
 const policy = new AuthorizationPolicy(sigilAuthorizationRules('example.test'));
 
-function peer(
-  spiffeId: string | null,
-  issuedBy: PeerIdentity['issuedBy'] = 'deployment',
-  delegate: PeerIdentity['delegate'] = null,
-): PeerIdentity {
-  return {
-    spiffeId,
-    subject: 'CN=test',
-    dnsNames: [],
-    ipAddresses: [],
-    serial: '1',
-    fingerprint: '00'.repeat(32),
-    notAfter: new Date(Date.now() + 60_000),
-    chain: [],
-    extensions: [],
-    issuedBy,
-    delegate,
-  };
-}
-
-const carol = peer('spiffe://carol.alice.d.example.test', 'delegated', {
-  spiffeId: 'spiffe://carol.alice.d.example.test',
-  subtree: ['alice', 'carol'],
-  effective: { version: 1, permissions: new Set(PERMISSIONS), limits: null },
-  revocationIds: [],
-});
+const carol = admittedCarol();
 
 describe('standard services in the authorization table', () => {
   test('the table names exactly the services the server adds', () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { afterEach, describe, test } from 'node:test';
-import { SigilError } from '../../src/errors.ts';
+import type { ErrorCode } from '../../src/errors.ts';
 import type {
   CaRecord,
   CertificateFilter,
@@ -19,6 +19,7 @@ import type {
   UsageCeiling,
   UsageReservation,
 } from '../../src/store/store.ts';
+import { refusal } from '../support/refusals.ts';
 
 export interface StoreFixture {
   /** A store on a fresh, empty database (migrated unless asked otherwise). */
@@ -185,13 +186,8 @@ function ceiling(subtree: string, workloads: number, memoryMiB = 1 << 30, blockM
 /** Byte order of UTF-8, the order both stores keep subtree keys in. */
 const byteOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
-async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof SigilError, `expected a SigilError, got ${String(error)}`);
-    assert.equal(error.code, code);
-    if (message) assert.match(error.message, message);
-    return true;
-  });
+async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<void> {
+  await assert.rejects(promise, refusal(code, message ?? /(?:)/));
 }
 
 /** Records a store's events; waitFor resolves when a matching one has arrived (fails after 10 s). */

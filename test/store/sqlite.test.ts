@@ -3,11 +3,10 @@
 // openStore's handling of the --store value.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { SigilError } from '../../src/errors.ts';
@@ -19,29 +18,19 @@ import {
 } from '../../src/store/migrations.ts';
 import { openStore, storeKind } from '../../src/store/open-store.ts';
 import { openSqliteStore } from '../../src/store/sqlite.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { type LegacyRow, sampleCertificate, sampleToken, storeContract } from './contract.ts';
-
-const directories: string[] = [];
-after(() => {
-  for (const dir of directories) rmSync(dir, { recursive: true, force: true });
-});
-
-function temporaryDirectory(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sigil-sqlite-'));
-  directories.push(dir);
-  return dir;
-}
 
 storeContract({
   name: 'SQLite',
   async fresh(options = {}) {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const store = await openSqliteStore(path, { onError: options.onError });
     if (options.migrate ?? true) await store.migrate();
     return { store, openAnother: () => openSqliteStore(path, { onError: options.onError }) };
   },
   async atSchemaVersion(version, rows) {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     writeAtSchemaVersion(path, version, rows);
     const store = await openSqliteStore(path);
     return { store, openAnother: () => openSqliteStore(path) };
@@ -73,7 +62,7 @@ function writeAtSchemaVersion(path: string, version: number, rows: readonly Lega
 
 describe('SQLite store', () => {
   test('the database file and its WAL are created mode 0600, in WAL mode', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const store = await openSqliteStore(path);
     await store.migrate();
     await store.insertToken(sampleToken('tok'));
@@ -86,7 +75,7 @@ describe('SQLite store', () => {
   });
 
   test('an existing database file with a looser mode is tightened to 0600', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     writeFileSync(path, '', { mode: 0o644 });
     const store = await openSqliteStore(path);
     assert.equal(statSync(path).mode & 0o777, 0o600);
@@ -94,7 +83,7 @@ describe('SQLite store', () => {
   });
 
   test('schema_migrations records each migration once with its time, however often migrate runs', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const store = await openSqliteStore(path);
     await store.migrate();
     await store.migrate();
@@ -112,7 +101,7 @@ describe('SQLite store', () => {
   });
 
   test('a store migrated by a newer sigil is refused (failed_precondition) and left alone', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const store = await openSqliteStore(path);
     await store.migrate();
     const writer = new DatabaseSync(path);
@@ -130,8 +119,8 @@ describe('SQLite store', () => {
   });
 
   test('schema version 3: delegations.subtree NOT NULL and indexed with recorded_at, reservations keyed by (subtree, holder), fresh or migrated from version 2', async () => {
-    const fresh = join(temporaryDirectory(), 'sigil.db');
-    const fromVersion2 = join(temporaryDirectory(), 'sigil.db');
+    const fresh = join(tempDir('sigil-sqlite-'), 'sigil.db');
+    const fromVersion2 = join(tempDir('sigil-sqlite-'), 'sigil.db');
     writeAtSchemaVersion(fromVersion2, 2, []);
     for (const path of [fresh, fromVersion2]) {
       const store = await openSqliteStore(path);
@@ -172,7 +161,7 @@ describe('SQLite store', () => {
   });
 
   test('a file that is not a SQLite database is refused naming the file', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     writeFileSync(
       path,
       'this is not a database, just some text that is long enough to have a header'.repeat(20),
@@ -207,7 +196,7 @@ describe('SQLite store', () => {
   }
 
   test('no double spend across threads: 4 threads with their own connections race 20 registrations on a single-use token', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const store = await openSqliteStore(path);
     await store.migrate();
     await store.insertToken(sampleToken('tok'));
@@ -225,7 +214,7 @@ describe('SQLite store', () => {
   });
 
   test('the same key from 4 threads at once: one created, the rest existing, the token used once', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const store = await openSqliteStore(path);
     await store.migrate();
     await store.insertToken(sampleToken('tok', { usesTotal: 5, usesLeft: 5 }));
@@ -240,7 +229,7 @@ describe('SQLite store', () => {
   });
 
   test('kill -9 loses no acknowledged write', async () => {
-    const path = join(temporaryDirectory(), 'sigil.db');
+    const path = join(tempDir('sigil-sqlite-'), 'sigil.db');
     const setup = await openSqliteStore(path);
     await setup.migrate();
     await setup.close();
@@ -283,7 +272,7 @@ describe('SQLite store', () => {
 describe('openStore', () => {
   test("'sqlite' and the empty default open <dataDir>/sigil.db, creating the directory, migrated", async () => {
     for (const spec of ['sqlite', '']) {
-      const dataDir = join(temporaryDirectory(), 'data', 'nested');
+      const dataDir = join(tempDir('sigil-sqlite-'), 'data', 'nested');
       const store = await openStore(spec, dataDir);
       await store.insertToken(sampleToken('tok'));
       await store.close();
@@ -302,7 +291,7 @@ describe('openStore', () => {
       ['postgres:/missing-slash', 'postgres:/missing-slash'],
       ['https://db.example/?password=hunter2&x=1', 'https://db.example/?password=***&x=1'],
     ]) {
-      await assert.rejects(openStore(spec, temporaryDirectory()), (error: unknown) => {
+      await assert.rejects(openStore(spec, tempDir('sigil-sqlite-')), (error: unknown) => {
         assert.ok(error instanceof SigilError);
         assert.equal(error.code, 'invalid_argument');
         assert.ok(error.message.includes(shown), error.message);

@@ -10,12 +10,11 @@
 // missing peer fails instead. pyca's path validation (cryptography 42+) is
 // optional: Debian's cryptography only parses.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { opensslIn } from './openssl-in.ts';
 import {
   type ChainRequest,
   findPythonInterpreters,
@@ -32,15 +31,13 @@ import {
   startPythonVerifier,
   verifyWithOpenssl,
 } from './peers.ts';
+import { tempDir } from './temp-dir.ts';
 
 // ---------------------------------------------------------------------------
 // certificates, made with the openssl CLI
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-peers-test-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-const openssl = (...args: string[]): string =>
-  execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const dir = tempDir('sigil-peers-test-');
+const { openssl } = opensslIn(dir);
 
 interface Issued {
   readonly name: string;

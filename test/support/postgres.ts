@@ -7,13 +7,15 @@
 // temporary directory is touched; stop() removes it, and so does process exit.
 //
 // When the binaries are missing, postgresUnavailable() says why, and tests
-// skip with that reason (.ci/run installs the `postgresql` package).
+// skip with that reason; under SIGIL_CI=1 (.ci/run installs the `postgresql`
+// package) it throws instead, so the test file fails rather than skips.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { accessSync, chownSync, constants, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { failInCi } from './ci.ts';
 
 export interface TestPostgres {
   /** A database created at start, for tests that need only one. */
@@ -54,8 +56,14 @@ export function findPostgresBinaries(): Binaries | null {
   return found[0] ?? null;
 }
 
-/** Why PostgreSQL tests cannot run here, or null when they can. */
+/** Why PostgreSQL tests cannot run here (they skip), or null when they can; under SIGIL_CI=1 the reason is thrown. */
 export function postgresUnavailable(): string | null {
+  const reason = whyNoPostgres();
+  if (reason !== null) failInCi(reason);
+  return reason;
+}
+
+function whyNoPostgres(): string | null {
   if (findPostgresBinaries() === null)
     return 'PostgreSQL binaries not found: install the postgresql package (/usr/lib/postgresql/*/bin/initdb)';
   if (isRoot() && serverUser() === null)

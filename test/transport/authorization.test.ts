@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import {
   type AuthorizationDenial,
   AuthorizationPolicy,
@@ -10,14 +9,9 @@ import {
   authorizationInterceptor,
 } from '../../src/transport/authorization.ts';
 import type { PeerIdentity } from '../../src/transport/peer-identity.ts';
-import {
-  connect,
-  type Pair,
-  rejection,
-  startServer,
-  type TestClient,
-  ThrowawayCa,
-} from './interceptor-fixtures.ts';
+import { failureOf } from '../support/failure.ts';
+import { assertThrowsRefusal } from '../support/refusals.ts';
+import { connect, type Pair, startServer, type TestClient, ThrowawayCa } from './interceptor-fixtures.ts';
 
 const ALICE = 'spiffe://td/client/alice';
 const BOB = 'spiffe://td/client/bob';
@@ -74,7 +68,7 @@ describe('authorization interceptor over real TLS', () => {
     await withServer(
       { '/test.Echo/*': { spiffeIds: [ALICE] } },
       async (connectAs, ran) => {
-        const error = await rejection(connectAs(bob).unary('Unary'));
+        const error = await failureOf(connectAs(bob).unary('Unary'));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
         assert.equal(
           error.details,
@@ -98,10 +92,10 @@ describe('authorization interceptor over real TLS', () => {
     await withServer({ '/test.Echo/Unary': { allow: 'any-authenticated' } }, async (connectAs, ran) => {
       const client = connectAs(alice);
       await client.unary('Unary');
-      const other = await rejection(client.unary('Other'));
+      const other = await failureOf(client.unary('Other'));
       assert.equal(other.code, grpc.status.PERMISSION_DENIED);
       assert.match(other.details, /^method \/test\.Echo\/Other: no authorization rule covers this method/);
-      const admin = await rejection(client.reset());
+      const admin = await failureOf(client.reset());
       assert.equal(admin.code, grpc.status.PERMISSION_DENIED);
       assert.match(admin.details, /\/test\.Admin\/Reset: no authorization rule/);
       assert.equal(ran('Other'), false);
@@ -113,7 +107,7 @@ describe('authorization interceptor over real TLS', () => {
     await withServer({ '/test.Echo/*': { spiffePatterns: ['spiffe://td/*'] } }, async (connectAs, ran) => {
       assert.equal((await connectAs(alice).unary('Unary')).toString(), 'Unary:hello');
       assert.equal((await connectAs(bob).unary('Other')).toString(), 'Other:hello');
-      const error = await rejection(connectAs(outsider).unary('Unary'));
+      const error = await failureOf(connectAs(outsider).unary('Unary'));
       assert.equal(error.code, grpc.status.PERMISSION_DENIED);
       assert.equal(
         error.details,
@@ -129,7 +123,7 @@ describe('authorization interceptor over real TLS', () => {
     await withServer({ '/test.Echo/*': { spiffePatterns: ['spiffe://td/client/*'] } }, async (connectAs) => {
       await connectAs(alice).unary('Unary');
       for (const pair of [client, sibling]) {
-        const error = await rejection(connectAs(pair).unary('Unary'));
+        const error = await failureOf(connectAs(pair).unary('Unary'));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
       }
     });
@@ -142,7 +136,7 @@ describe('authorization interceptor over real TLS', () => {
     };
     await withServer(rules, async (connectAs, ran) => {
       await connectAs(alice).unary('Unary');
-      const error = await rejection(connectAs(alice).unary('Other'));
+      const error = await failureOf(connectAs(alice).unary('Other'));
       assert.equal(error.code, grpc.status.PERMISSION_DENIED);
       assert.equal(
         error.details,
@@ -151,7 +145,7 @@ describe('authorization interceptor over real TLS', () => {
       assert.equal(ran('Other'), false);
       // The exact rule admits bob even though the wildcard would not.
       assert.equal((await connectAs(bob).unary('Other')).toString(), 'Other:hello');
-      assert.equal((await rejection(connectAs(bob).unary('Unary'))).code, grpc.status.PERMISSION_DENIED);
+      assert.equal((await failureOf(connectAs(bob).unary('Unary'))).code, grpc.status.PERMISSION_DENIED);
     });
   });
 
@@ -159,7 +153,7 @@ describe('authorization interceptor over real TLS', () => {
     await withServer(
       { '/test.Echo/Unary': { spiffeIds: [ALICE], requirePermission: 'echo' } },
       async (connectAs, ran) => {
-        const error = await rejection(connectAs(alice).unary('Unary'));
+        const error = await failureOf(connectAs(alice).unary('Unary'));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
         assert.equal(
           error.details,
@@ -180,7 +174,7 @@ describe('authorization interceptor over real TLS', () => {
       { '/test.Echo/*': { spiffePatterns: ['spiffe://td/client/*'], requirePermission: 'echo' } },
       async (connectAs, ran) => {
         assert.equal((await connectAs(alice).unary('Unary')).toString(), 'Unary:hello');
-        const error = await rejection(connectAs(bob).unary('Unary'));
+        const error = await failureOf(connectAs(bob).unary('Unary'));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
         assert.equal(
           error.details,
@@ -197,7 +191,7 @@ describe('authorization interceptor over real TLS', () => {
     await withServer(
       { '/test.Echo/*': { requirePermission: 'echo' } },
       async (connectAs, ran) => {
-        const error = await rejection(connectAs(alice).unary('Unary'));
+        const error = await failureOf(connectAs(alice).unary('Unary'));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
         assert.equal(
           error.details,
@@ -218,7 +212,7 @@ describe('authorization interceptor over real TLS', () => {
     await withServer(
       { '/test.Echo/Stream': { spiffeIds: [ALICE] }, '/test.Echo/Unary': { spiffeIds: [BOB] } },
       async (connectAs, ran) => {
-        const error = await rejection(connectAs(bob).stream(['first', 'second']));
+        const error = await failureOf(connectAs(bob).stream(['first', 'second']));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
         assert.equal(
           error.details,
@@ -240,7 +234,7 @@ describe('authorization interceptor over real TLS', () => {
     const worker = ca.client(null, ['worker.example.com']);
     await withServer({ '/test.Echo/*': { dnsNames: ['worker.example.com'] } }, async (connectAs) => {
       assert.equal((await connectAs(worker).unary('Unary')).toString(), 'Unary:hello');
-      const error = await rejection(connectAs(alice).unary('Unary'));
+      const error = await failureOf(connectAs(alice).unary('Unary'));
       assert.equal(
         error.details,
         `method /test.Echo/Unary: peer ${ALICE} is not in allowed DNS names of rule "/test.Echo/*"`,
@@ -253,7 +247,7 @@ describe('authorization interceptor over real TLS', () => {
       { '/test.Echo/*': { allow: 'any-authenticated' }, '/test.Echo/Other': { allow: 'none' } },
       async (connectAs, ran) => {
         await connectAs(alice).unary('Unary');
-        const error = await rejection(connectAs(alice).unary('Other'));
+        const error = await failureOf(connectAs(alice).unary('Other'));
         assert.equal(error.code, grpc.status.PERMISSION_DENIED);
         assert.equal(error.details, 'method /test.Echo/Other: rule "/test.Echo/Other" denies every peer');
         assert.equal(ran('Other'), false);
@@ -265,12 +259,12 @@ describe('authorization interceptor over real TLS', () => {
     await withServer(
       { '/test.Echo/*': { allow: 'any-authenticated' } },
       async (connectAs, ran) => {
-        const error = await rejection(connectAs(null).unary('Unary'));
+        const error = await failureOf(connectAs(null).unary('Unary'));
         assert.equal(error.code, grpc.status.UNAUTHENTICATED);
         assert.match(error.details, /no client certificate/);
         assert.equal(ran('Unary'), false);
         // Authentication comes before the table: an unlisted method also says UNAUTHENTICATED.
-        assert.equal((await rejection(connectAs(null).reset())).code, grpc.status.UNAUTHENTICATED);
+        assert.equal((await failureOf(connectAs(null).reset())).code, grpc.status.UNAUTHENTICATED);
       },
       { requireClientCertificate: false },
     );
@@ -278,13 +272,12 @@ describe('authorization interceptor over real TLS', () => {
 });
 
 describe('authorization table validation', () => {
-  const refused = (rules: unknown, pattern: RegExp): void => {
-    assert.throws(
+  const refused = (rules: unknown, pattern: RegExp): void =>
+    assertThrowsRefusal(
       () => authorizationInterceptor(rules as AuthorizationRules),
-      (error: unknown) =>
-        error instanceof SigilError && error.code === 'invalid_argument' && pattern.test(error.message),
+      'invalid_argument',
+      pattern,
     );
-  };
 
   test('partial wildcard pattern refused at construction', () => {
     for (const pattern of [

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import {
   CHAIN_METADATA_KEY,
   chainMetadataInterceptor,
@@ -13,6 +11,8 @@ import {
   presentedIntermediates,
   readPresentedChain,
 } from '../../src/protocol/chain-metadata.ts';
+import { pemOf } from '../support/pem.ts';
+import { invalid } from '../support/refusals.ts';
 import { echoService } from './fixtures.ts';
 
 const HOUR = 3_600_000;
@@ -53,51 +53,47 @@ const otherRoot = createRootCertificate({
   ttlMs: DAY,
 });
 
-const pem = (...ders: Buffer[]): string => ders.map((der) => encodePem('CERTIFICATE', der)).join('');
-
-const invalidArgument = (pattern: RegExp) => (error: unknown) => {
-  assert.ok(error instanceof SigilError, `a SigilError, got ${String(error)}`);
-  assert.equal(error.code, 'invalid_argument');
-  assert.match(error.message, pattern);
-  return true;
-};
-
 describe('presentedIntermediates', () => {
   it('drops the leaf and self-signed roots, keeping the order of the rest', () => {
-    assert.deepEqual(presentedIntermediates(pem(leaf.der, lower.der, upper.der, root.der)), [
+    assert.deepEqual(presentedIntermediates(pemOf(leaf.der, lower.der, upper.der, root.der)), [
       lower.der,
       upper.der,
     ]);
-    assert.deepEqual(presentedIntermediates(pem(leaf.der, upper.der, lower.der)), [upper.der, lower.der]);
+    assert.deepEqual(presentedIntermediates(pemOf(leaf.der, upper.der, lower.der)), [upper.der, lower.der]);
     // A self-signed root anywhere after the leaf is left out.
-    assert.deepEqual(presentedIntermediates(pem(leaf.der, otherRoot.der, lower.der, root.der, upper.der)), [
+    assert.deepEqual(presentedIntermediates(pemOf(leaf.der, otherRoot.der, lower.der, root.der, upper.der)), [
       lower.der,
       upper.der,
     ]);
   });
 
   it('no intermediates: a bare leaf, or a leaf and its root', () => {
-    assert.deepEqual(presentedIntermediates(pem(leaf.der)), []);
-    assert.deepEqual(presentedIntermediates(pem(leaf.der, root.der)), []);
+    assert.deepEqual(presentedIntermediates(pemOf(leaf.der)), []);
+    assert.deepEqual(presentedIntermediates(pemOf(leaf.der, root.der)), []);
     assert.deepEqual(presentedIntermediates(''), []);
   });
 
   it('only CERTIFICATE blocks count: the leaf is the first certificate even after a key block', () => {
     const keyPem = privateKeyToPem(generateKeyPair('p256').privateKey);
     assert.match(keyPem, /BEGIN PRIVATE KEY/);
-    assert.deepEqual(presentedIntermediates(keyPem + pem(leaf.der, lower.der)), [lower.der]);
-    assert.deepEqual(presentedIntermediates(pem(leaf.der) + keyPem + pem(lower.der, root.der)), [lower.der]);
+    assert.deepEqual(presentedIntermediates(keyPem + pemOf(leaf.der, lower.der)), [lower.der]);
+    assert.deepEqual(presentedIntermediates(pemOf(leaf.der) + keyPem + pemOf(lower.der, root.der)), [
+      lower.der,
+    ]);
   });
 });
 
 describe('chainMetadataInterceptor', () => {
   it('is null when the chain has no intermediates', () => {
-    assert.equal(chainMetadataInterceptor(pem(leaf.der)), null);
-    assert.equal(chainMetadataInterceptor(pem(leaf.der, root.der)), null);
+    assert.equal(chainMetadataInterceptor(pemOf(leaf.der)), null);
+    assert.equal(chainMetadataInterceptor(pemOf(leaf.der, root.der)), null);
   });
 
   it('is an interceptor when it has some', () => {
-    assert.equal(typeof chainMetadataInterceptor(pem(leaf.der, lower.der, upper.der, root.der)), 'function');
+    assert.equal(
+      typeof chainMetadataInterceptor(pemOf(leaf.der, lower.der, upper.der, root.der)),
+      'function',
+    );
   });
 });
 
@@ -137,7 +133,7 @@ describe('chainMetadataInterceptor: a round trip through grpc-js', () => {
     });
 
   it(`the server sees ${CHAIN_METADATA_KEY} values equal to the intermediates' DER, on every call`, async () => {
-    const interceptor = chainMetadataInterceptor(pem(leaf.der, lower.der, upper.der, root.der));
+    const interceptor = chainMetadataInterceptor(pemOf(leaf.der, lower.der, upper.der, root.der));
     assert.ok(interceptor);
     const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
       interceptors: [interceptor],
@@ -182,7 +178,7 @@ describe('chainMetadataInterceptor: a round trip through grpc-js', () => {
       sans: [{ type: 'uri', value: 'spiffe://example.test/d/tower/web' }],
       ttlMs: HOUR,
     });
-    const interceptor = chainMetadataInterceptor(pem(bottom.der, ...cas, root.der));
+    const interceptor = chainMetadataInterceptor(pemOf(bottom.der, ...cas, root.der));
     assert.ok(interceptor);
     const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
       interceptors: [interceptor],
@@ -234,7 +230,7 @@ describe('readPresentedChain', () => {
     const ten = Array.from({ length: 10 }, () => lower.der);
     assert.throws(
       () => readPresentedChain(withValues(ten)),
-      invalidArgument(/sigil-chain-bin carries 10 certificates; a chain of at most 10 is accepted/),
+      invalid(/sigil-chain-bin carries 10 certificates; a chain of at most 10 is accepted/),
     );
   });
 
@@ -244,7 +240,7 @@ describe('readPresentedChain', () => {
     assert.deepEqual(readPresentedChain(withValues([lower.der, atLimit])), [lower.der, atLimit]);
     assert.throws(
       () => readPresentedChain(withValues([lower.der, over])),
-      invalidArgument(new RegExp(`sigil-chain-bin #1 is over ${MAX_PRESENTED_CERTIFICATE_BYTES} bytes`)),
+      invalid(new RegExp(`sigil-chain-bin #1 is over ${MAX_PRESENTED_CERTIFICATE_BYTES} bytes`)),
     );
   });
 });

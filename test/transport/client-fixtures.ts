@@ -7,26 +7,14 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-
-const identity = (value: Buffer): Buffer => value;
+import { failureOf } from '../support/failure.ts';
+import { rawMethod } from '../support/raw-methods.ts';
+import { canonicalSerial } from '../support/serials.ts';
 
 /** One unary method answering `{ "serial": "<client certificate serial>" }`. */
 export const whoAmIService = {
-  whoAmI: {
-    path: '/sigil.test.WhoAmI/WhoAmI',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: identity,
-    requestDeserialize: identity,
-    responseSerialize: identity,
-    responseDeserialize: identity,
-  },
+  whoAmI: rawMethod('/sigil.test.WhoAmI/WhoAmI'),
 } satisfies grpc.ServiceDefinition;
-
-/** Serial as sigil writes it: lower-case hex without leading zeros. */
-export function canonicalSerial(hex: string): string {
-  return hex.toLowerCase().replace(/^0+(?=.)/, '');
-}
 
 function grpcServerWithService(): grpc.Server {
   const server = new grpc.Server();
@@ -135,13 +123,9 @@ export function whoAmI(client: WhoAmIClientType, timeoutMs = 5000): Promise<stri
 
 /** Resolves to the error of a call that must fail. */
 export async function whoAmIError(client: WhoAmIClientType, timeoutMs = 5000): Promise<grpc.ServiceError> {
-  try {
-    const serial = await whoAmI(client, timeoutMs);
-    throw new Error(`the call succeeded (client serial ${serial}) but was expected to fail`);
-  } catch (error) {
-    if ((error as grpc.ServiceError).code === undefined) throw error;
-    return error as grpc.ServiceError;
-  }
+  const error = await failureOf(whoAmI(client, timeoutMs), 'WhoAmI');
+  if (error.code === undefined) throw error; // not a gRPC status: a broken test
+  return error;
 }
 
 /** Waits until the client's connection has gone away (after drain()), so the next call reconnects. */

@@ -17,7 +17,6 @@ import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import type { TlsMaterial } from '../../src/pki/material.ts';
 import { dnsName, ipAddress, uriName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import {
   DEFAULT_POLICY_OID,
   PERMISSIONS,
@@ -29,10 +28,12 @@ import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { type PeerCall, peerIdentity } from '../../src/transport/peer-identity.ts';
 import { RevocationSet } from '../../src/transport/revocation-set.ts';
 import { verifySpiffeId } from '../../src/transport/server-verification.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { pemOf } from '../support/pem.ts';
 import {
   closedAfterTests,
   echoService,
-  eventually,
   ManualMaterialSource,
   mtlsClient,
   TestCa,
@@ -95,8 +96,6 @@ function delegate(
   };
 }
 
-const pem = (ders: readonly Buffer[]): string => ders.map((der) => encodePem('CERTIFICATE', der)).join('');
-
 /** The delegate's own identity leaf: what `sigil delegate` writes as cert.pem / key.pem. */
 function identityOf(delegation: Delegation): { certificateChain: string; privateKey: string } {
   const keys = generateKeyPair('p256');
@@ -110,7 +109,7 @@ function identityOf(delegation: Delegation): { certificateChain: string; private
     publicKey: keys.publicKey,
   });
   return {
-    certificateChain: pem([leaf.der, ...delegation.chain]),
+    certificateChain: pemOf(leaf.der, ...delegation.chain),
     privateKey: privateKeyToPem(keys.privateKey),
   };
 }
@@ -133,7 +132,7 @@ function forged(
     ttlMs: hour,
   });
   return {
-    certificateChain: pem([leaf.der, ...delegation.chain]),
+    certificateChain: pemOf(leaf.der, ...delegation.chain),
     privateKey: privateKeyToPem(keys.privateKey),
   };
 }
@@ -213,15 +212,6 @@ function call(client: grpc.Client): Promise<Seen> {
   });
 }
 
-async function refusal(promise: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as grpc.ServiceError;
-  }
-  assert.fail('the call was expected to fail');
-}
-
 const alice = delegate('alice', ['info', 'create', 'delegate', 'issue']);
 const carol = delegate('carol', ['info'], alice);
 const bob = delegate('bob', ['info', 'create']);
@@ -248,7 +238,7 @@ describe('delegates on a MtlsServer', () => {
   test('a leaf a delegation signs with a deployment name is refused at the handshake (name constraints)', async () => {
     const { port, failures } = await startServer();
     const mallory = forged(alice, `spiffe://${TRUST_DOMAIN}/admin/mallory`);
-    const error = await refusal(call(sigilClient(port, mallory)));
+    const error = await failureOf(call(sigilClient(port, mallory)));
     assert.equal(error.code, grpc.status.UNAVAILABLE);
     // OpenSSL refuses the chain; the next test shows the same delegation's in-host leaf is admitted.
     await eventually('the handshake failure', () => failures.length > 0 || undefined);
@@ -260,7 +250,7 @@ describe('delegates on a MtlsServer', () => {
     };
     const { port } = await startServer({ rules });
     const inside = forged(alice, `spiffe://alice.d.${TRUST_DOMAIN}/admin/mallory`);
-    const error = await refusal(call(sigilClient(port, inside)));
+    const error = await failureOf(call(sigilClient(port, inside)));
     assert.equal(error.code, grpc.status.PERMISSION_DENIED);
     assert.match(
       error.details,
@@ -284,10 +274,10 @@ describe('delegates on a MtlsServer', () => {
       'alice',
       'carol',
     ]);
-    const error = await refusal(call(sigilClient(port, identityOf(bob))));
+    const error = await failureOf(call(sigilClient(port, identityOf(bob))));
     assert.equal(error.code, grpc.status.PERMISSION_DENIED);
     // A deployment identity never matches a delegates rule either.
-    const deployment = await refusal(call(sigilClient(port, ca.issueClient({ name: 'client/x' }))));
+    const deployment = await failureOf(call(sigilClient(port, ca.issueClient({ name: 'client/x' }))));
     assert.equal(deployment.code, grpc.status.PERMISSION_DENIED);
   });
 
@@ -297,7 +287,7 @@ describe('delegates on a MtlsServer', () => {
     };
     const { port } = await startServer({ rules });
     assert.ok((await call(sigilClient(port, identityOf(alice)))).delegate);
-    const error = await refusal(call(sigilClient(port, identityOf(carol))));
+    const error = await failureOf(call(sigilClient(port, identityOf(carol))));
     assert.equal(error.code, grpc.status.PERMISSION_DENIED);
     assert.match(error.details, /lacks permission "create"/);
   });
@@ -307,14 +297,14 @@ describe('delegates on a MtlsServer', () => {
     const identity = identityOf(alice);
     const client = mtlsClient(port, ca.rootPem, identity);
     cleanup.closeLater(() => client.close());
-    const error = await refusal(call(client));
+    const error = await failureOf(call(client));
     assert.equal(error.code, grpc.status.PERMISSION_DENIED);
     assert.match(error.details, /send the chain's CA certificates in sigil-chain-bin/);
   });
 
   test("delegates: 'refuse' refuses every delegated leaf, and deployment identities still pass", async () => {
     const { port } = await startServer({ delegates: 'refuse' });
-    const error = await refusal(call(sigilClient(port, identityOf(alice))));
+    const error = await failureOf(call(sigilClient(port, identityOf(alice))));
     assert.equal(error.code, grpc.status.PERMISSION_DENIED);
     assert.match(error.details, /admits no delegates/);
     assert.equal((await call(sigilClient(port, ca.issueClient()))).issuedBy, 'deployment');
@@ -336,15 +326,15 @@ describe('delegates on a MtlsServer', () => {
     revocation.revoke(`fp:${alice.fingerprint}`);
     const error = await ended;
     assert.equal(error.code, grpc.status.UNAVAILABLE);
-    const again = await refusal(call(sigilClient(port, identityOf(carol))));
+    const again = await failureOf(call(sigilClient(port, identityOf(carol))));
     assert.equal(again.code, grpc.status.PERMISSION_DENIED);
     assert.match(again.details, /revoked/);
   });
 
   test('a CA certificate presented as a client is refused at the handshake', async () => {
     const { port, failures } = await startServer();
-    const asClient = { certificateChain: pem(alice.chain), privateKey: privateKeyToPem(alice.key) };
-    const error = await refusal(call(sigilClient(port, asClient)));
+    const asClient = { certificateChain: pemOf(...alice.chain), privateKey: privateKeyToPem(alice.key) };
+    const error = await failureOf(call(sigilClient(port, asClient)));
     assert.equal(error.code, grpc.status.UNAVAILABLE);
     await eventually(
       'the handshake failure',
@@ -385,7 +375,7 @@ describe("delegate-minted server certificates and sigil's channelCredentials", (
       extraSans: [ipAddress('127.0.0.1')],
     });
     const port = await serverWith(pair);
-    const error = await refusal(call(clientFor(port)));
+    const error = await failureOf(call(clientFor(port)));
     assert.equal(error.code, grpc.status.UNAVAILABLE);
   });
 
@@ -410,7 +400,7 @@ describe("delegate-minted server certificates and sigil's channelCredentials", (
       extraSans: [ipAddress('127.0.0.1'), dnsName('bank.example.com')],
     });
     const port = await serverWith(pair);
-    const error = await refusal(call(clientFor(port)));
+    const error = await failureOf(call(clientFor(port)));
     assert.equal(error.code, grpc.status.UNAVAILABLE);
   });
 });

@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import type { TlsMaterial } from '../../src/pki/material.ts';
@@ -21,13 +20,9 @@ import { encodePem } from '../../src/pki/pem.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { EmbeddedCA } from '../../src/transport/embedded-ca.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
-import {
-  canonicalSerial,
-  startCredentialsPeer,
-  whoAmI,
-  whoAmIClient,
-  whoAmIError,
-} from './client-fixtures.ts';
+import { assertThrowsRefusal } from '../support/refusals.ts';
+import { canonicalSerial } from '../support/serials.ts';
+import { startCredentialsPeer, whoAmI, whoAmIClient, whoAmIError } from './client-fixtures.ts';
 
 const certificates = (pem: string): X509Certificate[] =>
   pem
@@ -180,8 +175,7 @@ describe('EmbeddedCA', () => {
   });
 
   test('bad addresses, names and key types are refused', () => {
-    const refused = (fn: () => unknown, pattern: RegExp) =>
-      assert.throws(fn, (error: unknown) => error instanceof SigilError && pattern.test(error.message));
+    const refused = (fn: () => unknown, pattern: RegExp) => assertThrowsRefusal(fn, null, pattern);
     refused(() => EmbeddedCA.create({ addresses: [] }), /at least one address/);
     refused(() => EmbeddedCA.create({ addresses: ['not a name'] }), /invalid DNS name/);
     refused(() => EmbeddedCA.create({ addresses: ['01.2.3.4'] }), /leading zeros|invalid DNS name/);
@@ -387,10 +381,7 @@ describe('EmbeddedCA', () => {
 
   test('caTtl ≤ leafTtl refused', () => {
     const refused = (options: Parameters<typeof EmbeddedCA.create>[0], pattern: RegExp) =>
-      assert.throws(
-        () => EmbeddedCA.create(options),
-        (error: unknown) => error instanceof SigilError && pattern.test(error.message),
-      );
+      assertThrowsRefusal(() => EmbeddedCA.create(options), null, pattern);
     refused(
       { addresses: ['localhost'], leafTtl: '1h', caTtl: '1h' },
       /caTtl \(1h\) must be longer than leafTtl \(1h\)/,

@@ -3,7 +3,7 @@
 // MaterialSource the tests can push new material into, a tiny echo service
 // with Buffer (de)serializers, and grpc-js clients built the plain way
 // (credentials.createSsl) so the server is tested against an unmodified peer.
-import { type KeyObject, X509Certificate } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { createCrl, type RevokedEntry } from '../../src/pki/crl.ts';
@@ -19,6 +19,8 @@ import {
   type MtlsServerOptions,
 } from '../../src/transport/mtls-server.ts';
 import { type PeerIdentity, peerIdentity } from '../../src/transport/peer-identity.ts';
+import { bytes, rawMethod } from '../support/raw-methods.ts';
+import { serialOf } from '../support/serials.ts';
 
 export const TRUST_DOMAIN = 'test.sigil';
 const hour = 3_600_000;
@@ -195,27 +197,9 @@ export class ManualMaterialSource implements MaterialSource {
 
 // --- the echo service ---------------------------------------------------------
 
-const bytes = (value: Buffer): Buffer => value;
-
 export const echoService = {
-  unary: {
-    path: '/sigil.test.Echo/Unary',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: bytes,
-    requestDeserialize: bytes,
-    responseSerialize: bytes,
-    responseDeserialize: bytes,
-  },
-  ticks: {
-    path: '/sigil.test.Echo/Ticks',
-    requestStream: false,
-    responseStream: true,
-    requestSerialize: bytes,
-    requestDeserialize: bytes,
-    responseSerialize: bytes,
-    responseDeserialize: bytes,
-  },
+  unary: rawMethod('/sigil.test.Echo/Unary'),
+  ticks: rawMethod('/sigil.test.Echo/Ticks', 'response'),
 } satisfies grpc.ServiceDefinition;
 
 export const EchoClient = grpc.makeGenericClientConstructor(echoService, 'Echo');
@@ -246,11 +230,6 @@ export function callUnary(client: grpc.Client, request: Buffer = Buffer.from('pi
       },
     );
   });
-}
-
-/** Canonical serial of a DER certificate, as sigil writes serials. */
-export function serialOf(der: Buffer): string {
-  return new X509Certificate(der).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
 }
 
 /** A plain grpc-js client with a client certificate, trusting `ca`. */
@@ -344,21 +323,6 @@ export async function startEchoServer(options: Partial<MtlsServerOptions> & { ma
   const port = await server.listen();
   const running: RunningServer = { server, port, failures, errors, close: () => server.close(100) };
   return running;
-}
-
-/** Resolves when `predicate` holds, polling every 10 ms; rejects after a generous `timeoutMs`. */
-export async function eventually<T>(
-  what: string,
-  probe: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /**

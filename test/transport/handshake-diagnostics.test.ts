@@ -10,12 +10,10 @@
 // system's `openssl s_client`.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { RpcError, rpcError } from '../../src/client/rpc.ts';
@@ -24,7 +22,6 @@ import { Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import type { MaterialSource } from '../../src/pki/material.ts';
 import { uriName } from '../../src/pki/names.ts';
-import { encodePem } from '../../src/pki/pem.ts';
 import { DEFAULT_POLICY_OID, PERMISSIONS, type Policy } from '../../src/pki/policy-extension.ts';
 import { channelCredentials } from '../../src/transport/client-credentials.ts';
 import { alertFor, verificationCode } from '../../src/transport/handshake-refusal.ts';
@@ -32,11 +29,15 @@ import type { HandshakeFailure } from '../../src/transport/mtls-server.ts';
 import { RevocationSet } from '../../src/transport/revocation-set.ts';
 import { verifySpiffeId } from '../../src/transport/server-verification.ts';
 import { sealAlertRecord } from '../../src/transport/tls-alert.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { pemOf } from '../support/pem.ts';
+import { serialOf } from '../support/serials.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import {
   callUnary,
   closedAfterTests,
   EchoClient,
-  eventually,
   ManualMaterialSource,
   mtlsClient,
   type RunningServer,
@@ -48,15 +49,12 @@ const hour = 3_600_000;
 const ca = new TestCa('sigil handshake-diagnostics test CA', { intermediate: true });
 const otherCa = new TestCa('another deployment');
 const { start, closeLater } = closedAfterTests();
-const work = mkdtempSync(join(tmpdir(), 'sigil-diagnostics-'));
-after(() => rmSync(work, { recursive: true, force: true }));
+const work = tempDir('sigil-diagnostics-');
 
 interface Identity {
   readonly certificateChain: string;
   readonly privateKey: string;
 }
-
-const pem = (ders: readonly Buffer[]): string => ders.map((der) => encodePem('CERTIFICATE', der)).join('');
 
 function policy(): Policy {
   return {
@@ -93,19 +91,16 @@ function forgedDelegateLeaf(): Identity {
     ttlMs: hour,
   });
   return {
-    certificateChain: pem([leaf.der, delegation.der, ca.signerDer]),
+    certificateChain: pemOf(leaf.der, delegation.der, ca.signerDer),
     privateKey: privateKeyToPem(keys.privateKey),
   };
 }
 
 /** The delegation certificate itself, with its key, presented as a client. */
 const delegationAsClient: Identity = {
-  certificateChain: pem([delegation.der, ca.signerDer]),
+  certificateChain: pemOf(delegation.der, ca.signerDer),
   privateKey: privateKeyToPem(delegationKeys.privateKey),
 };
-
-const serial = (chain: string): string =>
-  new X509Certificate(chain).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
 
 /** A sigil client (channelCredentials) calling with `identity`; the grpc-js error of a call that must fail. */
 async function sigilClientError(
@@ -119,10 +114,7 @@ async function sigilClientError(
     channelCredentials({ material, serverName: 'localhost', ...(verify ? { verify } : {}) }),
     { 'grpc.use_local_subchannel_pool': 1 },
   );
-  const error = await callUnary(channel).then(
-    () => assert.fail('the call succeeded'),
-    (e: grpc.ServiceError) => e,
-  );
+  const error = await failureOf(callUnary(channel));
   // A refused channel keeps reconnecting in the background: close it, so it causes no more refusals.
   channel.close();
   return error;
@@ -205,13 +197,13 @@ describe('handshake refusals: the alert, the server report and the client line',
     const since = running.failures.length;
     const error = await sigilClientError(running.port, identity);
     assert.equal(error.code, grpc.status.UNAVAILABLE, error.details);
-    const failure = await nextFailure(running, since, serial(identity.certificateChain));
+    const failure = await nextFailure(running, since, serialOf(identity.certificateChain));
     if (typeof expected.reason === 'string') assert.equal(failure.reason, expected.reason);
     else assert.match(failure.reason, expected.reason);
     assert.equal(failure.alert, expected.alert, 'the alert the server sent');
     assert.equal(failure.remoteAddress, '127.0.0.1');
     assert.ok(Number.isInteger(failure.remotePort) && (failure.remotePort ?? 0) > 0, 'the peer port');
-    assert.equal(failure.serial, serial(identity.certificateChain));
+    assert.equal(failure.serial, serialOf(identity.certificateChain));
     assert.equal(failure.spiffeId, expected.spiffeId);
     const line = rpcError(error, `127.0.0.1:${running.port}`);
     assert.ok(line instanceof RpcError);

@@ -8,6 +8,7 @@ import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { dnsName, type GeneralName, ipAddress, uriName } from '../../src/pki/names.ts';
 import { encodePem } from '../../src/pki/pem.ts';
+import { rawMethod } from '../support/raw-methods.ts';
 
 const hour = 3_600_000;
 
@@ -63,32 +64,21 @@ export class ThrowawayCa {
   }
 }
 
-const buffer = {
-  requestSerialize: (value: Buffer) => value,
-  requestDeserialize: (value: Buffer) => value,
-  responseSerialize: (value: Buffer) => value,
-  responseDeserialize: (value: Buffer) => value,
-};
-
-function unary(path: string): grpc.MethodDefinition<Buffer, Buffer> {
-  return { path, requestStream: false, responseStream: false, ...buffer };
-}
-
 /**
  * /test.Echo: Unary, Other, Fail (answers with the status code in its request),
  * Stream (bidi echo), Hang (bidi: sends "started", then never answers).
  */
 export const echoService = {
-  Unary: unary('/test.Echo/Unary'),
-  Other: unary('/test.Echo/Other'),
-  Fail: unary('/test.Echo/Fail'),
-  Stream: { path: '/test.Echo/Stream', requestStream: true, responseStream: true, ...buffer },
-  Hang: { path: '/test.Echo/Hang', requestStream: true, responseStream: true, ...buffer },
+  Unary: rawMethod('/test.Echo/Unary'),
+  Other: rawMethod('/test.Echo/Other'),
+  Fail: rawMethod('/test.Echo/Fail'),
+  Stream: rawMethod('/test.Echo/Stream', 'both'),
+  Hang: rawMethod('/test.Echo/Hang', 'both'),
 } satisfies grpc.ServiceDefinition;
 
 /** /test.Admin: Reset. */
 export const adminService = {
-  Reset: unary('/test.Admin/Reset'),
+  Reset: rawMethod('/test.Admin/Reset'),
 } satisfies grpc.ServiceDefinition;
 
 /** Which handlers ran, by method name. */
@@ -239,14 +229,4 @@ export function connect(
       }),
     close: () => client.close(),
   };
-}
-
-/** The gRPC error a promise rejected with (fails the test when it resolved). */
-export async function rejection(promise: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as grpc.ServiceError;
-  }
-  throw new Error('expected the call to fail, but it succeeded');
 }

@@ -7,8 +7,7 @@
 // source names the file.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { SigilError } from '../../src/errors.ts';
@@ -21,9 +20,9 @@ import { EmbeddedCA } from '../../src/transport/embedded-ca.ts';
 import { FileMaterialSource } from '../../src/transport/file-source.ts';
 import { MaterialProvider } from '../../src/transport/material-provider.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-material-errors-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('sigil-material-errors-');
 
 // A root whose key the test holds (for CRLs), an embedded CA under it, one server leaf.
 const rootKeys = generateKeyPair('p256');

@@ -6,7 +6,6 @@ import { describe, test } from 'node:test';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { register as globalRegistry, Registry } from 'prom-client';
-import { SigilError } from '../../src/errors.ts';
 import { dnsName, uriName } from '../../src/pki/names.ts';
 import { serveMetrics } from '../../src/server/metrics-http.ts';
 import { authorizationInterceptor } from '../../src/transport/authorization.ts';
@@ -16,7 +15,10 @@ import {
   handshakeFailureReason,
   TransportMetrics,
 } from '../../src/transport/metrics.ts';
-import { connect, rejection, startServer, ThrowawayCa } from './interceptor-fixtures.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { refusal } from '../support/refusals.ts';
+import { connect, startServer, ThrowawayCa } from './interceptor-fixtures.ts';
 
 const ALICE = 'spiffe://td/client/alice';
 const ca = new ThrowawayCa();
@@ -83,7 +85,7 @@ describe('transport metrics', () => {
     try {
       for (let i = 0; i < ok; i++) await client.unary('Unary');
       for (let i = 0; i < failed; i++) {
-        assert.equal((await rejection(client.fail(grpc.status.NOT_FOUND))).code, grpc.status.NOT_FOUND);
+        assert.equal((await failureOf(client.fail(grpc.status.NOT_FOUND))).code, grpc.status.NOT_FOUND);
       }
       const replies = await client.stream(['a', 'b', 'c']);
       assert.equal(replies.length, 3);
@@ -133,9 +135,7 @@ describe('transport metrics', () => {
     /** The server hears of the end asynchronously (RST_STREAM or its own deadline timer). */
     const serverTotal = async (expected: number): Promise<void> => {
       const total = async () => histogramCount(metrics.registry, 'sigil_grpc_server_handling_seconds', hang);
-      for (let i = 0; i < 250 && (await total()) < expected; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await eventually(`the server to count ${expected}`, async () => (await total()) >= expected);
       assert.equal(await total(), expected);
     };
     try {
@@ -173,8 +173,8 @@ describe('transport metrics', () => {
     });
     const client = connect(server.port, ca, alice);
     try {
-      assert.equal((await rejection(client.unary('Unary'))).code, grpc.status.PERMISSION_DENIED);
-      assert.equal((await rejection(client.unary('Other'))).code, grpc.status.PERMISSION_DENIED);
+      assert.equal((await failureOf(client.unary('Unary'))).code, grpc.status.PERMISSION_DENIED);
+      assert.equal((await failureOf(client.unary('Other'))).code, grpc.status.PERMISSION_DENIED);
     } finally {
       client.close();
       await server.close();
@@ -233,12 +233,9 @@ describe('transport metrics', () => {
     const metrics = new TransportMetrics();
     await assert.rejects(
       serveMetrics(metrics, { host: '0.0.0.0' }),
-      (error: unknown) => error instanceof SigilError && /plaintext is for loopback only/.test(error.message),
+      refusal(null, /plaintext is for loopback only/),
     );
-    await assert.rejects(
-      serveMetrics(metrics, { port: 70000 }),
-      (error: unknown) => error instanceof SigilError && /metrics port/.test(error.message),
-    );
+    await assert.rejects(serveMetrics(metrics, { port: 70000 }), refusal(null, /metrics port/));
     // A prom-client Registry is a metrics source too.
     const registry = new Registry();
     const endpoint = await serveMetrics(registry, { host: '127.0.0.1', port: 0 });
@@ -447,8 +444,7 @@ describe('transport metrics', () => {
     assert.equal(metrics.registry, registry);
     assert.throws(
       () => new TransportMetrics({ registry }),
-      (error: unknown) =>
-        error instanceof SigilError && /one TransportMetrics per registry/.test(error.message),
+      refusal(null, /one TransportMetrics per registry/),
     );
   });
 });

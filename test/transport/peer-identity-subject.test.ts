@@ -3,16 +3,15 @@
 // the openssl CLI on names with special characters and multi-valued RDNs.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { decodePem } from '../../src/pki/pem.ts';
 import { EmbeddedCA } from '../../src/transport/embedded-ca.ts';
 import { identityFromChain } from '../../src/transport/peer-identity.ts';
+import { tempDir } from '../support/temp-dir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'sigil-subject-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('sigil-subject-');
 
 function opensslCertificate(subject: string, multivalue: boolean): string {
   const out = join(dir, `c${Math.random().toString(36).slice(2)}.pem`);

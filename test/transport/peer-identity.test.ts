@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import { dnsName, ipAddress, uriName } from '../../src/pki/names.ts';
 import { identityFromChain } from '../../src/transport/peer-identity.ts';
+import { failureOf } from '../support/failure.ts';
+import { refusal } from '../support/refusals.ts';
 import {
   callUnary,
   echoImplementation,
@@ -18,9 +19,6 @@ import {
 } from './fixtures.ts';
 
 const ca = new TestCa('sigil peer-identity test CA', { intermediate: true });
-
-const isUnauthenticated = (pattern: RegExp) => (error: unknown) =>
-  error instanceof SigilError && error.code === 'unauthenticated' && pattern.test(error.message);
 
 describe('identityFromChain', () => {
   test('reads the SPIFFE ID, DNS and IP names, serial, fingerprint, expiry and extensions', () => {
@@ -62,7 +60,10 @@ describe('identityFromChain', () => {
 
   test('refuses a certificate with two SPIFFE IDs', () => {
     const pair = ca.issue({ name: 'one', profile: 'client', sans: [uriName('spiffe://test.sigil/two')] });
-    assert.throws(() => identityFromChain([pair.der]), isUnauthenticated(/has 2 SPIFFE IDs; at most one/));
+    assert.throws(
+      () => identityFromChain([pair.der]),
+      refusal('unauthenticated', /has 2 SPIFFE IDs; at most one/),
+    );
   });
 
   test('refuses a malformed SPIFFE ID rather than ignoring it', () => {
@@ -72,11 +73,11 @@ describe('identityFromChain', () => {
       withoutSpiffeId: true,
       sans: [{ type: 'uri', value: 'SPIFFE://test.sigil/upper' }],
     });
-    assert.throws(() => identityFromChain([pair.der]), isUnauthenticated(/invalid SPIFFE ID/));
+    assert.throws(() => identityFromChain([pair.der]), refusal('unauthenticated', /invalid SPIFFE ID/));
   });
 
   test('refuses an empty chain', () => {
-    assert.throws(() => identityFromChain([]), isUnauthenticated(/no client certificate/));
+    assert.throws(() => identityFromChain([]), refusal('unauthenticated', /no client certificate/));
   });
 });
 
@@ -120,10 +121,7 @@ describe('peerIdentity on a plain grpc-js TLS server', () => {
     const port = await plainServer(false);
     const channel = mtlsClient(port, ca.rootPem, null);
     clients.push(channel);
-    const error = await callUnary(channel).then(
-      () => assert.fail('the call succeeded'),
-      (e: grpc.ServiceError) => e,
-    );
+    const error = await failureOf(callUnary(channel));
     assert.equal(error.code, grpc.status.UNAUTHENTICATED);
     assert.equal(error.details, 'no client certificate on this call');
   });

@@ -10,7 +10,6 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import { dnsName, uriName } from '../../src/pki/names.ts';
 import { MtlsServer } from '../../src/transport/mtls-server.ts';
 import {
@@ -19,11 +18,13 @@ import {
   PeerLimits,
   peerKeyOf,
 } from '../../src/transport/peer-limits.ts';
+import { eventually } from '../support/eventually.ts';
+import { bytes } from '../support/raw-methods.ts';
+import { refusal } from '../support/refusals.ts';
 import {
   callUnary,
   closedAfterTests,
   echoService,
-  eventually,
   type IssuedPair,
   ManualMaterialSource,
   TestCa,
@@ -32,8 +33,6 @@ import {
 const ca = new TestCa('sigil peer-limits test CA', { intermediate: true });
 const serverPair = ca.issueServer();
 const { start, client, closeLater } = closedAfterTests();
-
-const bytes = (value: Buffer): Buffer => value;
 
 interface OpenStream {
   /** Resolves on the first message, rejects with the refusal. */
@@ -318,7 +317,7 @@ describe('peer limits: what one identity is', () => {
     for (const bad of [0, -1, 1.5, Number.NaN]) {
       assert.throws(
         () => new PeerLimits({ maxStreamsPerIdentity: bad }),
-        (error: unknown) => error instanceof SigilError && /maxStreamsPerIdentity/.test(error.message),
+        refusal(null, /maxStreamsPerIdentity/),
       );
     }
     assert.throws(

@@ -5,31 +5,24 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import type { RevocationSource } from '../../src/pki/revocation-source.ts';
 import { type HandshakeFailure, MtlsServer } from '../../src/transport/mtls-server.ts';
 import { peerIdentity } from '../../src/transport/peer-identity.ts';
 import { CLIENT_CERTIFICATE_REQUIRED, publicMethodSet } from '../../src/transport/public-methods.ts';
-import { eventually, ManualMaterialSource, TestCa } from './fixtures.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { bytes, rawMethod } from '../support/raw-methods.ts';
+import { refusal } from '../support/refusals.ts';
+import { ManualMaterialSource, TestCa } from './fixtures.ts';
 
 const hour = 3_600_000;
 const ca = new TestCa('sigil public-methods test CA', { intermediate: true });
 const otherCa = new TestCa('some other CA');
 
-const bytes = (value: Buffer): Buffer => value;
-const method = (path: string, responseStream = false) => ({
-  path,
-  requestStream: false,
-  responseStream,
-  requestSerialize: bytes,
-  requestDeserialize: bytes,
-  responseSerialize: bytes,
-  responseDeserialize: bytes,
-});
 const service = {
-  hello: method('/sigil.test.Door/Hello'),
-  secret: method('/sigil.test.Door/Secret'),
-  watch: method('/sigil.test.Door/Watch', true),
+  hello: rawMethod('/sigil.test.Door/Hello'),
+  secret: rawMethod('/sigil.test.Door/Secret'),
+  watch: rawMethod('/sigil.test.Door/Watch', 'response'),
 } satisfies grpc.ServiceDefinition;
 const DoorClient = grpc.makeGenericClientConstructor(service, 'Door');
 
@@ -127,22 +120,15 @@ function stream(target: grpc.Client, path: string): Promise<string[]> {
   });
 }
 
-async function refused(promise: Promise<unknown>): Promise<grpc.ServiceError> {
-  return promise.then(
-    () => assert.fail('the call succeeded but should have been refused'),
-    (error: grpc.ServiceError) => error,
-  );
-}
-
 describe('MtlsServer publicMethods', () => {
   test('a client without a certificate may call a public method, and only that', async () => {
     const running = await start({ publicMethods: ['/sigil.test.Door/Hello'] });
     const anonymous = client(running.port, null);
     assert.equal(await unary(anonymous, '/sigil.test.Door/Hello'), 'anonymous');
-    const secret = await refused(unary(anonymous, '/sigil.test.Door/Secret'));
+    const secret = await failureOf(unary(anonymous, '/sigil.test.Door/Secret'));
     assert.equal(secret.code, grpc.status.UNAUTHENTICATED);
     assert.equal(secret.details, CLIENT_CERTIFICATE_REQUIRED);
-    const watch = await refused(stream(anonymous, '/sigil.test.Door/Watch'));
+    const watch = await failureOf(stream(anonymous, '/sigil.test.Door/Watch'));
     assert.equal(watch.code, grpc.status.UNAUTHENTICATED);
     assert.equal(watch.details, CLIENT_CERTIFICATE_REQUIRED);
     // The anonymous connection is not a tracked (authenticated) connection.
@@ -166,7 +152,7 @@ describe('MtlsServer publicMethods', () => {
   test('a certificate from another CA is refused at connection, as without public methods', async () => {
     const running = await start({ publicMethods: ['/sigil.test.Door/Hello'] });
     const stranger = client(running.port, otherCa.issueClient({ name: 'stranger' }));
-    const error = await refused(unary(stranger, '/sigil.test.Door/Hello'));
+    const error = await failureOf(unary(stranger, '/sigil.test.Door/Hello'));
     assert.equal(error.code, grpc.status.UNAVAILABLE, `${error.code} ${error.details}`);
     const failure = await eventually('a handshake failure report', () => running.failures[0]);
     assert.match(failure.reason, /^UNABLE_TO_(GET_ISSUER_CERT_LOCALLY|VERIFY_LEAF_SIGNATURE)$/);
@@ -176,7 +162,7 @@ describe('MtlsServer publicMethods', () => {
   test('an expired certificate is refused at connection, even for a public method', async () => {
     const running = await start({ publicMethods: ['/sigil.test.Door/Hello'] });
     const expired = ca.issueClient({ name: 'expired', now: new Date(Date.now() - 2 * hour), ttlMs: hour });
-    const error = await refused(unary(client(running.port, expired), '/sigil.test.Door/Hello'));
+    const error = await failureOf(unary(client(running.port, expired), '/sigil.test.Door/Hello'));
     assert.equal(error.code, grpc.status.UNAVAILABLE, `${error.code} ${error.details}`);
     const failure = await eventually('a handshake failure report', () => running.failures[0]);
     assert.equal(failure.reason, 'CERT_HAS_EXPIRED');
@@ -185,7 +171,7 @@ describe('MtlsServer publicMethods', () => {
   test('a certificate with the wrong purpose is refused at connection', async () => {
     const running = await start({ publicMethods: ['/sigil.test.Door/Hello'] });
     const serverOnly = ca.issue({ name: 'server-only', profile: 'server' });
-    await refused(unary(client(running.port, serverOnly), '/sigil.test.Door/Hello'));
+    await failureOf(unary(client(running.port, serverOnly), '/sigil.test.Door/Hello'));
     const failure = await eventually('a handshake failure report', () => running.failures[0]);
     assert.equal(failure.reason, 'INVALID_PURPOSE');
   });
@@ -196,14 +182,14 @@ describe('MtlsServer publicMethods', () => {
     assert.equal(await unary(client(running.port, null), '/sigil.test.Door/Hello'), 'anonymous');
     const bob = ca.issueClient({ name: 'bob' });
     revocation.revoked.add(bob.serialHex);
-    await refused(unary(client(running.port, bob), '/sigil.test.Door/Hello'));
+    await failureOf(unary(client(running.port, bob), '/sigil.test.Door/Hello'));
     const failure = await eventually('a handshake failure report', () => running.failures[0]);
     assert.equal(failure.reason, 'CERT_REVOKED');
   });
 
   test('without publicMethods a client without a certificate is refused at the handshake', async () => {
     const running = await start({});
-    const error = await refused(unary(client(running.port, null), '/sigil.test.Door/Hello'));
+    const error = await failureOf(unary(client(running.port, null), '/sigil.test.Door/Hello'));
     assert.equal(error.code, grpc.status.UNAVAILABLE);
     const failure = await eventually('a handshake failure report', () => running.failures[0]);
     assert.equal(failure.reason, 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE');
@@ -211,11 +197,7 @@ describe('MtlsServer publicMethods', () => {
 
   test('malformed method paths are refused at construction', () => {
     for (const bad of ['/sigil.test.Door/*', 'sigil.test.Door/Hello', '/Door', '']) {
-      assert.throws(
-        () => publicMethodSet([bad]),
-        (error: unknown) => error instanceof SigilError && error.code === 'invalid_argument',
-        bad,
-      );
+      assert.throws(() => publicMethodSet([bad]), refusal('invalid_argument'), bad);
     }
     assert.throws(
       () =>

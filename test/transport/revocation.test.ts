@@ -6,15 +6,16 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SigilError } from '../../src/errors.ts';
 import type { RevocationSource } from '../../src/pki/revocation-source.ts';
 import { CrlRevocationSource } from '../../src/transport/crl-revocation-source.ts';
 import { normalizeSerial, RevocationSet } from '../../src/transport/revocation-set.ts';
+import { eventually } from '../support/eventually.ts';
+import { failureOf } from '../support/failure.ts';
+import { refusal } from '../support/refusals.ts';
 import {
   callUnary,
   closedAfterTests,
   echoService,
-  eventually,
   ManualMaterialSource,
   type SeenIdentity,
   TestCa,
@@ -148,10 +149,7 @@ describe('revocation enforcement', () => {
     assert.equal(userInterceptorCalls, 1);
 
     revoked.add(eve.serialHex);
-    const error = await callUnary(channel).then(
-      () => assert.fail('a call from a revoked certificate succeeded'),
-      (e: grpc.ServiceError) => e,
-    );
+    const error = await failureOf(callUnary(channel), 'a call from a revoked certificate');
     assert.equal(error.code, grpc.status.UNAUTHENTICATED);
     assert.equal(error.details, `certificate serial ${eve.serialHex} is revoked`);
     assert.equal(userInterceptorCalls, 1, "the user's interceptor did not run for the refused call");
@@ -198,10 +196,7 @@ describe('RevocationSet', () => {
 
   test('refuses something that is not a serial, and changes nothing', () => {
     const set = new RevocationSet();
-    assert.throws(
-      () => set.revoke(['ab', 'not-a-serial']),
-      (error: unknown) => error instanceof SigilError && error.code === 'invalid_argument',
-    );
+    assert.throws(() => set.revoke(['ab', 'not-a-serial']), refusal('invalid_argument'));
     assert.equal(set.size, 0);
     assert.equal(normalizeSerial('00:0A:1B'), 'a1b');
   });
@@ -244,10 +239,7 @@ describe('CrlRevocationSource', () => {
     });
     assert.throws(
       () => source.update(expired),
-      (error: unknown) =>
-        error instanceof SigilError &&
-        error.code === 'failed_precondition' &&
-        /CRL #1 from ".*intermediate.*" expired at .*keeping the previous CRL/.test(error.message),
+      refusal('failed_precondition', /CRL #1 from ".*intermediate.*" expired at .*keeping the previous CRL/),
     );
     assert.ok(source.isRevoked('a1'));
     assert.ok(!source.isRevoked('b2'), 'nothing from the refused CRL was applied');
@@ -257,9 +249,7 @@ describe('CrlRevocationSource', () => {
     const source = new CrlRevocationSource({ issuers, crls: ca.crls([entry('a1')]) });
     assert.throws(
       () => source.update(otherCa.crls([entry('b2')])),
-      (error: unknown) =>
-        error instanceof SigilError &&
-        /CRL #1 from ".*other CA" is not signed by any configured CA/.test(error.message),
+      refusal(null, /CRL #1 from ".*other CA" is not signed by any configured CA/),
     );
     assert.ok(source.isRevoked('a1'));
     assert.ok(!source.isRevoked('b2'));

@@ -15,6 +15,7 @@ import { encodePem } from '../../src/pki/pem.ts';
 import { FileMaterialSource } from '../../src/transport/file-source.ts';
 import { MaterialProvider } from '../../src/transport/material-provider.ts';
 import { StaticMaterialSource } from '../../src/transport/static-source.ts';
+import { refusal } from '../support/refusals.ts';
 
 const hour = 3_600_000;
 
@@ -114,7 +115,7 @@ describe('StaticMaterialSource', () => {
     unsubscribe();
     assert.throws(
       () => new StaticMaterialSource(material({ cert: a.cert, key: b.key })),
-      (error: unknown) => error instanceof SigilError && /private key does not match/.test(error.message),
+      refusal(null, /private key does not match/),
     );
   });
 
@@ -311,13 +312,11 @@ describe('FileMaterialSource', () => {
     const files = await writeSet('open', { cert: a.cert, key: b.key });
     await assert.rejects(
       FileMaterialSource.open(files),
-      (error: unknown) =>
-        error instanceof SigilError && /is not usable: the private key does not match/.test(error.message),
+      refusal(null, /is not usable: the private key does not match/),
     );
     await assert.rejects(
       FileMaterialSource.open({ ...files, privateKey: join(dir, 'open', 'missing.key') }),
-      (error: unknown) =>
-        error instanceof SigilError && error.code === 'not_found' && /missing\.key/.test(error.message),
+      refusal('not_found', /missing\.key/),
     );
   });
 

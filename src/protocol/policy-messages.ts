@@ -1,6 +1,8 @@
 // The sigil policy on the wire (proto sigil.v1.Policy) and back: one
-// conversion for the server (validated on the way in) and for clients.
-import type { Policy as PolicyMessage } from '../gen/sigil/v1/sigil.ts';
+// conversion for the server (validated on the way in) and for clients
+// (policyJsonFromMessage: what a server said, for printing).
+import { fieldError } from '../errors.ts';
+import type { Limits as LimitsMessage, Policy as PolicyMessage } from '../gen/sigil/v1/sigil.ts';
 import {
   encodePolicy,
   isPermission,
@@ -9,7 +11,18 @@ import {
   type PolicyJson,
   policyToJson,
 } from '../pki/policy-extension.ts';
-import { fieldError } from './validation.ts';
+
+/** Limits from the wire as sigil spells them (MiB), not validated. */
+function limitsFromMessage(limits: LimitsMessage): NonNullable<PolicyJson['limits']> {
+  return {
+    workloads: limits.workloads,
+    cpus: [...limits.cpus],
+    memoryMiB: limits.memoryMib,
+    blockMiB: limits.blockMib,
+    bridges: [...limits.bridges],
+    issuancePerHour: limits.issuancePerHour,
+  };
+}
 
 /** A policy from the wire, validated (encodePolicy checks every field). */
 export function policyFromMessage(message: PolicyMessage | undefined, field = 'policy'): Policy {
@@ -21,16 +34,7 @@ export function policyFromMessage(message: PolicyMessage | undefined, field = 'p
       throw fieldError(`${field}.permissions`, `unknown permission ${JSON.stringify(name.slice(0, 32))}`);
     permissions.add(name);
   }
-  const limits = message.limits
-    ? {
-        workloads: message.limits.workloads,
-        cpus: message.limits.cpus,
-        memoryMiB: message.limits.memoryMib,
-        blockMiB: message.limits.blockMib,
-        bridges: message.limits.bridges,
-        issuancePerHour: message.limits.issuancePerHour,
-      }
-    : null;
+  const limits = message.limits ? limitsFromMessage(message.limits) : null;
   const policy: Policy = { version: 1, permissions, limits };
   encodePolicy(policy);
   return policy;
@@ -55,5 +59,15 @@ export function policyMessage(policy: Policy | PolicyJson): PolicyMessage {
           },
         }
       : {}),
+  };
+}
+
+/** A policy from the server, as plain JSON for printing (not validated); null when absent. */
+export function policyJsonFromMessage(message: PolicyMessage | undefined): PolicyJson | null {
+  if (message === undefined) return null;
+  return {
+    version: message.version,
+    permissions: [...message.permissions],
+    limits: message.limits === undefined ? null : limitsFromMessage(message.limits),
   };
 }

@@ -1,34 +1,37 @@
-// What both store implementations share: the columns of each table, the
-// conversion between records and rows (dates as unix ms, bytes as
-// BLOB/BYTEA, SANs as JSON), the checks every record passes before it is
-// written, and the event payload codec. Drivers hand rows back in their own
+// Records to rows and back, for both store implementations: the columns of
+// each table, a record as parameters in its columns' order (each value
+// checked on the way in, checks.ts), and a row as a record (dates as unix ms,
+// bytes as BLOB/BYTEA, SANs as JSON). Drivers hand rows back in their own
 // shapes (node:sqlite: number and Uint8Array; pg: BIGINT as string, Buffer,
 // boolean), so the readers here accept each.
 import { invalid, SigilError } from '../errors.ts';
-import { decodePageToken, encodePageToken } from './page-token.ts';
+import {
+  anyText,
+  bytes,
+  checkCount,
+  checkFingerprint,
+  checkNodeState,
+  checkRevocation,
+  checkSerial,
+  millis,
+  optionalMillis,
+  text,
+} from './checks.ts';
 import type {
   CaRecord,
-  CertificateFilter,
   CertificateRecord,
   DelegationRecord,
   LineageEntry,
   NodeRecord,
-  NodeState,
   RevokedKeyRecord,
-  StoreEvent,
   TokenRecord,
-  UsageCeiling,
   UsageReservation,
-  UsageTotals,
 } from './store.ts';
+import { checkSubtree } from './subtrees.ts';
 
 export type Row = Readonly<Record<string, unknown>>;
 /** A value either driver accepts as a parameter. */
 export type Param = string | number | boolean | Buffer | null;
-
-export const NODE_STATES: readonly NodeState[] = ['NEW', 'UP', 'REVOKED'];
-export const DEFAULT_PAGE_SIZE = 100;
-export const MAX_PAGE_SIZE = 1000;
 
 export const CA_COLUMNS = [
   'id',
@@ -118,213 +121,6 @@ export const REVOKED_KEY_COLUMNS = [
 ] as const;
 
 export const LINEAGE_COLUMNS = ['serial', 'lineage', 'issued_at'] as const;
-
-// --- checks on the way in -------------------------------------------------
-
-/** Unix milliseconds of a valid Date; anything else is refused naming the field. */
-export function millis(date: Date, field: string): number {
-  if (!(date instanceof Date) || Number.isNaN(date.getTime())) throw invalid(`${field} is not a valid date`);
-  return date.getTime();
-}
-
-function optionalMillis(date: Date | null, field: string): number | null {
-  return date === null ? null : millis(date, field);
-}
-
-function text(value: string, field: string): string {
-  if (typeof value !== 'string' || value.length === 0) throw invalid(`${field} must be a non-empty string`);
-  return value;
-}
-
-/** A string that may be empty (a SPIFFE leaf's subject often is). */
-function anyText(value: string, field: string): string {
-  if (typeof value !== 'string') throw invalid(`${field} must be a string`);
-  return value;
-}
-
-function bytes(value: Buffer, field: string): Buffer {
-  if (!Buffer.isBuffer(value)) throw invalid(`${field} must be a Buffer`);
-  return value;
-}
-
-const CANONICAL_SERIAL = /^(0|[1-9a-f][0-9a-f]*)$/;
-
-export function checkSerial(serial: string): string {
-  if (typeof serial !== 'string' || serial.length > 128 || !CANONICAL_SERIAL.test(serial))
-    throw invalid(
-      `certificate serial ${JSON.stringify(String(serial).slice(0, 140))} is not lower-case hex without leading zeros`,
-    );
-  return serial;
-}
-
-export function checkNodeState(state: NodeState, field: string): NodeState {
-  if (!NODE_STATES.includes(state))
-    throw invalid(`${field} ${JSON.stringify(state)} is not one of NEW, UP, REVOKED`);
-  return state;
-}
-
-function checkCount(value: number, field: string): number {
-  if (!Number.isSafeInteger(value) || value < 0) throw invalid(`${field} must be a non-negative integer`);
-  return value;
-}
-
-export function pageSizeOf(filter: CertificateFilter): number {
-  const size = filter.pageSize ?? DEFAULT_PAGE_SIZE;
-  if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE)
-    throw invalid(`page size must be an integer from 1 to ${MAX_PAGE_SIZE}, got ${size}`);
-  return size;
-}
-
-const FINGERPRINT = /^[0-9a-f]{64}$/;
-
-function checkFingerprint(fingerprint: string, field: string): string {
-  if (typeof fingerprint !== 'string' || !FINGERPRINT.test(fingerprint))
-    throw invalid(
-      `${field} ${JSON.stringify(String(fingerprint).slice(0, 80))} is not a SHA-256 in lower-case hex`,
-    );
-  return fingerprint;
-}
-
-/**
- * A subtree key (see DelegationRecord): non-empty text starting with '/'.
- * Anything else, a SPIFFE ID above all, is refused rather than matching
- * nothing, so a caller that mixes the two up fails loudly.
- */
-export function checkSubtree(key: string, field: string): string {
-  if (typeof key !== 'string' || !key.startsWith('/'))
-    throw invalid(
-      `${field} ${JSON.stringify(String(key).slice(0, 80))} is not a subtree key (text starting with '/')`,
-    );
-  return key;
-}
-
-/**
- * The bounds of "at or under `key`" as [itself, lower, upper]: a subtree key
- * is in the subtree when it equals `itself` or lies in [lower, upper), i.e.
- * starts with key + '/' ('0' is the character after '/'). Both dialects
- * compare these columns byte by byte (byteOrderedText), so the range is
- * exact, has no wildcards to escape and is case-sensitive (SQLite's LIKE is
- * not), and it uses the index.
- */
-export function subtreeBounds(key: string, field = 'under'): [string, string, string] {
-  const root = checkSubtree(key, field);
-  return [root, `${root}/`, `${root}0`];
-}
-
-/** The SQL condition of subtreeBounds on `column`, given the three placeholders. */
-export function subtreeCondition(column: string, [itself, lower, upper]: readonly string[]): string {
-  return `(${column} = ${itself} OR (${column} >= ${lower} AND ${column} < ${upper}))`;
-}
-
-/** True when the subtree key `key` is `ancestor` or lies beneath it (subtreeBounds, in memory). */
-export function isAtOrUnder(key: string, ancestor: string): boolean {
-  return key === ancestor || key.startsWith(`${ancestor}/`);
-}
-
-export function checkRevocation(reason: string, by?: string): void {
-  if (typeof reason !== 'string' || reason === '')
-    throw invalid('revocation reason must be a non-empty string');
-  if (by !== undefined && (typeof by !== 'string' || by === ''))
-    throw invalid('revoker (by) must be a non-empty string');
-}
-
-/**
- * The ceilings checked, with the reservation they are checked for. Every
- * ceiling must be at or above the reservation's subtree key: a ceiling
- * elsewhere would not count it, and the locks that make reserveUsage atomic
- * assume one subtree.
- */
-export function checkCeilings(
-  reservation: UsageReservation,
-  ceilings: readonly UsageCeiling[],
-): readonly UsageCeiling[] {
-  if (!Array.isArray(ceilings)) throw invalid('ceilings must be an array');
-  for (const ceiling of ceilings) {
-    checkSubtree(ceiling.subtree, 'ceiling subtree');
-    checkCount(ceiling.workloads, 'ceiling workloads');
-    checkCount(ceiling.memoryMiB, 'ceiling memoryMiB');
-    checkCount(ceiling.blockMiB, 'ceiling blockMiB');
-    if (!isAtOrUnder(reservation.subtree, ceiling.subtree))
-      throw invalid(
-        `ceiling ${ceiling.subtree} is not at or above the reservation's subtree ${reservation.subtree}`,
-      );
-  }
-  return ceilings;
-}
-
-/** Sums at or under a ceiling's subtree key, before the reservation. */
-export interface CeilingSums {
-  readonly workloads: number;
-  readonly memoryMiB: number;
-  readonly blockMiB: number;
-}
-
-/** The first resource of `ceiling` the reservation would exceed, or null when it fits. */
-export function exceededResource(
-  ceiling: UsageCeiling,
-  sums: CeilingSums,
-  reservation: UsageReservation,
-): { resource: 'workloads' | 'memoryMiB' | 'blockMiB'; used: number; limit: number } | null {
-  for (const resource of ['workloads', 'memoryMiB', 'blockMiB'] as const)
-    if (sums[resource] + reservation[resource] > ceiling[resource])
-      return { resource, used: sums[resource], limit: ceiling[resource] };
-  return null;
-}
-
-export interface CertificateQuery {
-  readonly sql: string;
-  readonly params: Param[];
-  readonly pageSize: number;
-}
-
-/**
- * One page of listCertificates as SQL both dialects run: filters, then the
- * keyset condition in (issued_at, serial) order, one row more than the page
- * to learn whether another page follows. `placeholder(n)` spells the n-th
- * parameter (1-based): '?' for SQLite, '$n' for PostgreSQL.
- */
-export function certificatePageQuery(
-  filter: CertificateFilter,
-  placeholder: (index: number) => string,
-): CertificateQuery {
-  const pageSize = pageSizeOf(filter);
-  const where: string[] = [];
-  const params: Param[] = [];
-  const bind = (value: Param): string => {
-    params.push(value);
-    return placeholder(params.length);
-  };
-  if (filter.requester !== undefined)
-    where.push(`requester = ${bind(anyText(filter.requester, 'requester'))}`);
-  if (filter.profile !== undefined) where.push(`profile = ${bind(anyText(filter.profile, 'profile'))}`);
-  if (filter.issuerId !== undefined) where.push(`issuer_id = ${bind(anyText(filter.issuerId, 'issuerId'))}`);
-  if (filter.revoked !== undefined)
-    where.push(filter.revoked ? 'revoked_at IS NOT NULL' : 'revoked_at IS NULL');
-  if (filter.validAt !== undefined) where.push(`not_after > ${bind(millis(filter.validAt, 'validAt'))}`);
-  if (filter.pageToken !== undefined && filter.pageToken !== '') {
-    const after = decodePageToken(filter.pageToken);
-    where.push(`(issued_at, serial) > (${bind(after.issuedAtMs)}, ${bind(after.serial)})`);
-  }
-  const sql =
-    `SELECT ${CERTIFICATE_COLUMNS.join(', ')} FROM certificates` +
-    (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
-    ` ORDER BY issued_at, serial LIMIT ${bind(pageSize + 1)}`;
-  return { sql, params, pageSize };
-}
-
-/** The page from the rows of certificatePageQuery. */
-export function certificatePage(
-  rows: readonly Row[],
-  pageSize: number,
-): { items: CertificateRecord[]; nextPageToken: string } {
-  const items = rows.slice(0, pageSize).map(certificateFromRow);
-  const last = items[items.length - 1];
-  const nextPageToken =
-    rows.length > pageSize
-      ? encodePageToken({ issuedAtMs: last.issuedAt.getTime(), serial: last.serial })
-      : '';
-  return { items, nextPageToken };
-}
 
 // --- records to parameters (in *_COLUMNS order) ----------------------------
 
@@ -468,7 +264,7 @@ function corrupt(what: string): SigilError {
   return new SigilError('internal', `store returned a malformed ${what}`);
 }
 
-function intOf(value: unknown, what: string): number {
+export function intOf(value: unknown, what: string): number {
   const n =
     typeof value === 'number'
       ? value
@@ -615,7 +411,7 @@ export function lineageFromRow(row: Row): LineageEntry {
 }
 
 /** A JSON array of CPU ids (non-negative integers). */
-function cpusOf(value: unknown, what: string): number[] {
+export function cpusOf(value: unknown, what: string): number[] {
   let cpus: unknown;
   try {
     cpus = JSON.parse(stringOf(value, what));
@@ -637,106 +433,4 @@ export function reservationFromRow(row: Row): UsageReservation {
     blockMiB: intOf(row.block_mib, 'reservation blockMiB'),
     createdAt: dateOf(row.created_at, 'reservation createdAt'),
   };
-}
-
-/**
- * The select list of the sums over usage_reservations (both dialects): sum()
- * of nothing is NULL, hence coalesce. PostgreSQL's sum of BIGINT is NUMERIC
- * and count() BIGINT, both returned as strings; intOf reads either.
- */
-export const USAGE_SUMS = `coalesce(sum(workloads), 0) AS workloads,
-  coalesce(sum(memory_mib), 0) AS memory_mib,
-  coalesce(sum(block_mib), 0) AS block_mib,
-  count(*) AS reservations`;
-
-export function ceilingSumsFromRow(row: Row): CeilingSums {
-  return {
-    workloads: intOf(row.workloads, 'usage workloads'),
-    memoryMiB: intOf(row.memory_mib, 'usage memoryMiB'),
-    blockMiB: intOf(row.block_mib, 'usage blockMiB'),
-  };
-}
-
-/** A row of USAGE_SUMS plus `cpus`, a JSON array of the distinct CPU ids (or NULL for none). */
-export function usageTotalsFromRow(row: Row): UsageTotals {
-  const cpus = row.cpus === null || row.cpus === undefined ? [] : cpusOf(row.cpus, 'usage cpus');
-  return {
-    ...ceilingSumsFromRow(row),
-    cpus: [...new Set(cpus)].sort((a, b) => a - b),
-    reservations: intOf(row.reservations, 'usage reservations'),
-  };
-}
-
-// --- events --------------------------------------------------------------------
-
-/** PostgreSQL refuses NOTIFY payloads of 8000 bytes or more. */
-const MAX_EVENT_BYTES = 7999;
-
-export function encodeEvent(event: StoreEvent): string {
-  const json = JSON.stringify(event);
-  if (Buffer.byteLength(json) > MAX_EVENT_BYTES)
-    throw new SigilError('internal', 'store event too large to publish');
-  return json;
-}
-
-/** The event in a payload, or null when it is not one this build understands. */
-export function decodeEvent(payload: string | undefined): StoreEvent | null {
-  if (payload === undefined) return null;
-  let value: unknown;
-  try {
-    value = JSON.parse(payload);
-  } catch {
-    return null;
-  }
-  if (typeof value !== 'object' || value === null) return null;
-  const v = value as Record<string, unknown>;
-  if (v.kind === 'revocation' && Array.isArray(v.serials) && v.serials.every((s) => typeof s === 'string'))
-    return Object.freeze({ kind: 'revocation', serials: Object.freeze([...v.serials]) });
-  if (v.kind === 'node' && typeof v.nodeId === 'string' && NODE_STATES.includes(v.state as NodeState))
-    return Object.freeze({ kind: 'node', nodeId: v.nodeId, state: v.state as NodeState });
-  if (v.kind === 'ca' && typeof v.caId === 'string') return Object.freeze({ kind: 'ca', caId: v.caId });
-  return null;
-}
-
-/**
- * The subscribers of one store object. A listener that throws is reported to
- * `onError` and does not stop the others (nor fail the write that caused the
- * event: events are published after the commit).
- */
-export class Listeners {
-  private readonly listeners = new Set<{ readonly listener: (event: StoreEvent) => void }>();
-  private readonly onError: (error: Error) => void;
-
-  constructor(onError: (error: Error) => void) {
-    this.onError = onError;
-  }
-
-  subscribe(listener: (event: StoreEvent) => void): () => void {
-    const entry = { listener };
-    this.listeners.add(entry);
-    return () => {
-      this.listeners.delete(entry);
-    };
-  }
-
-  emit(event: StoreEvent): void {
-    for (const { listener } of [...this.listeners]) {
-      try {
-        listener(event);
-      } catch (error) {
-        this.onError(
-          new SigilError('internal', `a store event listener threw: ${describe(error)}`, { cause: error }),
-        );
-      }
-    }
-  }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/** The default onError: a process warning (stderr), never silence. */
-export function warn(error: Error): void {
-  process.emitWarning(error.message, { code: 'SIGIL_STORE' });
 }
