@@ -6,10 +6,10 @@
 //
 // grpc-js refuses a whole message over MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED
 // before any of this runs.
-import { fieldError, SigilError } from '../errors.ts';
+import { fieldError, firstLineOf, SigilError } from '../errors.ts';
 import { derFrame } from '../pki/csr.ts';
 import { MAX_CHALLENGE_BYTES, MAX_SIGNATURE_BYTES, MIN_CHALLENGE_BYTES } from '../pki/possession.ts';
-import { canonicalSerial } from '../pki/serial.ts';
+import { parseSerial } from '../pki/serial.ts';
 
 /** Largest request message the server reads (grpc.max_receive_message_length). */
 export const MAX_MESSAGE_BYTES = 128 * 1024;
@@ -117,10 +117,11 @@ export async function withPossessionField<T>(field: string, work: () => Promise<
 /** A certificate serial: lower-case or upper-case hex, optionally with colons; returned canonical. */
 export function checkSerial(field: string, value: string): string {
   checkText(field, value, 128, { required: true });
-  if (!/^[0-9a-f]{1,64}$/.test(value.replaceAll(':', '').toLowerCase())) {
-    throw fieldError(field, `${shown(value)} is not a certificate serial (hex)`);
+  try {
+    return parseSerial(value);
+  } catch (error) {
+    throw fieldError(field, firstLineOf(error));
   }
-  return canonicalSerial(value);
 }
 
 export function checkPageSize(field: string, value: number): number | undefined {

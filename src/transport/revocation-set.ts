@@ -1,8 +1,7 @@
 // The simplest RevocationSource: a set of serials the control plane (or a
 // test) adds to. Revocation is one-way; a serial once revoked stays revoked.
-import { invalid } from '../errors.ts';
 import type { RevocationSource } from '../pki/revocation-source.ts';
-import { canonicalSerial } from '../pki/serial.ts';
+import { parseSerial } from '../pki/serial.ts';
 
 /**
  * "0A:1B", "0a1b", "000A1B" → "a1b"; invalid() for anything that is not a hex
@@ -11,12 +10,7 @@ import { canonicalSerial } from '../pki/serial.ts';
  */
 export function normalizeSerial(text: string): string {
   if (/^fp:[0-9a-fA-F]{64}$/.test(text)) return text.toLowerCase();
-  // 42 digits: a CRL may list a 20-byte serial with the 00 octet its DER INTEGER needs.
-  if (!/^[0-9a-f]{1,42}$/.test(text.replaceAll(':', '').toLowerCase())) {
-    const shown = text.length > 48 ? `${text.slice(0, 48)}…` : text;
-    throw invalid(`"${shown}" is not a certificate serial (hex, at most 20 bytes)`);
-  }
-  return canonicalSerial(text);
+  return parseSerial(text);
 }
 
 /**
