@@ -3,6 +3,7 @@
 // held. The subtree rules themselves (admission, narrowing, reservations,
 // revocation inside a subtree) are the Delegations class (delegations.ts).
 import { X509Certificate } from 'node:crypto';
+import { issuedDirectlyBy } from '../pki/issued-by.ts';
 import { type Possession, verifySignProof } from '../protocol/challenges.ts';
 import { permissionDenied, requireAdmin, requireLive } from './access.ts';
 import type { AuthorityContext } from './context.ts';
@@ -109,11 +110,5 @@ export function issuedByDeployment(context: AuthorityContext, certificateDer: Bu
   } catch {
     return false;
   }
-  return context.caCertificates().some((ca) => {
-    try {
-      return certificate.checkIssued(ca) && certificate.verify(ca.publicKey);
-    } catch {
-      return false;
-    }
-  });
+  return issuedDirectlyBy(certificate, context.caCertificates());
 }

@@ -27,8 +27,8 @@
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { invalid, SigilError } from '../errors.ts';
+import { issuedDirectlyBy } from '../pki/issued-by.ts';
 import { dnsName, parseSpiffeId } from '../pki/names.ts';
-import { issuedDirectlyBy } from './delegate-admission.ts';
 import { type PeerCall, type PeerIdentity, peerIdentity } from './peer-identity.ts';
 
 /** A rule that admits or refuses every authenticated peer, whoever it is. */

@@ -44,17 +44,6 @@ export interface AdmittedDelegate {
 /** Decides on a delegate's leaf and the CA certificates it presented (leaf's issuer first). */
 export type DelegateAdmitter = (leafDer: Buffer, presented: readonly Buffer[]) => Promise<AdmittedDelegate>;
 
-/** Whether `leaf` is signed by one of `authorities` (by signature: names and key IDs are not enough). */
-export function issuedDirectlyBy(leaf: X509Certificate, authorities: readonly X509Certificate[]): boolean {
-  return authorities.some((ca) => {
-    try {
-      return ca.ca && leaf.checkIssued(ca) && leaf.verify(ca.publicKey);
-    } catch {
-      return false;
-    }
-  });
-}
-
 export interface DelegationSettings {
   /** The deployment's trust domain: delegated identities live beneath <name>.d.<td>. */
   readonly trustDomain: string;

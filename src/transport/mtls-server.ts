@@ -14,12 +14,14 @@
 // connections stay up), each connection is recorded with its peer chain at
 // handshake (peer identity without re-parsing per call), and revocation can
 // refuse a connection before grpc-js sees it or destroy it mid-stream.
+
 import { constants, X509Certificate } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { firstLineOf, SigilError } from '../errors.ts';
 import { certificateNames } from '../pki/certificate-names.ts';
+import { issuedDirectlyBy } from '../pki/issued-by.ts';
 import type { MaterialSource, TlsMaterial } from '../pki/material.ts';
 import { parseSpiffeId } from '../pki/names.ts';
 import { DEFAULT_POLICY_OID, type PolicyOid, parsePolicyOid } from '../pki/policy-extension.ts';
@@ -32,7 +34,6 @@ import {
   type DelegateAdmitter,
   type DelegationSettings,
   delegateAdmissionInterceptor,
-  issuedDirectlyBy,
 } from './delegate-admission.ts';
 import {
   alertFor,
