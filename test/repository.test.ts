@@ -50,6 +50,7 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   services: ['authority', 'transport', 'protocol', 'pki', 'gen', 'errors', 'logging', 'store (types only)'],
   client: ['transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
   agent: ['client', 'transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
+  workloads: ['pki', 'protocol', 'files', 'errors', 'logging'],
   server: [
     'services',
     'authority',
