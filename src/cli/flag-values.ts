@@ -16,7 +16,10 @@ import { SigilError } from '../errors.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { parseKeyType } from '../pki/keys.ts';
 import { parseTrustDomain } from '../pki/names.ts';
+import { parsePolicyOid } from '../pki/policy-oid.ts';
+import { parseRevocationReason } from '../pki/revocation-reasons.ts';
 import { parseSerial } from '../pki/serial.ts';
+import { parseListenAddress } from '../server/listen-address.ts';
 import { fingerprintFrom, splitHostPort } from './client-context.ts';
 import { parseCpuList, wholeNumber } from './resource-flags.ts';
 
@@ -60,6 +63,11 @@ const BY_FLAG: Readonly<Record<string, Check>> = {
   '--ca-fingerprint': (text) => void fingerprintFrom(text, '--ca-fingerprint'),
   '--server': (text) => void splitHostPort(text, '--server'),
   '--cpus': (text) => void parseCpuList(text),
+  '--listen': (text) => void parseListenAddress(text, '--listen'),
+  '--http-listen': (text) => void parseListenAddress(text, '--http-listen'),
+  '--policy-oid': (text) => void parsePolicyOid(text),
+  // Empty means unspecified; removeFromCRL is a reason, refused by the command (a revocation is final).
+  '--reason': (text) => void (text.trim() === '' || parseRevocationReason(text)),
 };
 
 /** By command path and flag: ranges that differ between commands. */
@@ -118,16 +126,12 @@ export const FREE_TEXT: ReadonlySet<string> = new Set([
   '--revoke',
   '--permissions',
   '--bridges',
-  '--reason',
   '--requester',
   '--profile',
   '--page-token',
   '--store',
-  '--policy-oid',
   '--replica-id',
   '--join',
-  '--listen',
-  '--http-listen',
   '--advertise',
   '--http-advertise',
   '--exec',

@@ -13,7 +13,7 @@ import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import { startServer } from '../../src/server/start-server.ts';
 import { enrol, nodeFile, startTestServer } from '../agent/server-fixture.ts';
 import { sigil } from '../support/cli.ts';
-import { assertRefused } from '../support/refusals.ts';
+import { assertRefused, assertUsageError } from '../support/refusals.ts';
 import { tempDir } from '../support/temp-dir.ts';
 
 const server = await startTestServer();
@@ -352,9 +352,9 @@ describe('operator command refusals', { concurrency: 4 }, () => {
       '--requester',
       nodeId,
     ]);
-    assertRefused(
+    assertUsageError(
       await server.cli(['cert', 'revoke', certificates[0].serial, '--reason', 'bored']),
-      /reason/i,
+      /option '--reason <reason>' argument 'bored' is invalid\. unknown revocation reason "bored"/,
     );
   });
 

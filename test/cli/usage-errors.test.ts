@@ -9,21 +9,15 @@ import { describe, test } from 'node:test';
 import type { Command } from 'commander';
 import { checkFor, FREE_TEXT } from '../../src/cli/flag-values.ts';
 import { buildProgram } from '../../src/cli/main.ts';
-import { type RunResult, sigil } from '../support/cli.ts';
+import { sigil } from '../support/cli.ts';
+import { assertUsageError } from '../support/refusals.ts';
 import { tempDir } from '../support/temp-dir.ts';
 import { snapshot } from './pki-helpers.ts';
-
-function assertUsage(result: RunResult, pattern: RegExp): void {
-  assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);
-  assert.match(result.stderr, pattern);
-  assert.match(result.stderr, /run with --help for usage/);
-  assert.equal(result.stdout, '');
-}
 
 describe('bad usage exits 2 and changes nothing', () => {
   test('--key-type dsa (pki init): named, and no CA directory is created', async () => {
     const dir = join(tempDir(), 'ca');
-    assertUsage(
+    assertUsageError(
       await sigil(['pki', 'init', '--dir', dir, '--key-type', 'dsa']),
       /option '--key-type <type>' argument 'dsa' is invalid\. unknown key type "dsa"/,
     );
@@ -32,7 +26,7 @@ describe('bad usage exits 2 and changes nothing', () => {
 
   test('--key-type from $SIGIL_KEY_TYPE is checked too', async () => {
     const dir = join(tempDir(), 'ca');
-    assertUsage(
+    assertUsageError(
       await sigil(['pki', 'init', '--dir', dir], { SIGIL_KEY_TYPE: 'dsa' }),
       /option '--key-type <type>' value 'dsa' from env 'SIGIL_KEY_TYPE' is invalid/,
     );
@@ -42,15 +36,15 @@ describe('bad usage exits 2 and changes nothing', () => {
   test('--ttl 5x (token create, pki issue, pki quickstart)', async () => {
     const out = tempDir();
     const before = snapshot(out);
-    assertUsage(
+    assertUsageError(
       await sigil(['token', 'create', '--ttl', '5x']),
       /option '--ttl <duration>' argument '5x' is invalid\. invalid duration "5x"/,
     );
-    assertUsage(
+    assertUsageError(
       await sigil(['pki', 'quickstart', '--out', join(out, 'q'), '--ttl', '5x']),
       /option '--ttl <duration>' argument '5x' is invalid/,
     );
-    assertUsage(
+    assertUsageError(
       await sigil(['pki', 'issue', '--dir', out, '--out', join(out, 'x'), '--client', '--ttl', '5x']),
       /option '--ttl <duration>' argument '5x' is invalid/,
     );
@@ -58,23 +52,23 @@ describe('bad usage exits 2 and changes nothing', () => {
   });
 
   test('token create --ttl below a second', async () => {
-    assertUsage(
+    assertUsageError(
       await sigil(['token', 'create', '--ttl', '0s']),
       /--ttl <duration>' argument '0s' is invalid/,
     );
   });
 
   test('--uses 0 and --uses abc (token create)', async () => {
-    assertUsage(
+    assertUsageError(
       await sigil(['token', 'create', '--uses', '0']),
       /option '--uses <n>' argument '0' is invalid\. .*from 1 to 4294967295/,
     );
-    assertUsage(await sigil(['token', 'create', '--uses', 'abc']), /option '--uses <n>' argument 'abc'/);
+    assertUsageError(await sigil(['token', 'create', '--uses', 'abc']), /option '--uses <n>' argument 'abc'/);
   });
 
   test('a missing token (enrol without an argument or $SIGIL_JOIN_TOKEN): nothing written', async () => {
     const dir = join(tempDir(), 'node');
-    assertUsage(await sigil(['enrol', '--dir', dir]), /give the join token as an argument/);
+    assertUsageError(await sigil(['enrol', '--dir', dir]), /give the join token as an argument/);
     assert.equal(existsSync(dir), false);
   });
 
@@ -93,13 +87,13 @@ describe('bad usage exits 2 and changes nothing', () => {
         /Allowed choices are server, client, any/,
       ],
     ];
-    for (const [args, pattern] of cases) assertUsage(await sigil(args), pattern);
+    for (const [args, pattern] of cases) assertUsageError(await sigil(args), pattern);
   });
 
   test('commander usage errors stay 2: unknown option, unknown command, missing required option', async () => {
-    assertUsage(await sigil(['token', 'create', '--bogus']), /unknown option '--bogus'/);
-    assertUsage(await sigil(['tokens']), /unknown command 'tokens'/);
-    assertUsage(await sigil(['pki', 'verify', 'x.pem']), /required option '--ca <file>' not specified/);
+    assertUsageError(await sigil(['token', 'create', '--bogus']), /unknown option '--bogus'/);
+    assertUsageError(await sigil(['tokens']), /unknown command 'tokens'/);
+    assertUsageError(await sigil(['pki', 'verify', 'x.pem']), /required option '--ca <file>' not specified/);
   });
 });
 

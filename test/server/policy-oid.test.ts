@@ -27,7 +27,7 @@ import type { ServerInfoFile } from '../../src/server/data-directory.ts';
 import { delegateArgs, derOf, jsonOf, pemCertificates, snapshot } from '../cli/pki-helpers.ts';
 import { openssl, type RunResult, sigil } from '../support/cli.ts';
 import { failureOf } from '../support/failure.ts';
-import { assertRefused } from '../support/refusals.ts';
+import { assertRefused, assertUsageError } from '../support/refusals.ts';
 import { tempDir } from '../support/temp-dir.ts';
 import { Delegates } from './delegation-fixtures.ts';
 import {
@@ -302,12 +302,14 @@ describe('sigil server --policy-oid', () => {
     ['1.3.6.01.4', /leading zeros/],
     ['3.1.2', /first arc is 0, 1 or 2/],
   ] as const) {
-    test(`--policy-oid ${bad} exits 1 with one line naming the flag, and creates nothing`, async () => {
+    test(`--policy-oid ${bad} is bad usage (exit 2) naming the flag, and creates nothing`, async () => {
       const fresh = join(work, `never-${bad}`);
       const refusedStart = spawnServer(['--data', fresh, ...FREE_PORTS, '--policy-oid', bad]);
-      await assertServerRefused(
-        refusedStart,
-        new RegExp(`^sigil: --policy-oid: invalid policy OID "${bad}"`),
+      assertUsageError(
+        await refusedStart.result,
+        new RegExp(
+          `option '--policy-oid <oid>' argument '${bad.replaceAll('.', '\\.')}' is invalid\\. invalid policy OID "${bad.replaceAll('.', '\\.')}"`,
+        ),
       );
       assert.match(refusedStart.stderr(), why);
       assert.equal(existsSync(fresh), false, `${fresh} was created`);

@@ -22,6 +22,19 @@ export function assertRefused(result: RunResult, problem: RegExp): void {
   assert.doesNotMatch(result.stderr, NEVER_SHOWN);
 }
 
+/** Bad usage (a malformed flag value, a missing argument): exit 2, nothing on stdout, commander's line naming it. */
+export function assertUsageError(result: RunResult, pattern: RegExp): void {
+  assert.equal(
+    result.code,
+    2,
+    `exit code ${result.code}; stdout: ${result.stdout}; stderr: ${result.stderr}`,
+  );
+  assert.equal(result.stdout, '');
+  assert.match(result.stderr, pattern);
+  assert.match(result.stderr, /run with --help for usage/);
+  assert.doesNotMatch(result.stderr, NEVER_SHOWN);
+}
+
 /**
  * A validator for assert.throws / assert.rejects: a SigilError with `code`
  * (any code when null) and a one-line message matching `pattern` (any when
