@@ -1,3 +1,9 @@
+// Workload benchmarks, three cases on one supervisor:
+//   create-to-running  (below)
+//   console-throughput lines/s through the console ring (consoleThroughput)
+//   concurrent-100     100 running workloads: RSS and create latency (concurrentWorkloads)
+// Destroy-on-revocation needs a control plane and a node daemon: bench/workload-revocation.ts.
+//
 // Workload start latency: the time from WorkloadSupervisor.create(...) until
 // the workload's first output line ("ready") reaches its console, i.e. cgroup
 // creation, the overlay mount, the namespaced launch and the process running.
@@ -100,6 +106,135 @@ function bareUnshare(rootfs: string): Promise<void> {
   });
 }
 
+/** Lines a workload prints for the console case: enough to overwrite the ring many times. */
+const CONSOLE_LINES = 200_000;
+const CONSOLE_RUNS = 5;
+
+/** Lines until the last one ("200000") arrives, from the process's output, counted by `onLine`. */
+function countLinesUntil(
+  last: string,
+  subscribe: (onLine: (line: string) => void) => () => void,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = subscribe((line) => {
+      if (line === last) {
+        stop();
+        resolve();
+      }
+    });
+  });
+}
+
+/**
+ * Console throughput: a workload prints CONSOLE_LINES numbered lines; lines
+ * per second from create until the last reaches a ring subscriber. Baseline:
+ * the same busybox seq under a bare unshare, its stdout split into lines by
+ * Node (what any supervisor must at least do).
+ */
+async function consoleThroughput(sup: WorkloadSupervisor, rootfs: string, report: Report): Promise<void> {
+  const last = String(CONSOLE_LINES);
+  const command = [BUSYBOX, 'seq', '1', last];
+  const throughWorkload = async (n: number): Promise<number> => {
+    const key = `/bench//console${n}`;
+    const started = performance.now();
+    let done: Promise<void> = Promise.resolve();
+    try {
+      await sup.create({ key, name: 'bench', image: IMAGE, command });
+      const ring = sup.console(key);
+      done = countLinesUntil(last, (onLine) => ring.subscribe((line) => onLine(line.bytes.toString('utf8'))));
+      if (ring.history().some((line) => line.bytes.toString('utf8') === last)) done = Promise.resolve();
+      await withTimeout(done, `console workload ${key}`);
+      return (CONSOLE_LINES * 1000) / (performance.now() - started);
+    } finally {
+      if (sup.list().some((info) => info.key === key)) await sup.destroy(key);
+    }
+  };
+  const throughPipe = async (): Promise<number> => {
+    const started = performance.now();
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        const child = spawn('unshare', ['-pfmnu', `--root=${rootfs}`, '--mount-proc', ...command], {
+          stdio: ['ignore', 'pipe', 'ignore'],
+        });
+        let partial = '';
+        child.stdout.setEncoding('utf8');
+        child.stdout.on('data', (text: string) => {
+          const lines = (partial + text).split('\n');
+          partial = lines.pop() ?? '';
+          if (lines.at(-1) === last) resolve();
+        });
+        child.on('error', reject);
+        child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`seq exited ${code}`))));
+      }),
+      'bare unshare seq',
+    );
+    return (CONSOLE_LINES * 1000) / (performance.now() - started);
+  };
+  const rates = { workload: [] as number[], baseline: [] as number[] };
+  for (let i = 0; i < CONSOLE_RUNS; i++) {
+    rates.workload.push(await throughWorkload(i));
+    rates.baseline.push(await throughPipe());
+  }
+  log(`  console: workload p50 ${percentile(rates.workload, 50).toFixed(0)} lines/s`);
+  report({
+    case: 'console-throughput',
+    metric: 'lines_per_s',
+    value: percentile(rates.workload, 50),
+    baselines: { 'bare-unshare-pipe': percentile(rates.baseline, 50) },
+  });
+}
+
+const CONCURRENT = 100;
+
+/**
+ * 100 workloads at once on one supervisor: the process's RSS growth and the
+ * create-to-running latency of each create while the others run, against
+ * the create latency on an idle supervisor (the first one).
+ */
+async function concurrentWorkloads(sup: WorkloadSupervisor, report: Report): Promise<void> {
+  const keys: string[] = [];
+  globalThis.gc?.();
+  const rssBefore = process.memoryUsage().rss;
+  const latencies: number[] = [];
+  try {
+    for (let i = 0; i < CONCURRENT; i++) {
+      const key = `/bench//many${i}`;
+      const started = performance.now();
+      await sup.create({
+        key,
+        name: `many${i}`,
+        image: IMAGE,
+        command: [BUSYBOX, 'sh', '-c', `echo ${READY}; exec sleep 3600`],
+      });
+      keys.push(key);
+      await withTimeout(consoleReady(sup.console(key)), `workload ${key}`);
+      latencies.push(performance.now() - started);
+      if ((i + 1) % 25 === 0) log(`  ${i + 1}/${CONCURRENT} workloads running`);
+    }
+    const running = sup
+      .list()
+      .filter((info) => info.key.startsWith('/bench//many') && info.state === 'running');
+    if (running.length !== CONCURRENT)
+      throw new Error(`${running.length} of ${CONCURRENT} workloads running`);
+    globalThis.gc?.();
+    const rssAfter = process.memoryUsage().rss;
+    report({
+      case: 'concurrent-100',
+      metric: 'supervisor_rss_mib',
+      value: rssAfter / 2 ** 20,
+      baselines: { 'before-the-100': rssBefore / 2 ** 20 },
+    });
+    report({
+      case: 'concurrent-100',
+      metric: 'create_p50_ms',
+      value: percentile(latencies.slice(-CONCURRENT / 2), 50),
+      baselines: { 'first-10-creates': percentile(latencies.slice(0, 10), 50) },
+    });
+  } finally {
+    for (const key of keys) await sup.destroy(key);
+  }
+}
+
 export async function run(report: Report, _limits: Limits): Promise<void> {
   if (process.getuid?.() !== 0) {
     log('bench workloads: needs root (namespaces, cgroups, overlay mounts); not run');
@@ -177,6 +312,9 @@ export async function run(report: Report, _limits: Limits): Promise<void> {
         value: percentile(samples.workload, p),
         baselines: { 'bare-unshare': percentile(samples.baseline, p) },
       });
+
+    await consoleThroughput(sup, image.rootfs, report);
+    await concurrentWorkloads(sup, report);
   } finally {
     const attempt = async (step: () => unknown): Promise<void> => {
       try {

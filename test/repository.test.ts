@@ -49,7 +49,7 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   transport: ['pki', 'protocol', 'errors', 'logging', 'gen'],
   services: ['authority', 'transport', 'protocol', 'pki', 'gen', 'errors', 'logging', 'store (types only)'],
   client: ['transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
-  agent: ['client', 'transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
+  agent: ['workloads', 'client', 'transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
   workloads: ['pki', 'protocol', 'files', 'errors', 'logging'],
   server: [
     'services',

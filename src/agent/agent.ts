@@ -25,14 +25,9 @@
 
 import type { KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { AddressFailover, isUnreachable } from '../client/address-failover.ts';
 import { controlPlaneVerification, enrolmentCredentials } from '../client/control-plane-channel.ts';
-import {
-  DEFAULT_CALL_TIMEOUT_MS,
-  RpcError,
-  STATUS_DEADLINE_EXCEEDED,
-  STATUS_UNAVAILABLE,
-  unary,
-} from '../client/rpc.ts';
+import { DEFAULT_CALL_TIMEOUT_MS, unary } from '../client/rpc.ts';
 import { bundlePem, chainPem, rootFingerprints, rootsOf } from '../client/trust-bundle.ts';
 import { asSigilError, preconditionFailed, type SigilError } from '../errors.ts';
 import {
@@ -120,14 +115,6 @@ function certificateValidity(material: MaterialProvider): Validity {
   return { notBefore: leaf.notBefore, notAfter: leaf.notAfter };
 }
 
-/** True when the next address may do better (the server was not reached or did not answer). */
-function isUnreachable(error: unknown): boolean {
-  return (
-    error instanceof RpcError &&
-    (error.status === STATUS_UNAVAILABLE || error.status === STATUS_DEADLINE_EXCEEDED)
-  );
-}
-
 /** The leaf of the PEM chain in cert.pem. */
 function leafOf(chain: string): CertificateInfo {
   return parseCertificate(readCertificates(chain, 'cert.pem')[0], 'cert.pem');
@@ -150,7 +137,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   #running: Promise<unknown> | undefined;
   #closed = false;
   #revoked: NodeRevokedError | undefined;
-  #preferred = 0;
+  readonly #failover = new AddressFailover();
   readonly #clients = new Map<string, CertificateAuthorityClient>();
 
   private constructor(
@@ -331,21 +318,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
 
   /** Tries each server address, starting with the last one that answered. */
   async #withServer<T>(call: (client: CertificateAuthorityClient, target: string) => Promise<T>): Promise<T> {
-    const addresses = this.#info.addresses;
-    let lastError: unknown;
-    for (let i = 0; i < addresses.length; i++) {
-      const index = (this.#preferred + i) % addresses.length;
-      const target = addresses[index];
-      try {
-        const result = await call(this.#client(target), target);
-        this.#preferred = index;
-        return result;
-      } catch (error) {
-        lastError = error;
-        if (!isUnreachable(error)) throw error;
-      }
-    }
-    throw lastError;
+    return this.#failover.tryEach(this.#info.addresses, (target) => call(this.#client(target), target));
   }
 
   #dropClients(): void {

@@ -21,18 +21,13 @@
 import type { KeyObject } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { isUnreachable } from '../client/address-failover.ts';
 import {
   controlPlaneVerification,
   enrolmentCredentials,
   fetchPinnedRoot,
 } from '../client/control-plane-channel.ts';
-import {
-  DEFAULT_CALL_TIMEOUT_MS,
-  RpcError,
-  STATUS_DEADLINE_EXCEEDED,
-  STATUS_UNAVAILABLE,
-  unary,
-} from '../client/rpc.ts';
+import { DEFAULT_CALL_TIMEOUT_MS, unary } from '../client/rpc.ts';
 import { bundlePem, chainPem } from '../client/trust-bundle.ts';
 import { invalid, messageOf, preconditionFailed } from '../errors.ts';
 import { EnrolmentClient, type RegisterResponse, type TrustBundle } from '../gen/sigil/v1/sigil.ts';
@@ -101,13 +96,6 @@ export interface EnrolResult {
 
 const MAX_POLL_MS = 15_000;
 const DEFAULT_WAIT_MS = 15 * 60_000;
-
-function isUnreachable(error: unknown): boolean {
-  return (
-    error instanceof RpcError &&
-    (error.status === STATUS_UNAVAILABLE || error.status === STATUS_DEADLINE_EXCEEDED)
-  );
-}
 
 /** The key to enrol: the one an earlier run saved in `dir`, else a new one. */
 function nodeKey(dir: string, keyType: KeyType | undefined): { key: KeyObject; reused: boolean } {

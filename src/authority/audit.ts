@@ -18,7 +18,9 @@ export type AuditAction =
   | 'key.revoked'
   | 'delegation.created'
   | 'delegation.revoked'
-  | 'reservations.released';
+  | 'reservations.released'
+  | 'workload.reserved'
+  | 'workload.released';
 
 /** How a certificate came to be issued (also a metrics label: a closed set). */
 export type IssuanceKind =
@@ -70,6 +72,8 @@ export interface AuditEvent {
   /** A subtree key ("/alice/carol"). */
   readonly subtree?: string;
   readonly notAfter?: Date;
+  /** A reservation's holder ("node/<node id>/<workload name>"). */
+  readonly holder?: string;
   /** How many (reservations released, token uses, …). */
   readonly count?: number;
 }

@@ -62,6 +62,7 @@ import type {
   TokenSummary,
   TrustBundleView,
 } from './views.ts';
+import * as workloadPlacement from './workload-placement.ts';
 
 export type { BootstrapOutput } from './bootstrap-admin.ts';
 export type { LeafRequest, ListCertificatesFilter } from './certificates.ts';
@@ -70,6 +71,12 @@ export type { RegisterRequest, Registration } from './enrolment.ts';
 export type { JoinReplicaRequest, JoinReplicaResult } from './replicas.ts';
 export type { ExportedRoot } from './root-key.ts';
 export type { CreatedToken, CreateTokenRequest } from './tokens.ts';
+export type {
+  HeldWorkload,
+  PlacedWorkload,
+  WorkloadNodeView,
+  WorkloadReservationRequest,
+} from './workload-placement.ts';
 
 export interface OpenedAuthority {
   readonly authority: Authority;
@@ -256,6 +263,36 @@ export class Authority {
   /** The deployment's CA certificates (roots and intermediates, current and retired), for transport. */
   deploymentAuthorities(): readonly X509Certificate[] {
     return this.#context.caCertificates();
+  }
+
+  // ------------------------------------------------------ workload placement
+
+  /** Node only: charges the caller the node forwards for one workload (workload-placement.ts). */
+  reserveWorkload(
+    caller: Caller,
+    request: workloadPlacement.WorkloadReservationRequest,
+  ): Promise<workloadPlacement.PlacedWorkload> {
+    return workloadPlacement.reserveWorkload(this.#context, caller, request);
+  }
+
+  /** Node only: releases its own reservation of `name` in `subtree`. */
+  releaseWorkload(caller: Caller, subtree: string, name: string): Promise<boolean> {
+    return workloadPlacement.releaseWorkload(this.#context, caller, subtree, name);
+  }
+
+  /** Node only: the reservations it holds. */
+  listWorkloadReservations(caller: Caller): Promise<workloadPlacement.HeldWorkload[]> {
+    return workloadPlacement.listWorkloadReservations(this.#context, caller);
+  }
+
+  /** Node only: where it serves workloads ("host:port"; "" withdraws). */
+  registerWorkloadEndpoint(caller: Caller, address: string): Promise<workloadPlacement.WorkloadNodeView> {
+    return workloadPlacement.registerWorkloadEndpoint(this.#context, caller, address);
+  }
+
+  /** A node's workload endpoint by ID or name, for any authenticated caller. */
+  findWorkloadNode(caller: Caller, node: string): Promise<workloadPlacement.WorkloadNodeView> {
+    return workloadPlacement.findWorkloadNode(this.#context, caller, node);
   }
 
   // ------------------------------------------------------------------ tokens

@@ -39,7 +39,7 @@ import {
   type PolicyOid,
   policyToJson,
 } from '../pki/policy-extension.ts';
-import type { DelegationRecord, Store, UsageTotals } from '../store/store.ts';
+import type { DelegationRecord, Store, UsageReservation, UsageTotals } from '../store/store.ts';
 import { certificateRecord, type IssuedCertificateView, issuedView } from './issuance.ts';
 import type { RevocationUpdate } from './revocations.ts';
 import { ceilingsFor, checkReservation, exceededMessage, type ReservationRequest } from './usage.ts';
@@ -385,18 +385,33 @@ export class Delegations {
   async reserve(grant: DelegateGrant, request: ReservationRequest) {
     this.#require(grant, 'create');
     checkReservation(request, grant.effective.limits);
+    const { holder, ...wanted } = request;
+    const result = await this.charge(grant, holder, wanted);
+    return { reservation: result.reservation, existing: result.outcome === 'existing' };
+  }
+
+  /**
+   * Holds `wanted` under `holder` in the grant's place, checked against every
+   * level of its chain in one store transaction: each link's own limits and
+   * the caller's effective ones. The caller has checked the request's shape.
+   */
+  async charge(
+    grant: DelegateGrant,
+    holder: string,
+    wanted: Omit<ReservationRequest, 'holder'>,
+  ): Promise<{ reservation: UsageReservation; outcome: 'reserved' | 'existing' }> {
     const levels = grant.links
       .map((link) => ({ subtree: link.key, limits: link.policy?.limits ?? null }))
       .reverse();
     levels.push({ subtree: grant.key, limits: grant.effective.limits });
     const result = await this.#context.store.reserveUsage(
       {
-        holder: request.holder,
+        holder,
         subtree: grant.key,
-        workloads: request.workloads,
-        cpus: [...new Set(request.cpus)].sort((a, b) => a - b),
-        memoryMiB: request.memoryMiB,
-        blockMiB: request.blockMiB,
+        workloads: wanted.workloads,
+        cpus: [...new Set(wanted.cpus)].sort((a, b) => a - b),
+        memoryMiB: wanted.memoryMiB,
+        blockMiB: wanted.blockMiB,
         createdAt: this.#context.now(),
       },
       ceilingsFor(levels),
@@ -407,7 +422,7 @@ export class Delegations {
         exceededMessage(result.resource, result.used, result.limit, result.subtree, grant.key),
       );
     }
-    return { reservation: result.reservation, existing: result.outcome === 'existing' };
+    return { reservation: result.reservation, outcome: result.outcome };
   }
 
   async release(grant: DelegateGrant, holder: string): Promise<boolean> {

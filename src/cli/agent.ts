@@ -9,7 +9,14 @@
 // src/agent/node-revoked.ts). `--exec CMD` runs CMD after every renewal or
 // re-join, with the new files in place (src/agent/renewal-hook.ts); its
 // failure is logged, never fatal.
-import type { Command } from 'commander';
+//
+// `--workloads` also runs the node's workload daemon
+// (src/agent/workload-daemon.ts): the Workloads service on --listen
+// (default 127.0.0.1:7543), bridges from --bridge NAME=ADDRESS/PREFIX, and
+// Prometheus text on --metrics-listen when given. It must run as root. On
+// SIGINT/SIGTERM it stops serving and kills its workloads; they stay desired
+// and start again with the next `sigil agent --workloads`.
+import { type Command, Option } from 'commander';
 import type { RenewalOutcome } from '../agent/agent.ts';
 import { examples } from './operator-output.ts';
 import { printResult } from './output.ts';
@@ -22,9 +29,69 @@ interface AgentFlags {
   bundleRefresh: string;
   exec?: string;
   json?: boolean;
+  workloads?: boolean;
+  listen?: string;
+  bridge: string[];
+  metricsListen?: string;
+  cgroupBase?: string;
+}
+
+async function runWorkloadDaemon(flags: AgentFlags): Promise<void> {
+  const { rootRefusal, WorkloadDaemon } = await import('../agent/workload-daemon.ts');
+  const { SigilError } = await import('../errors.ts');
+  const refusal = rootRefusal(process.getuid?.());
+  if (refusal !== null) throw new SigilError('failed_precondition', refusal);
+  const { parseDuration } = await import('../pki/duration.ts');
+  const { createLogger } = await import('../logging.ts');
+  const { NodeAgent } = await import('../agent/agent.ts');
+  const logger = createLogger(flags.json ? { pretty: false } : {});
+  const agent = await NodeAgent.open({
+    dir: flags.dir,
+    rotateKey: flags.rotateKey,
+    bundleRefreshMs: parseDuration(flags.bundleRefresh),
+    logger,
+  });
+  if (flags.exec !== undefined) {
+    const { RenewalHook } = await import('../agent/renewal-hook.ts');
+    const hook = new RenewalHook({ command: flags.exec, dir: flags.dir, nodeId: agent.info.nodeId, logger });
+    agent.on('renewed', (outcome) => hook.run(outcome));
+  }
+  const revoked = new Promise<never>((_resolve, reject) => agent.once('revoked', reject));
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      logger.info({ signal }, 'workload daemon stopping');
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  try {
+    agent.start();
+    const daemon = await WorkloadDaemon.start({
+      dir: flags.dir,
+      agent,
+      logger,
+      bridges: flags.bridge,
+      ...(flags.listen !== undefined ? { listen: flags.listen } : {}),
+      ...(flags.metricsListen !== undefined ? { metricsListen: flags.metricsListen } : {}),
+      ...(flags.cgroupBase !== undefined ? { cgroupBase: flags.cgroupBase } : {}),
+    });
+    try {
+      await Promise.race([stopped, revoked]);
+    } finally {
+      await daemon.close();
+    }
+  } finally {
+    clearInterval(keepAlive);
+    await agent.close();
+  }
 }
 
 async function runAgent(flags: AgentFlags): Promise<void> {
+  if (flags.workloads) return runWorkloadDaemon(flags);
   const { parseDuration } = await import('../pki/duration.ts');
   const { createLogger } = await import('../logging.ts');
   const { NodeAgent } = await import('../agent/agent.ts');
@@ -140,6 +207,24 @@ export function registerAgentCommand(program: Command): void {
         '($SIGIL_CERT_FILE, $SIGIL_KEY_FILE, $SIGIL_SERIAL, …); a failure is logged, not fatal',
     )
     .option('--json', 'JSON log lines (and JSON output with --once)')
+    .option('--workloads', "also serve the node's Workloads service (must run as root)")
+    .addOption(
+      new Option(
+        '--listen <host:port>',
+        'with --workloads: where the Workloads service listens (default 127.0.0.1:7543; port 0 picks a free one)',
+      ).env('SIGIL_WORKLOADS_LISTEN'),
+    )
+    .option(
+      '--bridge <name=address/prefix>',
+      'with --workloads: a bridge workloads may join, e.g. br0=10.77.0.1/24 (repeatable)',
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option('--metrics-listen <host:port>', "with --workloads: serve the workloads' Prometheus metrics here")
+    .option(
+      '--cgroup-base <name>',
+      "with --workloads: the cgroup directory workloads go beneath, inside the daemon's own (default sigil-workloads)",
+    )
     .addHelpText(
       'after',
       examples(
@@ -147,10 +232,23 @@ export function registerAgentCommand(program: Command): void {
         '$ sigil agent --dir ./node --once --json',
         '$ sigil agent --dir ./node --once --force',
         "$ sigil agent --dir /etc/sigil/node --exec 'systemctl reload envoy'",
+        '$ sudo sigil agent --dir /etc/sigil/node --workloads --bridge br0=10.77.0.1/24',
       ),
     )
     .action((flags: AgentFlags, command: Command) => {
       if (flags.force && !flags.once) command.error('error: --force applies with --once only');
+      if (flags.workloads && flags.once)
+        command.error('error: --workloads runs a daemon; it does not go with --once');
+      const daemonOnly =
+        // $SIGIL_WORKLOADS_LISTEN is for the daemon when there is one; only the flag is a mistake without it.
+        (flags.listen !== undefined && command.getOptionValueSource('listen') === 'cli') ||
+        flags.bridge.length > 0 ||
+        flags.metricsListen !== undefined ||
+        flags.cgroupBase !== undefined;
+      if (daemonOnly && !flags.workloads)
+        command.error(
+          'error: --listen, --bridge, --metrics-listen and --cgroup-base apply with --workloads only',
+        );
       return runAgent(flags);
     });
 }

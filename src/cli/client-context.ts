@@ -403,7 +403,7 @@ export interface Clients {
 
 /**
  * Resolves the context and opens Admin, CertificateAuthority and Delegation
- * clients; each sends the identity's intermediates as `sigil-chain-bin`.
+ * clients; the credentials send the identity's intermediates as `sigil-chain-bin`.
  */
 export async function connectClients(flags: ClientFlags): Promise<Clients> {
   const context = await resolveClientContext(flags);
@@ -411,12 +411,10 @@ export async function connectClients(flags: ClientFlags): Promise<Clients> {
   const { AdminClient, CertificateAuthorityClient, DelegationClient } = await import(
     '../gen/sigil/v1/sigil.ts'
   );
-  const { chainMetadataInterceptor } = await import('../protocol/chain-metadata.ts');
-  const interceptor = chainMetadataInterceptor(context.certificateChain);
-  const options = interceptor === null ? {} : { interceptors: [interceptor] };
-  const admin = new AdminClient(context.address, credentials, options);
-  const ca = new CertificateAuthorityClient(context.address, credentials, options);
-  const delegation = new DelegationClient(context.address, credentials, options);
+  // The credentials send the identity's intermediates as sigil-chain-bin on every call (client-credentials.ts).
+  const admin = new AdminClient(context.address, credentials);
+  const ca = new CertificateAuthorityClient(context.address, credentials);
+  const delegation = new DelegationClient(context.address, credentials);
   return {
     target: context.address,
     admin,

@@ -20,8 +20,11 @@ import { parsePolicyOid } from '../pki/policy-oid.ts';
 import { parseRevocationReason } from '../pki/revocation-reasons.ts';
 import { parseSerial } from '../pki/serial.ts';
 import { parseListenAddress } from '../server/listen-address.ts';
+import { parseBridgeConfig } from '../workloads/address-pool.ts';
+import { checkCgroupName } from '../workloads/cgroups/names.ts';
 import { fingerprintFrom, splitHostPort } from './client-context.ts';
 import { parseCpuList, wholeNumber } from './resource-flags.ts';
+import { WORKLOAD_COMMAND_GROUPS, WORKLOAD_FLAG_CHECKS } from './workload-flags.ts';
 
 type Check = (text: string) => void;
 
@@ -84,6 +87,9 @@ const BY_COMMAND: Readonly<Record<string, Check>> = {
   'delegation reserve --workloads': whole('--workloads', 0, U32),
   'delegation reserve --memory': whole('--memory', 0, Number.MAX_SAFE_INTEGER),
   'delegation reserve --block': whole('--block', 0, Number.MAX_SAFE_INTEGER),
+  'agent --bridge': (text) => void parseBridgeConfig(text),
+  'agent --metrics-listen': (text) => void parseListenAddress(text, '--metrics-listen'),
+  'agent --cgroup-base': (text) => void checkCgroupName(text, '--cgroup-base'),
 };
 
 /** Positional arguments, by command path and argument name. */
@@ -165,7 +171,14 @@ function wrap<T extends Option | Argument>(target: T, check: Check): void {
 export function checkFor(command: Command, option: Option): Check | undefined {
   // Only options that take a value: `pki issue --server` is a switch, `status --server` an address.
   if (!option.long || !(option.required || option.optional)) return undefined;
-  return BY_COMMAND[`${commandPath(command)} ${option.long}`] ?? BY_FLAG[option.long];
+  const path = commandPath(command);
+  return BY_COMMAND[`${path} ${option.long}`] ?? workloadCheck(path, option.long) ?? BY_FLAG[option.long];
+}
+
+/** The workload, image and block commands' own flags (workload-flags.ts). */
+function workloadCheck(path: string, flag: string): Check | undefined {
+  const check = WORKLOAD_COMMAND_GROUPS.has(path.split(' ')[0]) ? WORKLOAD_FLAG_CHECKS[flag] : undefined;
+  return check === undefined ? undefined : (text) => void check(text);
 }
 
 /** Adds the value checks to every command of `program`. */

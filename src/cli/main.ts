@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { describeError, exitCodeFor } from '../errors.ts';
 import { registerAgentCommand } from './agent.ts';
+import { registerBlockCommands } from './block.ts';
 import { registerCaCommands } from './ca.ts';
 import { registerCertCommands } from './cert.ts';
 import { registerCompletionCommand } from './completion.ts';
@@ -13,6 +14,7 @@ import { registerDelegateCommand } from './delegate.ts';
 import { registerDelegationCommands } from './delegation.ts';
 import { registerEnrolCommand } from './enrol.ts';
 import { checkFlagValues } from './flag-values.ts';
+import { registerImageCommands } from './image.ts';
 import { registerNodeCommands } from './node.ts';
 import { registerPkiCommands } from './pki.ts';
 import { registerServerCommand } from './server.ts';
@@ -20,6 +22,7 @@ import { registerStatusCommand } from './status.ts';
 import { registerTokenCommands } from './token.ts';
 import { UsageError } from './usage.ts';
 import { packageVersion, registerVersionCommand } from './version.ts';
+import { registerWorkloadCommands } from './workload.ts';
 
 const USAGE_HINT = '(run with --help for usage)';
 
@@ -43,6 +46,9 @@ export function buildProgram(): Command {
   registerEnrolCommand(program);
   registerAgentCommand(program);
   registerCaCommands(program);
+  registerWorkloadCommands(program);
+  registerImageCommands(program);
+  registerBlockCommands(program);
   registerVersionCommand(program);
   registerCompletionCommand(program);
   checkFlagValues(program);

@@ -258,7 +258,7 @@ function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
  * never from Node's issuerCertificate links, which are a guess by name among
  * whatever the server sent (a self-signed twin of a delegation would do).
  */
-function notDeploymentIssued(server: PresentedServer): string | undefined {
+export function notDeploymentIssued(server: PresentedServer): string | undefined {
   const trusted = server.trusted ?? [];
   const [leaf, ...sent] = server.presented ?? [];
   if (leaf === undefined || trusted.length === 0)

@@ -1,5 +1,6 @@
 // The gRPC side: sigil's API (CertificateAuthority, Enrolment, Admin,
-// Delegation, plus grpc.health.v1 and reflection) on one mTLS port.
+// Delegation, WorkloadPlacement, plus grpc.health.v1 and reflection) on one
+// mTLS port.
 // Enrolment is callable without a client certificate; everything else is
 // authorized by role (services/authorization-rules.ts), a role coming from
 // who issued the caller's leaf.
@@ -10,6 +11,7 @@ import {
   CertificateAuthorityService,
   DelegationService,
   EnrolmentService,
+  WorkloadPlacementService,
 } from '../gen/sigil/v1/sigil.ts';
 import type { Logger } from '../logging.ts';
 import { adminService } from '../services/admin.ts';
@@ -21,6 +23,7 @@ import { enrolmentService } from '../services/enrolment.ts';
 import { type FailureReporter, INTERNAL_ERROR_MESSAGE } from '../services/handlers.ts';
 import { addStandardServices } from '../services/standard-services.ts';
 import { MAX_MESSAGE_BYTES } from '../services/validation.ts';
+import { workloadPlacementService } from '../services/workload-placement.ts';
 import { MtlsServer } from '../transport/mtls-server.ts';
 import { formatAddress, type ListenAddress } from './listen-address.ts';
 import type { ServerMetricSet } from './metrics-registry.ts';
@@ -102,12 +105,14 @@ export async function startGrpcSide(options: {
   mtls.addService(EnrolmentService, enrolmentService(deps));
   mtls.addService(AdminService, adminService(deps));
   mtls.addService(DelegationService, delegationService(deps));
+  mtls.addService(WorkloadPlacementService, workloadPlacementService(deps));
   // grpc.health.v1 and server reflection, behind the same mTLS and authorization.
   const standard = addStandardServices(mtls, [
     'sigil.v1.CertificateAuthority',
     'sigil.v1.Enrolment',
     'sigil.v1.Admin',
     'sigil.v1.Delegation',
+    'sigil.v1.WorkloadPlacement',
   ]);
   let port: number;
   try {

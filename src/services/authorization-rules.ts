@@ -14,6 +14,12 @@
 //   Delegation/*                            the same; the authority decides
 //                                           (admins create, delegates act in
 //                                           their subtree)
+//   WorkloadPlacement ReserveWorkload, ReleaseWorkload,
+//     ListWorkloadReservations, RegisterWorkloadEndpoint
+//                                           nodes (spiffe://<td>/node/*) and
+//                                           admins; the authority admits nodes
+//                                           only, each acting for itself
+//   WorkloadPlacement FindWorkloadNode      any deployment peer and delegates
 //   Enrolment/*                             public: callable without a client
 //                                           certificate (MtlsServer publicMethods);
 //                                           with one, as for Delegation
@@ -32,6 +38,7 @@ import {
   CertificateAuthorityService,
   DelegationService,
   EnrolmentService,
+  WorkloadPlacementService,
 } from '../gen/sigil/v1/sigil.ts';
 import {
   type AuthorizationOptions,
@@ -69,7 +76,9 @@ export const STANDARD_METHODS: readonly string[] = Object.freeze([
 export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules {
   const admins = { spiffePatterns: [adminPattern(trustDomain)] };
   const members = { spiffePatterns: [`spiffe://${trustDomain}/*`], delegates: 'any' as const };
+  const nodes = { spiffePatterns: [`spiffe://${trustDomain}/node/*`, adminPattern(trustDomain)] };
   const ca = CertificateAuthorityService;
+  const wp = WorkloadPlacementService;
   return {
     '/sigil.v1.Admin/*': admins,
     [ca.sign.path]: admins,
@@ -82,6 +91,14 @@ export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules
     // Admins create delegations; delegates act in their subtrees. The
     // authority decides, on the chain DelegateGrants admitted.
     '/sigil.v1.Delegation/*': members,
+    // Workload placement: the node-only methods admit nodes (and admins, who
+    // reach every method; the authority refuses them, as it refuses a node
+    // acting for another node); any peer or delegate may find a node.
+    [wp.reserveWorkload.path]: nodes,
+    [wp.releaseWorkload.path]: nodes,
+    [wp.listWorkloadReservations.path]: nodes,
+    [wp.registerWorkloadEndpoint.path]: nodes,
+    [wp.findWorkloadNode.path]: members,
     // The standard services (standard-services.ts): health and reflection.
     ...Object.fromEntries(STANDARD_SERVICES.map((service) => [`/${service}/*`, members])),
   };
@@ -108,4 +125,5 @@ export const ALL_METHODS: readonly string[] = Object.freeze([
   ...Object.values(EnrolmentService).map((method) => method.path),
   ...Object.values(AdminService).map((method) => method.path),
   ...Object.values(DelegationService).map((method) => method.path),
+  ...Object.values(WorkloadPlacementService).map((method) => method.path),
 ]);

@@ -1,4 +1,4 @@
-// The one mapping from sigil's error codes to gRPC status codes, and the
+// The control plane's error statuses (protocol/error-status.ts maps the codes) and the
 // wrappers that turn async handlers into grpc-js handlers with it.
 //
 // A SigilError carries a message written for the caller (it names the
@@ -6,18 +6,8 @@
 // Anything else is a bug or an infrastructure failure: the caller gets a
 // generic INTERNAL status and the details go to the server's log only.
 import * as grpc from '@grpc/grpc-js';
-import { type ErrorCode, SigilError } from '../errors.ts';
-
-const STATUS_BY_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
-  invalid_argument: grpc.status.INVALID_ARGUMENT,
-  not_found: grpc.status.NOT_FOUND,
-  already_exists: grpc.status.ALREADY_EXISTS,
-  failed_precondition: grpc.status.FAILED_PRECONDITION,
-  permission_denied: grpc.status.PERMISSION_DENIED,
-  unauthenticated: grpc.status.UNAUTHENTICATED,
-  resource_exhausted: grpc.status.RESOURCE_EXHAUSTED,
-  internal: grpc.status.INTERNAL,
-};
+import { SigilError } from '../errors.ts';
+import { grpcStatusOf } from '../protocol/error-status.ts';
 
 export const INTERNAL_ERROR_MESSAGE = 'internal error (details are in the server log)';
 
@@ -29,7 +19,7 @@ export interface GrpcStatus {
 /** The status for an error: SigilErrors keep their message, anything else becomes a generic INTERNAL. */
 export function statusForError(error: unknown): GrpcStatus {
   if (error instanceof SigilError && error.code !== 'internal') {
-    return { code: STATUS_BY_CODE[error.code] ?? grpc.status.INTERNAL, details: error.message };
+    return { code: grpcStatusOf(error.code), details: error.message };
   }
   return { code: grpc.status.INTERNAL, details: INTERNAL_ERROR_MESSAGE };
 }

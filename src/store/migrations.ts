@@ -224,6 +224,19 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE INDEX certificate_lineage_issued ON certificate_lineage (lineage, issued_at)',
     ],
   },
+  {
+    version: 5,
+    name: 'workload placement: nodes.workload_address, node names and reservation holders indexed',
+    // workload_address: where a node's Workloads service listens ("host:port"),
+    // as the node itself registered it; NULL when it serves none. Nodes are
+    // found by name (names are not unique), and a node's reservations by the
+    // holder prefix "node/<node id>/" (a range on the byte-ordered holder).
+    statements: () => [
+      'ALTER TABLE nodes ADD COLUMN workload_address TEXT',
+      'CREATE INDEX nodes_name ON nodes (name)',
+      'CREATE INDEX usage_reservations_holder ON usage_reservations (holder)',
+    ],
+  },
 ];
 
 /** The newest schema version this build knows. */

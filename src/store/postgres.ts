@@ -33,7 +33,7 @@ import type { PoolClient, QueryResultRow } from 'pg';
 import pg from 'pg';
 import { alreadyExists, invalid, messageOf, notFound, SigilError } from '../errors.ts';
 import { certificatePage, certificatePageQuery } from './certificate-pages.ts';
-import { checkNodeState, checkRevocation, millis } from './checks.ts';
+import { checkNodeState, checkRevocation, millis, text } from './checks.ts';
 import { decodeEvent, encodeEvent, Listeners, warn } from './events.ts';
 import {
   POSTGRES_MIGRATION_LOCK_KEY,
@@ -57,6 +57,7 @@ import {
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
+  optionalStringOf,
   type Param,
   RESERVATION_COLUMNS,
   REVOKED_KEY_COLUMNS,
@@ -88,7 +89,7 @@ import type {
   UsageReservation,
   UsageTotals,
 } from './store.ts';
-import { checkSubtree, subtreeBounds, subtreeCondition } from './subtrees.ts';
+import { checkSubtree, prefixBounds, subtreeBounds, subtreeCondition } from './subtrees.ts';
 import {
   ceilingSumsFromRow,
   checkCeilings,
@@ -202,6 +203,9 @@ const SQL = {
   listNodesInState: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE state = $1 ORDER BY created_at, id`,
   transitionNode: `UPDATE nodes SET state = $2, updated_at = $3, certificate_serial = coalesce($4, certificate_serial)
     WHERE id = $1 RETURNING ${NODE_COLUMNS.join(', ')}`,
+  listNodesNamed: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE name = $1 ORDER BY created_at, id`,
+  setNodeWorkloadAddress: 'UPDATE nodes SET workload_address = $2 WHERE id = $1 RETURNING id',
+  getNodeWorkloadAddress: 'SELECT workload_address FROM nodes WHERE id = $1',
   publish: `SELECT ${notify('$1')}`,
   recordDelegation: `${insertSql('delegations', DELEGATION_COLUMNS)} ON CONFLICT (fingerprint) DO NOTHING`,
   getDelegation: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations WHERE fingerprint = $1`,
@@ -239,6 +243,8 @@ const SQL = {
     FROM usage_reservations WHERE ${under('subtree')}`,
   listReservations: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
     WHERE ${under('subtree')} ORDER BY subtree, holder`,
+  listReservationsHeldBy: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
+    WHERE holder >= $1 AND holder < $2 ORDER BY subtree, holder`,
 } as const;
 
 type SqlName = keyof typeof SQL;
@@ -485,6 +491,20 @@ class PostgresStore implements Store {
     });
   }
 
+  async listNodesNamed(name: string): Promise<readonly NodeRecord[]> {
+    return (await this.query('listNodesNamed', [text(name, 'node name')])).map(nodeFromRow);
+  }
+
+  async setNodeWorkloadAddress(id: string, address: string | null): Promise<boolean> {
+    const value = address === null ? null : text(address, 'workload address');
+    return (await this.query('setNodeWorkloadAddress', [id, value])).length === 1;
+  }
+
+  async getNodeWorkloadAddress(id: string): Promise<string | null> {
+    const rows = await this.query('getNodeWorkloadAddress', [id]);
+    return rows.length === 0 ? null : optionalStringOf(rows[0].workload_address, 'node workloadAddress');
+  }
+
   async recordDelegation(record: DelegationRecord): Promise<DelegationRecord> {
     await this.query('recordDelegation', delegationParams(record, false));
     // A concurrent first writer's INSERT made ours wait and then conflict; this read sees its record.
@@ -599,6 +619,11 @@ class PostgresStore implements Store {
 
   async listReservations(under: string): Promise<readonly UsageReservation[]> {
     return (await this.query('listReservations', subtreeBounds(under))).map(reservationFromRow);
+  }
+
+  async listReservationsHeldBy(prefix: string): Promise<readonly UsageReservation[]> {
+    const bounds = prefixBounds(prefix, 'holder prefix');
+    return (await this.query('listReservationsHeldBy', bounds)).map(reservationFromRow);
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

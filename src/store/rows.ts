@@ -294,7 +294,7 @@ function stringOf(value: unknown, what: string): string {
   return value;
 }
 
-function optionalStringOf(value: unknown, what: string): string | null {
+export function optionalStringOf(value: unknown, what: string): string | null {
   return value === null || value === undefined ? null : stringOf(value, what);
 }
 

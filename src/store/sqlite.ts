@@ -21,7 +21,7 @@ import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { alreadyExists, invalid, messageOf, notFound, SigilError } from '../errors.ts';
 import { certificatePage, certificatePageQuery } from './certificate-pages.ts';
-import { checkNodeState, checkRevocation, millis } from './checks.ts';
+import { checkNodeState, checkRevocation, millis, text } from './checks.ts';
 import { Listeners, warn } from './events.ts';
 import { planMigrations, SCHEMA_MIGRATIONS_TABLE, statementsFor } from './migrations.ts';
 import {
@@ -40,6 +40,7 @@ import {
   NODE_COLUMNS,
   nodeFromRow,
   nodeParams,
+  optionalStringOf,
   type Param,
   RESERVATION_COLUMNS,
   REVOKED_KEY_COLUMNS,
@@ -71,7 +72,7 @@ import type {
   UsageReservation,
   UsageTotals,
 } from './store.ts';
-import { checkSubtree, subtreeBounds, subtreeCondition } from './subtrees.ts';
+import { checkSubtree, prefixBounds, subtreeBounds, subtreeCondition } from './subtrees.ts';
 import {
   ceilingSumsFromRow,
   checkCeilings,
@@ -127,6 +128,9 @@ const SQL = {
   listNodesInState: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE state = ? ORDER BY created_at, id`,
   transitionNode: `UPDATE nodes SET state = ?, updated_at = ?, certificate_serial = coalesce(?, certificate_serial)
     WHERE id = ? RETURNING ${NODE_COLUMNS.join(', ')}`,
+  listNodesNamed: `SELECT ${NODE_COLUMNS.join(', ')} FROM nodes WHERE name = ? ORDER BY created_at, id`,
+  setNodeWorkloadAddress: 'UPDATE nodes SET workload_address = ? WHERE id = ?',
+  getNodeWorkloadAddress: 'SELECT workload_address FROM nodes WHERE id = ?',
   recordDelegation: `${insertSql('delegations', DELEGATION_COLUMNS)} ON CONFLICT (fingerprint) DO NOTHING`,
   getDelegation: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations WHERE fingerprint = ?`,
   listDelegations: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
@@ -157,6 +161,8 @@ const SQL = {
     FROM usage_reservations WHERE ${under('subtree')}`,
   listReservations: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
     WHERE ${under('subtree')} ORDER BY subtree, holder`,
+  listReservationsHeldBy: `SELECT ${RESERVATION_COLUMNS.join(', ')} FROM usage_reservations
+    WHERE holder >= ? AND holder < ? ORDER BY subtree, holder`,
 } as const;
 
 interface PendingInsert {
@@ -403,6 +409,20 @@ class SqliteStore implements Store {
     return change.node;
   }
 
+  async listNodesNamed(name: string): Promise<readonly NodeRecord[]> {
+    return this.all(SQL.listNodesNamed, [text(name, 'node name')]).map(nodeFromRow);
+  }
+
+  async setNodeWorkloadAddress(id: string, address: string | null): Promise<boolean> {
+    const value = address === null ? null : text(address, 'workload address');
+    return this.run(SQL.setNodeWorkloadAddress, [value, id]) === 1;
+  }
+
+  async getNodeWorkloadAddress(id: string): Promise<string | null> {
+    const row = this.get(SQL.getNodeWorkloadAddress, [id]);
+    return row === undefined ? null : optionalStringOf(row.workload_address, 'node workloadAddress');
+  }
+
   async recordDelegation(record: DelegationRecord): Promise<DelegationRecord> {
     this.run(SQL.recordDelegation, delegationParams(record, true));
     return delegationFromRow(this.get(SQL.getDelegation, [record.fingerprint])!);
@@ -495,6 +515,12 @@ class SqliteStore implements Store {
 
   async listReservations(under: string): Promise<readonly UsageReservation[]> {
     return this.all(SQL.listReservations, subtreeBounds(under)).map(reservationFromRow);
+  }
+
+  async listReservationsHeldBy(prefix: string): Promise<readonly UsageReservation[]> {
+    return this.all(SQL.listReservationsHeldBy, prefixBounds(prefix, 'holder prefix')).map(
+      reservationFromRow,
+    );
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

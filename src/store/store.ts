@@ -278,6 +278,17 @@ export interface Store {
     to: NodeState,
     update: { readonly certificateSerial?: string; readonly at: Date },
   ): Promise<NodeRecord | null>;
+  /** The nodes called `name` (names are not unique), ordered by createdAt, then id. */
+  listNodesNamed(name: string): Promise<readonly NodeRecord[]>;
+  /**
+   * Where the node serves workloads ("host:port", as it registered it), or
+   * null to withdraw; false if no node has this id (nothing changes). The
+   * node's state and updatedAt are left alone: this is the node's report,
+   * not a lifecycle step.
+   */
+  setNodeWorkloadAddress(id: string, address: string | null): Promise<boolean>;
+  /** The node's workload address; null when it registered none or no node has this id. */
+  getNodeWorkloadAddress(id: string): Promise<string | null>;
 
   /** Insert if no record has this fingerprint; returns the record now stored (the first writer wins). */
   recordDelegation(record: DelegationRecord): Promise<DelegationRecord>;
@@ -318,6 +329,11 @@ export interface Store {
   usageUnder(under: string): Promise<UsageTotals>;
   /** Reservations whose subtree key is `under` or beneath it, ordered by subtree, holder. */
   listReservations(under: string): Promise<readonly UsageReservation[]>;
+  /**
+   * Reservations, in any subtree, whose holder starts with `prefix` (printable
+   * ASCII, e.g. "node/<node id>/"), ordered by subtree, holder.
+   */
+  listReservationsHeldBy(prefix: string): Promise<readonly UsageReservation[]>;
 
   /** Insert if absent; false when the key was already revoked (the first record is kept). */
   revokeKey(record: RevokedKeyRecord): Promise<boolean>;

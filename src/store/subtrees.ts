@@ -37,3 +37,16 @@ export function subtreeCondition(column: string, [itself, lower, upper]: readonl
 export function isAtOrUnder(key: string, ancestor: string): boolean {
   return key === ancestor || key.startsWith(`${ancestor}/`);
 }
+
+/**
+ * The bounds of "starts with `prefix`" as [lower, upper): the prefix itself
+ * and the prefix with its last character raised by one. Prefixes are limited
+ * to printable ASCII, where code-unit order is byte order, so the range is
+ * exact in both dialects' byte-ordered comparison and uses the index.
+ */
+export function prefixBounds(prefix: string, field: string): [string, string] {
+  if (typeof prefix !== 'string' || !/^[\x21-\x7e]{1,256}$/.test(prefix))
+    throw invalid(`${field} must be 1 to 256 printable ASCII characters without spaces`);
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return [prefix, `${prefix.slice(0, -1)}${String.fromCharCode(last + 1)}`];
+}

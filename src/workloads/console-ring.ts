@@ -35,6 +35,7 @@ const MAX_SUBSCRIBERS = 4096;
 const MAX_QUEUE_LINES = 1 << 20;
 
 const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
 
 export interface ConsoleLine {
   /** 0 for the first line the ring ever held, then one more per line; survives wrapping. */
@@ -76,6 +77,8 @@ export interface ConsoleRingOptions {
   readonly clock?: () => Date;
   /** A follower whose callback threw or rejected (it is unsubscribed). Default: a process warning. */
   readonly onSubscriberError?: (error: Error) => void;
+  /** Drop a '\r' just before a '\n' (a terminal's line ends). Default false: bytes are kept as written. */
+  readonly stripCarriageReturns?: boolean;
 }
 
 export interface ConsoleRingStats {
@@ -129,6 +132,7 @@ export class ConsoleRing {
   readonly queueLines: number;
   private readonly clock: () => Date;
   private readonly onSubscriberError: (error: Error) => void;
+  private readonly stripCarriageReturns: boolean;
 
   private readonly slots: (ConsoleLine | undefined)[];
   /** Slot of the oldest line held. */
@@ -170,6 +174,7 @@ export class ConsoleRing {
       throw invalid('console ring clock must be a function returning a Date');
     this.clock = options.clock ?? (() => new Date());
     this.onSubscriberError = options.onSubscriberError ?? warn;
+    this.stripCarriageReturns = options.stripCarriageReturns === true;
     this.slots = new Array(this.capacity);
     this.pending = Buffer.alloc(this.maxLineBytes);
   }
@@ -192,6 +197,12 @@ export class ConsoleRing {
     let position = 0;
     while (position < chunk.length) {
       if (chunk[position] === NEWLINE) {
+        if (
+          this.stripCarriageReturns &&
+          this.pendingLength > 0 &&
+          this.pending[this.pendingLength - 1] === CARRIAGE_RETURN
+        )
+          this.pendingLength -= 1;
         if (this.cutAtLimit && this.pendingLength === 0) this.cutAtLimit = false;
         else this.completeLine(now());
         position += 1;

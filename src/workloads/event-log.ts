@@ -1,27 +1,6 @@
-// The workload event log: what happened to each workload and when (created,
-// started, exited with a code or a signal, OOM-killed, restarted, destroyed,
-// destroyed because its delegation was revoked), kept in SQLite so it
-// survives a daemon restart, listed by workload or by subtree, and followed
-// live.
-//
-// Workloads are named by their subtree key ("/alice/carol//web": Carol's
-// `web`; "/alice/dan//web" is Dan's, a different key). Keys are opaque here
-// except for '/': "under K" means K itself or anything starting with "K/",
-// so "/alice/carol" covers "/alice/carol//web" and "/alice/carol/erin//db"
-// but never "/alice/carolyn//web" or "/alice/dan//web".
-//
-// Retention: at most `keepPerWorkload` events per workload (default 1,000;
-// appending more deletes that workload's oldest), and at most `keepTotal`
-// events altogether (default 100,000; ids are never reused, so every event
-// whose id is not among the last keepTotal appended is deleted). Both run in
-// the same transaction as the append, so the file never holds more.
-//
-// Following is in-process: followers see the events appended through this
-// EventLog object, after they are committed. Another object or process on
-// the same file sees them in list() but does not notify these followers.
-import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { invalid, messageOf, preconditionFailed, SigilError } from '../errors.ts';
+import { openPrivateSqlite } from './private-sqlite.ts';
 
 export const WORKLOAD_EVENT_KINDS = [
   'created',
@@ -197,10 +176,6 @@ function eventFromRow(row: EventRow): WorkloadEvent {
 }
 
 /** Create the file 0600 if it is missing: it lives in the node directory with the daemon's state. */
-function restrictFile(path: string): void {
-  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
-}
-
 interface Settings {
   readonly keepPerWorkload: number;
   readonly keepTotal: number;
@@ -266,17 +241,7 @@ export class EventLog {
       throw invalid('event log clock must be a function returning a Date');
     let db: DatabaseSync | undefined;
     try {
-      restrictFile(path);
-      db = new DatabaseSync(path);
-      db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
-      const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: unknown } | undefined;
-      if (String(mode?.journal_mode).toLowerCase() !== 'wal')
-        throw new Error(`could not switch to WAL mode (journal_mode is ${String(mode?.journal_mode)})`);
-      // An event acknowledged is an event kept, kill -9 or not.
-      db.exec('PRAGMA synchronous = FULL');
-      db.exec(SCHEMA);
-      for (const companion of ['-wal', '-shm'])
-        if (existsSync(path + companion)) chmodSync(path + companion, 0o600);
+      db = openPrivateSqlite(path, SCHEMA, busyTimeoutMs);
     } catch (error) {
       db?.close();
       throw new SigilError('failed_precondition', `cannot open the event log ${path}: ${messageOf(error)}`, {

@@ -1,44 +1,54 @@
-// A workload's process: its own PID, mount, UTS, IPC and network namespaces,
-// rooted in a root filesystem, started with util-linux `unshare`.
+// A workload's process: its own PID, mount, UTS, IPC, network and user
+// namespaces, rooted in a root filesystem by pivot_root, started with
+// util-linux `unshare` and finished by a static busybox.
 //
-// The launch is three programs, all exec'd in place except one fork:
+// The launch is these programs, all exec'd in place except one fork:
 //
-//   unshare --pid --fork --uts --ipc --net      (the launcher: waits, reports the exit)
-//     └─ /bin/sh -c LAUNCH_SCRIPT               (PID 1 inside, still the host's sh)
-//          └─ exec unshare --mount-proc --root=ROOTFS --wd --setgid --setuid -- COMMAND
+//   unshare --pid --fork --mount --uts --ipc --net   (the launcher: waits, reports the exit)
+//     └─ /bin/bash -c STAGE_1     (PID 1 inside, host root with the host's files): waits for
+//        │                        the daemon (fd 3), hostname, lo, binds the root onto itself,
+//        │                        mounts its proc (sysctls read-only, kcore… masked), pivot_root . .
+//        └─ exec BUSYBOX sh -c STAGE_2      (static): detaches the host's tree (umount -l .)
+//           └─ exec unshare -U -m sh -c STAGE_3   (busybox, in a new user namespace): waits while
+//              │                                  the daemon maps every id to itself
+//              └─ exec env -i VARS [setsid -c] nsenter -F -S UID -G GID -w WORKDIR -- COMMAND
 //
-// Why this shape and not one `unshare … --root --mount-proc`:
-// - The hostname. Setting it needs a program after the UTS namespace exists
-//   and before the root changes (an image need not have a shell or a
-//   `hostname`). The host's sh writes /proc/sys/kernel/hostname, which sets
-//   the writer's own UTS namespace: a builtin printf, no extra program.
-// - The init PID. The host's sh tells us it is running (a byte on fd 3) and
+// Why this shape:
+// - Confinement. The root is changed with pivot_root and the host's tree is
+//   then detached, so nothing of the host is reachable from inside, not even
+//   by root there, which can escape a chroot. No dynamically linked host
+//   program can run once the host is detached, hence the static busybox
+//   (static-busybox.ts) for the last steps.
+// - Privilege. Root inside is root in a user namespace of its own, which owns
+//   none of the other namespaces: it cannot create device nodes, mount
+//   anything (sysfs, cgroups, proc, block devices), load modules, set the
+//   clock, the hostname or addresses, nor unmount or remount what stage 1 set
+//   up (mounts are locked when a less privileged user namespace gets them).
+//   Ids map to themselves, so files keep their owners; kernel checks that look
+//   at the uid alone (sysctl files, for one) are why /proc/sys and friends are
+//   read-only or masked.
+// - The init PID. The host's bash tells us it is running (a byte on fd 3) and
 //   waits for a reply before anything of the workload runs. Its PID is then
 //   the launcher's one child in /proc, it cannot have exited yet, and
-//   onSpawned (e.g. joining cgroups) runs before the workload's first
-//   instruction.
+//   onSpawned (e.g. joining cgroups) and later the id maps come before the
+//   workload's first instruction.
 // - The environment. The host-side programs run with a fixed environment;
-//   the workload's variables are exported only for the last exec. The last
-//   host program (unshare, dynamically linked, before the root changes) still
-//   sees them, so variables the host's dynamic loader and libc act on
-//   (LD_*, GLIBC_TUNABLES, GCONV_PATH, …) are refused.
+//   the workload's variables are set only by the last exec (busybox env -i),
+//   so no launcher shell adds or reads any. Variables the host's loader and
+//   libc act on (LD_*, GLIBC_TUNABLES, …) are still refused.
 // - The exit. util-linux 2.38's `unshare --fork` cannot re-raise SIGKILL
 //   (it exits 1 and prints "sigprocmask unblock failed"). The workload's
 //   stderr therefore goes to fd 4 and the launcher's own stderr stays ours, so
 //   that line cannot be forged by the workload and is read as SIGKILL.
-// - The mount namespace is made by the inner unshare (--mount-proc implies
-//   --mount), in PID 1 itself, so proc is the new PID namespace's.
 //
-// Not done here, and needed before workloads are a security boundary:
-// `--root` is chroot(2), which root inside can escape (pivot_root is the
-// fix); capabilities are not dropped; no user namespace, no seccomp; no /dev
-// is mounted (the image's own is used: the image store puts the standard
-// character devices there; no /dev/pts or /dev/shm yet); supplementary
-// groups are cleared, not read from /etc/group; the loopback interface stays
-// down (the network layer brings it up, e.g. from onSpawned with nsenter);
-// an fd the daemon inherited without close-on-exec reaches the workload (the
-// host's sh can only close fds 0–9). A pty for the console plugs in through
-// `stdio` (an fd number), the rest stays as is.
+// Not done here: no seccomp filter (so, e.g., root's kernel keyring is not
+// fenced off: keyrings follow the uid); no /dev is mounted (the image's own is
+// used: the image store puts the standard character devices there; a pty's
+// slave is bound at its /dev/pts path by the supervisor); supplementary groups
+// are cleared, not read from /etc/group. With loopbackUp the host's `ip`
+// brings lo up; otherwise it stays down (the network layer brings it up when
+// it attaches a veth). The launcher closes every descriptor above 4 before
+// the workload runs.
 import { spawn } from 'node:child_process';
 import {
   existsSync,
@@ -48,10 +58,12 @@ import {
   readlinkSync,
   type Stats,
   statSync,
+  writeFileSync,
 } from 'node:fs';
 import { join, posix } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { invalid, messageOf, notFound, preconditionFailed, SigilError } from '../errors.ts';
+import { staticBusybox } from './static-busybox.ts';
 
 /** Where an fd of the workload goes: a pipe we hand back, nowhere, or an fd the caller owns (a pty later). */
 export type StdioChoice = 'pipe' | 'ignore' | number;
@@ -73,6 +85,10 @@ export interface NamespaceProcessOptions {
   readonly stdio?: { stdin?: StdioChoice; stdout?: StdioChoice; stderr?: StdioChoice };
   /** Runs with the init's host PID before the workload's program starts; a throw stops the launch. */
   readonly onSpawned?: (pid: number) => void | Promise<void>;
+  /** Brings the loopback interface up inside before the program starts (needs iproute2). */
+  readonly loopbackUp?: boolean;
+  /** Makes stdin (a pty slave) the workload's controlling terminal, in a session of its own (setsid --ctty). */
+  readonly controllingTerminal?: boolean;
 }
 
 /** How a workload ended: its exit code, or the signal that killed it. */
@@ -116,7 +132,9 @@ export const MAX_PATH_LENGTH = 4096;
 /** The kernel's limit for a UTS hostname. */
 export const MAX_HOSTNAME_LENGTH = 64;
 
-const SHELL = '/bin/sh';
+// bash (Essential on Debian) for closing descriptors above 9, which dash cannot name.
+const SHELL = '/bin/bash';
+const IP_CANDIDATES = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'];
 const UNSHARE_CANDIDATES = ['/usr/bin/unshare', '/bin/unshare'];
 // The host-side programs' whole environment: nothing of the caller's or ours leaks into a workload.
 const LAUNCHER_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
@@ -126,19 +144,50 @@ const MAX_LAUNCHER_STDERR = 4096;
 const MAX_ROOT_FILE_BYTES = 1024 * 1024;
 const MAX_SYMLINK_HOPS = 40;
 const MAX_ID = 4294967294; // (uid_t)-1 means "unchanged" to the kernel
+/** Ids 0 … 2^32 − 2: every id but (uid_t)−1. */
+const ALL_IDS = 4294967295;
 
-// $1 hostname, then NAME=VALUE… up to `--`, then the inner unshare's arguments.
-// Arguments only, never evaluated; the loop uses no shell variable a workload
-// variable could overwrite.
-const LAUNCH_SCRIPT = [
-  'printf %s "$1" > /proc/sys/kernel/hostname || exit 125',
-  'shift',
+// Paths of the workload's proc that reach past its namespaces: read-only
+// (sysctls, sysrq, irq affinity, …) or hidden behind /dev/null, as container
+// runtimes do. Root inside cannot undo either: they are locked when it gets
+// its own user namespace.
+const PROC_READ_ONLY = ['sys', 'sysrq-trigger', 'irq', 'bus', 'fs'];
+const PROC_MASKED = ['kcore', 'keys', 'timer_list', 'sched_debug', 'latency_stats', 'kallsyms'];
+
+// Stage 1, the host's bash as PID 1, still host root: $1 hostname, $2 the
+// host's `ip` (or '-': loopback stays down), $3 the root filesystem, $4 the
+// static busybox, $5 stage 2, $6 stage 3, then the workload's NAME=VALUE… and
+// the last programs' arguments ([setsid -c] nsenter … -- COMMAND), which
+// busybox env takes as they are (a name never holds '=', so the first word
+// without one ends the variables). Arguments only, never evaluated.
+const STAGE_1 = [
   'printf r >&3 && read -r go <&3 && [ "$go" = g ] || exit 125',
-  'unset PATH LC_ALL PWD',
-  'while [ "$1" != -- ]; do export "$1" || exit 125; shift; done',
-  'shift',
-  'exec "$@" 2>&4 3>&- 4>&-',
+  'printf %s "$1" > /proc/sys/kernel/hostname || exit 125',
+  '[ "$2" = - ] || "$2" link set lo up || exit 125',
+  // Unprivileged ICMP sockets for ping: root inside holds no CAP_NET_RAW in this network namespace.
+  'printf "0 4294967294" > /proc/sys/net/ipv4/ping_group_range || exit 125',
+  // The root's own mounts (a pty slave, block devices) come along with --rbind.
+  'mount --rbind "$3" "$3" && mount -t proc -o nosuid,nodev,noexec proc "$3/proc" || exit 125',
+  `for p in ${PROC_READ_ONLY.join(' ')}; do [ ! -e "$3/proc/$p" ] || mount --bind -o ro "$3/proc/$p" "$3/proc/$p" || exit 125; done`,
+  `for p in ${PROC_MASKED.join(' ')}; do [ ! -e "$3/proc/$p" ] || mount --bind /dev/null "$3/proc/$p" || exit 125; done`,
+  'cd "$3" && pivot_root . . || exit 125',
+  // Descriptors the daemon holds without close-on-exec (a pty master) never reach the workload.
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
+  'for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 4 ]; then { exec {fd}>&-; } 2>/dev/null; fi; done',
+  'busybox=$4 stage2=$5',
+  'shift 5',
+  'exec "$busybox" sh -c "$stage2" "$@"',
 ].join('\n');
+
+// Stage 2, busybox as host root: detach the host (the old root, stacked on the
+// new one by pivot_root . .), then give up host root: a user namespace of its
+// own, whose new mount namespace locks every mount above in place. $0 stage 3.
+const STAGE_2 = 'umount -l . && cd / || exit 125; exec unshare -U -m sh -c "$0" sigil-init "$@"';
+
+// Stage 3, busybox in the new user namespace: the daemon maps its ids, then the
+// workload starts with exactly its own environment.
+const STAGE_3 =
+  'printf r >&3 && read -r go <&3 && [ "$go" = g ] || exit 125; exec env -i "$@" 2>&4 3>&- 4>&-';
 
 // Read by the host's dynamic loader or libc while the inner unshare starts, before the root changes.
 const HOST_LOADER_VARIABLES = new Set(['GLIBC_TUNABLES', 'GCONV_PATH', 'LOCPATH', 'NLSPATH', 'MALLOC_TRACE']);
@@ -162,6 +211,14 @@ export async function spawnInNamespaces(options: NamespaceProcessOptions): Promi
   if (process.getuid?.() !== 0) throw preconditionFailed('workloads need root (namespaces, chroot, set-uid)');
   const unshare = UNSHARE_CANDIDATES.find((path) => existsSync(path));
   if (!unshare) throw preconditionFailed('unshare (util-linux) is not installed: workloads need it');
+  if (!existsSync(SHELL))
+    throw preconditionFailed(`${SHELL} is not installed: the workload launcher needs it`);
+  const busybox = staticBusybox();
+  let ip = '-';
+  if (options.loopbackUp) {
+    ip = IP_CANDIDATES.find((path) => existsSync(path)) ?? '';
+    if (!ip) throw preconditionFailed('iproute2 `ip` is not installed: a workload loopback needs it');
+  }
 
   const stdio = options.stdio ?? {};
   const child = spawn(
@@ -169,25 +226,36 @@ export async function spawnInNamespaces(options: NamespaceProcessOptions): Promi
     [
       '--pid',
       '--fork',
+      '--mount',
+      '--propagation',
+      'private',
       '--uts',
       '--ipc',
       '--net',
       '--',
       SHELL,
+      // No startup file, whatever bash guesses from a socket on stdin.
+      '--norc',
+      '--noprofile',
       '-c',
-      LAUNCH_SCRIPT,
+      STAGE_1,
       'sigil-init',
       launch.hostname,
+      ip,
+      launch.rootfs,
+      busybox,
+      STAGE_2,
+      STAGE_3,
       ...launch.env,
-      '--',
-      unshare,
-      '--mount-proc',
-      `--root=${launch.rootfs}`,
-      `--wd=${launch.workdir}`,
-      '--setgid',
-      String(launch.gid),
-      '--setuid',
+      // busybox applets from here on: the host's files are gone.
+      ...(options.controllingTerminal ? ['setsid', '-c'] : []),
+      'nsenter',
+      '-F',
+      '-S',
       String(launch.uid),
+      '-G',
+      String(launch.gid),
+      `-w${launch.workdir}`,
       '--',
       ...launch.command,
     ],
@@ -247,6 +315,17 @@ export async function spawnInNamespaces(options: NamespaceProcessOptions): Promi
     await exited.catch(() => undefined);
     throw error;
   }
+  try {
+    // Stage 1 sets up and detaches the host; stage 3 waits again, in its new user namespace.
+    gate.write('g\n');
+    await initIsWaiting(gate, exited);
+    mapIdsToThemselves(pid);
+  } catch (error) {
+    kill('SIGKILL');
+    await exited.catch(() => undefined);
+    if (error instanceof SigilError) throw error;
+    throw new SigilError('internal', `could not start the workload: ${messageOf(error)}`, { cause: error });
+  }
   gate.end('g\n');
 
   return {
@@ -259,6 +338,15 @@ export async function spawnInNamespaces(options: NamespaceProcessOptions): Promi
     exited,
     kill,
   };
+}
+
+/**
+ * Every uid and gid of the workload's user namespace is the same id outside
+ * (files keep their owners); its capabilities hold only in its namespaces.
+ */
+function mapIdsToThemselves(pid: number): void {
+  writeFileSync(`/proc/${pid}/uid_map`, `0 0 ${ALL_IDS}\n`);
+  writeFileSync(`/proc/${pid}/gid_map`, `0 0 ${ALL_IDS}\n`);
 }
 
 /** Waits for the init's byte on fd 3; fails if the launcher ends first. */
@@ -340,6 +428,11 @@ interface CheckedLaunch {
   uid: number;
   gid: number;
   hostname: string;
+}
+
+/** Every refusal spawnInNamespaces would make, without starting anything (e.g. before replacing a run). */
+export function checkNamespaceProcessOptions(options: NamespaceProcessOptions): void {
+  checkedLaunch(options);
 }
 
 /** Every refusal, before anything starts. */

@@ -1073,4 +1073,38 @@ describe('sigil delegate from the server, then offline, then sigil status as the
     assert.equal(refused.code, 1, `carol still answered: ${refused.stdout}`);
     assert.match(refused.stderr, /^sigil: [^\n]+\n$/);
   });
+
+  test('a delegate six levels deep calls the control plane: its chain goes out once, within the bound', async () => {
+    // The leaf, six delegations and the replica intermediate: seven CA certificates in sigil-chain-bin,
+    // under the bound of nine; sent twice (once per credential layer) they would have been refused.
+    let parent = outDir('deep-0');
+    json(
+      await asAdmin([
+        'delegate',
+        '--to',
+        'deep0',
+        '--permissions',
+        'info,delegate',
+        '--path-len',
+        '8',
+        '--out',
+        parent,
+        '--json',
+      ]),
+      'delegate --to deep0',
+    );
+    for (let level = 1; level < 6; level++) {
+      const child = outDir(`deep-${level}`);
+      json(
+        await sigil(['delegate', '--from', parent, '--to', `deep${level}`, '--out', child, '--json']),
+        `delegate --to deep${level}`,
+      );
+      parent = child;
+    }
+    const status = json<StatusOut>(await as(parent, ['status', '--json']), 'status six levels down');
+    assert.equal(
+      status.spiffeId,
+      `spiffe://deep5.deep4.deep3.deep2.deep1.deep0.d.${server.running.info.trustDomain}`,
+    );
+  });
 });

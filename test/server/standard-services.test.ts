@@ -139,6 +139,7 @@ describe('standard gRPC services, from Python grpcio', () => {
         'sigil.v1.CertificateAuthority',
         'sigil.v1.Delegation',
         'sigil.v1.Enrolment',
+        'sigil.v1.WorkloadPlacement',
       ]);
       assert.equal(admin.ok, true);
       if (admin.parsed) {

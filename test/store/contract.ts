@@ -1793,6 +1793,67 @@ export function storeContract(harness: StoreHarness): void {
       assert.deepEqual(await snapshot(reopened), expected);
     });
 
+    // --- workload placement -----------------------------------------------
+
+    test('a node workload address: set, read, withdrawn; another store object sees it; the node record is left alone', async () => {
+      const { store, another } = await fresh();
+      await store.insertToken(sampleToken('tok', { usesTotal: 2, usesLeft: 2 }));
+      await store.registerNode('tok', sampleNode('node-1', 'tok', { name: 'web-1' }), at(120));
+      const before = await store.getNode('node-1');
+      assert.equal(await store.getNodeWorkloadAddress('node-1'), null, 'none registered yet');
+      assert.equal(await store.setNodeWorkloadAddress('node-1', '10.0.0.5:7543'), true);
+      assert.equal(await store.getNodeWorkloadAddress('node-1'), '10.0.0.5:7543');
+      assert.equal(await (await another()).getNodeWorkloadAddress('node-1'), '10.0.0.5:7543');
+      assert.deepEqual(await store.getNode('node-1'), before, 'state and updatedAt unchanged');
+      assert.equal(await store.setNodeWorkloadAddress('node-1', null), true);
+      assert.equal(await store.getNodeWorkloadAddress('node-1'), null);
+      // An unknown node: false, and nothing is created.
+      assert.equal(await store.setNodeWorkloadAddress('node-2', '10.0.0.6:7543'), false);
+      assert.equal(await store.getNodeWorkloadAddress('node-2'), null);
+      assert.equal(await store.getNode('node-2'), null);
+      await rejectsWith(store.setNodeWorkloadAddress('node-1', ''), 'invalid_argument', /workload address/);
+    });
+
+    test('listNodesNamed: every node of that name (names are not unique), oldest first; nothing else', async () => {
+      const { store } = await fresh();
+      await store.insertToken(sampleToken('tok', { usesTotal: 3, usesLeft: 3 }));
+      const second = sampleNode('node-b', 'tok', { name: 'web-1', createdAt: at(70), updatedAt: at(70) });
+      const first = sampleNode('node-a', 'tok', { name: 'web-1', createdAt: at(65), updatedAt: at(65) });
+      await store.registerNode('tok', second, at(120));
+      await store.registerNode('tok', first, at(120));
+      await store.registerNode('tok', sampleNode('node-c', 'tok', { name: 'Web-1' }), at(120));
+      assert.deepEqual(
+        (await store.listNodesNamed('web-1')).map((node) => node.id),
+        ['node-a', 'node-b'],
+      );
+      assert.deepEqual(await store.listNodesNamed('web'), []);
+      await rejectsWith(store.listNodesNamed(''), 'invalid_argument', /node name/);
+    });
+
+    test('listReservationsHeldBy: holders starting with the prefix, in every subtree, nothing of another node', async () => {
+      const { store } = await fresh();
+      const mine = [
+        sampleReservation('/alice/carol', 'node/n1/web'),
+        sampleReservation('/bob', 'node/n1/db', { cpus: [3], memoryMiB: 64 }),
+      ];
+      for (const reservation of [
+        ...mine,
+        sampleReservation('/alice/carol', 'node/n10/web'),
+        sampleReservation('/alice/carol', 'node/n1'),
+        sampleReservation('/alice/carol', 'node/n0/web'),
+        sampleReservation('/alice/carol', 'pod-1'),
+      ])
+        assert.equal((await store.reserveUsage(reservation, [])).outcome, 'reserved');
+      assert.deepEqual(await store.listReservationsHeldBy('node/n1/'), [mine[0], mine[1]]);
+      assert.deepEqual(await store.listReservationsHeldBy('node/n2/'), []);
+      // Releasing one (subtree, holder) leaves the node's others.
+      assert.equal(await store.releaseUsage('/bob', 'node/n1/db'), true);
+      assert.equal(await store.releaseUsage('/bob', 'node/n1/db'), false);
+      assert.deepEqual(await store.listReservationsHeldBy('node/n1/'), [mine[0]]);
+      await rejectsWith(store.listReservationsHeldBy(''), 'invalid_argument', /holder prefix/);
+      await rejectsWith(store.listReservationsHeldBy('node/ n1/'), 'invalid_argument', /holder prefix/);
+    });
+
     test('a closed store refuses further calls (failed_precondition), and closing twice is fine', async () => {
       const { store } = await fresh();
       await store.close();

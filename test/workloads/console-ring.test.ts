@@ -98,6 +98,16 @@ describe('console ring: lines', () => {
     assert.deepEqual(text(ring.history()), ['a', '', '', 'b']);
   });
 
+  test('a terminal ring drops the \\r before each \\n, also across writes; other \\r and plain rings keep theirs', () => {
+    const terminal = new ConsoleRing({ stripCarriageReturns: true });
+    terminal.write(Buffer.from('one\r\ntwo\r'));
+    terminal.write(Buffer.from('\nthree\rx\r\n\r\n'));
+    assert.deepEqual(text(terminal.history()), ['one', 'two', 'three\rx', '']);
+    const plain = new ConsoleRing();
+    plain.write(Buffer.from('one\r\n'));
+    assert.deepEqual(text(plain.history()), ['one\r']);
+  });
+
   test('a partial line waits for its newline across writes, and flush() ends it', () => {
     const ring = new ConsoleRing();
     ring.write(Buffer.from('hel'));

@@ -25,7 +25,7 @@ import {
   spawnInNamespaces,
 } from '../../src/workloads/namespace-process.ts';
 import { refusal } from '../support/refusals.ts';
-import { busyboxRootfsFor, NOBODY, tempDirFor, workloadsUnavailable } from './rootfs-fixture.ts';
+import { answersFrom, busyboxRootfsFor, NOBODY, tempDirFor, workloadsUnavailable } from './rootfs-fixture.ts';
 
 const unavailable = workloadsUnavailable();
 
@@ -140,6 +140,58 @@ describe('a workload in its own namespaces', { concurrency: true }, () => {
     );
   });
 
+  test('loopbackUp brings lo up before the program runs; without it lo stays down', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const rootfs = busyboxRootfsFor(t);
+    const probe = ['/bin/sh', '-c', `${answersFrom('127.0.0.1')} && echo up || echo down`];
+    const up = await run({ rootfs, hostname: 'lo', command: probe, loopbackUp: true });
+    assert.equal(up.stdout.trim(), 'up');
+    const down = await run({ rootfs, hostname: 'lo', command: probe });
+    assert.equal(down.stdout.trim(), 'down');
+  });
+
+  test('no descriptor of the daemon above stderr reaches the workload, even without close-on-exec', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const rootfs = busyboxRootfsFor(t);
+    // A pty from @lydell/node-pty's openpty: both descriptors lack close-on-exec.
+    const { openPseudoTerminal } = await import('../../src/workloads/pseudo-terminal.ts');
+    const terminal = openPseudoTerminal();
+    t.after(() => terminal.close());
+    const { stdout } = await run({ rootfs, hostname: 'fds', command: ['/bin/ls', '/proc/self/fd'] });
+    // ls's own directory descriptor is the 3 it lists.
+    assert.deepEqual(stdout.trim().split('\n').sort(), ['0', '1', '2', '3']);
+  });
+
+  test("with a pty and controllingTerminal, the terminal is the workload's controlling one", async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const rootfs = busyboxRootfsFor(t);
+    const { openPseudoTerminal } = await import('../../src/workloads/pseudo-terminal.ts');
+    const terminal = openPseudoTerminal();
+    t.after(() => terminal.close());
+    let output = '';
+    terminal.output.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+    });
+    const fd = terminal.slaveFd;
+    const process = await spawnInNamespaces({
+      rootfs,
+      hostname: 'tty',
+      command: ['/bin/sh', '-c', 'cat /proc/self/stat; read x; echo "in:$x"'],
+      stdio: { stdin: fd, stdout: fd, stderr: fd },
+      controllingTerminal: true,
+    });
+    terminal.closeSlave();
+    terminal.write(Buffer.from('typed\n'));
+    assert.deepEqual(await process.exited, { code: 0, signal: null });
+    await new Promise<void>((resolve) =>
+      terminal.output.destroyed ? resolve() : terminal.output.once('close', resolve),
+    );
+    assert.match(output, /in:typed\r\n/);
+    const stat = output.split('\r\n').find((line) => /^\d+ \(cat\)/.test(line)) ?? '';
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    assert.notEqual(fields[4] ?? '0', '0', `tty_nr of ${stat}`);
+  });
+
   test('its PID, mount, UTS, IPC and network namespaces all differ from the host', async (t) => {
     if (unavailable) return t.skip(unavailable);
     const rootfs = busyboxRootfsFor(t);
@@ -165,12 +217,15 @@ describe('a workload in its own namespaces', { concurrency: true }, () => {
       rootfs,
       hostname: 'env',
       command: ['/bin/env'],
-      env: { GREETING: 'hello world', EMPTY: '' },
+      // SHLVL and PWD are the workload's to set: no shell of the launcher adds or changes them.
+      env: { GREETING: 'hello world', EMPTY: '', SHLVL: '7', PWD: '/x' },
     });
     assert.deepEqual(stdout.trim().split('\n').sort(), [
       'EMPTY=',
       'GREETING=hello world',
       `PATH=${DEFAULT_PATH}`,
+      'PWD=/x',
+      'SHLVL=7',
     ]);
 
     const asNobody = await run({
@@ -275,8 +330,8 @@ describe('a workload in its own namespaces', { concurrency: true }, () => {
       },
     });
     assert.equal(seen?.pid, process.pid);
-    // Still the host's sh waiting for the go-ahead, not the image's busybox.
-    assert.equal(seen?.program, realpathSync('/bin/sh'));
+    // Still the host's shell (bash) waiting for the go-ahead, not the image's busybox.
+    assert.equal(seen?.program, realpathSync('/bin/bash'));
   });
 
   test('a throwing onSpawned stops the launch and leaves no process', async (t) => {

@@ -26,7 +26,7 @@ import {
   type WorkloadNetworksOptions,
 } from '../../src/workloads/networks.ts';
 import { refusal } from '../support/refusals.ts';
-import { busyboxRootfsFor } from './rootfs-fixture.ts';
+import { answersFrom, busyboxRootfsFor } from './rootfs-fixture.ts';
 
 const BUSYBOX = '/bin/busybox';
 
@@ -327,7 +327,7 @@ describe('workload networks in real namespaces', { skip: unavailable ?? false },
       command: [
         '/bin/sh',
         '-c',
-        'ip -o -4 address show dev eth0; ip route; ping -c 1 -W 2 10.91.0.1 >/dev/null && echo reached',
+        `ip -o -4 address show dev eth0; ip route; ${answersFrom('10.91.0.1')} && echo reached`,
       ],
       onSpawned: async (pid) => {
         attachment = await networks.attach(pid, 'br0', 'carol/web', ['br0']);

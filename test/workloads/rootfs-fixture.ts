@@ -78,3 +78,14 @@ export function busyboxRootfsFor(t: TestContext): string {
   buildRunnableRootfs(dir);
   return dir;
 }
+
+/**
+ * A shell condition, inside a busybox workload, that holds when `address`
+ * answers: a TCP connection to a closed port (9) that the peer's kernel
+ * refuses. Ping cannot tell: root inside holds no CAP_NET_RAW in its network
+ * namespace, and busybox ping knows no unprivileged ICMP socket. Lines show
+ * the bytes either way (a SYN and a RST).
+ */
+export function answersFrom(address: string): string {
+  return `nc -w 2 ${address} 9 </dev/null 2>&1 | grep -q refused`;
+}

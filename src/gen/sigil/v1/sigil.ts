@@ -403,6 +403,69 @@ export interface RevokeDelegatedRequest {
   reason: string;
 }
 
+export interface ReserveWorkloadRequest {
+  /** DER: the caller's certificate as the node saw it in the handshake; empty for an admin caller */
+  leaf: Buffer;
+  /** DER: what the caller presented in sigil-chain-bin, its leaf's issuer first */
+  chain: Buffer[];
+  /** the workload's name in the caller's subtree */
+  name: string;
+  workloads: number;
+  cpus: number[];
+  memoryMib: number;
+  blockMib: number;
+}
+
+export interface WorkloadReservation {
+  /** node/<node id>/<name> */
+  holder: string;
+  /** the caller's subtree key, e.g. "/alice/carol"; "" for an admin caller (nothing is charged) */
+  subtree: string;
+  existing: boolean;
+  /** the caller's effective policy (absent for an admin caller) */
+  policy?: Policy | undefined;
+}
+
+export interface ReleaseWorkloadRequest {
+  subtree: string;
+  name: string;
+}
+
+export interface ListWorkloadReservationsRequest {
+}
+
+export interface HeldWorkloadReservation {
+  subtree: string;
+  name: string;
+  workloads: number;
+  cpus: number[];
+  memoryMib: number;
+  blockMib: number;
+}
+
+export interface ListWorkloadReservationsResponse {
+  reservations: HeldWorkloadReservation[];
+}
+
+export interface RegisterWorkloadEndpointRequest {
+  /** host:port */
+  address: string;
+}
+
+export interface FindWorkloadNodeRequest {
+  /** a node's name or ID */
+  node: string;
+}
+
+export interface WorkloadNode {
+  nodeId: string;
+  name: string;
+  /** "" when the node serves no workloads */
+  address: string;
+  /** what the node's server certificate must carry */
+  spiffeId: string;
+}
+
 function createBaseProofOfPossession(): ProofOfPossession {
   return { spki: Buffer.alloc(0), challenge: Buffer.alloc(0), signature: Buffer.alloc(0) };
 }
@@ -5950,6 +6013,952 @@ export const RevokeDelegatedRequest: MessageFns<RevokeDelegatedRequest> = {
   },
 };
 
+function createBaseReserveWorkloadRequest(): ReserveWorkloadRequest {
+  return { leaf: Buffer.alloc(0), chain: [], name: "", workloads: 0, cpus: [], memoryMib: 0, blockMib: 0 };
+}
+
+export const ReserveWorkloadRequest: MessageFns<ReserveWorkloadRequest> = {
+  encode(message: ReserveWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaf.length !== 0) {
+      writer.uint32(10).bytes(message.leaf);
+    }
+    for (const v of message.chain) {
+      writer.uint32(18).bytes(v!);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    if (message.workloads !== 0) {
+      writer.uint32(32).uint32(message.workloads);
+    }
+    if (message.cpus.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.cpus) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(48).uint64(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      writer.uint32(56).uint64(message.blockMib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReserveWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReserveWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leaf = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chain.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.workloads = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.cpus.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.cpus.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.blockMib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReserveWorkloadRequest {
+    return {
+      leaf: isSet(object.leaf) ? Buffer.from(bytesFromBase64(object.leaf)) : Buffer.alloc(0),
+      chain: globalThis.Array.isArray(object?.chain)
+        ? object.chain.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      workloads: isSet(object.workloads) ? globalThis.Number(object.workloads) : 0,
+      cpus: globalThis.Array.isArray(object?.cpus) ? object.cpus.map((e: any) => globalThis.Number(e)) : [],
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+      blockMib: isSet(object.blockMib)
+        ? globalThis.Number(object.blockMib)
+        : isSet(object.block_mib)
+        ? globalThis.Number(object.block_mib)
+        : 0,
+    };
+  },
+
+  toJSON(message: ReserveWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.leaf.length !== 0) {
+      obj.leaf = base64FromBytes(message.leaf);
+    }
+    if (message.chain?.length) {
+      obj.chain = message.chain.map((e) => base64FromBytes(e));
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.workloads !== 0) {
+      obj.workloads = Math.round(message.workloads);
+    }
+    if (message.cpus?.length) {
+      obj.cpus = message.cpus.map((e) => Math.round(e));
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      obj.blockMib = Math.round(message.blockMib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReserveWorkloadRequest>): ReserveWorkloadRequest {
+    return ReserveWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReserveWorkloadRequest>): ReserveWorkloadRequest {
+    const message = createBaseReserveWorkloadRequest();
+    message.leaf = object.leaf ?? Buffer.alloc(0);
+    message.chain = object.chain?.map((e) => e) || [];
+    message.name = object.name ?? "";
+    message.workloads = object.workloads ?? 0;
+    message.cpus = object.cpus?.map((e) => e) || [];
+    message.memoryMib = object.memoryMib ?? 0;
+    message.blockMib = object.blockMib ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkloadReservation(): WorkloadReservation {
+  return { holder: "", subtree: "", existing: false, policy: undefined };
+}
+
+export const WorkloadReservation: MessageFns<WorkloadReservation> = {
+  encode(message: WorkloadReservation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.holder !== "") {
+      writer.uint32(10).string(message.holder);
+    }
+    if (message.subtree !== "") {
+      writer.uint32(18).string(message.subtree);
+    }
+    if (message.existing !== false) {
+      writer.uint32(24).bool(message.existing);
+    }
+    if (message.policy !== undefined) {
+      Policy.encode(message.policy, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkloadReservation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkloadReservation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holder = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subtree = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.existing = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.policy = Policy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkloadReservation {
+    return {
+      holder: isSet(object.holder) ? globalThis.String(object.holder) : "",
+      subtree: isSet(object.subtree) ? globalThis.String(object.subtree) : "",
+      existing: isSet(object.existing) ? globalThis.Boolean(object.existing) : false,
+      policy: isSet(object.policy) ? Policy.fromJSON(object.policy) : undefined,
+    };
+  },
+
+  toJSON(message: WorkloadReservation): unknown {
+    const obj: any = {};
+    if (message.holder !== "") {
+      obj.holder = message.holder;
+    }
+    if (message.subtree !== "") {
+      obj.subtree = message.subtree;
+    }
+    if (message.existing !== false) {
+      obj.existing = message.existing;
+    }
+    if (message.policy !== undefined) {
+      obj.policy = Policy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WorkloadReservation>): WorkloadReservation {
+    return WorkloadReservation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkloadReservation>): WorkloadReservation {
+    const message = createBaseWorkloadReservation();
+    message.holder = object.holder ?? "";
+    message.subtree = object.subtree ?? "";
+    message.existing = object.existing ?? false;
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? Policy.fromPartial(object.policy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReleaseWorkloadRequest(): ReleaseWorkloadRequest {
+  return { subtree: "", name: "" };
+}
+
+export const ReleaseWorkloadRequest: MessageFns<ReleaseWorkloadRequest> = {
+  encode(message: ReleaseWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subtree !== "") {
+      writer.uint32(10).string(message.subtree);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subtree = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseWorkloadRequest {
+    return {
+      subtree: isSet(object.subtree) ? globalThis.String(object.subtree) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+    };
+  },
+
+  toJSON(message: ReleaseWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.subtree !== "") {
+      obj.subtree = message.subtree;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReleaseWorkloadRequest>): ReleaseWorkloadRequest {
+    return ReleaseWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReleaseWorkloadRequest>): ReleaseWorkloadRequest {
+    const message = createBaseReleaseWorkloadRequest();
+    message.subtree = object.subtree ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseListWorkloadReservationsRequest(): ListWorkloadReservationsRequest {
+  return {};
+}
+
+export const ListWorkloadReservationsRequest: MessageFns<ListWorkloadReservationsRequest> = {
+  encode(_: ListWorkloadReservationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadReservationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadReservationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListWorkloadReservationsRequest {
+    return {};
+  },
+
+  toJSON(_: ListWorkloadReservationsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadReservationsRequest>): ListWorkloadReservationsRequest {
+    return ListWorkloadReservationsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListWorkloadReservationsRequest>): ListWorkloadReservationsRequest {
+    const message = createBaseListWorkloadReservationsRequest();
+    return message;
+  },
+};
+
+function createBaseHeldWorkloadReservation(): HeldWorkloadReservation {
+  return { subtree: "", name: "", workloads: 0, cpus: [], memoryMib: 0, blockMib: 0 };
+}
+
+export const HeldWorkloadReservation: MessageFns<HeldWorkloadReservation> = {
+  encode(message: HeldWorkloadReservation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subtree !== "") {
+      writer.uint32(10).string(message.subtree);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.workloads !== 0) {
+      writer.uint32(24).uint32(message.workloads);
+    }
+    if (message.cpus.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.cpus) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(40).uint64(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      writer.uint32(48).uint64(message.blockMib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeldWorkloadReservation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeldWorkloadReservation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subtree = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.workloads = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.cpus.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.cpus.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.blockMib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeldWorkloadReservation {
+    return {
+      subtree: isSet(object.subtree) ? globalThis.String(object.subtree) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      workloads: isSet(object.workloads) ? globalThis.Number(object.workloads) : 0,
+      cpus: globalThis.Array.isArray(object?.cpus) ? object.cpus.map((e: any) => globalThis.Number(e)) : [],
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+      blockMib: isSet(object.blockMib)
+        ? globalThis.Number(object.blockMib)
+        : isSet(object.block_mib)
+        ? globalThis.Number(object.block_mib)
+        : 0,
+    };
+  },
+
+  toJSON(message: HeldWorkloadReservation): unknown {
+    const obj: any = {};
+    if (message.subtree !== "") {
+      obj.subtree = message.subtree;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.workloads !== 0) {
+      obj.workloads = Math.round(message.workloads);
+    }
+    if (message.cpus?.length) {
+      obj.cpus = message.cpus.map((e) => Math.round(e));
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    if (message.blockMib !== 0) {
+      obj.blockMib = Math.round(message.blockMib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HeldWorkloadReservation>): HeldWorkloadReservation {
+    return HeldWorkloadReservation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HeldWorkloadReservation>): HeldWorkloadReservation {
+    const message = createBaseHeldWorkloadReservation();
+    message.subtree = object.subtree ?? "";
+    message.name = object.name ?? "";
+    message.workloads = object.workloads ?? 0;
+    message.cpus = object.cpus?.map((e) => e) || [];
+    message.memoryMib = object.memoryMib ?? 0;
+    message.blockMib = object.blockMib ?? 0;
+    return message;
+  },
+};
+
+function createBaseListWorkloadReservationsResponse(): ListWorkloadReservationsResponse {
+  return { reservations: [] };
+}
+
+export const ListWorkloadReservationsResponse: MessageFns<ListWorkloadReservationsResponse> = {
+  encode(message: ListWorkloadReservationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.reservations) {
+      HeldWorkloadReservation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadReservationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadReservationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reservations.push(HeldWorkloadReservation.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadReservationsResponse {
+    return {
+      reservations: globalThis.Array.isArray(object?.reservations)
+        ? object.reservations.map((e: any) => HeldWorkloadReservation.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListWorkloadReservationsResponse): unknown {
+    const obj: any = {};
+    if (message.reservations?.length) {
+      obj.reservations = message.reservations.map((e) => HeldWorkloadReservation.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadReservationsResponse>): ListWorkloadReservationsResponse {
+    return ListWorkloadReservationsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadReservationsResponse>): ListWorkloadReservationsResponse {
+    const message = createBaseListWorkloadReservationsResponse();
+    message.reservations = object.reservations?.map((e) => HeldWorkloadReservation.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRegisterWorkloadEndpointRequest(): RegisterWorkloadEndpointRequest {
+  return { address: "" };
+}
+
+export const RegisterWorkloadEndpointRequest: MessageFns<RegisterWorkloadEndpointRequest> = {
+  encode(message: RegisterWorkloadEndpointRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.address !== "") {
+      writer.uint32(10).string(message.address);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterWorkloadEndpointRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterWorkloadEndpointRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegisterWorkloadEndpointRequest {
+    return { address: isSet(object.address) ? globalThis.String(object.address) : "" };
+  },
+
+  toJSON(message: RegisterWorkloadEndpointRequest): unknown {
+    const obj: any = {};
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RegisterWorkloadEndpointRequest>): RegisterWorkloadEndpointRequest {
+    return RegisterWorkloadEndpointRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegisterWorkloadEndpointRequest>): RegisterWorkloadEndpointRequest {
+    const message = createBaseRegisterWorkloadEndpointRequest();
+    message.address = object.address ?? "";
+    return message;
+  },
+};
+
+function createBaseFindWorkloadNodeRequest(): FindWorkloadNodeRequest {
+  return { node: "" };
+}
+
+export const FindWorkloadNodeRequest: MessageFns<FindWorkloadNodeRequest> = {
+  encode(message: FindWorkloadNodeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FindWorkloadNodeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFindWorkloadNodeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FindWorkloadNodeRequest {
+    return { node: isSet(object.node) ? globalThis.String(object.node) : "" };
+  },
+
+  toJSON(message: FindWorkloadNodeRequest): unknown {
+    const obj: any = {};
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FindWorkloadNodeRequest>): FindWorkloadNodeRequest {
+    return FindWorkloadNodeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FindWorkloadNodeRequest>): FindWorkloadNodeRequest {
+    const message = createBaseFindWorkloadNodeRequest();
+    message.node = object.node ?? "";
+    return message;
+  },
+};
+
+function createBaseWorkloadNode(): WorkloadNode {
+  return { nodeId: "", name: "", address: "", spiffeId: "" };
+}
+
+export const WorkloadNode: MessageFns<WorkloadNode> = {
+  encode(message: WorkloadNode, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.address !== "") {
+      writer.uint32(26).string(message.address);
+    }
+    if (message.spiffeId !== "") {
+      writer.uint32(34).string(message.spiffeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkloadNode {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkloadNode();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.spiffeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkloadNode {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      spiffeId: isSet(object.spiffeId)
+        ? globalThis.String(object.spiffeId)
+        : isSet(object.spiffe_id)
+        ? globalThis.String(object.spiffe_id)
+        : "",
+    };
+  },
+
+  toJSON(message: WorkloadNode): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.spiffeId !== "") {
+      obj.spiffeId = message.spiffeId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WorkloadNode>): WorkloadNode {
+    return WorkloadNode.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkloadNode>): WorkloadNode {
+    const message = createBaseWorkloadNode();
+    message.nodeId = object.nodeId ?? "";
+    message.name = object.name ?? "";
+    message.address = object.address ?? "";
+    message.spiffeId = object.spiffeId ?? "";
+    return message;
+  },
+};
+
 export type CertificateAuthorityService = typeof CertificateAuthorityService;
 export const CertificateAuthorityService = {
   sign: {
@@ -6697,6 +7706,184 @@ export interface DelegationClient extends Client {
 export const DelegationClient = makeGenericClientConstructor(DelegationService, "sigil.v1.Delegation") as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): DelegationClient;
   service: typeof DelegationService;
+  serviceName: string;
+};
+
+/**
+ * The control plane's side of workloads, for node daemons (`sigil agent
+ * --workloads`) and the people who call them. A node reserves a workload's
+ * resources against every level of the caller's chain before it starts
+ * anything, so quotas hold across nodes; it forwards the caller's leaf and
+ * presented chain, which the control plane admits with its own delegation
+ * checks (records, rates, revocation). Reservations a node makes are held
+ * under "node/<node id>/<workload name>" in the caller's subtree, and a node
+ * may release or list only its own.
+ */
+export type WorkloadPlacementService = typeof WorkloadPlacementService;
+export const WorkloadPlacementService = {
+  /** Node only. Charges the caller's subtree ("create" permission in the caller's chain). */
+  reserveWorkload: {
+    path: "/sigil.v1.WorkloadPlacement/ReserveWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReserveWorkloadRequest): Buffer =>
+      Buffer.from(ReserveWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReserveWorkloadRequest => ReserveWorkloadRequest.decode(value),
+    responseSerialize: (value: WorkloadReservation): Buffer => Buffer.from(WorkloadReservation.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkloadReservation => WorkloadReservation.decode(value),
+  },
+  /** Node only: releases one of its own reservations (the daemon checked "destroy"). */
+  releaseWorkload: {
+    path: "/sigil.v1.WorkloadPlacement/ReleaseWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseWorkloadRequest): Buffer =>
+      Buffer.from(ReleaseWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseWorkloadRequest => ReleaseWorkloadRequest.decode(value),
+    responseSerialize: (value: ReleaseResponse): Buffer => Buffer.from(ReleaseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
+  },
+  /** Node only: the reservations it holds, for reconciliation after a restart. */
+  listWorkloadReservations: {
+    path: "/sigil.v1.WorkloadPlacement/ListWorkloadReservations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListWorkloadReservationsRequest): Buffer =>
+      Buffer.from(ListWorkloadReservationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListWorkloadReservationsRequest =>
+      ListWorkloadReservationsRequest.decode(value),
+    responseSerialize: (value: ListWorkloadReservationsResponse): Buffer =>
+      Buffer.from(ListWorkloadReservationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListWorkloadReservationsResponse =>
+      ListWorkloadReservationsResponse.decode(value),
+  },
+  /** Node only: where its Workloads service listens (host:port), "" to withdraw. */
+  registerWorkloadEndpoint: {
+    path: "/sigil.v1.WorkloadPlacement/RegisterWorkloadEndpoint" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RegisterWorkloadEndpointRequest): Buffer =>
+      Buffer.from(RegisterWorkloadEndpointRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RegisterWorkloadEndpointRequest =>
+      RegisterWorkloadEndpointRequest.decode(value),
+    responseSerialize: (value: WorkloadNode): Buffer => Buffer.from(WorkloadNode.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkloadNode => WorkloadNode.decode(value),
+  },
+  /** Any authenticated caller: a node's workload endpoint by node name or ID. */
+  findWorkloadNode: {
+    path: "/sigil.v1.WorkloadPlacement/FindWorkloadNode" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FindWorkloadNodeRequest): Buffer =>
+      Buffer.from(FindWorkloadNodeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FindWorkloadNodeRequest => FindWorkloadNodeRequest.decode(value),
+    responseSerialize: (value: WorkloadNode): Buffer => Buffer.from(WorkloadNode.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkloadNode => WorkloadNode.decode(value),
+  },
+} as const;
+
+export interface WorkloadPlacementServer extends UntypedServiceImplementation {
+  /** Node only. Charges the caller's subtree ("create" permission in the caller's chain). */
+  reserveWorkload: handleUnaryCall<ReserveWorkloadRequest, WorkloadReservation>;
+  /** Node only: releases one of its own reservations (the daemon checked "destroy"). */
+  releaseWorkload: handleUnaryCall<ReleaseWorkloadRequest, ReleaseResponse>;
+  /** Node only: the reservations it holds, for reconciliation after a restart. */
+  listWorkloadReservations: handleUnaryCall<ListWorkloadReservationsRequest, ListWorkloadReservationsResponse>;
+  /** Node only: where its Workloads service listens (host:port), "" to withdraw. */
+  registerWorkloadEndpoint: handleUnaryCall<RegisterWorkloadEndpointRequest, WorkloadNode>;
+  /** Any authenticated caller: a node's workload endpoint by node name or ID. */
+  findWorkloadNode: handleUnaryCall<FindWorkloadNodeRequest, WorkloadNode>;
+}
+
+export interface WorkloadPlacementClient extends Client {
+  /** Node only. Charges the caller's subtree ("create" permission in the caller's chain). */
+  reserveWorkload(
+    request: ReserveWorkloadRequest,
+    callback: (error: ServiceError | null, response: WorkloadReservation) => void,
+  ): ClientUnaryCall;
+  reserveWorkload(
+    request: ReserveWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WorkloadReservation) => void,
+  ): ClientUnaryCall;
+  reserveWorkload(
+    request: ReserveWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WorkloadReservation) => void,
+  ): ClientUnaryCall;
+  /** Node only: releases one of its own reservations (the daemon checked "destroy"). */
+  releaseWorkload(
+    request: ReleaseWorkloadRequest,
+    callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseWorkload(
+    request: ReleaseWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseWorkload(
+    request: ReleaseWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  /** Node only: the reservations it holds, for reconciliation after a restart. */
+  listWorkloadReservations(
+    request: ListWorkloadReservationsRequest,
+    callback: (error: ServiceError | null, response: ListWorkloadReservationsResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadReservations(
+    request: ListWorkloadReservationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListWorkloadReservationsResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadReservations(
+    request: ListWorkloadReservationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListWorkloadReservationsResponse) => void,
+  ): ClientUnaryCall;
+  /** Node only: where its Workloads service listens (host:port), "" to withdraw. */
+  registerWorkloadEndpoint(
+    request: RegisterWorkloadEndpointRequest,
+    callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+  registerWorkloadEndpoint(
+    request: RegisterWorkloadEndpointRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+  registerWorkloadEndpoint(
+    request: RegisterWorkloadEndpointRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+  /** Any authenticated caller: a node's workload endpoint by node name or ID. */
+  findWorkloadNode(
+    request: FindWorkloadNodeRequest,
+    callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+  findWorkloadNode(
+    request: FindWorkloadNodeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+  findWorkloadNode(
+    request: FindWorkloadNodeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+}
+
+export const WorkloadPlacementClient = makeGenericClientConstructor(
+  WorkloadPlacementService,
+  "sigil.v1.WorkloadPlacement",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): WorkloadPlacementClient;
+  service: typeof WorkloadPlacementService;
   serviceName: string;
 };
 
