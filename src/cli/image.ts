@@ -33,6 +33,8 @@ interface RemoveFlags {
 }
 
 /** An image record as printed: not its path on the host. */
+
+const SOURCE_NAMES = { directory: 'the directory', tar: 'the tar file', ext4: 'the ext4 image' } as const;
 function imageJson(record: { tag: string; id: string; importedAt: string; bytes: number; entries: number }) {
   return {
     tag: record.tag,
@@ -93,7 +95,7 @@ async function runImport(source: string, flags: ImportFlags): Promise<void> {
     flags,
     imageJson(record),
     () =>
-      `imported ${record.tag} from ${record.source === 'tar' ? 'the tar file' : 'the directory'} ${source}: ${record.entries} entries, ${size(record.bytes)}`,
+      `imported ${record.tag} from ${SOURCE_NAMES[record.source]} ${source}: ${record.entries} entries, ${size(record.bytes)}`,
   );
 }
 
@@ -175,10 +177,10 @@ export function registerImageCommands(program: Command): void {
   image
     .command('import')
     .description(
-      'Import a directory or a tar file (gzip, xz, bzip2 too) as an image on this node; as root. ' +
+      'Import a directory, a tar file (gzip, xz, bzip2 too) or an ext4 image file (mke2fs -d) as an image on this node; as root. ' +
         'Device nodes, links that leave the image and paths with ".." are refused, and a refused import leaves nothing',
     )
-    .argument('<source>', 'a root filesystem directory or a tar file')
+    .argument('<source>', 'a root filesystem directory, a tar file or an ext4 image file')
     .requiredOption('--tag <tag>', 'the name workloads use: org/name:version')
     .requiredOption('--dir <dir>', "the node's directory (as given to sigil enrol and sigil agent)")
     .option('--json', 'print the image as JSON')

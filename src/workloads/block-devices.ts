@@ -85,12 +85,17 @@ function run(program: string, args: readonly string[]): Promise<void> {
  * Mounts the ext4 image `imageFile` at `target` through a loop device, with
  * no device files and no set-uid programs honoured.
  */
-export async function mountBlockDevice(imageFile: string, target: string): Promise<MountedBlock> {
+export async function mountBlockDevice(
+  imageFile: string,
+  target: string,
+  options: { readonly readOnly?: boolean } = {},
+): Promise<MountedBlock> {
   if (!imageFile.startsWith('/') || !target.startsWith('/'))
     throw invalid('block mount: the image and the target must be absolute paths');
   if (!existsSync(imageFile)) throw notFound(`block image ${imageFile} does not exist`);
   // -t ext4: the kernel never probes an uploaded image as another filesystem type.
-  await run('mount', ['-t', 'ext4', '-o', 'loop,nodev,nosuid', imageFile, target]);
+  const flags = options.readOnly ? 'loop,nodev,nosuid,noexec,ro' : 'loop,nodev,nosuid';
+  await run('mount', ['-t', 'ext4', '-o', flags, imageFile, target]);
   let mounted = true;
   return {
     target,

@@ -24,18 +24,25 @@
 // archive, or is any other type; the extracted tree is then checked again by
 // the same rules as a directory. GNU tar reads gzip, xz and bzip2 archives too.
 //
-// Not yet: ext4 image files (`mke2fs -t ext4 -d ROOTFS FILE` builds one
-// without loop mounts), per-workload copies (today a workload runs on the
-// image's tree itself), and locking across processes (one daemon owns a node
-// directory; within a process, changes to the index are serialized).
+// An ext4 image file (`mke2fs -t ext4 -d ROOTFS FILE` builds one without
+// loop mounts; told from a tar by its superblock's magic) is mounted
+// read-only, nodev, nosuid and noexec on a loop device for the import and
+// copied like a directory, under the same rules. Workloads run on an overlay
+// of the stored tree (writable-root.ts), never on the image itself.
+//
+// Not yet: locking across processes (one daemon owns a node directory;
+// within a process, changes to the index are serialized).
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
+  closeSync,
   existsSync,
   lstatSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -63,6 +70,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { alreadyExists, firstLineOf, invalid, notFound, preconditionFailed, SigilError } from '../errors.ts';
 import { writeTemporaryBeside } from '../files/durable-write.ts';
+import { type MountedBlock, mountBlockDevice } from './block-devices.ts';
 import { parseImageReference } from './image-names.ts';
 
 export interface ImageStore {
@@ -77,7 +85,7 @@ export interface ImageRecord {
   /** The root filesystem's host path. */
   readonly rootfs: string;
   readonly importedAt: string;
-  readonly source: 'directory' | 'tar';
+  readonly source: 'directory' | 'tar' | 'ext4';
   /** Files, directories and links in the image (its root not counted). */
   readonly entries: number;
   /** Bytes of regular files (each hard-linked file once). */
@@ -171,12 +179,12 @@ export async function importImage(
   const { reference } = parseImageReference(tag);
   refuseExistingTag(store, reference);
   const from = resolve(source);
-  let kind: 'directory' | 'tar';
+  let kind: 'directory' | 'tar' | 'ext4';
   try {
     const stats = statSync(from);
     if (stats.isDirectory()) kind = 'directory';
-    else if (stats.isFile()) kind = 'tar';
-    else throw invalid(`image source ${quoted(source)}: neither a directory nor a tar file`);
+    else if (stats.isFile()) kind = isExtFilesystem(from) ? 'ext4' : 'tar';
+    else throw invalid(`image source ${quoted(source)}: neither a directory, a tar file nor an ext4 image`);
   } catch (error) {
     if (error instanceof SigilError) throw error;
     throw notFound(`image source ${quoted(source)}: no such file or directory`);
@@ -191,6 +199,8 @@ export async function importImage(
   try {
     if (kind === 'directory') {
       await copyTree(from, rootfs, '', budget, new Map());
+    } else if (kind === 'ext4') {
+      await copyExtFilesystem(from, staging, rootfs, budget);
     } else {
       await checkTarListing(from, new Budget(limits)); // bounds the archive before a byte is extracted
       await mkdir(rootfs, { mode: 0o755 });
@@ -222,6 +232,48 @@ export async function importImage(
   } catch (error) {
     await rm(staging, { recursive: true, force: true });
     throw error;
+  }
+}
+
+/** Offset and value of the ext2/3/4 superblock's magic number. */
+const EXT_MAGIC_OFFSET = 1024 + 0x38;
+const EXT_MAGIC = 0xef53;
+
+/** Whether `file` holds an ext2/3/4 filesystem (its superblock's magic), as `mke2fs -d` makes. */
+function isExtFilesystem(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const magic = Buffer.alloc(2);
+    return readSync(fd, magic, 0, 2, EXT_MAGIC_OFFSET) === 2 && magic.readUInt16LE(0) === EXT_MAGIC;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * An ext4 image's files, copied like a directory's (the same checks and
+ * bounds): the image is mounted read-only (nodev, nosuid, noexec) on a
+ * directory inside the staging area only for the copy.
+ */
+async function copyExtFilesystem(
+  file: string,
+  staging: string,
+  rootfs: string,
+  budget: Budget,
+): Promise<void> {
+  const mountPoint = join(staging, 'ext4');
+  await mkdir(mountPoint, { mode: 0o700 });
+  let mounted: MountedBlock;
+  try {
+    mounted = await mountBlockDevice(file, mountPoint, { readOnly: true });
+  } catch (error) {
+    throw invalid(`image source ${quoted(file)}: cannot mount it as ext4: ${firstLineOf(error)}`);
+  }
+  try {
+    await copyTree(mountPoint, rootfs, '', budget, new Map());
+  } finally {
+    await mounted.unmount();
+    await rm(mountPoint, { recursive: true, force: true });
   }
 }
 

@@ -11,6 +11,7 @@ import {
   lstatSync,
   mkdirSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
   statSync,
   symlinkSync,
@@ -135,6 +136,30 @@ describe('importing images', { concurrency: true }, () => {
     });
     const [stdout, exit] = await Promise.all([textOf(workload.stdout), workload.exited]);
     assert.equal(stdout, '1 from-tar\n');
+    assert.deepEqual(exit, { code: 0, signal: null });
+  });
+
+  test('from an ext4 image file (mke2fs -d): the same tree, mounted only for the import; a workload runs from it', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const store = storeFor(t);
+    const source = sourceFor(t);
+    const file = join(tempDirFor(t, 'sigil-ext4-'), 'busybox.ext4');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', source, file, '16M']);
+    const record = await importImage(store, file, 'acme/busybox:ext4');
+    assert.equal(record.source, 'ext4');
+    assert.equal(readlinkSync(join(record.rootfs, 'bin', 'sh')), 'busybox');
+    assert.equal(statSync(join(record.rootfs, 'tmp')).mode & 0o7777, 0o1777);
+    assert.ok(lstatSync(join(record.rootfs, 'dev', 'null')).isCharacterDevice());
+    // Nothing of the import stays mounted, and its loop device is gone with the mount.
+    assert.ok(!readFileSync('/proc/self/mountinfo', 'utf8').includes(store.dir), 'no mount under the store');
+    assert.ok(!execFileSync('losetup', ['-a'], { encoding: 'utf8' }).includes(file), 'no loop device left');
+    const workload = await spawnInNamespaces({
+      rootfs: resolveImage(store, 'acme/busybox:ext4'),
+      hostname: 'from-ext4',
+      command: ['/bin/sh', '-c', 'echo $(hostname)'],
+    });
+    const [stdout, exit] = await Promise.all([textOf(workload.stdout), workload.exited]);
+    assert.equal(stdout, 'from-ext4\n');
     assert.deepEqual(exit, { code: 0, signal: null });
   });
 
@@ -382,6 +407,35 @@ describe('refused imports leave nothing behind', { concurrency: true }, () => {
       refusal('invalid_argument', /\/dev must be a directory/),
     );
     assert.deepEqual(readdirSync(elsewhere), []);
+    assert.deepEqual(readdirSync(store.dir), []);
+  });
+
+  test('an ext4 image holding a device node is refused like a directory, and nothing stays mounted', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const store = storeFor(t);
+    const withDevice = sourceFor(t);
+    execFileSync('mknod', [join(withDevice, 'etc', 'disk'), 'b', '7', '0']);
+    const file = join(tempDirFor(t, 'sigil-ext4-'), 'evil.ext4');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', withDevice, file, '16M']);
+    await assert.rejects(
+      importImage(store, file, 'acme/evil:1'),
+      refusal('invalid_argument', /"etc\/disk": a device node not allowed/),
+    );
+    assert.deepEqual(readdirSync(store.dir), []);
+    assert.ok(!readFileSync('/proc/self/mountinfo', 'utf8').includes(store.dir), 'no mount under the store');
+  });
+
+  test('a damaged ext4 image (right magic, nothing else) is refused, naming the file', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const store = storeFor(t);
+    const file = join(tempDirFor(t, 'sigil-ext4-'), 'broken.ext4');
+    const bytes = Buffer.alloc(64 * 1024);
+    bytes.writeUInt16LE(0xef53, 1024 + 0x38);
+    writeFileSync(file, bytes);
+    await assert.rejects(
+      importImage(store, file, 'acme/broken:1'),
+      refusal('invalid_argument', /broken\.ext4.*cannot mount it as ext4/),
+    );
     assert.deepEqual(readdirSync(store.dir), []);
   });
 
