@@ -222,6 +222,35 @@ describe('the node workload daemon', { skip: unavailable ?? false }, () => {
     );
   });
 
+  test('every action needs its own bit: each missing one is refused, naming it', async () => {
+    // A command certificate with "info" only, and one with "log" only (no "info").
+    const reader = h.client(
+      await h.delegate('reader', ['--command', '--permissions', 'info', '--ttl', '1h']),
+    );
+    const logger = h.client(await h.delegate('logger', ['--command', '--permissions', 'log', '--ttl', '1h']));
+    const denied = async (pending: Promise<unknown>, bit: string) =>
+      refused(pending, grpc.status.PERMISSION_DENIED, new RegExp(`"${bit}" permission`));
+    const streamDenied = async (stream: Parameters<typeof collect>[0], bit: string) => {
+      const { error } = await collect(stream);
+      assert.equal(error?.code, grpc.status.PERMISSION_DENIED, `${bit}: ${error?.details}`);
+      assert.match(error?.details ?? '', new RegExp(`"${bit}" permission`));
+    };
+    await denied(call(reader, reader.destroyWorkload, { name: 'web' }), 'destroy');
+    await denied(call(reader, reader.createBlock, { name: 'data', sizeMib: 8 }), 'block');
+    await denied(call(reader, reader.listBlocks, {}), 'block');
+    await denied(call(reader, reader.destroyBlock, { name: 'data' }), 'block');
+    await streamDenied(
+      reader.readConsole({ name: 'web', sinceUnixMs: 0, lines: 0, follow: false }),
+      'console',
+    );
+    await streamDenied(reader.watchEvents({ name: '', limit: 0, sinceUnixMs: 0, follow: false }), 'log');
+    await streamDenied(reader.getStats({ name: 'web', watchIntervalMs: 0 }), 'stats');
+    await streamDenied(reader.downloadBlock({ name: 'data' }), 'block');
+    await denied(call(logger, logger.listWorkloads, {}), 'info');
+    await denied(call(logger, logger.getWorkload, { name: 'web' }), 'info');
+    await denied(call(logger, logger.listImages, {}), 'info');
+  });
+
   test("Dan's delegation lacks console: reading a console is refused, naming the bit", async () => {
     const danClient = h.client(dan);
     const { error } = await collect(
