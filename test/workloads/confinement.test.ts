@@ -94,7 +94,11 @@ describe('confinement: a root workload against the host', () => {
         'umount /proc/sys && echo UNMASKED; mount -o remount,rw /proc/sys && echo REMOUNTED; cat /proc/kcore | head -c 1 | wc -c; echo done',
     );
     assert.doesNotMatch(stdout, /SYSFS|CGROUP|SYSRQ|SYSCTL|UNMASKED|REMOUNTED/);
-    assert.match(stdout, /^0\ndone\n$/m, 'kcore yields nothing: reading it needs a capability root inside lacks');
+    assert.match(
+      stdout,
+      /^0\ndone\n$/m,
+      'kcore yields nothing: reading it needs a capability root inside lacks',
+    );
   });
 
   test('its hostname is the workload name; neither it nor the host can be renamed from inside', async (t) => {
