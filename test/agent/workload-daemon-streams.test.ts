@@ -5,7 +5,10 @@
 // a reservation nothing uses is released, a workload whose owner was revoked
 // while the daemon was down is forgotten.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import type {
@@ -17,7 +20,9 @@ import type {
 import { DesiredState } from '../../src/workloads/desired-state.ts';
 import { sigil } from '../support/cli.ts';
 import { eventually } from '../support/eventually.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { workloadsUnavailable } from '../workloads/rootfs-fixture.ts';
+import { nodeFile } from './server-fixture.ts';
 import { call, collect, type DaemonHarness, IMAGE, startDaemonHarness } from './workload-daemon-fixture.ts';
 
 const unavailable = workloadsUnavailable();
@@ -188,6 +193,36 @@ describe('the node workload daemon: streams and restarts', { skip: unavailable ?
     await call(carolClient, carolClient.destroyWorkload, { name: 'disk' });
     await call(carolClient, carolClient.destroyBlock, { name: 'data' });
     assert.deepEqual((await call(carolClient, carolClient.listBlocks, {})).blocks, []);
+  });
+
+  test('sigil block create, upload, download and destroy: the device travels as a stream, byte for byte', async () => {
+    const node = nodeFile(h.nodeDir).nodeId;
+    const asCarol = (args: readonly string[]) => sigil([...args, '--node', node, '--identity', carol]);
+    const ok = async (args: readonly string[]) => {
+      const result = await asCarol(args);
+      assert.equal(result.code, 0, `sigil ${args.join(' ')}: ${result.stderr}`);
+      return result;
+    };
+    const work = tempDir('sigil-block-cli-');
+    mkdirSync(join(work, 'content'));
+    writeFileSync(join(work, 'content', 'marker'), randomBytes(4096));
+    const image = join(work, 'disk.ext4');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', join(work, 'content'), image, '8M']);
+    await ok(['block', 'create', 'travel', '--size', '8']);
+    await ok(['block', 'upload', 'travel', image]);
+    await ok(['block', 'download', 'travel', join(work, 'back.ext4')]);
+    assert.ok(readFileSync(join(work, 'back.ext4')).equals(readFileSync(image)), 'downloaded = uploaded');
+    // An upload larger than the device is refused, and the device keeps what it held.
+    writeFileSync(join(work, 'big'), Buffer.alloc(9 * 1024 * 1024));
+    const refusedUpload = await asCarol(['block', 'upload', 'travel', join(work, 'big')]);
+    assert.equal(refusedUpload.code, 1, refusedUpload.stderr);
+    await ok(['block', 'download', 'travel', join(work, 'again.ext4')]);
+    assert.ok(
+      readFileSync(join(work, 'again.ext4')).equals(readFileSync(image)),
+      'unchanged by the refused upload',
+    );
+    await ok(['block', 'destroy', 'travel']);
+    assert.doesNotMatch((await ok(['block', 'list'])).stdout, /travel/);
   });
 
   test('after the daemon restarts, its desired workloads run again and unused reservations are released', async () => {
