@@ -51,6 +51,7 @@ const LAYERS: Readonly<Record<string, readonly string[]>> = {
   client: ['transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
   agent: ['workloads', 'client', 'transport', 'protocol', 'pki', 'files', 'gen', 'errors', 'logging'],
   workloads: ['pki', 'protocol', 'files', 'errors', 'logging'],
+  guest: ['pki', 'protocol', 'files', 'errors', 'logging'],
   server: [
     'services',
     'authority',
