@@ -16,6 +16,7 @@
 // like a key that does not exist.
 import type * as grpc from '@grpc/grpc-js';
 import { invalid, notFound, SigilError } from '../errors.ts';
+import { isDnsLabel } from '../pki/delegation-names.ts';
 import { parseSpiffeId } from '../pki/names.ts';
 import type { Permission, Policy } from '../pki/policy-extension.ts';
 import { readPresentedChain } from '../protocol/chain-metadata.ts';
@@ -42,11 +43,9 @@ export interface WorkloadCaller {
   readonly identity: string;
 }
 
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-
 /** A workload or owner name: one DNS label. */
 export function checkLabel(name: string, what: string): string {
-  if (!LABEL.test(name)) {
+  if (!isDnsLabel(name)) {
     const shown = JSON.stringify(name.length > 70 ? `${name.slice(0, 70)}…` : name);
     throw invalid(`${what} ${shown}: use one DNS label (a-z, 0-9, inner '-', at most 63 characters)`);
   }

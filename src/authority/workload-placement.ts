@@ -21,7 +21,7 @@ import { X509Certificate } from 'node:crypto';
 import { invalid, notFound, preconditionFailed, SigilError } from '../errors.ts';
 import { fingerprintOf, serialHexOf } from '../pki/certificate.ts';
 import { certificateNames } from '../pki/certificate-names.ts';
-import { parseDelegatedId } from '../pki/delegation-names.ts';
+import { isDnsLabel, parseDelegatedId } from '../pki/delegation-names.ts';
 import { issuedDirectlyBy } from '../pki/issued-by.ts';
 import { findPolicyExtension, type Policy } from '../pki/policy-extension.ts';
 import { checkServerAddress } from '../protocol/join-tokens.ts';
@@ -34,7 +34,6 @@ import { isNodeId } from './node-id.ts';
 import { checkReservation } from './usage.ts';
 
 /** A workload's name: one DNS label, as the node daemon names workloads. */
-const WORKLOAD_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** Longest workload address accepted ("host:port"; a DNS name is at most 253). */
 const MAX_ADDRESS_LENGTH = 261;
@@ -87,7 +86,7 @@ export function nodeHolderPrefix(nodeId: string): string {
 }
 
 export function checkWorkloadName(name: string): string {
-  if (typeof name !== 'string' || !WORKLOAD_NAME.test(name)) {
+  if (!isDnsLabel(name)) {
     const shown = String(name).length > 70 ? `${String(name).slice(0, 70)}…` : String(name);
     throw invalid(
       `workload name ${JSON.stringify(shown)} must be 1 to 63 lower-case letters, digits or inner hyphens`,

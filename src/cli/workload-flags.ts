@@ -4,6 +4,7 @@
 // command line is parsed, and the commands check them again through
 // usageChecked() when they run, so the exit code is 2 either way.
 import { invalid, SigilError } from '../errors.ts';
+import { isDnsLabel } from '../pki/delegation-names.ts';
 import { parseDuration } from '../pki/duration.ts';
 import { checkInterfaceName } from '../workloads/address-pool.ts';
 import { parseImageReference } from '../workloads/image-names.ts';
@@ -14,7 +15,6 @@ import { UsageError } from './usage.ts';
 
 const U32 = 0xffffffff;
 /** One DNS label, as workload and block names are. */
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const CONTROL = /\p{Cc}/u;
 /** Longest path a workload's --workdir or a mount point may be. */
@@ -36,7 +36,7 @@ export function usageChecked<T>(parse: () => T): T {
 
 /** A workload or block name: one DNS label. */
 export function parseResourceName(text: string, what: 'workload' | 'block device'): string {
-  if (!LABEL.test(text)) {
+  if (!isDnsLabel(text)) {
     throw invalid(
       `${what} name ${quote(text)} must be 1 to 63 lower-case letters, digits or inner hyphens (one DNS label)`,
     );
@@ -72,7 +72,7 @@ export function parseBlockMount(text: string): string {
   if (colon < 1) throw invalid(`--block ${quote(text)}: expected NAME:/mount/point, e.g. data:/data`);
   const name = text.slice(0, colon);
   const mount = text.slice(colon + 1);
-  if (!LABEL.test(name)) {
+  if (!isDnsLabel(name)) {
     throw invalid(`--block ${quote(text)}: the block device name ${quote(name)} must be one DNS label`);
   }
   checkAbsolutePath(mount, `--block ${quote(text)}: the mount point`);

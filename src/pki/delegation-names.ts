@@ -26,6 +26,14 @@ export const DELEGATION_LABEL = 'd';
 /** A DNS label: lower-case letters, digits and inner hyphens, 1 to 63 characters. */
 const NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
+/**
+ * Whether `text` is one DNS label. Every name sigil puts in a subtree is one:
+ * delegations, and the workloads and block devices that live in it.
+ */
+export function isDnsLabel(text: unknown): boolean {
+  return typeof text === 'string' && NAME.test(text);
+}
+
 /** RFC 1035's longest host name. */
 const MAX_HOST_LENGTH = 253;
 
@@ -34,7 +42,7 @@ export type Subtree = readonly string[];
 
 /** Refuses a delegation (or command) name that is not one DNS label. */
 export function checkDelegationName(name: string): string {
-  if (typeof name !== 'string' || !NAME.test(name)) {
+  if (!isDnsLabel(name)) {
     const shown = String(name).length > 70 ? `${String(name).slice(0, 70)}…` : String(name);
     throw invalid(
       `delegation name ${JSON.stringify(shown)} must be 1 to 63 lower-case letters, digits or inner hyphens (it becomes a DNS label)`,

@@ -15,6 +15,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { alreadyExists, invalid, messageOf, notFound, preconditionFailed, SigilError } from '../errors.ts';
+import { isDnsLabel } from '../pki/delegation-names.ts';
 import { parseSerial } from '../pki/serial.ts';
 import { checkInterfaceName } from './address-pool.ts';
 import { checkLimits } from './cgroups/limits.ts';
@@ -144,7 +145,6 @@ const SPEC_FIELDS = new Set([
 const LIMIT_FIELDS = new Set(['memoryMiB', 'cpus', 'pidsMax']);
 const BLOCK_FIELDS = new Set(['name', 'mountPoint']);
 const RESERVATION_FIELDS = new Set(['subtree', 'name']);
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const USER_SPEC = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$/;
 const FINGERPRINT_ID = /^fp:[0-9a-fA-F]{64}$/;
@@ -165,11 +165,11 @@ function checkObject(value: unknown, what: string, fields: ReadonlySet<string>):
 
 /** One DNS label: [a-z0-9], inner '-', at most 63 characters. */
 export function checkDnsLabel(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !DNS_LABEL.test(value))
+  if (!isDnsLabel(value))
     throw invalid(
       `${what} ${quote(value)} must be one DNS label (a-z, 0-9, inner '-', at most 63 characters)`,
     );
-  return value;
+  return value as string;
 }
 
 /** "" (an admin) or a subtree key without "//" ("/alice/carol"). */
