@@ -20,8 +20,9 @@
 // workload (they stay desired: the next start runs them again), close the rest.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { splitAddress } from '../client/control-plane-channel.ts';
 import { unary } from '../client/rpc.ts';
-import { firstLineOf, invalid, preconditionFailed } from '../errors.ts';
+import { firstLineOf, preconditionFailed } from '../errors.ts';
 import { WorkloadsService } from '../gen/sigil/v1/workloads.ts';
 import { type Logger, silentLogger } from '../logging.ts';
 import { MtlsServer } from '../transport/mtls-server.ts';
@@ -73,14 +74,6 @@ export interface WorkloadDaemonOptions {
 /** The one line a daemon that is not root prints; null for root. */
 export function rootRefusal(uid: number | undefined): string | null {
   return uid === 0 ? null : 'sigil agent --workloads must run as root (namespaces, cgroups)';
-}
-
-/** HOST:PORT (IPv6 in brackets); port 0 picks a free one. */
-export function parseListen(text: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text.trim());
-  const port = match ? Number(match[3]) : Number.NaN;
-  if (!match || port > 65535) throw invalid(`--listen ${JSON.stringify(text)}: expected HOST:PORT`);
-  return { host: match[1] ?? match[2], port };
 }
 
 /** The daemon's own network namespace id for a node: `sigil-<id>`, the same at every start. */
@@ -260,7 +253,10 @@ export class WorkloadDaemon {
       WorkloadsService,
       workloadService({ operations, images, events, blocks, trustDomain: info.trustDomain, logger }),
     );
-    const { host, port } = parseListen(options.listen ?? DEFAULT_WORKLOADS_LISTEN);
+    const { host, port } = splitAddress(options.listen ?? DEFAULT_WORKLOADS_LISTEN, {
+      what: '--listen',
+      listening: true,
+    });
     const bound = await server.listen(host, port).catch(async (error: unknown) => {
       await server.close(0);
       throw preconditionFailed(`cannot listen on ${formatAddress(host, port)}: ${firstLineOf(error)}`);
@@ -269,7 +265,7 @@ export class WorkloadDaemon {
     const address = formatAddress(host, bound);
     let metricsAddress: string | null = null;
     if (options.metricsListen !== undefined) {
-      const where = parseListen(options.metricsListen);
+      const where = splitAddress(options.metricsListen, { what: '--metrics-listen', listening: true });
       const metrics = await serveWorkloadMetrics(
         where.host,
         where.port,

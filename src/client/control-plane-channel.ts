@@ -52,11 +52,17 @@ const MIN_TLS_VERSION = 'TLSv1.3';
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** HOST:PORT → host and port; IPv6 hosts in brackets ("[::1]:7443"). */
-export function splitAddress(address: string): { host: string; port: number } {
+export function splitAddress(
+  address: string,
+  options: { readonly what?: string; readonly listening?: boolean } = {},
+): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address.trim());
   const port = match ? Number(match[3]) : Number.NaN;
-  if (!match || port < 1 || port > 65535) {
-    throw invalid(`invalid server address ${JSON.stringify(address)}: expected HOST:PORT`);
+  // Port 0 is "any free port" to a listener, and no port at all to a caller.
+  if (!match || port < (options.listening ? 0 : 1) || port > 65535) {
+    throw invalid(
+      `${options.what ?? 'invalid server address'} ${JSON.stringify(address)}: expected HOST:PORT`,
+    );
   }
   return { host: match[1] ?? match[2], port };
 }
