@@ -6,7 +6,8 @@
 // stream; with the control plane gone creates are refused and what runs keeps
 // running.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { rootRefusal } from '../../src/agent/workload-daemon.ts';
@@ -14,9 +15,11 @@ import { serveWorkloadMetrics } from '../../src/agent/workload-metrics-http.ts';
 import { RpcError } from '../../src/client/rpc.ts';
 import type { CreateWorkloadRequest, WorkloadsClient } from '../../src/gen/sigil/v1/workloads.ts';
 import { silentLogger } from '../../src/logging.ts';
+import { type ForgeRequest, Forger } from '../server/forgery-fixtures.ts';
 import { run, SIGIL_BIN, sigil } from '../support/cli.ts';
 import { eventually } from '../support/eventually.ts';
 import { invalid } from '../support/refusals.ts';
+import { tempDir } from '../support/temp-dir.ts';
 import { workloadsUnavailable } from '../workloads/rootfs-fixture.ts';
 import { call, collect, type DaemonHarness, IMAGE, startDaemonHarness } from './workload-daemon-fixture.ts';
 
@@ -334,6 +337,42 @@ describe('the node workload daemon', { skip: unavailable ?? false }, () => {
       grpc.status.PERMISSION_DENIED,
       /only admins and delegates/,
     );
+  });
+
+  test("Dan's forgeries are refused: an admin's name, a leaf he may not issue, a CA as client", async () => {
+    const td = h.server.running.info.trustDomain;
+    const forger = Forger.fromDelegationDirectory(tempDir('sigil-forger-'), dan);
+    const asForged = async (request: ForgeRequest) => {
+      const forged = await forger.mint(request);
+      const dir = tempDir('sigil-forged-');
+      writeFileSync(join(dir, 'cert.pem'), forged.chain);
+      writeFileSync(join(dir, 'key.pem'), forged.key, { mode: 0o600 });
+      return h.client(dir);
+    };
+    // An admin's name: outside Dan's URI name constraints, so the handshake itself fails.
+    const mallory = await asForged({ commonName: 'mallory', uris: [`spiffe://${td}/admin/mallory`] });
+    await assert.rejects(call(mallory, mallory.listWorkloads, {}));
+    await assert.rejects(call(mallory, mallory.destroyWorkload, { name: 'alice/carol//web' }));
+    // A name in Dan's own host with an admin-looking path: Dan may not issue at all (no "issue" bit).
+    const inside = await asForged({
+      commonName: 'dan-admin',
+      uris: [`spiffe://dan.alice.d.${td}/admin/root`],
+    });
+    await refused(
+      call(inside, inside.listWorkloads, {}),
+      grpc.status.PERMISSION_DENIED,
+      /lacks the "issue" permission/,
+    );
+    await refused(
+      call(inside, inside.destroyWorkload, { name: 'web' }),
+      grpc.status.PERMISSION_DENIED,
+      /lacks the "issue" permission/,
+    );
+    // A CA certificate Dan signs, presented as a client: refused.
+    const ca = await asForged({ commonName: 'dan-ca', uris: [`spiffe://dan.alice.d.${td}`], ca: true });
+    await assert.rejects(call(ca, ca.listWorkloads, {}));
+    const carolClient = h.client(carol);
+    assert.equal((await call(carolClient, carolClient.getWorkload, { name: 'web' })).state, 'running');
   });
 
   test("revoking Carol's delegation destroys her workload and ends her console stream", async () => {
