@@ -17,6 +17,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const TREES: readonly { input: string; output: string }[] = [
   { input: 'proto', output: 'src/gen' },
   { input: 'examples/casino/proto', output: 'examples/casino/gen' },
+  // firebuild's bootstrap service (package `proto`, src/guest/bootstrap-*.ts), kept out of sigil's own
+  // proto tree. It lands inside src/gen (generated, unlinted, checked for freshness like the rest) and
+  // must come after 'proto': that tree's clean empties all of src/gen first.
+  { input: 'proto-firebuild', output: 'src/gen/firebuild' },
 ];
 
 function hasProtos(directory: string): boolean {

@@ -40,6 +40,8 @@ import { Closers } from './closers.ts';
 import { ControlPlaneLink, policyOidOf } from './control-plane-link.ts';
 import { RevocationFollower } from './revocation-follower.ts';
 import { WorkloadBlocks } from './workload-blocks.ts';
+import { WorkloadIdentities } from './workload-identities.ts';
+import { WorkloadMetadata } from './workload-metadata.ts';
 import { serveWorkloadMetrics, workloadMetricsOf } from './workload-metrics-http.ts';
 import { WorkloadOperations } from './workload-operations.ts';
 import { reconcileReservations, restoreDesired } from './workload-recovery.ts';
@@ -216,6 +218,26 @@ export class WorkloadDaemon {
       await supervisor.close();
       await cgroups.removeBase().catch(() => undefined);
     });
+    // Workloads on a bridge read their own document at 169.254.169.254:80.
+    // Each gets its identity from the control plane (workload-identities.ts).
+    const identities = new WorkloadIdentities({
+      link,
+      records: () => operations?.records.values() ?? [],
+      isRunning: (key) => supervisor.list().some((w) => w.key === key && w.state === 'running'),
+      trustBundle: () => agent.material.current().trustBundle,
+      logger,
+    });
+    identities.start();
+    closers.add(() => identities.close());
+    const metadata = networks
+      ? await WorkloadMetadata.start({
+          supervisor,
+          networks,
+          directory: workDir,
+          identityOf: (key) => identities.identityOf(key),
+        })
+      : undefined;
+    if (metadata) closers.add(() => metadata.close());
     operations = new WorkloadOperations({
       supervisor,
       blocks,

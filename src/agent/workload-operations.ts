@@ -17,9 +17,9 @@
 import { alreadyExists, firstLineOf, invalid, SigilError } from '../errors.ts';
 import type { CreateWorkloadRequest } from '../gen/sigil/v1/workloads.ts';
 import type { Logger } from '../logging.ts';
+import { parseImageReference } from '../protocol/image-names.ts';
 import { normalizeSerial } from '../transport/revocation-set.ts';
 import type { DesiredState, DesiredWorkload } from '../workloads/desired-state.ts';
-import { parseImageReference } from '../workloads/image-names.ts';
 import { type ImageStore, resolveImage } from '../workloads/images.ts';
 import type {
   DestroyReason,

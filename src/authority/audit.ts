@@ -32,7 +32,8 @@ export type IssuanceKind =
   | 'replica'
   | 'server'
   | 'bootstrap'
-  | 'delegate';
+  | 'delegate'
+  | 'workload';
 
 /** How a certificate came to be revoked (also a metrics label: a closed set). */
 export type RevocationKind =

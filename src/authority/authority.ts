@@ -62,6 +62,7 @@ import type {
   TokenSummary,
   TrustBundleView,
 } from './views.ts';
+import * as workloadIdentity from './workload-identity.ts';
 import * as workloadPlacement from './workload-placement.ts';
 
 export type { BootstrapOutput } from './bootstrap-admin.ts';
@@ -71,6 +72,7 @@ export type { RegisterRequest, Registration } from './enrolment.ts';
 export type { JoinReplicaRequest, JoinReplicaResult } from './replicas.ts';
 export type { ExportedRoot } from './root-key.ts';
 export type { CreatedToken, CreateTokenRequest } from './tokens.ts';
+export type { IssuedWorkloadIdentity, WorkloadIdentityRequest } from './workload-identity.ts';
 export type {
   HeldWorkload,
   PlacedWorkload,
@@ -275,9 +277,17 @@ export class Authority {
     return workloadPlacement.reserveWorkload(this.#context, caller, request);
   }
 
-  /** Node only: releases its own reservation of `name` in `subtree`. */
+  /** Node only: a short-lived identity for a workload it holds (workload-identity.ts). */
+  issueWorkloadIdentity(
+    caller: Caller,
+    request: workloadIdentity.WorkloadIdentityRequest,
+  ): Promise<workloadIdentity.IssuedWorkloadIdentity> {
+    return workloadIdentity.issueWorkloadIdentity(this.#context, caller, request);
+  }
+
+  /** Node only: releases its own reservation of `name` in `subtree`, revoking the workload's identities. */
   releaseWorkload(caller: Caller, subtree: string, name: string): Promise<boolean> {
-    return workloadPlacement.releaseWorkload(this.#context, caller, subtree, name);
+    return workloadIdentity.releaseWorkloadAndIdentities(this.#context, caller, subtree, name);
   }
 
   /** Node only: the reservations it holds. */

@@ -12,6 +12,7 @@ import type { Caller } from './identities.ts';
 import { reasonOf } from './request-fields.ts';
 import type { RevocationUpdate } from './revocations.ts';
 import { requireUsableKey } from './revoked-keys.ts';
+import { revokeWorkloadIdentitiesBeneath } from './workload-identity.ts';
 
 /** A direct delegation or command certificate under this replica's intermediate. Admin only. */
 export async function createDelegation(
@@ -71,6 +72,8 @@ export async function releaseReservations(
   fingerprint: string,
   by: string,
 ): Promise<void> {
+  // A revoked delegation's workloads lose their identities with it.
+  await revokeWorkloadIdentitiesBeneath(context, fingerprint, by);
   const released = await context.delegations.releaseRevoked(fingerprint);
   if (released && released.count > 0) {
     context.audit({

@@ -100,7 +100,11 @@ export function checkWorkloadName(name: string): string {
  * deployment-issued certificate), live, and UP in the store. Reading the
  * record is also what tells the node the store is reachable.
  */
-async function requireNode(context: AuthorityContext, caller: Caller, what: string): Promise<NodeRecord> {
+export async function requireNode(
+  context: AuthorityContext,
+  caller: Caller,
+  what: string,
+): Promise<NodeRecord> {
   requireLive(context, caller);
   if (caller.role !== 'node' || caller.name === null) {
     throw permissionDenied(`only a node may ${what} (caller ${caller.spiffeId || 'without a SPIFFE ID'})`);
@@ -219,7 +223,11 @@ async function admitForwardedCaller(
   return null;
 }
 
-/** Releases the calling node's reservation of `name` in `subtree`; false when it held none. */
+/**
+ * Releases the calling node's reservation of `name` in `subtree`; false when
+ * it held none. (Authority.releaseWorkload also revokes the workload's
+ * identities: workload-identity.ts releaseWorkloadAndIdentities.)
+ */
 export async function releaseWorkload(
   context: AuthorityContext,
   caller: Caller,

@@ -24,6 +24,7 @@ import { parseBridgeConfig } from '../workloads/address-pool.ts';
 import { checkCgroupName } from '../workloads/cgroups/names.ts';
 import { fingerprintFrom, splitHostPort } from './client-context.ts';
 import { parseCpuList, wholeNumber } from './resource-flags.ts';
+import { VMINIT_FREE_TEXT_FLAGS } from './vminit.ts';
 import { WORKLOAD_COMMAND_GROUPS, WORKLOAD_FLAG_CHECKS } from './workload-flags.ts';
 
 type Check = (text: string) => void;
@@ -77,6 +78,7 @@ const BY_FLAG: Readonly<Record<string, Check>> = {
 const BY_COMMAND: Readonly<Record<string, Check>> = {
   'token create --ttl': duration({ minMs: 1000, maxSeconds: U32 }),
   'token create --uses': whole('--uses', 1, U32),
+  'vminit --guest-mmds-port': whole('--guest-mmds-port', 1, 65535),
   'cert list --page-size': whole('--page-size', 1, 1000),
   'delegate --ttl': duration({ maxSeconds: U32 }),
   'delegate --workloads': whole('--workloads', 0, Number.MAX_SAFE_INTEGER),
@@ -119,6 +121,7 @@ export const PATH_OPTIONS: ReadonlySet<string> = new Set([
  * commander `.choices()` are checked by commander and need no entry.
  */
 export const FREE_TEXT: ReadonlySet<string> = new Set([
+  ...VMINIT_FREE_TEXT_FLAGS,
   ...PATH_OPTIONS,
   '--name',
   '--intermediate-name',

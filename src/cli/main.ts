@@ -2,7 +2,8 @@
 // itself on the program; this file owns the one mapping from errors to exit
 // codes: 0 ok, 1 failure (one line on stderr), 2 bad usage: commander's own
 // (unknown command or option, missing argument, a flag value that
-// flag-values.ts refuses at parse time) and UsageError (usage.ts).
+// flag-values.ts refuses at parse time) and UsageError (usage.ts); a command
+// with codes of its own (vminit) throws ExitStatus.
 import { Command, CommanderError } from 'commander';
 import { describeError, exitCodeFor } from '../errors.ts';
 import { registerAgentCommand } from './agent.ts';
@@ -22,6 +23,7 @@ import { registerStatusCommand } from './status.ts';
 import { registerTokenCommands } from './token.ts';
 import { UsageError } from './usage.ts';
 import { packageVersion, registerVersionCommand } from './version.ts';
+import { ExitStatus, registerVminitCommand } from './vminit.ts';
 import { registerWorkloadCommands } from './workload.ts';
 
 const USAGE_HINT = '(run with --help for usage)';
@@ -49,6 +51,7 @@ export function buildProgram(): Command {
   registerWorkloadCommands(program);
   registerImageCommands(program);
   registerBlockCommands(program);
+  registerVminitCommand(program);
   registerVersionCommand(program);
   registerCompletionCommand(program);
   checkFlagValues(program);
@@ -67,6 +70,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (error.exitCode === 0) return 0;
       return 2;
     }
+    // A command with exit codes of its own (vminit's are firebuild's) has already said why.
+    if (error instanceof ExitStatus) return error.exitCode;
     if (error instanceof UsageError) {
       process.stderr.write(`sigil: ${error.message}\n${USAGE_HINT}\n`);
       return 2;

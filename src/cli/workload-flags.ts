@@ -6,8 +6,8 @@
 import { invalid, SigilError } from '../errors.ts';
 import { isDnsLabel } from '../pki/delegation-names.ts';
 import { parseDuration } from '../pki/duration.ts';
+import { parseImageReference } from '../protocol/image-names.ts';
 import { checkInterfaceName } from '../workloads/address-pool.ts';
-import { parseImageReference } from '../workloads/image-names.ts';
 import { checkRestartPolicy } from '../workloads/restart-policy.ts';
 import { splitHostPort } from './client-context.ts';
 import { parseCpuList, wholeNumber } from './resource-flags.ts';

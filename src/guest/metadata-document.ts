@@ -57,8 +57,25 @@ export interface NetworkMetadata {
   readonly Interfaces: Readonly<Record<string, InterfaceMetadata>>;
 }
 
+/**
+ * sigil's addition (firebuild has no workload identity): the workload's own
+ * short-lived certificate, its key, and the CA certificates to trust, PEM;
+ * replaced in place before it expires. Guests that don't know it ignore it.
+ */
+export interface IdentityMetadata {
+  readonly SpiffeID: string;
+  /** PEM: the workload's certificate (then any intermediates). */
+  readonly Cert: string;
+  readonly Key: string;
+  /** PEM: the deployment's CA certificates, to verify sigil-protected servers. */
+  readonly CAChain: string;
+  /** RFC 3339. */
+  readonly NotAfter: string;
+}
+
 export interface MetadataDocument {
   readonly Bootstrap?: BootstrapMetadata;
+  readonly Identity?: IdentityMetadata;
   readonly VMMID: string;
   readonly Drives: Readonly<Record<string, DriveMetadata>>;
   /** JSON text of {Cmd, EntryPoint, Env, Shell, User, Workdir}. */

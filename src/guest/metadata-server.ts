@@ -9,8 +9,14 @@
 // Answers: `Accept: application/json` gets the JSON of the node at the path;
 // anything else Firecracker's plain text (metadata-document.ts). Only GET and
 // PUT /latest/api/token; bodies are not read beyond a small bound.
+//
+// Two ways in: a TCP listener (tests, or a host that owns 169.254.169.254
+// itself), and a unix socket fed by metadata-relay.ts, which listens inside the
+// network namespace of the workloads' bridges and writes one line naming the
+// TCP peer's address before the request. The socket is the daemon's own
+// (root-only directory); workloads never see it.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { SigilError } from '../errors.ts';
 import { type MetadataDocument, metadataTree, nodeAt, plainText } from './metadata-document.ts';
 import { MetadataTokens, parseTokenTtl } from './metadata-tokens.ts';
@@ -20,8 +26,11 @@ const MAX_BODY_BYTES = 4096;
 const MAX_PATH_LENGTH = 1024;
 
 export interface MetadataServiceOptions {
-  /** The document of the workload whose address asks; null for an address that is no workload's. */
-  readonly documentFor: (sourceAddress: string) => MetadataDocument | null;
+  /**
+   * The document of the workload whose address asks; null for an address that
+   * is no workload's. May wait (a workload's first identity is being issued).
+   */
+  readonly documentFor: (sourceAddress: string) => MetadataDocument | null | Promise<MetadataDocument | null>;
   /** Default true: every read needs a session token (Firecracker's MMDS v2). */
   readonly requireToken?: boolean;
   /** Milliseconds since the epoch; a test's clock. */
@@ -35,10 +44,23 @@ export interface MetadataService {
   close(): Promise<void>;
 }
 
-/** The request's source address, IPv4-mapped IPv6 written as IPv4. */
-function sourceOf(request: IncomingMessage): string {
-  const address = request.socket.remoteAddress ?? '';
+/** An address with IPv4-mapped IPv6 written as IPv4. */
+export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+/** The first line of a relayed connection: `SIGIL-SOURCE <address>`. */
+export const RELAY_PREAMBLE = 'SIGIL-SOURCE ';
+const MAX_PREAMBLE_BYTES = 64;
+const PREAMBLE_TIMEOUT_MS = 2000;
+const RELAYED_ADDRESS = /^[0-9a-fA-F.:]{2,45}$/;
+
+/** Sockets that came through the relay, with the address the relay saw. */
+const relayedSources = new WeakMap<Socket, string>();
+
+/** The request's source address: the relay's word for a relayed socket, else the TCP peer. */
+function sourceOf(request: IncomingMessage): string {
+  return relayedSources.get(request.socket) ?? plainAddress(request.socket.remoteAddress ?? '');
 }
 
 interface Reply {
@@ -61,14 +83,14 @@ function single(request: IncomingMessage, name: string): string | undefined {
   return value;
 }
 
-function handle(
+async function handle(
   request: IncomingMessage,
   options: Required<MetadataServiceOptions>,
   tokens: MetadataTokens,
-): Reply {
+): Promise<Reply> {
   const source = sourceOf(request);
   if (request.headers['x-forwarded-for'] !== undefined) return reply(400, 'X-Forwarded-For is not accepted');
-  const document = options.documentFor(source);
+  const document = await options.documentFor(source);
   if (document === null) return reply(403, 'this address is no workload of this node');
   const url = request.url ?? '/';
   if (url.length > MAX_PATH_LENGTH) return reply(414, 'the path is too long');
@@ -93,12 +115,7 @@ function handle(
   return reply(200, plainText(node));
 }
 
-/** Starts the metadata service on host:port (127.0.0.1 and 0 in tests; 169.254.169.254:80 on a workload network). */
-export function startMetadataService(
-  host: string,
-  port: number,
-  options: MetadataServiceOptions,
-): Promise<MetadataService> {
+function metadataHttpServer(options: MetadataServiceOptions): { server: Server; tokens: MetadataTokens } {
   const settings: Required<MetadataServiceOptions> = {
     documentFor: options.documentFor,
     requireToken: options.requireToken ?? true,
@@ -111,21 +128,33 @@ export function startMetadataService(
       size += chunk.length;
       if (size > MAX_BODY_BYTES) request.destroy();
     });
-    let result: Reply;
-    try {
-      result = handle(request, settings, tokens);
-    } catch (error) {
-      result =
-        error instanceof SigilError && error.code === 'resource_exhausted'
-          ? reply(429, error.message)
-          : error instanceof SigilError && error.code !== 'internal'
-            ? reply(400, error.message)
-            : reply(500, 'internal error');
-    }
-    answer(response, result);
+    handle(request, settings, tokens).then(
+      (result) => answer(response, result),
+      (error: unknown) =>
+        answer(
+          response,
+          error instanceof SigilError && error.code === 'resource_exhausted'
+            ? reply(429, error.message)
+            : error instanceof SigilError && error.code !== 'internal'
+              ? reply(400, error.message)
+              : reply(500, 'internal error'),
+        ),
+    );
   });
   server.headersTimeout = 5000;
   server.requestTimeout = 10_000;
+  // Answer a client that closes its side after the request (nc, HTTP/1.0).
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  return { server, tokens };
+}
+
+/** Starts the metadata service on host:port (127.0.0.1 and 0 in tests). */
+export function startMetadataService(
+  host: string,
+  port: number,
+  options: MetadataServiceOptions,
+): Promise<MetadataService> {
+  const { server, tokens } = metadataHttpServer(options);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -139,6 +168,70 @@ export function startMetadataService(
           new Promise<void>((done) => {
             server.closeAllConnections();
             server.close(() => done());
+          }),
+      });
+    });
+  });
+}
+
+/**
+ * Reads a relayed connection's preamble line, then hands the rest to `server`.
+ * A connection without a well-formed line in time is closed unanswered.
+ */
+function acceptRelayed(socket: Socket, server: Server): void {
+  let buffered = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), PREAMBLE_TIMEOUT_MS);
+  const onData = (chunk: Buffer): void => {
+    buffered = Buffer.concat([buffered, chunk]);
+    const end = buffered.indexOf(0x0a);
+    if (end < 0) {
+      if (buffered.length > MAX_PREAMBLE_BYTES) socket.destroy();
+      return;
+    }
+    socket.off('data', onData);
+    clearTimeout(timer);
+    const line = buffered.subarray(0, end).toString('latin1');
+    const address = line.startsWith(RELAY_PREAMBLE) ? line.slice(RELAY_PREAMBLE.length) : '';
+    if (end > MAX_PREAMBLE_BYTES || !RELAYED_ADDRESS.test(address)) {
+      socket.destroy();
+      return;
+    }
+    relayedSources.set(socket, plainAddress(address));
+    socket.pause();
+    const rest = buffered.subarray(end + 1);
+    if (rest.length > 0) socket.unshift(rest);
+    server.emit('connection', socket);
+    socket.resume();
+  };
+  socket.on('data', onData);
+  socket.on('error', () => socket.destroy());
+  socket.on('close', () => clearTimeout(timer));
+}
+
+/** Starts the metadata service on a unix socket fed by metadata-relay.ts. */
+export function startRelayedMetadataService(
+  socketPath: string,
+  options: MetadataServiceOptions,
+): Promise<MetadataService> {
+  const { server, tokens } = metadataHttpServer(options);
+  const sockets = new Set<Socket>();
+  const listener = createNetServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    acceptRelayed(socket, server);
+  });
+  return new Promise((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(socketPath, () => {
+      listener.off('error', reject);
+      resolve({
+        address: socketPath,
+        port: 0,
+        tokens,
+        close: () =>
+          new Promise<void>((done) => {
+            for (const socket of sockets) socket.destroy();
+            listener.close(() => done());
           }),
       });
     });

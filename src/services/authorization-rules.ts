@@ -15,8 +15,8 @@
 //                                           (admins create, delegates act in
 //                                           their subtree)
 //   WorkloadPlacement ReserveWorkload, ReleaseWorkload,
-//     ListWorkloadReservations, RegisterWorkloadEndpoint
-//                                           nodes (spiffe://<td>/node/*) and
+//     ListWorkloadReservations, RegisterWorkloadEndpoint,
+//     IssueWorkloadIdentity                 nodes (spiffe://<td>/node/*) and
 //                                           admins; the authority admits nodes
 //                                           only, each acting for itself
 //   WorkloadPlacement FindWorkloadNode      any deployment peer and delegates
@@ -32,6 +32,12 @@
 //                                           /readyz need none, on loopback).
 //                                           They reveal only what the public
 //                                           .proto files and "is it up" say.
+//
+// Workload identities (spiffe://<owner's delegation host>/workload/<name>,
+// issued by the deployment; see authority/workload-identity.ts) match no rule
+// here: their host is not the trust domain, so spiffe://<td>/* does not name
+// them, and they are not delegates. A workload calls other services as
+// itself, never the control plane; its node renews it.
 import type * as grpc from '@grpc/grpc-js';
 import {
   AdminService,
@@ -98,6 +104,7 @@ export function sigilAuthorizationRules(trustDomain: string): AuthorizationRules
     [wp.releaseWorkload.path]: nodes,
     [wp.listWorkloadReservations.path]: nodes,
     [wp.registerWorkloadEndpoint.path]: nodes,
+    [wp.issueWorkloadIdentity.path]: nodes,
     [wp.findWorkloadNode.path]: members,
     // The standard services (standard-services.ts): health and reflection.
     ...Object.fromEntries(STANDARD_SERVICES.map((service) => [`/${service}/*`, members])),

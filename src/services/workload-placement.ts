@@ -1,18 +1,21 @@
 // sigil.v1.WorkloadPlacement: message → authority call → message. Node
-// daemons reserve, release and list their workloads' reservations and
-// register where they serve workloads; anyone authenticated finds a node's
-// endpoint. Who may do what is the authority's decision
-// (authority/workload-placement.ts): the node ID always comes from the
-// calling node's certificate, never from a request field.
+// daemons reserve, release and list their workloads' reservations, register
+// where they serve workloads and get their workloads' identities; anyone
+// authenticated finds a node's endpoint. Who may do what is the authority's
+// decision (authority/workload-placement.ts, workload-identity.ts): the node
+// ID always comes from the calling node's certificate, never from a request
+// field.
 import { fieldError } from '../errors.ts';
 import type {
   FindWorkloadNodeRequest,
+  IssueWorkloadIdentityRequest,
   ListWorkloadReservationsRequest,
   ListWorkloadReservationsResponse,
   RegisterWorkloadEndpointRequest,
   ReleaseResponse,
   ReleaseWorkloadRequest,
   ReserveWorkloadRequest,
+  WorkloadIdentity,
   WorkloadNode,
   WorkloadPlacementServer,
   WorkloadReservation,
@@ -22,7 +25,15 @@ import { policyMessage } from '../protocol/policy-messages.ts';
 import { callerOf } from './caller.ts';
 import type { ServiceDependencies } from './certificate-authority.ts';
 import { unaryHandler } from './handlers.ts';
-import { checkBytes, checkText, MAX_CSR_BYTES, MAX_SHORT_TEXT } from './validation.ts';
+import { issuedCertificateMessage } from './messages.ts';
+import {
+  checkBytes,
+  checkPossession,
+  checkText,
+  MAX_CSR_BYTES,
+  MAX_SHORT_TEXT,
+  withPossessionField,
+} from './validation.ts';
 
 const paths = WorkloadPlacementService;
 /** A presented chain: the longest the control plane admits (see delegations.ts). */
@@ -109,6 +120,32 @@ export function workloadPlacementService(deps: ServiceDependencies): WorkloadPla
         const caller = callerOf(call, td);
         checkText('node', request.node, MAX_SHORT_TEXT, { required: true });
         return authority.findWorkloadNode(caller, request.node);
+      },
+    ),
+
+    issueWorkloadIdentity: unaryHandler<IssueWorkloadIdentityRequest, WorkloadIdentity>(
+      { method: paths.issueWorkloadIdentity.path, onFailure },
+      async (request, call) => {
+        const caller = callerOf(call, td);
+        checkText('subtree', request.subtree, 1024, { required: true });
+        checkText('name', request.name, MAX_SHORT_TEXT, { required: true });
+        const key = request.key;
+        if (!key) throw fieldError('key', 'give possession or csr');
+        if (key.$case === 'possession') checkPossession('possession', key.value);
+        else checkBytes('csr', key.value, MAX_CSR_BYTES, 1);
+        const issued = await withPossessionField('possession', () =>
+          authority.issueWorkloadIdentity(caller, {
+            subtree: request.subtree,
+            name: request.name,
+            ...(key.$case === 'possession' ? { possession: key.value } : { csr: key.value }),
+            ttlSeconds: request.ttlSeconds,
+          }),
+        );
+        return {
+          certificate: issuedCertificateMessage(issued),
+          ownerSpiffeId: issued.owner,
+          subtree: issued.subtree,
+        };
       },
     ),
   };

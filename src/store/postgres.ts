@@ -213,6 +213,8 @@ const SQL = {
     ORDER BY subtree, recorded_at, fingerprint`,
   listDelegationsUnder: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
     WHERE ${under('subtree')} ORDER BY subtree, recorded_at, fingerprint`,
+  listDelegationsAt: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    WHERE subtree = $1 ORDER BY recorded_at, fingerprint`,
   countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('subtree')} AND recorded_at >= $4`,
   revokeDelegation: `WITH revoked AS (
       UPDATE delegations SET revoked_at = $2, revocation_reason = $3, revoked_by = $4
@@ -517,7 +519,13 @@ class PostgresStore implements Store {
     return rows.length === 0 ? null : delegationFromRow(rows[0]);
   }
 
-  async listDelegations(filter: { readonly under?: string } = {}): Promise<readonly DelegationRecord[]> {
+  async listDelegations(
+    filter: { readonly under?: string; readonly at?: string } = {},
+  ): Promise<readonly DelegationRecord[]> {
+    if (filter.at !== undefined) {
+      if (filter.under !== undefined) throw invalid('listDelegations: give under or at, not both');
+      return (await this.query('listDelegationsAt', [checkSubtree(filter.at, 'at')])).map(delegationFromRow);
+    }
     const rows =
       filter.under === undefined
         ? await this.query('listDelegations', [])

@@ -137,6 +137,8 @@ const SQL = {
     ORDER BY subtree, recorded_at, fingerprint`,
   listDelegationsUnder: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
     WHERE ${under('subtree')} ORDER BY subtree, recorded_at, fingerprint`,
+  listDelegationsAt: `SELECT ${DELEGATION_COLUMNS.join(', ')} FROM delegations
+    WHERE subtree = ? ORDER BY recorded_at, fingerprint`,
   countDelegationsSince: `SELECT count(*) AS n FROM delegations WHERE ${under('subtree')} AND recorded_at >= ?`,
   revokeDelegation: `UPDATE delegations SET revoked_at = ?, revocation_reason = ?, revoked_by = ?
     WHERE fingerprint = ? AND revoked_at IS NULL`,
@@ -433,7 +435,13 @@ class SqliteStore implements Store {
     return row === undefined ? null : delegationFromRow(row);
   }
 
-  async listDelegations(filter: { readonly under?: string } = {}): Promise<readonly DelegationRecord[]> {
+  async listDelegations(
+    filter: { readonly under?: string; readonly at?: string } = {},
+  ): Promise<readonly DelegationRecord[]> {
+    if (filter.at !== undefined) {
+      if (filter.under !== undefined) throw invalid('listDelegations: give under or at, not both');
+      return this.all(SQL.listDelegationsAt, [checkSubtree(filter.at, 'at')]).map(delegationFromRow);
+    }
     const rows =
       filter.under === undefined
         ? this.all(SQL.listDelegations, [])

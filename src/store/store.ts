@@ -295,10 +295,14 @@ export interface Store {
   getDelegation(fingerprint: string): Promise<DelegationRecord | null>;
   /**
    * Records whose subtree key is `under` or lies beneath it ("/alice" matches
-   * "/alice", "/alice/carol" and "/alice//web", not "/alicia"); every record
-   * when absent. Ordered by subtree key, then recordedAt, then fingerprint.
+   * "/alice", "/alice/carol" and "/alice//web", not "/alicia"), or (`at`)
+   * exactly `at` ("/alice" only); every record when both are absent; giving
+   * both is refused. Ordered by subtree key, then recordedAt, then fingerprint.
    */
-  listDelegations(filter?: { readonly under?: string }): Promise<readonly DelegationRecord[]>;
+  listDelegations(filter?: {
+    readonly under?: string;
+    readonly at?: string;
+  }): Promise<readonly DelegationRecord[]>;
   /** How many records whose subtree key is at or under `under` were recorded at or after `since` (issuance-rate limits). */
   countDelegationsSince(under: string, since: Date): Promise<number>;
   /**

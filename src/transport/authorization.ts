@@ -18,7 +18,11 @@
 //     PERMISSION_DENIED. SPIFFE IDs, patterns and DNS names match only
 //     deployment identities (leaves the deployment's own CAs issued); a
 //     delegate (a leaf beneath a delegation, which could carry any name) only
-//     ever matches `delegates`, and holds the permissions of its chain.
+//     ever matches `delegates`, and holds the permissions of its chain. A
+//     workload identity (spiffe://<owner's delegation host>/workload/<name>,
+//     issued by the deployment: peer-identity.ts `workload`) is a deployment
+//     identity: it matches the IDs and patterns that name it, never
+//     `delegates`, and holds no permissions.
 // A denial is sent before the handler runs, before any request message is read,
 // with a message naming the method and the rule that failed. The table is
 // checked once, at construction: a malformed method path, SPIFFE ID, DNS name
@@ -329,6 +333,8 @@ function describePeer(identity: PeerIdentity): string {
   if (identity.issuedBy === 'unknown') {
     return `${identity.spiffeId ?? identity.serial} (issuer unknown on this server: pass deploymentAuthorities)`;
   }
+  if (identity.workload !== null)
+    return `${identity.workload.spiffeId} (a workload of ${identity.workload.owner})`;
   if (identity.spiffeId !== null) return identity.spiffeId;
   if (identity.dnsNames.length > 0) return `${identity.dnsNames.join(', ')} (no SPIFFE ID)`;
   return `with certificate serial ${identity.serial} (no SPIFFE ID, no DNS name)`;

@@ -11,6 +11,7 @@ import type { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { canonicalFingerprint } from '../pki/fingerprint.ts';
 import { canonicalSerial } from '../pki/serial.ts';
+import type { WorkloadPeer } from './workload-peers.ts';
 
 export interface ConnectionAddress {
   readonly remoteAddress?: string | undefined;
@@ -28,6 +29,11 @@ export type LeafIssuer = 'deployment' | 'delegated';
 export interface TrackedConnection {
   readonly socket: TLSSocket;
   readonly issuedBy: LeafIssuer;
+  /**
+   * For a deployment-issued leaf that is a workload identity (workload-peers.ts):
+   * its owner and name. Null or absent for every other peer.
+   */
+  readonly workload?: WorkloadPeer | null;
   /** DER, leaf first: the peer's chain as Node reports it, completed from known CAs (see readPeerChain). */
   readonly chain: readonly Buffer[];
   /**
@@ -229,12 +235,14 @@ export class ConnectionRegistry {
     socket: TLSSocket,
     knownAuthorities: readonly X509Certificate[] = [],
     issuedBy: LeafIssuer,
+    workload: WorkloadPeer | null = null,
   ): TrackedConnection | null {
     const peer = readPeerChain(socket, knownAuthorities);
     if (!peer) return null;
     const connection: TrackedConnection = {
       socket,
       issuedBy,
+      workload: issuedBy === 'deployment' ? workload : null,
       chain: peer.chain,
       chainSerials: peer.serials,
       leafFingerprint: peer.fingerprint,

@@ -53,11 +53,13 @@ export interface DelegationSettings {
 /**
  * Whether a connection's calls must wait for admission: its leaf lies
  * beneath a delegation, or (issued directly by the deployment) it is a
- * command certificate, which carries a policy or a delegated name.
+ * command certificate, which carries a policy or a delegated name. A
+ * workload identity (workload-peers.ts) carries a delegated name without a
+ * policy: a deployment identity, admitted by nothing but the rules.
  */
 export function needsAdmission(connection: TrackedConnection, settings: DelegationSettings | null): boolean {
   if (connection.issuedBy !== 'deployment') return true;
-  if (settings === null) return false;
+  if (settings === null || connection.workload) return false;
   let decided = commandCertificates.get(connection);
   if (decided === undefined) {
     decided = isCommandCertificate(connection.chain[0], settings);

@@ -57,6 +57,7 @@ import { exemptAnonymousPublicCalls, publicMethodSet, publicMethodsInterceptor }
 import { RevocationEnforcement } from './revocation-enforcement.ts';
 import { ServerAlerts, type TlsAlert } from './tls-alert.ts';
 import { type ValidatedMaterial, validateMaterial } from './validate-material.ts';
+import { workloadPeerOf } from './workload-peers.ts';
 
 /** A connection that never reached grpc-js. */
 export interface HandshakeFailure {
@@ -447,7 +448,12 @@ export class MtlsServer {
       return;
     }
     const issuedBy = issuedDirectlyBy(leaf, this.#deploymentAuthorities()) ? 'deployment' : 'delegated';
-    const connection = this.connections.track(socket, knownAuthorities(this.#material), issuedBy);
+    // Only a leaf the deployment signed can be a workload identity: a delegate could sign any name.
+    const workload =
+      issuedBy === 'deployment' && this.#delegation !== null
+        ? workloadPeerOf(leaf.raw, this.#delegation)
+        : null;
+    const connection = this.connections.track(socket, knownAuthorities(this.#material), issuedBy, workload);
     if (!connection) {
       this.#refuse(socket, NO_CLIENT_CERTIFICATE, 'the client presented no certificate');
       return;

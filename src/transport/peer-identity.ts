@@ -20,6 +20,7 @@ import {
   type TrackedConnection,
 } from './connection-registry.ts';
 import { type AdmittedDelegate, admittedDelegateOf } from './delegate-admission.ts';
+import type { WorkloadPeer } from './workload-peers.ts';
 
 export type { PeerCall } from './connection-registry.ts';
 
@@ -69,6 +70,15 @@ export interface PeerIdentity {
    * effective policy. Null for every other peer.
    */
   readonly delegate: AdmittedDelegate | null;
+  /**
+   * For a workload identity (workload-peers.ts: a leaf the deployment signed
+   * directly, named spiffe://<owner's delegation host>/workload/<name>, with
+   * no policy): its owner's subtree, its name and the owner's SPIFFE ID. It
+   * is still a deployment identity (`issuedBy` 'deployment', matched by
+   * spiffeIds and spiffePatterns), never a delegate, and holds no
+   * permissions. Null for every other peer, and on a plain grpc-js server.
+   */
+  readonly workload: WorkloadPeer | null;
 }
 
 const SUBJECT_ALT_NAME = '2.5.29.17';
@@ -151,6 +161,7 @@ export function identityFromChain(
   chainDer: readonly Buffer[],
   issuedBy: LeafIssuer | 'unknown' = 'unknown',
   delegate: AdmittedDelegate | null = null,
+  workload: WorkloadPeer | null = null,
 ): PeerIdentity {
   const leafDer = chainDer[0];
   if (!leafDer) throw unauthenticated('no client certificate on this call');
@@ -180,6 +191,11 @@ export function identityFromChain(
     extensions,
     issuedBy,
     delegate,
+    // Only a deployment identity can be a workload identity, and only with the name it claims.
+    workload:
+      issuedBy === 'deployment' && delegate === null && workload?.spiffeId === names.spiffeIds[0]
+        ? workload
+        : null,
   };
 }
 
@@ -190,7 +206,12 @@ function identityOfConnection(connection: TrackedConnection): PeerIdentity {
   let identity = identities.get(connection);
   const delegate = admittedDelegateOf(connection);
   if (!identity || identity.delegate !== delegate) {
-    identity = identityFromChain(connection.chain, connection.issuedBy, delegate);
+    identity = identityFromChain(
+      connection.chain,
+      connection.issuedBy,
+      delegate,
+      connection.workload ?? null,
+    );
     identities.set(connection, identity);
   }
   if (identity.issuedBy === 'delegated' && identity.delegate === null) {

@@ -17,10 +17,10 @@ import type { DatabaseSync } from 'node:sqlite';
 import { alreadyExists, invalid, messageOf, notFound, preconditionFailed, SigilError } from '../errors.ts';
 import { isDnsLabel } from '../pki/delegation-names.ts';
 import { parseSerial } from '../pki/serial.ts';
+import { parseImageReference } from '../protocol/image-names.ts';
 import { checkInterfaceName } from './address-pool.ts';
 import { checkLimits } from './cgroups/limits.ts';
 import { checkWorkloadKey } from './event-log.ts';
-import { parseImageReference } from './image-names.ts';
 import {
   MAX_COMMAND_ARGUMENTS,
   MAX_COMMAND_BYTES,

@@ -70,8 +70,8 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { alreadyExists, firstLineOf, invalid, notFound, preconditionFailed, SigilError } from '../errors.ts';
 import { writeTemporaryBeside } from '../files/durable-write.ts';
+import { parseImageReference } from '../protocol/image-names.ts';
 import { type MountedBlock, mountBlockDevice } from './block-devices.ts';
-import { parseImageReference } from './image-names.ts';
 
 export interface ImageStore {
   /** `<node>/images` */

@@ -95,6 +95,18 @@ export interface NamespaceProcessOptions {
   readonly loopbackUp?: boolean;
   /** Makes stdin (a pty slave) the workload's controlling terminal, in a session of its own (setsid --ctty). */
   readonly controllingTerminal?: boolean;
+  /**
+   * Host directories bound read-only (nosuid, nodev) at absolute paths inside,
+   * the target made if missing: the guest runtime (guest-runtime.ts).
+   */
+  readonly readOnlyBinds?: readonly ReadOnlyBind[];
+}
+
+export interface ReadOnlyBind {
+  /** An absolute host directory. */
+  readonly source: string;
+  /** An absolute path inside the root filesystem. */
+  readonly target: string;
 }
 
 /** How a workload ended: its exit code, or the signal that killed it. */
@@ -170,14 +182,37 @@ function fstabField(path: string): string {
  * bound onto itself with its own mounts (a pty slave, block devices), its
  * proc, and the read-only parts of that proc.
  */
-function stageOneMounts(rootfs: string): string {
+function stageOneMounts(rootfs: string, binds: readonly ReadOnlyBind[]): string {
   const root = fstabField(rootfs);
   const lines = [`${root} ${root} none rbind 0 0`, `proc ${root}/proc proc nosuid,nodev,noexec 0 0`];
   for (const path of PROC_READ_ONLY) {
     // The same kernel: what the host's /proc lacks, the workload's lacks too.
     if (existsSync(`/proc/${path}`)) lines.push(`${root}/proc/${path} ${root}/proc/${path} none bind,ro 0 0`);
   }
+  for (const { source, target } of binds) {
+    lines.push(
+      `${fstabField(source)} ${root}${fstabField(target)} none bind,ro,nosuid,nodev,X-mount.mkdir 0 0`,
+    );
+  }
   return `${lines.join('\n')}\n`;
+}
+
+/** Binds checked: absolute, normalized, no '..', existing host directories. */
+function checkedBinds(binds: readonly ReadOnlyBind[] | undefined): readonly ReadOnlyBind[] {
+  for (const { source, target } of binds ?? []) {
+    for (const path of [source, target]) {
+      if (
+        typeof path !== 'string' ||
+        !path.startsWith('/') ||
+        path.split('/').includes('..') ||
+        CONTROL_OR_NUL.test(path)
+      )
+        throw invalid(`bind ${quoted(String(path))}: must be an absolute path without '..'`);
+    }
+    if (target === '/') throw invalid('bind: the root cannot be a bind target');
+    if (!existsSync(source)) throw notFound(`bind source ${quoted(source)}: no such directory`);
+  }
+  return binds ?? [];
 }
 
 /** An unlinked file holding `text`, open for reading: handed to the launcher as a descriptor. */
@@ -235,6 +270,8 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 const USER_SPEC = /^[A-Za-z0-9_][A-Za-z0-9._-]*(:[A-Za-z0-9_][A-Za-z0-9._-]*)?$/;
 const NUMERIC_ID = /^[0-9]{1,10}$/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this refuses
+const CONTROL_OR_NUL = /[\u0000-\u001f\u007f]/;
 
 /** A value quoted for a one-line message, cut when long. */
 function quoted(value: string): string {
@@ -257,7 +294,7 @@ export async function spawnInNamespaces(options: NamespaceProcessOptions): Promi
   const loopback = options.loopbackUp ? 'up' : '-';
 
   const stdio = options.stdio ?? {};
-  const mounts = anonymousFile(stageOneMounts(launch.rootfs));
+  const mounts = anonymousFile(stageOneMounts(launch.rootfs, launch.binds));
   let child: ReturnType<typeof spawn>;
   try {
     child = spawn(
@@ -477,6 +514,7 @@ interface CheckedLaunch {
   uid: number;
   gid: number;
   hostname: string;
+  binds: readonly ReadOnlyBind[];
 }
 
 /** Every refusal spawnInNamespaces would make, without starting anything (e.g. before replacing a run). */
@@ -490,10 +528,11 @@ function checkedLaunch(options: NamespaceProcessOptions): CheckedLaunch {
   return {
     rootfs,
     hostname: checkedHostname(options.hostname),
-    command: checkedCommand(rootfs, options.command),
+    command: checkedCommand(rootfs, options.command, checkedBinds(options.readOnlyBinds)),
     env: checkedEnv(options.env ?? {}),
     workdir: checkedWorkdir(rootfs, options.workdir ?? '/'),
     ...resolveUser(rootfs, options.user),
+    binds: checkedBinds(options.readOnlyBinds),
   };
 }
 
@@ -538,7 +577,11 @@ function checkedInsidePath(field: string, path: unknown): string {
   return posix.normalize(path);
 }
 
-function checkedCommand(rootfs: string, command: readonly string[]): readonly string[] {
+function checkedCommand(
+  rootfs: string,
+  command: readonly string[],
+  binds: readonly ReadOnlyBind[],
+): readonly string[] {
   if (!Array.isArray(command) || command.length === 0) throw invalid('command: must name a program');
   if (command.length > MAX_COMMAND_ARGUMENTS) {
     throw invalid(`command: more than ${MAX_COMMAND_ARGUMENTS} arguments`);
@@ -551,7 +594,11 @@ function checkedCommand(rootfs: string, command: readonly string[]): readonly st
   }
   if (bytes > MAX_COMMAND_BYTES) throw invalid(`command: longer than ${MAX_COMMAND_BYTES} bytes`);
   const program = checkedInsidePath('command', command[0]);
-  const found = resolveInRoot(rootfs, program);
+  // A program under a bind (the guest runtime) is looked for in the bind's source.
+  const bind = binds.find(({ target }) => program.startsWith(`${target}/`));
+  const found = bind
+    ? resolveInRoot(bind.source, program.slice(bind.target.length))
+    : resolveInRoot(rootfs, program);
   if (!found) throw notFound(`command ${quoted(program)}: not found in the root filesystem`);
   if (!found.stats.isFile() || (found.stats.mode & 0o111) === 0) {
     throw invalid(`command ${quoted(program)}: not an executable file in the root filesystem`);

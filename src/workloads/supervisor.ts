@@ -59,6 +59,17 @@ import {
   type RestartPolicy,
   shouldRestart,
 } from './restart-policy.ts';
+import type { VmProcess } from './vm-launcher.ts';
+import {
+  checkRuntime,
+  checkVmCommand,
+  checkVmWorkload,
+  startVmRun,
+  VM_DEFAULT_MEMORY_MiB,
+  VM_MEMORY_OVERHEAD_MiB,
+  type VmRuntimeOptions,
+  type WorkloadRuntime,
+} from './vm-run.ts';
 import { checkOverlayPath, mountWritableRoot, type WritableRoot } from './writable-root.ts';
 
 export interface WorkloadLimits {
@@ -87,6 +98,8 @@ export interface WorkloadSpec {
   readonly blocks?: readonly WorkloadBlock[];
   /** A pseudo-terminal for stdin, stdout and stderr (interactive consoles); pipes when false or absent. */
   readonly tty?: boolean;
+  /** 'namespaces' (default) or 'vm': the command runs as the init of a qemu VM (vm-run.ts). */
+  readonly runtime?: WorkloadRuntime;
 }
 
 export interface WorkloadBlock {
@@ -154,6 +167,8 @@ export interface SupervisorOptions {
   readonly mountBlock?: MountBlock;
   /** Bring lo up in workloads without a network (one `ip` exec a run, ≈5 ms here). Default true. */
   readonly loopback?: boolean;
+  /** The kernel and accelerator of `runtime: 'vm'` workloads. */
+  readonly vm?: VmRuntimeOptions;
 }
 
 const MiB = 1 << 20;
@@ -171,6 +186,7 @@ const SPEC_FIELDS: ReadonlySet<string> = new Set([
   'networks',
   'blocks',
   'tty',
+  'runtime',
 ]);
 const MAX_BLOCKS = 16;
 /** Raw output listeners a workload admits at once, like its console's followers. */
@@ -181,7 +197,7 @@ const TOOL_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
 
 /** One run: its process and what was made for it, undone (in reverse) when it ends. */
 interface Run {
-  readonly process: NamespacedProcess;
+  readonly process: NamespacedProcess | VmProcess;
   readonly terminal?: PseudoTerminal;
   readonly addresses: WorkloadAddress[];
   readonly undo: (() => Promise<void> | void)[];
@@ -364,6 +380,7 @@ export class WorkloadSupervisor {
   private readonly networks: WorkloadNetworks | undefined;
   private readonly mountBlock: MountBlock | undefined;
   private readonly loopback: boolean;
+  private readonly vm: VmRuntimeOptions;
   private readonly workloads = new Map<string, Workload>();
   /** Keys being created: taken, but not yet listed. */
   private readonly creating = new Set<string>();
@@ -380,6 +397,7 @@ export class WorkloadSupervisor {
     this.networks = options.networks;
     this.mountBlock = options.mountBlock;
     this.loopback = options.loopback !== false;
+    this.vm = options.vm ?? {};
   }
 
   /**
@@ -393,7 +411,15 @@ export class WorkloadSupervisor {
     if (extra.length > 0) throw invalid(`workload: unknown field ${JSON.stringify(extra[0])}`);
     const key = checkWorkloadKey(spec.key, 'workload key');
     const restartPolicy = checkRestartPolicy(spec.restart);
-    const limits = cgroupLimitsOf(spec.limits);
+    const runtime = checkRuntime(spec.runtime);
+    if (runtime === 'vm') checkVmWorkload(spec);
+    let limits = cgroupLimitsOf(spec.limits);
+    // qemu needs room of its own beyond the guest's memory.
+    if (runtime === 'vm')
+      limits = {
+        ...limits,
+        memoryBytes: (spec.limits?.memoryMiB ?? VM_DEFAULT_MEMORY_MiB) * MiB + VM_MEMORY_OVERHEAD_MiB * MiB,
+      };
     const networks = checkedNetworks(spec.networks, this.networks);
     const blocks = checkedBlocks(spec.blocks, this.mountBlock);
     if (spec.tty !== undefined && typeof spec.tty !== 'boolean') throw invalid('tty: must be true or false');
@@ -411,11 +437,21 @@ export class WorkloadSupervisor {
       undo.push(() => root.remove());
       const ring = new ConsoleRing({
         ...(this.consoleLines === undefined ? {} : { capacity: this.consoleLines }),
-        stripCarriageReturns: spec.tty === true,
+        // A VM's serial console ends its lines with CR LF, like a terminal.
+        stripCarriageReturns: spec.tty === true || runtime === 'vm',
       });
       undo.push(() => ring.close());
       const workload: Workload = {
-        spec: { ...spec, key, restart: restartPolicy, networks, blocks, tty: spec.tty === true },
+        spec: {
+          ...spec,
+          key,
+          restart: restartPolicy,
+          networks,
+          blocks,
+          tty: spec.tty === true,
+          // Only a VM says so: the spec of every other workload stays as it was.
+          ...(runtime === 'vm' ? { runtime } : {}),
+        },
         command: spec.command,
         restartPolicy,
         cgroup,
@@ -504,7 +540,8 @@ export class WorkloadSupervisor {
     const workload = this.get(key);
     if (workload.destroying) throw notFound(`workload ${workload.spec.key}: being destroyed`);
     const next = command ?? workload.command;
-    checkNamespaceProcessOptions(this.launchOptionsOf(workload, next));
+    if (workload.spec.runtime === 'vm') checkVmCommand(workload.root.root, next);
+    else checkNamespaceProcessOptions(this.launchOptionsOf(workload, next));
     // One replacement at a time: a second waits for the first, then replaces its run.
     const previous = workload.replacing ?? Promise.resolve();
     const replacing = previous
@@ -550,7 +587,8 @@ export class WorkloadSupervisor {
   /** The cgroup's figures, with the workload's state, restart count and interface counters. */
   stats(key: string): WorkloadStats {
     const workload = this.get(key);
-    const pid = workload.run?.process.pid;
+    // qemu runs in the daemon's network namespace: its interfaces are not the guest's.
+    const pid = workload.spec.runtime === 'vm' ? undefined : workload.run?.process.pid;
     return {
       ...workload.cgroup.stats(),
       state: workload.state,
@@ -568,6 +606,12 @@ export class WorkloadSupervisor {
   writeInput(key: string, data: Uint8Array): void {
     const workload = this.get(key);
     if (!(data instanceof Uint8Array)) throw invalid('console input must be bytes');
+    const run = workload.run;
+    // A VM always has its serial console: input goes to qemu's stdin.
+    if (run && 'shutdown' in run.process && workload.state === 'running') {
+      run.process.stdin.write(data);
+      return;
+    }
     if (!workload.spec.tty)
       throw preconditionFailed(`workload ${workload.spec.key}: has no terminal (created without tty)`);
     const terminal = workload.run?.terminal;
@@ -657,6 +701,7 @@ export class WorkloadSupervisor {
    */
   private async prepareRun(workload: Workload): Promise<Run> {
     const { spec, cgroup, root } = workload;
+    if (spec.runtime === 'vm') return this.prepareVmRun(workload);
     const undo: (() => Promise<void> | void)[] = [];
     const addresses: WorkloadAddress[] = [];
     let terminal: PseudoTerminal | undefined;
@@ -714,6 +759,26 @@ export class WorkloadSupervisor {
       await this.undoSteps(workload, undo).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * A VM run: its disk and initramfs in the workload's own directory (so a
+   * dead daemon's leftovers go with it), qemu joining the cgroup while paused.
+   */
+  private async prepareVmRun(workload: Workload): Promise<Run> {
+    const { spec, cgroup, root } = workload;
+    const limits = spec.limits ?? {};
+    const { process, cleanup } = await startVmRun({
+      runtime: this.vm,
+      rootfs: root.root,
+      runDir: join(this.stateDir, cgroup.name, 'vm'),
+      command: workload.command,
+      hostname: spec.name,
+      ...(limits.memoryMiB === undefined ? {} : { memoryMiB: limits.memoryMiB }),
+      ...(limits.cpus === undefined ? {} : { cpus: limits.cpus.length }),
+      onSpawned: (pid) => cgroup.addProcess(pid),
+    });
+    return { process, addresses: [], undo: [cleanup], replaced: false, outputEnded: Promise.resolve() };
   }
 
   private undoRun(workload: Workload, run: Run): Promise<void> {

@@ -6,7 +6,7 @@
 // while the daemon was down is forgotten.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
@@ -120,6 +120,98 @@ describe('the node workload daemon: streams and restarts', { skip: unavailable ?
     const stats = await collect(admin.getStats({ name: 'net', watchIntervalMs: 0 }));
     assert.ok(stats.items[0].interfaces.some((i) => i.name === 'eth0'));
     await call(admin, admin.destroyWorkload, { name: 'net' });
+  });
+
+  test('a workload on a bridge reads its own metadata at 169.254.169.254 with a session token', async () => {
+    // busybox nc speaks raw HTTP/1.0: a token first, then the JSON document with it; without one, 401.
+    const script = [
+      'T=$(printf "PUT /latest/api/token HTTP/1.0\\r\\nX-metadata-token-ttl-seconds: 60\\r\\n\\r\\n" | nc 169.254.169.254 80 | tail -n 1)',
+      "printf \"GET /latest/meta-data HTTP/1.0\\r\\nAccept: application/json\\r\\nX-metadata-token: $T\\r\\n\\r\\n\" | nc 169.254.169.254 80 | tail -n 1 | tr ',{}' '\\n\\n\\n'",
+      'echo',
+      'printf "GET /latest/meta-data HTTP/1.0\\r\\n\\r\\n" | nc 169.254.169.254 80 | head -n 1',
+      'exec sleep 1000',
+    ].join('; ');
+    for (const name of ['meta-a', 'meta-b']) {
+      await call(
+        admin,
+        admin.createWorkload,
+        request(name, ['/bin/sh', '-c', script], { networks: ['br0'], env: { WHO: name } }),
+      );
+    }
+    for (const name of ['meta-a', 'meta-b']) {
+      let lines: string[] = [];
+      await eventually(`${name} printed its document`, async () => {
+        const chunks = await collect(admin.readConsole({ name, sinceUnixMs: 0, lines: 0, follow: false }));
+        lines = chunks.items.map((chunk) => Buffer.from(chunk.data).toString());
+        return lines.some((line) => line.startsWith('HTTP/1.'));
+      });
+      // The console keeps lines of at most 512 bytes: the JSON is split at its commas and braces.
+      for (const field of [
+        `"VMMID":"${name}"`,
+        `"WHO":"${name}"`,
+        `"ImageTag":"${IMAGE}"`,
+        '"Gateway":"10.79.0.1"',
+      ])
+        assert.ok(lines.includes(field), `${field} in ${name}'s document`);
+      assert.match(lines.find((line) => line.startsWith('HTTP/1.')) ?? '', / 401 /, 'no token, no document');
+    }
+    for (const name of ['meta-a', 'meta-b']) await call(admin, admin.destroyWorkload, { name });
+  });
+
+  test("a delegate's workload reads its own identity from the metadata service; destroying it revokes the identity", async () => {
+    const wid = await h.delegate('wid', [
+      '--permissions',
+      'info,create,destroy,console,log',
+      '--workloads',
+      '1',
+      '--memory',
+      '256',
+      '--bridges',
+      'br0',
+      '--issuance-per-hour',
+      '10',
+    ]);
+    const client = h.client(wid);
+    // Plain-text reads of the Identity section: the SPIFFE ID, then the certificate's PEM lines.
+    const read = (path: string) =>
+      `printf "GET /latest/meta-data/Identity/${path} HTTP/1.0\\r\\nX-metadata-token: $T\\r\\n\\r\\n" | nc 169.254.169.254 80 | sed '1,/^\\r$/d'`;
+    const script = [
+      'T=$(printf "PUT /latest/api/token HTTP/1.0\\r\\nX-metadata-token-ttl-seconds: 60\\r\\n\\r\\n" | nc 169.254.169.254 80 | tail -n 1)',
+      `echo "id=$(${read('SpiffeID')})"`,
+      read('Cert'),
+      'echo',
+      'echo done',
+      'exec sleep 1000',
+    ].join('; ');
+    await call(
+      client,
+      client.createWorkload,
+      request('api', ['/bin/sh', '-c', script], { networks: ['br0'] }),
+    );
+    let lines: string[] = [];
+    await eventually('the workload printed its identity', async () => {
+      const chunks = await collect(
+        client.readConsole({ name: 'api', sinceUnixMs: 0, lines: 0, follow: false }),
+      );
+      lines = chunks.items.map((chunk) => Buffer.from(chunk.data).toString());
+      return lines.includes('done');
+    });
+    const td = nodeFile(h.nodeDir).trustDomain;
+    assert.ok(lines.includes(`id=spiffe://wid.d.${td}/workload/api`), lines.join('\n'));
+    const pem = lines.slice(lines.indexOf('-----BEGIN CERTIFICATE-----')).join('\n');
+    const certificate = new X509Certificate(pem);
+    assert.match(
+      certificate.subjectAltName ?? '',
+      new RegExp(`URI:spiffe://wid\\.d\\.${td.replaceAll('.', '\\.')}/workload/api`),
+    );
+    const hours = (Date.parse(certificate.validTo) - Date.now()) / 3600_000;
+    assert.ok(hours > 0 && hours <= 1.01, `short-lived: ${certificate.validTo}`);
+    await call(client, client.destroyWorkload, { name: 'api' });
+    const serial = certificate.serialNumber.toLowerCase().replace(/^0+/, '');
+    await eventually('the identity is revoked with the workload', async () => {
+      const listed = await h.server.cli(['cert', 'list', '--json', '--all']);
+      return listed.stdout.toLowerCase().includes(serial) && /cessation/i.test(listed.stdout);
+    });
   });
 
   test('statistics once, and watched at an interval', async () => {

@@ -29,7 +29,7 @@ const ADMIN_ONLY = [
 
 describe('sigil authorization rules', () => {
   test('every method of the API is covered by a rule (nothing falls to default deny)', () => {
-    assert.equal(ALL_METHODS.length, 28);
+    assert.equal(ALL_METHODS.length, 29);
     for (const method of ALL_METHODS) assert.notEqual(policy.ruleFor(method), null, method);
   });
 
@@ -123,6 +123,16 @@ describe('sigil authorization rules', () => {
         method,
       );
     }
+  });
+
+  test('IssueWorkloadIdentity: nodes (and admins) only; a workload identity reaches no method at all', () => {
+    const method = '/sigil.v1.WorkloadPlacement/IssueWorkloadIdentity';
+    assert.ok(allowed(method, 'spiffe://example.test/node/n1'));
+    assert.equal(allowed(method, 'spiffe://example.test/client/bob'), false);
+    assert.equal(policy.decide(method, admittedCarol()).allowed, false);
+    // Issued by the deployment for Carol's workload "web": its host is not the trust domain.
+    const web = peer('spiffe://carol.alice.d.example.test/workload/web');
+    for (const each of ALL_METHODS) assert.equal(policy.decide(each, web).allowed, false, each);
   });
 
   test('a peer of another trust domain gets nothing, not even with an admin path', () => {

@@ -22,6 +22,7 @@ export function peer(
     extensions: [],
     issuedBy,
     delegate,
+    workload: null,
   };
 }
 

@@ -24,7 +24,7 @@ import { issueDelegateLeaf } from '../../src/pki/delegation-certificates.ts';
 import { createRootCertificate, Issuer } from '../../src/pki/issuer.ts';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.ts';
 import { uriName } from '../../src/pki/names.ts';
-import { possessionFor, registerChallenge } from '../../src/protocol/challenges.ts';
+import { possessionFor, registerChallenge, signChallenge } from '../../src/protocol/challenges.ts';
 import { parseJoinToken } from '../../src/protocol/join-tokens.ts';
 import type { RunningServer } from '../../src/server/start-server.ts';
 import { ALL_METHODS, sigilAuthorizationRules } from '../../src/services/authorization-rules.ts';
@@ -43,6 +43,7 @@ import {
 } from '../server/helpers.ts';
 import { eventually } from '../support/eventually.ts';
 import { failureOf } from '../support/failure.ts';
+import { sha256 } from '../support/fingerprint.ts';
 import { tempDir } from '../support/temp-dir.ts';
 import { admittedCarol, peer } from './peer-fixtures.ts';
 
@@ -483,6 +484,62 @@ describe('workload placement through the server', () => {
     assert.equal((await statusOf(carol)).usage?.workloads, 0);
   });
 
+  test("a node gets its workload's identity over gRPC; the workload reaches nothing on the control plane; releasing revokes it", async () => {
+    const placed = await reserve(web1, callerOf(carol), 'svc', { cpus: [0], memoryMib: 64 });
+    const key = generateKeyPair('p256');
+    const ask = (node: EnrolledNode, client = node.placement) =>
+      call(client, client.issueWorkloadIdentity, {
+        subtree: placed.subtree,
+        name: 'svc',
+        key: {
+          $case: 'possession',
+          value: possessionFor(key.privateKey, signChallenge(sha256(node.certificate))),
+        },
+        ttlSeconds: 0,
+      });
+    const issued = await ask(web1);
+    assert.ok(issued.certificate);
+    assert.equal(issued.certificate.spiffeId, `spiffe://carol.alice.d.${delegates.trustDomain}/workload/svc`);
+    assert.equal(issued.ownerSpiffeId, `spiffe://carol.alice.d.${delegates.trustDomain}`);
+    assert.equal(issued.subtree, '/alice/carol');
+
+    // Refused: node web-2 asks for web-1's workload; Carol herself asks.
+    assertStatus(await failureOf(ask(web2)), grpc.status.PERMISSION_DENIED, /holds no workload svc/);
+    assertStatus(await failureOf(ask(web1, placementAs(carol))), grpc.status.PERMISSION_DENIED);
+
+    // The workload calls the control plane as itself: no method admits it.
+    const asWorkload = new WorkloadPlacementClient(
+      running.address,
+      credentialsFor(dataDir, identityOf(issued.certificate, privateKeyToPem(key.privateKey))),
+    );
+    open.push(asWorkload);
+    for (const attempt of [
+      ask(web1, asWorkload),
+      find(asWorkload, 'web-1'),
+      held({ ...web1, placement: asWorkload }),
+    ]) {
+      assertStatus(
+        await failureOf(attempt),
+        grpc.status.PERMISSION_DENIED,
+        /a workload of spiffe:\/\/carol\.alice/,
+      );
+    }
+
+    const listed = async () =>
+      (
+        await call(admin.ca, admin.ca.listCertificates, {
+          pageSize: 0,
+          pageToken: '',
+          requester: web1.nodeId,
+          profile: 'workload',
+          revoked: '',
+        })
+      ).certificates.map((summary) => [summary.serial, summary.revocationReason]);
+    assert.deepEqual(await listed(), [[issued.certificate.serial, '']]);
+    assert.equal((await release(web1, '/alice/carol', 'svc')).released, true);
+    assert.deepEqual(await listed(), [[issued.certificate.serial, 'cessationOfOperation']]);
+  });
+
   test('a node registers its endpoint; anyone authenticated finds it by name or ID; "" withdraws', async () => {
     const registered = await call(web1.placement, web1.placement.registerWorkloadEndpoint, {
       address: '127.0.0.1:7543',
@@ -587,6 +644,7 @@ describe('WorkloadPlacement in the authorization table', () => {
     WorkloadPlacementService.releaseWorkload.path,
     WorkloadPlacementService.listWorkloadReservations.path,
     WorkloadPlacementService.registerWorkloadEndpoint.path,
+    WorkloadPlacementService.issueWorkloadIdentity.path,
   ];
   const findNode = WorkloadPlacementService.findWorkloadNode.path;
 

@@ -980,6 +980,19 @@ export function storeContract(harness: StoreHarness): void {
       assert.deepEqual(fingerprints(await store.listDelegations()), fingerprints(expected));
       assert.deepEqual(fingerprints(await store.listDelegations({})), fingerprints(expected));
       await rejectsWith(store.listDelegations({ under: '' }), 'invalid_argument', /under/);
+      // `at`: exactly one key, ordered by recordedAt; nothing beneath it.
+      assert.deepEqual(fingerprints(await store.listDelegations({ at: '/alice/carol' })), [
+        records.carol.fingerprint,
+        records.carolRenewed.fingerprint,
+      ]);
+      assert.deepEqual(await store.listDelegations({ at: '/alice' }), [records.alice]);
+      assert.deepEqual(await store.listDelegations({ at: '/alic' }), []);
+      await rejectsWith(store.listDelegations({ at: records.alice.spiffeId }), 'invalid_argument', /at/);
+      await rejectsWith(
+        store.listDelegations({ at: '/alice', under: '/alice' }),
+        'invalid_argument',
+        /under or at, not both/,
+      );
       // A SPIFFE ID is refused, not silently matched against nothing.
       await rejectsWith(
         store.listDelegations({ under: records.alice.spiffeId }),

@@ -21,7 +21,7 @@ import {
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, type TestContext, test } from 'node:test';
-import { parseImageReference } from '../../src/workloads/image-names.ts';
+import { parseImageReference } from '../../src/protocol/image-names.ts';
 import {
   type ImageStore,
   importImage,

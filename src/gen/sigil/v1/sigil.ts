@@ -466,6 +466,34 @@ export interface WorkloadNode {
   spiffeId: string;
 }
 
+export interface IssueWorkloadIdentityRequest {
+  /** the reservation's subtree key, as ReserveWorkload returned it ("/alice/carol") */
+  subtree: string;
+  /** the workload's name */
+  name: string;
+  key?:
+    | //
+    /** challenge: the sign challenge of the calling node's certificate */
+    { $case: "possession"; value: ProofOfPossession }
+    | //
+    /** PKCS#10 DER (self-signed: proof of possession) */
+    { $case: "csr"; value: Buffer }
+    | undefined;
+  /** 0: 1 hour; at most 24 hours; never beyond the owner's delegation chain */
+  ttlSeconds: number;
+}
+
+export interface WorkloadIdentity {
+  /** spiffe_id: spiffe://<owner's delegation host>/workload/<name> */
+  certificate?:
+    | IssuedCertificate
+    | undefined;
+  /** the owner's delegation, e.g. spiffe://carol.alice.d.<td> */
+  ownerSpiffeId: string;
+  /** the owner's subtree key ("/alice/carol") */
+  subtree: string;
+}
+
 function createBaseProofOfPossession(): ProofOfPossession {
   return { spki: Buffer.alloc(0), challenge: Buffer.alloc(0), signature: Buffer.alloc(0) };
 }
@@ -6959,6 +6987,266 @@ export const WorkloadNode: MessageFns<WorkloadNode> = {
   },
 };
 
+function createBaseIssueWorkloadIdentityRequest(): IssueWorkloadIdentityRequest {
+  return { subtree: "", name: "", key: undefined, ttlSeconds: 0 };
+}
+
+export const IssueWorkloadIdentityRequest: MessageFns<IssueWorkloadIdentityRequest> = {
+  encode(message: IssueWorkloadIdentityRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subtree !== "") {
+      writer.uint32(10).string(message.subtree);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    switch (message.key?.$case) {
+      case "possession":
+        ProofOfPossession.encode(message.key.value, writer.uint32(26).fork()).join();
+        break;
+      case "csr":
+        writer.uint32(34).bytes(message.key.value);
+        break;
+    }
+    if (message.ttlSeconds !== 0) {
+      writer.uint32(40).uint32(message.ttlSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IssueWorkloadIdentityRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIssueWorkloadIdentityRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subtree = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.key = { $case: "possession", value: ProofOfPossession.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.key = { $case: "csr", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.ttlSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IssueWorkloadIdentityRequest {
+    return {
+      subtree: isSet(object.subtree) ? globalThis.String(object.subtree) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      key: isSet(object.possession)
+        ? { $case: "possession", value: ProofOfPossession.fromJSON(object.possession) }
+        : isSet(object.csr)
+        ? { $case: "csr", value: Buffer.from(bytesFromBase64(object.csr)) }
+        : undefined,
+      ttlSeconds: isSet(object.ttlSeconds)
+        ? globalThis.Number(object.ttlSeconds)
+        : isSet(object.ttl_seconds)
+        ? globalThis.Number(object.ttl_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: IssueWorkloadIdentityRequest): unknown {
+    const obj: any = {};
+    if (message.subtree !== "") {
+      obj.subtree = message.subtree;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.key?.$case === "possession") {
+      obj.possession = ProofOfPossession.toJSON(message.key.value);
+    } else if (message.key?.$case === "csr") {
+      obj.csr = base64FromBytes(message.key.value);
+    }
+    if (message.ttlSeconds !== 0) {
+      obj.ttlSeconds = Math.round(message.ttlSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IssueWorkloadIdentityRequest>): IssueWorkloadIdentityRequest {
+    return IssueWorkloadIdentityRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IssueWorkloadIdentityRequest>): IssueWorkloadIdentityRequest {
+    const message = createBaseIssueWorkloadIdentityRequest();
+    message.subtree = object.subtree ?? "";
+    message.name = object.name ?? "";
+    switch (object.key?.$case) {
+      case "possession": {
+        if (object.key?.value !== undefined && object.key?.value !== null) {
+          message.key = { $case: "possession", value: ProofOfPossession.fromPartial(object.key.value) };
+        }
+        break;
+      }
+      case "csr": {
+        if (object.key?.value !== undefined && object.key?.value !== null) {
+          message.key = { $case: "csr", value: object.key.value };
+        }
+        break;
+      }
+    }
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkloadIdentity(): WorkloadIdentity {
+  return { certificate: undefined, ownerSpiffeId: "", subtree: "" };
+}
+
+export const WorkloadIdentity: MessageFns<WorkloadIdentity> = {
+  encode(message: WorkloadIdentity, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.certificate !== undefined) {
+      IssuedCertificate.encode(message.certificate, writer.uint32(10).fork()).join();
+    }
+    if (message.ownerSpiffeId !== "") {
+      writer.uint32(18).string(message.ownerSpiffeId);
+    }
+    if (message.subtree !== "") {
+      writer.uint32(26).string(message.subtree);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkloadIdentity {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkloadIdentity();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificate = IssuedCertificate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ownerSpiffeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.subtree = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkloadIdentity {
+    return {
+      certificate: isSet(object.certificate) ? IssuedCertificate.fromJSON(object.certificate) : undefined,
+      ownerSpiffeId: isSet(object.ownerSpiffeId)
+        ? globalThis.String(object.ownerSpiffeId)
+        : isSet(object.owner_spiffe_id)
+        ? globalThis.String(object.owner_spiffe_id)
+        : "",
+      subtree: isSet(object.subtree) ? globalThis.String(object.subtree) : "",
+    };
+  },
+
+  toJSON(message: WorkloadIdentity): unknown {
+    const obj: any = {};
+    if (message.certificate !== undefined) {
+      obj.certificate = IssuedCertificate.toJSON(message.certificate);
+    }
+    if (message.ownerSpiffeId !== "") {
+      obj.ownerSpiffeId = message.ownerSpiffeId;
+    }
+    if (message.subtree !== "") {
+      obj.subtree = message.subtree;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WorkloadIdentity>): WorkloadIdentity {
+    return WorkloadIdentity.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkloadIdentity>): WorkloadIdentity {
+    const message = createBaseWorkloadIdentity();
+    message.certificate = (object.certificate !== undefined && object.certificate !== null)
+      ? IssuedCertificate.fromPartial(object.certificate)
+      : undefined;
+    message.ownerSpiffeId = object.ownerSpiffeId ?? "";
+    message.subtree = object.subtree ?? "";
+    return message;
+  },
+};
+
 export type CertificateAuthorityService = typeof CertificateAuthorityService;
 export const CertificateAuthorityService = {
   sign: {
@@ -7780,6 +8068,25 @@ export const WorkloadPlacementService = {
     responseSerialize: (value: WorkloadNode): Buffer => Buffer.from(WorkloadNode.encode(value).finish()),
     responseDeserialize: (value: Buffer): WorkloadNode => WorkloadNode.decode(value),
   },
+  /**
+   * Node only: a short-lived X.509 identity for a workload the node holds a
+   * reservation for, spiffe://<owner's delegation host>/workload/<name>,
+   * signed by the replica's intermediate, charged to the owner's subtree
+   * like any issuance there (issuancePerHour: RESOURCE_EXHAUSTED beyond it),
+   * refused while a delegation of the owner's chain is revoked or expired.
+   * Rotate by asking again; ReleaseWorkload revokes every identity of the
+   * workload (cessationOfOperation).
+   */
+  issueWorkloadIdentity: {
+    path: "/sigil.v1.WorkloadPlacement/IssueWorkloadIdentity" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: IssueWorkloadIdentityRequest): Buffer =>
+      Buffer.from(IssueWorkloadIdentityRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): IssueWorkloadIdentityRequest => IssueWorkloadIdentityRequest.decode(value),
+    responseSerialize: (value: WorkloadIdentity): Buffer => Buffer.from(WorkloadIdentity.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkloadIdentity => WorkloadIdentity.decode(value),
+  },
 } as const;
 
 export interface WorkloadPlacementServer extends UntypedServiceImplementation {
@@ -7793,6 +8100,16 @@ export interface WorkloadPlacementServer extends UntypedServiceImplementation {
   registerWorkloadEndpoint: handleUnaryCall<RegisterWorkloadEndpointRequest, WorkloadNode>;
   /** Any authenticated caller: a node's workload endpoint by node name or ID. */
   findWorkloadNode: handleUnaryCall<FindWorkloadNodeRequest, WorkloadNode>;
+  /**
+   * Node only: a short-lived X.509 identity for a workload the node holds a
+   * reservation for, spiffe://<owner's delegation host>/workload/<name>,
+   * signed by the replica's intermediate, charged to the owner's subtree
+   * like any issuance there (issuancePerHour: RESOURCE_EXHAUSTED beyond it),
+   * refused while a delegation of the owner's chain is revoked or expired.
+   * Rotate by asking again; ReleaseWorkload revokes every identity of the
+   * workload (cessationOfOperation).
+   */
+  issueWorkloadIdentity: handleUnaryCall<IssueWorkloadIdentityRequest, WorkloadIdentity>;
 }
 
 export interface WorkloadPlacementClient extends Client {
@@ -7875,6 +8192,30 @@ export interface WorkloadPlacementClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WorkloadNode) => void,
+  ): ClientUnaryCall;
+  /**
+   * Node only: a short-lived X.509 identity for a workload the node holds a
+   * reservation for, spiffe://<owner's delegation host>/workload/<name>,
+   * signed by the replica's intermediate, charged to the owner's subtree
+   * like any issuance there (issuancePerHour: RESOURCE_EXHAUSTED beyond it),
+   * refused while a delegation of the owner's chain is revoked or expired.
+   * Rotate by asking again; ReleaseWorkload revokes every identity of the
+   * workload (cessationOfOperation).
+   */
+  issueWorkloadIdentity(
+    request: IssueWorkloadIdentityRequest,
+    callback: (error: ServiceError | null, response: WorkloadIdentity) => void,
+  ): ClientUnaryCall;
+  issueWorkloadIdentity(
+    request: IssueWorkloadIdentityRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WorkloadIdentity) => void,
+  ): ClientUnaryCall;
+  issueWorkloadIdentity(
+    request: IssueWorkloadIdentityRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WorkloadIdentity) => void,
   ): ClientUnaryCall;
 }
 

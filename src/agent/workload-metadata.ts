@@ -1,0 +1,76 @@
+// The daemon's metadata service: serves each running workload its own
+// document (workload-document.ts) at 169.254.169.254:80 on the bridges'
+// namespace, picked by the address a request comes from. Only running
+// workloads with an address on a bridge have one; every other address gets
+// 403. Builds register their Bootstrap section here for the build workload's
+// key, and workload identities their current certificate.
+import { join } from 'node:path';
+import type { BootstrapMetadata, IdentityMetadata, MetadataDocument } from '../guest/metadata-document.ts';
+import { startMetadataRelay } from '../guest/metadata-relay.ts';
+import { type MetadataService, startRelayedMetadataService } from '../guest/metadata-server.ts';
+import type { WorkloadNetworks } from '../workloads/networks.ts';
+import type { WorkloadSupervisor } from '../workloads/supervisor.ts';
+import { workloadDocument } from './workload-document.ts';
+
+export interface WorkloadMetadataOptions {
+  readonly supervisor: Pick<WorkloadSupervisor, 'list' | 'specOf'>;
+  readonly networks: WorkloadNetworks;
+  /** A root-only directory for the daemon's socket. */
+  readonly directory: string;
+  /** The current identity of a workload, by key (workload-identities.ts), if it has one. */
+  readonly identityOf?: (key: string) => Promise<IdentityMetadata | undefined>;
+}
+
+export class WorkloadMetadata {
+  readonly #options: WorkloadMetadataOptions;
+  readonly #bootstraps = new Map<string, BootstrapMetadata>();
+  #service: MetadataService | undefined;
+  #relay: { close(): Promise<void> } | undefined;
+
+  private constructor(options: WorkloadMetadataOptions) {
+    this.#options = options;
+  }
+
+  /** Starts the service and its relay in the bridges' namespace. */
+  static async start(options: WorkloadMetadataOptions): Promise<WorkloadMetadata> {
+    const metadata = new WorkloadMetadata(options);
+    const socketPath = join(options.directory, 'metadata.sock');
+    metadata.#service = await startRelayedMetadataService(socketPath, {
+      documentFor: (source) => metadata.documentFor(source),
+    });
+    try {
+      metadata.#relay = await startMetadataRelay({ namespace: options.networks.namespace, socketPath });
+    } catch (error) {
+      await metadata.close();
+      throw error;
+    }
+    return metadata;
+  }
+
+  /** A build's Bootstrap section for the workload `key` (undefined removes it). */
+  setBootstrap(key: string, bootstrap: BootstrapMetadata | undefined): void {
+    if (bootstrap === undefined) this.#bootstraps.delete(key);
+    else this.#bootstraps.set(key, bootstrap);
+  }
+
+  /** The document of the running workload at `source`, or null. */
+  async documentFor(source: string): Promise<MetadataDocument | null> {
+    const { supervisor, networks, identityOf } = this.#options;
+    for (const info of supervisor.list()) {
+      if (info.state !== 'running') continue;
+      if (!info.addresses.some((place) => place.address.split('/')[0] === source)) continue;
+      const identity = await identityOf?.(info.key);
+      const bootstrap = this.#bootstraps.get(info.key);
+      return workloadDocument(supervisor.specOf(info.key), info, networks.bridges, {
+        ...(bootstrap ? { bootstrap } : {}),
+        ...(identity ? { identity } : {}),
+      });
+    }
+    return null;
+  }
+
+  async close(): Promise<void> {
+    await this.#relay?.close();
+    await this.#service?.close();
+  }
+}

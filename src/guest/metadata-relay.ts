@@ -1,0 +1,105 @@
+// Puts the metadata service where a workload looks for it: 169.254.169.254:80
+// inside the network namespace of the node's workload bridges. The address
+// goes on that namespace's lo (any local address answers on every interface,
+// so each bridge's workloads reach it through their default route), and
+// metadata-relay-program.ts listens there, forwarding each connection to the
+// daemon's unix socket with the address it came from.
+//
+// Nothing in the host's own namespace changes. On close the relay is stopped
+// and the address removed (the namespace may be the operator's).
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { messageOf, preconditionFailed, SigilError } from '../errors.ts';
+
+export const METADATA_ADDRESS = '169.254.169.254';
+export const METADATA_PORT = 80;
+const READY_TIMEOUT_MS = 10_000;
+const TOOL_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
+const PROGRAM = fileURLToPath(new URL('./metadata-relay-program.ts', import.meta.url));
+
+export interface MetadataRelayOptions {
+  /** The `ip netns` name of the bridges' namespace. */
+  readonly namespace: string;
+  /** The daemon's metadata socket (startRelayedMetadataService). */
+  readonly socketPath: string;
+  /** Default 169.254.169.254 and 80. */
+  readonly address?: string;
+  readonly port?: number;
+}
+
+export interface MetadataRelay {
+  close(): Promise<void>;
+}
+
+function ip(args: readonly string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('ip', args, { env: TOOL_ENV, timeout: 10_000 }, (error, _stdout, stderr) => {
+      if (!error) return resolve();
+      const reason = String(stderr).trim().split('\n')[0] || messageOf(error);
+      reject(new SigilError('internal', `ip ${args.join(' ')}: ${reason}`, { cause: error }));
+    });
+  });
+}
+
+/** Adds the metadata address to the namespace's lo and starts the relay there. */
+export async function startMetadataRelay(options: MetadataRelayOptions): Promise<MetadataRelay> {
+  const address = options.address ?? METADATA_ADDRESS;
+  const port = options.port ?? METADATA_PORT;
+  const netns = `/run/netns/${options.namespace}`;
+  if (!existsSync(netns)) throw preconditionFailed(`network namespace ${options.namespace}: not found`);
+  await ip(['-netns', options.namespace, 'address', 'replace', `${address}/32`, 'dev', 'lo']);
+  const removeAddress = () =>
+    ip(['-netns', options.namespace, 'address', 'del', `${address}/32`, 'dev', 'lo']).catch(() => undefined);
+  const child = spawn(
+    'nsenter',
+    [`--net=${netns}`, '--', process.execPath, PROGRAM, address, String(port), options.socketPath],
+    { env: TOOL_ENV, stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-500);
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new SigilError('internal', 'metadata relay: not ready in time')),
+        READY_TIMEOUT_MS,
+      );
+      child.stdout.on('data', (chunk: Buffer) => {
+        if (chunk.toString('utf8').includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new SigilError('internal', `metadata relay: ${messageOf(error)}`, { cause: error }));
+      });
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        reject(
+          new SigilError(
+            'internal',
+            `metadata relay exited (${code}): ${stderr.trim().split('\n').pop() ?? ''}`,
+          ),
+        );
+      });
+    });
+  } catch (error) {
+    child.kill('SIGKILL');
+    await exited;
+    await removeAddress();
+    throw error;
+  }
+  return {
+    close: async () => {
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+      await exited;
+      clearTimeout(timer);
+      await removeAddress();
+    },
+  };
+}

@@ -1,0 +1,142 @@
+// The initramfs a VM workload boots with: the host's static busybox, the
+// kernel modules the stock Debian kernel needs for a virtio disk, a virtio NIC
+// and ext4 (vm-kernel-modules.ts), and an /init that
+//
+//   1. mounts proc, sys and devtmpfs, loads the modules (dependencies first),
+//   2. sets the hostname and configures eth0 from the kernel command line
+//      (`sigil.hostname=web sigil.ip=10.77.0.5/24 sigil.gw=10.77.0.1`),
+//   3. mounts the ext4 root from /dev/vda, moves /dev into it, and
+//   4. switch_roots into the guest command (a shell on the console by default).
+//
+// The guest command is baked into the archive (/etc/sigil/command, a `set --`
+// line of single-quoted words) rather than the kernel command line, which is
+// short and splits on blanks. Any failure before the switch prints one
+// `sigil-init: …` line on the console and powers the VM off, so qemu exits
+// (-no-reboot) instead of hanging; so does the guest command's end (PID 1
+// exits, the kernel panics with panic=-1 and reboots).
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { invalid } from '../errors.ts';
+import { staticBusybox } from './static-busybox.ts';
+import { type CpioEntry, cpioArchive } from './vm-cpio.ts';
+import type { VmKernel } from './vm-kernel.ts';
+import { type KernelModule, modulesToLoad } from './vm-kernel-modules.ts';
+
+/** What the root disk, the NIC and ext4 need under Debian's kernel (metadata checksums want crc32c). */
+export const VM_MODULES: readonly string[] = [
+  'virtio_pci',
+  'virtio_blk',
+  'virtio_net',
+  'crc32c_generic',
+  'ext4',
+];
+/** A shell on the serial console. */
+export const DEFAULT_GUEST_COMMAND: readonly string[] = ['/bin/sh'];
+/** The line /init prints just before switching to the guest command. */
+export const INIT_DONE_MARKER = 'sigil-init: starting the guest';
+const MAX_COMMAND_BYTES = 64 * 1024;
+const TTY_MAJOR = 5;
+const CONSOLE_MINOR = 1;
+
+export interface InitramfsOptions {
+  readonly kernel: VmKernel;
+  /** The program (absolute, inside the root disk) and its arguments; default DEFAULT_GUEST_COMMAND. */
+  readonly command?: readonly string[];
+  /** Extra modules to load after VM_MODULES (names, e.g. "vsock"). */
+  readonly extraModules?: readonly string[];
+}
+
+const INIT = `#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+fail() { echo "sigil-init: $*"; poweroff -f; exit 1; }
+mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev || fail "mounting proc, sys or dev"
+while read -r module; do
+  insmod "/lib/modules/$module" || fail "loading $module"
+done < /etc/sigil/modules
+hostname=; address=; gateway=
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    sigil.hostname=*) hostname=\${word#sigil.hostname=} ;;
+    sigil.ip=*) address=\${word#sigil.ip=} ;;
+    sigil.gw=*) gateway=\${word#sigil.gw=} ;;
+  esac
+done
+[ -z "$hostname" ] || hostname "$hostname" || fail "setting the hostname"
+ip link set lo up || fail "bringing lo up"
+if [ -n "$address" ]; then
+  tries=0
+  until [ -e /sys/class/net/eth0 ]; do
+    tries=$((tries + 1)); [ $tries -le 100 ] || fail "no eth0"; sleep 0.1
+  done
+  ip address add "$address" dev eth0 && ip link set eth0 up || fail "configuring eth0 as $address"
+  [ -z "$gateway" ] || ip route add default via "$gateway" dev eth0 || fail "routing via $gateway"
+fi
+tries=0
+until [ -b /dev/vda ]; do
+  tries=$((tries + 1)); [ $tries -le 100 ] || fail "no root disk /dev/vda"; sleep 0.1
+done
+mount -t ext4 /dev/vda /newroot || fail "mounting the root disk"
+if [ -d /newroot/dev ]; then mount --move /dev /newroot/dev || fail "moving /dev"; else umount /dev; fi
+umount /sys; umount /proc
+. /etc/sigil/command
+[ -x "/newroot$1" ] || [ -L "/newroot$1" ] || fail "guest command $1 is not in the root disk"
+echo "${INIT_DONE_MARKER}"
+exec switch_root /newroot "$@"
+`;
+
+/** A word quoted for sh: single quotes, each inner quote as '\\''. */
+function shellQuoted(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+function checkedCommand(command: readonly string[]): readonly string[] {
+  if (!Array.isArray(command) || command.length === 0) throw invalid('guest command: must name a program');
+  let bytes = 0;
+  for (const word of command) {
+    if (typeof word !== 'string') throw invalid('guest command: every argument must be a string');
+    if (word.includes('\0')) throw invalid('guest command: an argument contains a NUL byte');
+    bytes += Buffer.byteLength(word) + 3;
+  }
+  if (bytes > MAX_COMMAND_BYTES) throw invalid(`guest command: longer than ${MAX_COMMAND_BYTES} bytes`);
+  if (!command[0].startsWith('/') || command[0].split('/').includes('..')) {
+    throw invalid(`guest command ${JSON.stringify(command[0])}: must be an absolute path without '..'`);
+  }
+  return command;
+}
+
+/** The initramfs (an uncompressed newc cpio archive) for `options`. */
+export function buildInitramfs(options: InitramfsOptions): Buffer {
+  const command = checkedCommand(options.command ?? DEFAULT_GUEST_COMMAND);
+  const modules: KernelModule[] = modulesToLoad(options.kernel.modulesDir, [
+    ...VM_MODULES,
+    ...(options.extraModules ?? []),
+  ]);
+  const directories = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'newroot', 'etc'];
+  const entries: CpioEntry[] = [
+    ...directories.map((path): CpioEntry => ({ kind: 'directory', path })),
+    { kind: 'directory', path: 'etc/sigil' },
+    { kind: 'directory', path: 'lib' },
+    { kind: 'directory', path: 'lib/modules' },
+    // The kernel opens it for init's stdin, stdout and stderr before /init runs.
+    { kind: 'char-device', path: 'dev/console', major: TTY_MAJOR, minor: CONSOLE_MINOR },
+    { kind: 'file', path: 'bin/busybox', data: readFileSync(staticBusybox()), mode: 0o755 },
+    { kind: 'file', path: 'init', data: Buffer.from(INIT), mode: 0o755 },
+    {
+      kind: 'file',
+      path: 'etc/sigil/modules',
+      data: Buffer.from(modules.map((module) => `${module.name}.ko\n`).join('')),
+    },
+    {
+      kind: 'file',
+      path: 'etc/sigil/command',
+      data: Buffer.from(`set -- ${command.map(shellQuoted).join(' ')}\n`),
+    },
+  ];
+  for (const module of modules) {
+    const file = join(options.kernel.modulesDir, module.path);
+    if (!statSync(file).isFile()) throw invalid(`kernel module ${module.name}: ${file} is not a file`);
+    entries.push({ kind: 'file', path: `lib/modules/${module.name}.ko`, data: readFileSync(file) });
+  }
+  return cpioArchive(entries);
+}

@@ -1,0 +1,127 @@
+// One run of a `runtime: 'vm'` workload, as the supervisor starts it: the
+// workload's root directory (its writable root's merged view) copied into a
+// fresh ext4 disk, an initramfs whose guest command is the workload's
+// command, and qemu booting both (vm-launcher.ts). Everything is made in a
+// directory of the run's own and removed when the run is undone.
+//
+// What the VM runtime does not do yet (refused by checkVmWorkload, so the
+// caller sees why): networks (the tap path works, vm-tap.ts, but the
+// address has to come from WorkloadNetworks, which only attaches veths),
+// block devices, env, workdir and user (the guest command runs as the
+// image's init, as root, from /). The guest's writes live on the run's disk
+// and end with it.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import { invalid, notFound } from '../errors.ts';
+import { resolveInRoot } from './namespace-process.ts';
+import type { Accelerator } from './vm-accelerator.ts';
+import { buildExt4Image } from './vm-image.ts';
+import { buildInitramfs } from './vm-initramfs.ts';
+import { ensureVmKernel } from './vm-kernel.ts';
+import { launchVm, type VmProcess } from './vm-launcher.ts';
+
+export type WorkloadRuntime = 'namespaces' | 'vm';
+
+export interface VmRuntimeOptions {
+  /** The kernel cache (vm-kernel.ts); default $SIGIL_VM_KERNEL_DIR, else /var/cache/sigil/vm-kernel. */
+  readonly kernelDir?: string;
+  /** Default: probed (vm-accelerator.ts). */
+  readonly accelerator?: Accelerator;
+}
+
+/** What qemu itself takes beyond the guest's memory: the cgroup's limit is the guest's plus this. */
+export const VM_MEMORY_OVERHEAD_MiB = 128;
+/** Guest memory when the workload sets no limit. */
+export const VM_DEFAULT_MEMORY_MiB = 256;
+
+export interface VmWorkloadFields {
+  readonly env?: Readonly<Record<string, string>>;
+  readonly workdir?: string;
+  readonly user?: string;
+  readonly networks?: readonly string[];
+  readonly blocks?: readonly unknown[];
+}
+
+/** `runtime` checked: absent means namespaces. */
+export function checkRuntime(runtime: unknown): WorkloadRuntime {
+  if (runtime === undefined || runtime === 'namespaces') return 'namespaces';
+  if (runtime === 'vm') return 'vm';
+  throw invalid(`runtime ${JSON.stringify(String(runtime))}: expected namespaces or vm`);
+}
+
+/** Refuses what the VM runtime cannot do yet. */
+export function checkVmWorkload(spec: VmWorkloadFields): void {
+  if (spec.networks !== undefined && spec.networks.length > 0)
+    throw invalid('networks: not supported by the vm runtime yet');
+  if (spec.blocks !== undefined && spec.blocks.length > 0)
+    throw invalid('blocks: not supported by the vm runtime yet');
+  if (spec.env !== undefined && Object.keys(spec.env).length > 0)
+    throw invalid('env: not supported by the vm runtime yet (set it in the image)');
+  if (spec.workdir !== undefined && spec.workdir !== '/')
+    throw invalid('workdir: not supported by the vm runtime yet');
+  if (spec.user !== undefined)
+    throw invalid('user: not supported by the vm runtime yet (the guest runs as root)');
+}
+
+/** The guest command: an absolute program that is an executable file in `rootfs`. */
+export function checkVmCommand(rootfs: string, command: readonly string[]): void {
+  if (!Array.isArray(command) || command.length === 0) throw invalid('command: must name a program');
+  if (command.some((word) => typeof word !== 'string' || word.includes('\0'))) {
+    throw invalid('command: every argument must be a string without NUL bytes');
+  }
+  const program = command[0];
+  if (!program.startsWith('/') || program.split('/').includes('..')) {
+    throw invalid(`command ${JSON.stringify(program)}: must be an absolute path without '..'`);
+  }
+  const found = resolveInRoot(rootfs, posix.normalize(program));
+  if (!found) throw notFound(`command ${JSON.stringify(program)}: not found in the root filesystem`);
+  if (!found.stats.isFile() || (found.stats.mode & 0o111) === 0) {
+    throw invalid(`command ${JSON.stringify(program)}: not an executable file in the root filesystem`);
+  }
+}
+
+export interface VmRunOptions {
+  readonly runtime: VmRuntimeOptions;
+  /** The workload's root directory (copied into the disk). */
+  readonly rootfs: string;
+  /** The run's own directory (made here, removed by cleanup). */
+  readonly runDir: string;
+  readonly command: readonly string[];
+  readonly hostname: string;
+  readonly memoryMiB?: number;
+  readonly cpus?: number;
+  readonly onSpawned?: (pid: number) => void | Promise<void>;
+}
+
+/** Starts the run's VM; `cleanup` removes its files (after qemu has ended). A failure leaves nothing. */
+export async function startVmRun(
+  options: VmRunOptions,
+): Promise<{ process: VmProcess; cleanup: () => void }> {
+  checkVmCommand(options.rootfs, options.command);
+  const kernel = await ensureVmKernel(
+    options.runtime.kernelDir === undefined ? {} : { dir: options.runtime.kernelDir },
+  );
+  const cleanup = (): void => rmSync(options.runDir, { recursive: true, force: true });
+  mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
+  try {
+    const rootDisk = join(options.runDir, 'root.img');
+    await buildExt4Image({ rootDir: options.rootfs, imageFile: rootDisk });
+    const initramfs = join(options.runDir, 'initramfs');
+    writeFileSync(initramfs, buildInitramfs({ kernel, command: options.command }), { mode: 0o600 });
+    const process = await launchVm({
+      kernel,
+      initramfs,
+      rootDisk,
+      runDir: options.runDir,
+      hostname: options.hostname,
+      memoryMiB: options.memoryMiB ?? VM_DEFAULT_MEMORY_MiB,
+      ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
+      ...(options.runtime.accelerator === undefined ? {} : { accelerator: options.runtime.accelerator }),
+      ...(options.onSpawned ? { onSpawned: options.onSpawned } : {}),
+    });
+    return { process, cleanup };
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
+}
