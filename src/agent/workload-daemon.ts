@@ -18,7 +18,7 @@
 //
 // Shutdown (close, SIGINT/SIGTERM in the CLI): stop serving, kill every
 // workload (they stay desired: the next start runs them again), close the rest.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { splitAddress } from '../client/control-plane-channel.ts';
 import { unary } from '../client/rpc.ts';
@@ -31,6 +31,7 @@ import { openBlockStore } from '../workloads/block-devices.ts';
 import { detectCgroups } from '../workloads/cgroups/detect.ts';
 import { DesiredState } from '../workloads/desired-state.ts';
 import { EventLog } from '../workloads/event-log.ts';
+import { prepareGuestRuntime } from '../workloads/guest-runtime.ts';
 import { openImageStore } from '../workloads/images.ts';
 import { cleanLeftovers } from '../workloads/leftovers.ts';
 import { openWorkloadNetworks, type WorkloadNetworks } from '../workloads/networks.ts';
@@ -197,6 +198,10 @@ export class WorkloadDaemon {
       const opened = networks;
       closers.add(() => opened.close());
     }
+    // Builds keep their uploads here while they run; what a crash left is removed.
+    const buildDir = join(workDir, 'builds');
+    rmSync(buildDir, { recursive: true, force: true });
+    mkdirSync(buildDir, { mode: 0o700 });
     const reserveTimeoutMs = options.reserveTimeoutMs ?? 5000;
     let operations: WorkloadOperations | undefined;
     const blocks = new WorkloadBlocks({
@@ -273,7 +278,23 @@ export class WorkloadDaemon {
     });
     server.addService(
       WorkloadsService,
-      workloadService({ operations, images, events, blocks, trustDomain: info.trustDomain, logger }),
+      workloadService({
+        operations,
+        images,
+        events,
+        blocks,
+        trustDomain: info.trustDomain,
+        logger,
+        builds: {
+          operations,
+          images,
+          metadata,
+          runtime: prepareGuestRuntime(join(workDir, 'runtime')),
+          bridges: networks?.bridges.map((bridge) => bridge.name) ?? [],
+          buildDir,
+          logger,
+        },
+      }),
     );
     const { host, port } = splitAddress(options.listen ?? DEFAULT_WORKLOADS_LISTEN, {
       what: '--listen',

@@ -73,6 +73,7 @@ export function workloadMessage(
     addresses: info.addresses.map((address) => ({ ...address })),
     command: [...details.command],
     blocks: [...details.blocks],
+    runtime: info.runtime === 'vm' ? 'vm' : 'process',
   };
 }
 

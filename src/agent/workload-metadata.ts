@@ -4,9 +4,12 @@
 // workloads with an address on a bridge have one; every other address gets
 // 403. Builds register their Bootstrap section here for the build workload's
 // key, and workload identities their current certificate.
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { BootstrapMetadata, IdentityMetadata, MetadataDocument } from '../guest/metadata-document.ts';
-import { startMetadataRelay } from '../guest/metadata-relay.ts';
+import { METADATA_ADDRESS, startMetadataRelay, startPortRelay } from '../guest/metadata-relay.ts';
 import { type MetadataService, startRelayedMetadataService } from '../guest/metadata-server.ts';
 import type { WorkloadNetworks } from '../workloads/networks.ts';
 import type { WorkloadSupervisor } from '../workloads/supervisor.ts';
@@ -67,6 +70,49 @@ export class WorkloadMetadata {
       });
     }
     return null;
+  }
+
+  /**
+   * Makes a service listening on the host's 127.0.0.1:`port` reachable from
+   * the workloads at 169.254.169.254:<the returned port> (a build's bootstrap
+   * service): a raw relay in the bridges' namespace, through a unix socket of
+   * the daemon's, to that port. close() ends both.
+   */
+  async exposeLocalPort(port: number): Promise<{ hostPort: string; close(): Promise<void> }> {
+    const socketPath = join(this.#options.directory, `relay-${randomBytes(6).toString('hex')}.sock`);
+    const forwarder: Server = createServer((socket) => {
+      const upstream = connect(port, '127.0.0.1');
+      const close = () => {
+        socket.destroy();
+        upstream.destroy();
+      };
+      socket.on('error', close);
+      upstream.on('error', close);
+      socket.pipe(upstream).on('close', close);
+      upstream.pipe(socket).on('close', close);
+    });
+    await new Promise<void>((resolve, reject) => {
+      forwarder.once('error', reject);
+      forwarder.listen(socketPath, () => resolve());
+    });
+    const closeForwarder = () =>
+      new Promise<void>((resolve) => {
+        forwarder.close(() => resolve());
+        rmSync(socketPath, { force: true });
+      });
+    try {
+      const relay = await startPortRelay({ namespace: this.#options.networks.namespace, socketPath });
+      return {
+        hostPort: `${METADATA_ADDRESS}:${relay.port}`,
+        close: async () => {
+          await relay.close();
+          await closeForwarder();
+        },
+      };
+    } catch (error) {
+      await closeForwarder();
+      throw error;
+    }
   }
 
   async close(): Promise<void> {

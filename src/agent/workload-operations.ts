@@ -21,6 +21,7 @@ import { parseImageReference } from '../protocol/image-names.ts';
 import { normalizeSerial } from '../transport/revocation-set.ts';
 import type { DesiredState, DesiredWorkload } from '../workloads/desired-state.ts';
 import { type ImageStore, resolveImage } from '../workloads/images.ts';
+import type { ReadOnlyBind } from '../workloads/namespace-process.ts';
 import type {
   DestroyReason,
   WorkloadInfo,
@@ -52,6 +53,13 @@ const DEFAULT_RESERVE_TIMEOUT_MS = 5000;
 const RELEASE_TIMEOUT_MS = 10_000;
 
 /** What the supervisor runs for a desired workload; NOT_FOUND for a block device its owner does not have. */
+export interface CreateOptions {
+  /** Not kept in the desired state (a build's workload). */
+  readonly transient?: boolean;
+  /** Host directories bound read-only inside (the guest runtime). */
+  readonly readOnlyBinds?: readonly ReadOnlyBind[];
+}
+
 export function supervisorSpecOf(record: DesiredWorkload, blocks: WorkloadBlocks): WorkloadSpec {
   const { spec } = record;
   return {
@@ -69,6 +77,7 @@ export function supervisorSpecOf(record: DesiredWorkload, blocks: WorkloadBlocks
       ? { blocks: blocks.supervisorBlocks(record.ownerKey, spec.blocks) }
       : {}),
     tty: spec.tty ?? true,
+    ...(spec.runtime === 'vm' ? { runtime: 'vm' as const } : {}),
   };
 }
 
@@ -107,8 +116,15 @@ export class WorkloadOperations {
     return this.#options.link;
   }
 
-  /** Validates, reserves at the control plane, records, starts; a refusal leaves nothing behind. */
-  async create(caller: WorkloadCaller, request: CreateWorkloadRequest): Promise<DesiredWorkload> {
+  /**
+   * Validates, reserves at the control plane, records, starts; a refusal leaves nothing behind.
+   * A transient workload (a build's) is not kept in the desired state: a restarted daemon does not run it again.
+   */
+  async create(
+    caller: WorkloadCaller,
+    request: CreateWorkloadRequest,
+    options: CreateOptions = {},
+  ): Promise<DesiredWorkload> {
     const name = checkLabel(request.name, 'workload name');
     // Block devices hold their reservations as "block-<name>" beside the workloads' "<name>".
     if (name.startsWith(BLOCK_HOLDER_PREFIX))
@@ -120,7 +136,7 @@ export class WorkloadOperations {
       throw alreadyExists(`workload ${JSON.stringify(name)} already exists`);
     this.#creating.add(key);
     try {
-      return await this.#create(caller, name, key, request);
+      return await this.#create(caller, name, key, request, options);
     } finally {
       this.#creating.delete(key);
     }
@@ -131,6 +147,7 @@ export class WorkloadOperations {
     name: string,
     key: string,
     request: CreateWorkloadRequest,
+    options: CreateOptions,
   ): Promise<DesiredWorkload> {
     const { reference } = parseImageReference(request.image);
     try {
@@ -158,7 +175,7 @@ export class WorkloadOperations {
     try {
       await this.#reserve(caller, name, detailsOf(record));
       try {
-        this.#options.desired.put(record);
+        if (!options.transient) this.#options.desired.put(record);
       } catch (error) {
         await this.#release(record);
         throw error;
@@ -167,7 +184,10 @@ export class WorkloadOperations {
       this.reserving.delete(reservation);
     }
     try {
-      await this.#options.supervisor.create(supervisorSpecOf(record, this.#options.blocks));
+      await this.#options.supervisor.create({
+        ...supervisorSpecOf(record, this.#options.blocks),
+        ...(options.readOnlyBinds ? { readOnlyBinds: options.readOnlyBinds } : {}),
+      });
     } catch (error) {
       this.#forget(record);
       await this.#release(record);

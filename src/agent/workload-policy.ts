@@ -17,6 +17,13 @@ function denied(message: string): SigilError {
   return new SigilError('permission_denied', message);
 }
 
+/** The request's runtime: "" or "process" runs in namespaces (recorded as nothing), "vm" as a qemu VM. */
+function runtimeOf(runtime: string): { runtime?: 'vm' } {
+  if (runtime === '' || runtime === 'process') return {};
+  if (runtime === 'vm') return { runtime: 'vm' };
+  throw invalid(`runtime ${JSON.stringify(runtime.slice(0, 40))}: expected process or vm`);
+}
+
 /** The spec of a create, checked against the caller's policy and this node. */
 export function createSpec(
   caller: WorkloadCaller,
@@ -25,6 +32,7 @@ export function createSpec(
   request: CreateWorkloadRequest,
   node: { readonly nodeName: string; readonly bridges: readonly string[] },
 ): DesiredSpec {
+  const runtime = runtimeOf(request.runtime);
   const cpus = [...new Set(request.cpus)].sort((a, b) => a - b);
   const networks = [...new Set(request.networks)];
   const limits = caller.policy?.limits;
@@ -73,5 +81,6 @@ export function createSpec(
     ...(blocks.length > 0 ? { blocks } : {}),
     // Every workload gets a pseudo-terminal: its console, and what an interactive attach types into.
     tty: true,
+    ...runtime,
   });
 }

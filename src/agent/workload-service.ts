@@ -2,8 +2,11 @@
 // Every call: who is calling (workload-callers.ts), the permission bit the
 // RPC needs, then only what lies in the caller's subtree; anything outside it
 // is the same NOT_FOUND as a name that does not exist.
+import { preconditionFailed } from '../errors.ts';
 import type {
   AttachConsoleRequest,
+  BuildImageProgress,
+  BuildImageRequest,
   ConsoleChunk,
   GetStatsRequest,
   ReadConsoleRequest,
@@ -19,6 +22,8 @@ import type { EventLog } from '../workloads/event-log.ts';
 import { type ImageStore, listImages } from '../workloads/images.ts';
 import { type AttachedTerminal, attachConsole } from './console-attach.ts';
 import type { WorkloadBlocks } from './workload-blocks.ts';
+import type { BuildDependencies } from './workload-build.ts';
+import { handleBuild } from './workload-build-service.ts';
 import {
   keyOf,
   noSuchWorkload,
@@ -39,6 +44,8 @@ export interface WorkloadServiceOptions {
   readonly blocks: WorkloadBlocks;
   readonly trustDomain: string;
   readonly logger: Logger;
+  /** What builds need; BuildImage is refused without it. */
+  readonly builds?: BuildDependencies;
 }
 
 const MIN_WATCH_INTERVAL_MS = 200;
@@ -75,6 +82,15 @@ export function workloadService(options: WorkloadServiceOptions): WorkloadsServe
   });
 
   return {
+    buildImage: handlers.bidiStream<BuildImageRequest, BuildImageProgress>(
+      `${METHOD}BuildImage`,
+      async (call) => {
+        const caller = callerFor(call, 'create');
+        if (!options.builds) throw preconditionFailed('this node daemon does not build images');
+        await handleBuild(call, caller, options.builds);
+      },
+    ),
+
     createWorkload: handlers.unary(`${METHOD}CreateWorkload`, async (request, call) => {
       const caller = callerFor(call, 'create');
       return messageOf(caller, await operations.create(caller, request));

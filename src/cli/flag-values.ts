@@ -22,6 +22,7 @@ import { parseSerial } from '../pki/serial.ts';
 import { parseListenAddress } from '../server/listen-address.ts';
 import { parseBridgeConfig } from '../workloads/address-pool.ts';
 import { checkCgroupName } from '../workloads/cgroups/names.ts';
+import { parseBaseSource } from '../workloads/image-base.ts';
 import { fingerprintFrom, splitHostPort } from './client-context.ts';
 import { parseCpuList, wholeNumber } from './resource-flags.ts';
 import { VMINIT_FREE_TEXT_FLAGS } from './vminit.ts';
@@ -98,6 +99,7 @@ const BY_COMMAND: Readonly<Record<string, Check>> = {
 const BY_ARGUMENT: Readonly<Record<string, Check>> = {
   'cert show <serial>': (text) => void parseSerial(text),
   'cert revoke <serial>': (text) => void parseSerial(text),
+  'image base <source>': (text) => void parseBaseSource(text),
 };
 
 /** Options whose value is a file or directory (shell completion offers file names). */
@@ -122,6 +124,9 @@ export const PATH_OPTIONS: ReadonlySet<string> = new Set([
  */
 export const FREE_TEXT: ReadonlySet<string> = new Set([
   ...VMINIT_FREE_TEXT_FLAGS,
+  // sigil build: the Dockerfile's path, and build arguments (any text the Dockerfile's ARGs take).
+  '--file',
+  '--build-arg',
   ...PATH_OPTIONS,
   '--name',
   '--intermediate-name',

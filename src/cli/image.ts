@@ -1,14 +1,22 @@
-// `sigil image import|list|remove`: the root filesystem images workloads
-// start from. Import and remove work on the node itself, on its directory
+// `sigil image import|base|list|remove`: the root filesystem images workloads
+// start from (base makes a Debian one with mmdebstrap, workloads/image-base.ts).
+// Import, base and remove work on the node itself, on its directory
 // (--dir NODE, as `sigil enrol` and `sigil agent` use it), as root: an image
 // keeps its files' owners and gets /dev's device nodes (workloads/images.ts
 // does the work and refuses unsafe content, leaving nothing behind). `list`
 // reads the directory too, or asks a node's daemon with --node.
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { notFound, preconditionFailed } from '../errors.ts';
 import type { Image } from '../gen/sigil/v1/workloads.ts';
+import {
+  BASE_VARIANTS,
+  type BaseVariant,
+  buildBaseImage,
+  DEFAULT_BASE_VARIANT,
+  parseBaseSource,
+} from '../workloads/image-base.ts';
 import { examples } from './operator-output.ts';
 import { printResult } from './output.ts';
 import { usageError } from './usage.ts';
@@ -24,6 +32,13 @@ interface ImportFlags {
 
 interface ListFlags extends NodeFlags {
   dir?: string;
+  json?: boolean;
+}
+
+interface BaseFlags {
+  dir: string;
+  tag?: string;
+  variant?: BaseVariant;
   json?: boolean;
 }
 
@@ -96,6 +111,28 @@ async function runImport(source: string, flags: ImportFlags): Promise<void> {
     imageJson(record),
     () =>
       `imported ${record.tag} from ${SOURCE_NAMES[record.source]} ${source}: ${record.entries} entries, ${size(record.bytes)}`,
+  );
+}
+
+async function runBase(source: string, flags: BaseFlags): Promise<void> {
+  usageChecked(() => parseBaseSource(source));
+  if (flags.tag !== undefined) usageChecked(() => parseTag(flags.tag!));
+  requireRoot('base');
+  const dir = nodeDirectory(flags.dir);
+  const { openImageStore } = await import('../workloads/images.ts');
+  // mmdebstrap's own lines ("I: downloading packages with apt...") are the progress.
+  const made = await buildBaseImage(openImageStore(dir), {
+    source,
+    tag: flags.tag,
+    variant: flags.variant,
+    onProgress: (line) => process.stderr.write(`${line}\n`),
+  });
+  const { record } = made;
+  printResult(
+    flags,
+    { ...imageJson(record), suite: made.suite, variant: made.variant, durationMs: made.durationMs },
+    () =>
+      `made ${record.tag} from debian:${made.suite} (${made.variant}): ${record.entries} entries, ${size(record.bytes)}, ${Math.round(made.durationMs / 1000)} s`,
   );
 }
 
@@ -192,6 +229,33 @@ export function registerImageCommands(program: Command): void {
       ),
     )
     .action((source: string, flags: ImportFlags) => runImport(source, flags));
+
+  image
+    .command('base')
+    .description(
+      'Make a Debian base image on this node with mmdebstrap (apt-get install mmdebstrap) and store it as import does; as root. ' +
+        `The tag defaults to debian/SUITE:YYYYMMDD (UTC), with -VARIANT after the date unless the variant is ${DEFAULT_BASE_VARIANT}`,
+    )
+    .argument('<source>', 'debian:SUITE, as in debian:bookworm')
+    .requiredOption('--dir <dir>', "the node's directory (as given to sigil enrol and sigil agent)")
+    .option('--tag <tag>', 'the name workloads use: org/name:version')
+    .addOption(
+      new Option(
+        '--variant <variant>',
+        'mmdebstrap variant: essential has no apt; minbase adds apt (what Docker debian images hold)',
+      )
+        .choices(BASE_VARIANTS)
+        .default(DEFAULT_BASE_VARIANT),
+    )
+    .option('--json', 'print the image as JSON')
+    .addHelpText(
+      'after',
+      examples(
+        '$ sudo sigil image base debian:bookworm --dir ./node',
+        '$ sudo sigil image base debian:trixie --variant essential --tag org/trixie:1 --dir ./node --json',
+      ),
+    )
+    .action((source: string, flags: BaseFlags) => runBase(source, flags));
 
   addNodeOptions(
     image

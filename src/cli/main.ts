@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { describeError, exitCodeFor } from '../errors.ts';
 import { registerAgentCommand } from './agent.ts';
 import { registerBlockCommands } from './block.ts';
+import { registerBuildCommand } from './build.ts';
 import { registerCaCommands } from './ca.ts';
 import { registerCertCommands } from './cert.ts';
 import { registerCompletionCommand } from './completion.ts';
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   registerWorkloadCommands(program);
   registerImageCommands(program);
   registerBlockCommands(program);
+  registerBuildCommand(program);
   registerVminitCommand(program);
   registerVersionCommand(program);
   registerCompletionCommand(program);

@@ -107,6 +107,13 @@ export function parseRestart(text: string): string {
   return `on-failure:${[...new Set(codes)].join(',')}`;
 }
 
+/** --runtime process | vm: what the node starts the workload as (namespaces or a qemu VM). */
+export function parseRuntime(text: string): 'process' | 'vm' {
+  const runtime = text.trim();
+  if (runtime === 'process' || runtime === 'vm') return runtime;
+  throw invalid(`--runtime ${quote(text)}: expected process or vm`);
+}
+
 /** --env NAME=VALUE, repeated; a name given twice is refused. */
 export function parseEnv(items: readonly string[]): Record<string, string> {
   const env: Record<string, string> = {};
@@ -191,7 +198,7 @@ export function parseNodeName(text: string): string {
 }
 
 /** The command groups these flags belong to. */
-export const WORKLOAD_COMMAND_GROUPS: ReadonlySet<string> = new Set(['workload', 'image', 'block']);
+export const WORKLOAD_COMMAND_GROUPS: ReadonlySet<string> = new Set(['workload', 'image', 'block', 'build']);
 
 /**
  * Parse-time checks of these flags for flag-values.ts, by flag, for the
@@ -207,6 +214,7 @@ export const WORKLOAD_FLAG_CHECKS: Readonly<Record<string, (text: string) => unk
   '--net': parseNetwork,
   '--block': parseBlockMount,
   '--restart': parseRestart,
+  '--runtime': parseRuntime,
   '--env': (text) => parseEnv([text]),
   '--workdir': parseWorkdir,
   '--user': parseUser,

@@ -16,6 +16,7 @@ import {
   parseNetwork,
   parseResourceName,
   parseRestart,
+  parseRuntime,
   parseSince,
   parseTag,
   parseUser,
@@ -46,6 +47,7 @@ export interface CreateFlags extends JsonNodeFlags {
   env?: string[];
   workdir?: string;
   user?: string;
+  runtime?: string;
 }
 
 export interface EventsFlags extends JsonNodeFlags {
@@ -78,6 +80,7 @@ export async function runCreate(nameText: string, command: string[], flags: Crea
     blocks: (flags.block ?? []).map(parseBlockMount),
     restart: flags.restart === undefined ? '' : parseRestart(flags.restart),
     pidsMax: 0,
+    runtime: flags.runtime === undefined ? '' : parseRuntime(flags.runtime),
   }));
   const workload = await withWorkloads(flags, ({ client, target, context }) =>
     unary(client, client.createWorkload, request, { target, timeoutMs: context.timeoutMs }),

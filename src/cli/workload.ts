@@ -58,6 +58,10 @@ export function registerWorkloadCommands(program: Command): void {
       .option('--env <NAME=VALUE>', 'an environment variable (repeatable)', collect)
       .option('--workdir <dir>', 'the working directory inside the workload')
       .option('--user <uid[:gid]>', 'run as this numeric user (and group)')
+      .option(
+        '--runtime <process|vm>',
+        'process (default: namespaces) or vm (the command is the init of a qemu VM)',
+      )
       .option('--json', 'print the workload as JSON'),
   )
     .addHelpText(
@@ -66,6 +70,7 @@ export function registerWorkloadCommands(program: Command): void {
         '$ sigil workload create web --node web-1 --image demo/busybox:1 --memory 64 --identity ./alice -- /bin/httpd -f -p 8080',
         '$ sigil workload create job --node web-1 --image demo/busybox:1 --restart on-failure:1 --env MODE=batch -- /bin/sh -c "work"',
         '$ sigil workload create db --node n3f… --node-address 10.0.0.7:7543 --image org/db:2 --block data:/data --net br0',
+        '$ sigil workload create vm1 --node web-1 --image demo/busybox:1 --runtime vm --memory 256 --net br0 -- /bin/sh',
       ),
     )
     .action(async (name: string, command: string[], flags: CreateFlags) =>

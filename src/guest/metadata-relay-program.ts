@@ -5,28 +5,32 @@
 // the connection came from — the one fact only this side of the namespace
 // sees, and the one the service picks the workload's document by.
 //
-// It imports nothing of sigil's (it runs as its own process), prints "ready"
-// once listening, and exits when its standard input closes, so it never
-// outlives the daemon that started it.
+// With `raw` it forwards bytes only, without that line: a build's bootstrap
+// service (mutual TLS says who is calling) reached from the build workload.
 //
-// argv: <listen host> <listen port> <daemon socket path>
+// It imports nothing of sigil's (it runs as its own process), prints "ready
+// <port>" once listening, and exits when its standard input closes, so it
+// never outlives the daemon that started it.
+//
+// argv: <listen host> <listen port> <daemon socket path> [raw]
 import { createConnection, createServer } from 'node:net';
 
 const MAX_CONNECTIONS = 256;
 const IDLE_MS = 30_000;
 
-const [host, portText, socketPath] = process.argv.slice(2);
+const [host, portText, socketPath, mode] = process.argv.slice(2);
+const raw = mode === 'raw';
 const port = Number(portText);
 if (!host || !socketPath || !Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write('usage: metadata-relay-program <host> <port> <socket>\n');
+  process.stderr.write('usage: metadata-relay-program <host> <port> <socket> [raw]\n');
   process.exit(2);
 }
 
 // Half-open: a client such as nc may close its side once the request is sent
 // and still wait for the answer.
 const server = createServer({ allowHalfOpen: true }, (client) => {
-  const raw = client.remoteAddress ?? '';
-  const source = raw.startsWith('::ffff:') ? raw.slice(7) : raw;
+  const peer = client.remoteAddress ?? '';
+  const source = peer.startsWith('::ffff:') ? peer.slice(7) : peer;
   const upstream = createConnection(socketPath);
   const close = (): void => {
     client.destroy();
@@ -38,7 +42,7 @@ const server = createServer({ allowHalfOpen: true }, (client) => {
   client.on('close', () => upstream.destroy());
   // The daemon's answer ends the exchange: flush it to the client, then close.
   upstream.on('close', () => client.end());
-  upstream.write(`SIGIL-SOURCE ${source}\n`);
+  if (!raw) upstream.write(`SIGIL-SOURCE ${source}\n`);
   client.pipe(upstream);
   upstream.pipe(client, { end: false });
 });
@@ -47,7 +51,10 @@ server.on('error', (error) => {
   process.stderr.write(`metadata relay: ${error.message}\n`);
   process.exit(1);
 });
-server.listen(port, host, () => process.stdout.write('ready\n'));
+server.listen(port, host, () => {
+  const bound = server.address();
+  process.stdout.write(`ready ${typeof bound === 'object' && bound ? bound.port : port}\n`);
+});
 process.stdin.on('end', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
 process.stdin.resume();

@@ -5,6 +5,9 @@
 // metadata-relay-program.ts listens there, forwarding each connection to the
 // daemon's unix socket with the address it came from.
 //
+// The same program, raw (no address line), puts a build's bootstrap service
+// on another port of that address (startPortRelay).
+//
 // Nothing in the host's own namespace changes. On close the relay is stopped
 // and the address removed (the namespace may be the operator's).
 import { execFile, spawn } from 'node:child_process';
@@ -21,14 +24,16 @@ const PROGRAM = fileURLToPath(new URL('./metadata-relay-program.ts', import.meta
 export interface MetadataRelayOptions {
   /** The `ip netns` name of the bridges' namespace. */
   readonly namespace: string;
-  /** The daemon's metadata socket (startRelayedMetadataService). */
+  /** The daemon's socket the relay forwards to. */
   readonly socketPath: string;
-  /** Default 169.254.169.254 and 80. */
+  /** Default 169.254.169.254 and 80 (0: any free port, see `port` of the result). */
   readonly address?: string;
   readonly port?: number;
 }
 
 export interface MetadataRelay {
+  /** The port the relay listens on. */
+  readonly port: number;
   close(): Promise<void>;
 }
 
@@ -42,18 +47,32 @@ function ip(args: readonly string[]): Promise<void> {
   });
 }
 
-/** Adds the metadata address to the namespace's lo and starts the relay there. */
-export async function startMetadataRelay(options: MetadataRelayOptions): Promise<MetadataRelay> {
-  const address = options.address ?? METADATA_ADDRESS;
-  const port = options.port ?? METADATA_PORT;
-  const netns = `/run/netns/${options.namespace}`;
-  if (!existsSync(netns)) throw preconditionFailed(`network namespace ${options.namespace}: not found`);
-  await ip(['-netns', options.namespace, 'address', 'replace', `${address}/32`, 'dev', 'lo']);
-  const removeAddress = () =>
-    ip(['-netns', options.namespace, 'address', 'del', `${address}/32`, 'dev', 'lo']).catch(() => undefined);
+function netnsPath(namespace: string): string {
+  const netns = `/run/netns/${namespace}`;
+  if (!existsSync(netns)) throw preconditionFailed(`network namespace ${namespace}: not found`);
+  return netns;
+}
+
+/** Starts the relay program in the namespace; resolves once it listens, with its port. */
+async function spawnRelay(
+  namespace: string,
+  address: string,
+  port: number,
+  socketPath: string,
+  raw: boolean,
+): Promise<MetadataRelay> {
   const child = spawn(
     'nsenter',
-    [`--net=${netns}`, '--', process.execPath, PROGRAM, address, String(port), options.socketPath],
+    [
+      `--net=${netnsPath(namespace)}`,
+      '--',
+      process.execPath,
+      PROGRAM,
+      address,
+      String(port),
+      socketPath,
+      ...(raw ? ['raw'] : []),
+    ],
     { env: TOOL_ENV, stdio: ['pipe', 'pipe', 'pipe'] },
   );
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
@@ -61,16 +80,20 @@ export async function startMetadataRelay(options: MetadataRelayOptions): Promise
   child.stderr.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString('utf8')).slice(-500);
   });
+  let bound: number;
   try {
-    await new Promise<void>((resolve, reject) => {
+    bound = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new SigilError('internal', 'metadata relay: not ready in time')),
         READY_TIMEOUT_MS,
       );
+      let stdout = '';
       child.stdout.on('data', (chunk: Buffer) => {
-        if (chunk.toString('utf8').includes('ready')) {
+        stdout += chunk.toString('utf8');
+        const ready = /ready (\d+)/.exec(stdout);
+        if (ready) {
           clearTimeout(timer);
-          resolve();
+          resolve(Number(ready[1]));
         }
       });
       child.once('error', (error) => {
@@ -90,16 +113,58 @@ export async function startMetadataRelay(options: MetadataRelayOptions): Promise
   } catch (error) {
     child.kill('SIGKILL');
     await exited;
-    await removeAddress();
     throw error;
   }
   return {
+    port: bound,
     close: async () => {
       child.stdin.end();
       const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
       await exited;
       clearTimeout(timer);
+    },
+  };
+}
+
+/** Adds the metadata address to the namespace's lo and starts the relay there. */
+export async function startMetadataRelay(options: MetadataRelayOptions): Promise<MetadataRelay> {
+  const address = options.address ?? METADATA_ADDRESS;
+  netnsPath(options.namespace);
+  await ip(['-netns', options.namespace, 'address', 'replace', `${address}/32`, 'dev', 'lo']);
+  const removeAddress = () =>
+    ip(['-netns', options.namespace, 'address', 'del', `${address}/32`, 'dev', 'lo']).catch(() => undefined);
+  let relay: MetadataRelay;
+  try {
+    relay = await spawnRelay(
+      options.namespace,
+      address,
+      options.port ?? METADATA_PORT,
+      options.socketPath,
+      false,
+    );
+  } catch (error) {
+    await removeAddress();
+    throw error;
+  }
+  return {
+    port: relay.port,
+    close: async () => {
+      await relay.close();
       await removeAddress();
     },
   };
+}
+
+/**
+ * A raw relay on `address` (already on the namespace's lo: the metadata
+ * relay put it there) and a free port, to the daemon's `socketPath`.
+ */
+export function startPortRelay(options: MetadataRelayOptions): Promise<MetadataRelay> {
+  return spawnRelay(
+    options.namespace,
+    options.address ?? METADATA_ADDRESS,
+    options.port ?? 0,
+    options.socketPath,
+    true,
+  );
 }

@@ -71,7 +71,11 @@ export interface DesiredSpec {
   readonly networks?: readonly string[];
   readonly blocks?: readonly DesiredBlock[];
   readonly tty?: boolean;
+  /** 'vm': the command is the init of a qemu VM; absent (rows before runtimes) or 'process': namespaces. */
+  readonly runtime?: DesiredRuntime;
 }
+
+export type DesiredRuntime = 'process' | 'vm';
 
 /** The control plane's reservation for the workload (released with ReleaseWorkload(subtree, name)). */
 export interface DesiredReservation {
@@ -141,6 +145,7 @@ const SPEC_FIELDS = new Set([
   'networks',
   'blocks',
   'tty',
+  'runtime',
 ]);
 const LIMIT_FIELDS = new Set(['memoryMiB', 'cpus', 'pidsMax']);
 const BLOCK_FIELDS = new Set(['name', 'mountPoint']);
@@ -273,6 +278,8 @@ export function checkDesiredSpec(value: unknown): DesiredSpec {
   if (fields.tty !== undefined && typeof fields.tty !== 'boolean') throw invalid('tty must be true or false');
   if (fields.user !== undefined && (typeof fields.user !== 'string' || !USER_SPEC.test(fields.user)))
     throw invalid(`user ${quote(fields.user)} must be uid[:gid] or name[:group]`);
+  if (fields.runtime !== undefined && fields.runtime !== 'process' && fields.runtime !== 'vm')
+    throw invalid(`runtime ${quote(fields.runtime)}: expected process or vm`);
   return {
     name: checkDnsLabel(fields.name, 'workload name'),
     image: parseImageReference(fields.image).reference,
@@ -285,6 +292,7 @@ export function checkDesiredSpec(value: unknown): DesiredSpec {
     ...(networks === undefined ? {} : { networks }),
     ...(fields.blocks === undefined ? {} : { blocks: checkBlocks(fields.blocks) }),
     ...(fields.tty === undefined ? {} : { tty: fields.tty as boolean }),
+    ...(fields.runtime === undefined ? {} : { runtime: fields.runtime as DesiredRuntime }),
   };
 }
 

@@ -7,8 +7,9 @@
 //   unshare --pid --fork --mount --uts --ipc --net   (the launcher: waits, reports the exit)
 //     └─ /bin/bash -c STAGE_1     (PID 1 inside, host root with the host's files): waits for
 //        │                        the daemon (fd 3), hostname, lo, binds the root onto itself,
-//        │                        mounts its proc (sysctls and sysrq read-only), pivot_root . .
-//        └─ exec BUSYBOX sh -c STAGE_2      (static): detaches the host's tree (umount -l .)
+//        │                        mounts its proc (sysctls and sysrq read-only), cd into it
+//        └─ exec BUSYBOX sh -c STAGE_2      (static, from the host's path): pivot_root . ., detaches
+//           │                                the host's tree (umount -l .)
 //           └─ exec unshare -U -m sh -c STAGE_3   (busybox, in a new user namespace): waits while
 //              │                                  the daemon maps every id to itself
 //              └─ exec env -i VARS [setsid -c] nsenter -F -S UID -G GID -w WORKDIR -- COMMAND
@@ -245,7 +246,8 @@ const STAGE_1 = [
   // The root's own mounts (a pty slave, block devices) come along with --rbind.
   // The mounts, as an fstab on fd 5 (stageOneMounts).
   'mount -a -T /dev/fd/5 || exit 125',
-  'cd "$3" && "$4" pivot_root . . || exit 125',
+  // The pivot happens in stage 2: the static busybox must start from the host's path, not the image's.
+  'cd "$3" || exit 125',
   // Descriptors the daemon holds without close-on-exec (a pty master) never reach the workload.
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
   'for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 4 ]; then { exec {fd}>&-; } 2>/dev/null; fi; done',
@@ -254,10 +256,13 @@ const STAGE_1 = [
   'exec "$busybox" sh -c "$stage2" "$@"',
 ].join('\n');
 
-// Stage 2, busybox as host root: detach the host (the old root, stacked on the
-// new one by pivot_root . .), then give up host root: a user namespace of its
-// own, whose new mount namespace locks every mount above in place. $0 stage 3.
-const STAGE_2 = 'umount -l . && cd / || exit 125; exec unshare -U -m sh -c "$0" sigil-init "$@"';
+// Stage 2, busybox as host root, started from the host (so an image needs no
+// busybox of its own): change the root (pivot_root . .) and detach the host
+// (the old root, stacked on the new one), then give up host root: a user
+// namespace of its own, whose new mount namespace locks every mount above in
+// place. $0 stage 3.
+const STAGE_2 =
+  'pivot_root . . && umount -l . && cd / || exit 125; exec unshare -U -m sh -c "$0" sigil-init "$@"';
 
 // Stage 3, busybox in the new user namespace: the daemon maps its ids, then the
 // workload starts with exactly its own environment.

@@ -15,6 +15,12 @@
 // Everything goes through iproute2's `ip` (and util-linux `nsenter` to act in
 // the workload's namespace), run with argument arrays, never a shell.
 //
+// A VM workload gets a tap instead (attachTap): made in the daemon's
+// namespace on the bridge, its address from the same pool as the veths, and
+// guarded (vm-spoof-guard.ts) before qemu opens it, since the VM's own kernel
+// could otherwise claim another workload's address. Its address reaches the
+// guest on the kernel command line (vm-launcher.ts).
+//
 // Not done yet: bridges in the host's namespace (configured otherwise),
 // adopting attachments after a daemon restart (the host end's name is derived
 // from the key, so a restart can find and remove stale ones), IPv6, and any
@@ -25,6 +31,8 @@ import { existsSync } from 'node:fs';
 import { alreadyExists, invalid, messageOf, notFound, preconditionFailed, SigilError } from '../errors.ts';
 import { AddressPool, type BridgeConfig, parseBridgeConfig, rangesOverlap } from './address-pool.ts';
 import { macAddressFor } from './mac-address.ts';
+import { guardInterface, removeGuard } from './vm-spoof-guard.ts';
+import { createTapOnBridge, removeTap, tapNameFor } from './vm-tap.ts';
 
 export interface WorkloadNetworksOptions {
   /** Bridge configurations, `NAME=ADDRESS/PREFIX` each, e.g. `br0=10.77.0.1/24`. */
@@ -55,12 +63,30 @@ export interface Attachment {
   readonly workloadInterface: 'eth0';
 }
 
+/** A VM workload's place on a bridge: a guarded tap in the daemon's namespace that qemu opens. */
+export interface TapAttachment {
+  readonly workloadKey: string;
+  readonly bridge: string;
+  /** The guest's address on the bridge (without prefix). */
+  readonly address: string;
+  readonly prefixLength: number;
+  /** The bridge's address: the guest's default route. */
+  readonly gateway: string;
+  /** The guest NIC's MAC: the only source MAC the tap may send. */
+  readonly mac: string;
+  /** The tap, in `namespace`. */
+  readonly tap: string;
+  /** The daemon's bridges' namespace, where qemu must run to open the tap. */
+  readonly namespace: string;
+}
+
 export const MAX_WORKLOAD_KEY_LENGTH = 256;
 const NAMESPACE_PREFIX = 'sigil-';
 const NAMESPACE_ID = /^[a-z0-9][a-z0-9-]{0,31}$/;
 const EXISTING_NAMESPACE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 // Host-end names: 'sgv' + 12 hex digits = 15, the kernel's limit; bridges may not take the prefix.
 const HOST_END_PREFIX = 'sgv';
+const TAP_PREFIX = 'sgt';
 const IP_CANDIDATES = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'];
 const NSENTER_CANDIDATES = ['/usr/bin/nsenter', '/bin/nsenter', '/usr/sbin/nsenter'];
 const TOOL_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
@@ -122,10 +148,12 @@ function checkedBridges(specs: readonly string[]): Map<string, BridgeConfig> {
   const bridges = new Map<string, BridgeConfig>();
   for (const spec of specs) {
     const bridge = parseBridgeConfig(spec);
-    if (bridge.name.startsWith(HOST_END_PREFIX)) {
-      throw invalid(
-        `bridge ${quoted(bridge.name)}: names starting with "${HOST_END_PREFIX}" are sigil's veth ends`,
-      );
+    for (const prefix of [HOST_END_PREFIX, TAP_PREFIX]) {
+      if (bridge.name.startsWith(prefix)) {
+        throw invalid(
+          `bridge ${quoted(bridge.name)}: names starting with "${prefix}" are sigil's ${prefix === TAP_PREFIX ? 'taps' : 'veth ends'}`,
+        );
+      }
     }
     if (bridge.name === 'lo' || bridge.name === 'eth0') {
       throw invalid(`bridge ${quoted(bridge.name)}: the name is taken by a standard interface`);
@@ -193,6 +221,7 @@ export class WorkloadNetworks {
   readonly #tools: Tools;
   readonly #pools: Map<string, AddressPool>;
   readonly #attachments = new Map<string, Attachment>();
+  readonly #taps = new Map<string, TapAttachment>();
   /** Keys with an attach or detach under way: a second call for the same key is refused meanwhile. */
   readonly #busy = new Set<string>();
   #createdBridges: string[] = [];
@@ -241,6 +270,11 @@ export class WorkloadNetworks {
     return [...this.#attachments.values()];
   }
 
+  /** The tap of VM workload `workloadKey`, if any. */
+  tapOf(workloadKey: string): TapAttachment | undefined {
+    return this.#taps.get(workloadKey);
+  }
+
   async #setUp(): Promise<void> {
     if (this.#ownsNamespace) await this.#ip('netns', 'add', this.namespace);
     await this.#ipIn('link', 'set', 'lo', 'up');
@@ -274,7 +308,7 @@ export class WorkloadNetworks {
         `bridge ${bridgeName}: not among the bridges your policy allows`,
       );
     }
-    if (this.#attachments.has(key) || this.#busy.has(key)) {
+    if (this.#attachments.has(key) || this.#taps.has(key) || this.#busy.has(key)) {
       throw alreadyExists(`workload ${quoted(key)}: already attached to a network`);
     }
     const pid = checkedPid(workloadPid);
@@ -341,9 +375,70 @@ export class WorkloadNetworks {
     return attachment;
   }
 
-  /** Removes the workload's veth pair (both ends go with one) and frees its address. */
+  /**
+   * Puts VM workload `workloadKey` on `bridgeName` (configured, and in
+   * `allowed`): a tap on the bridge, an address from its pool, and the
+   * anti-spoofing guard for both, all before qemu (started in `namespace`)
+   * opens the tap. Refusals change nothing; a failure half-way undoes what
+   * was done.
+   */
+  async attachTap(
+    bridgeName: string,
+    workloadKey: string,
+    allowed: readonly string[],
+  ): Promise<TapAttachment> {
+    if (this.#closed) throw preconditionFailed('workload networks are closed');
+    const key = checkedKey(workloadKey);
+    const pool = this.#pools.get(bridgeName);
+    if (!pool) throw notFound(`bridge ${quoted(String(bridgeName))}: not configured on this node`);
+    if (!Array.isArray(allowed) || !allowed.includes(bridgeName)) {
+      throw new SigilError(
+        'permission_denied',
+        `bridge ${bridgeName}: not among the bridges your policy allows`,
+      );
+    }
+    if (this.#attachments.has(key) || this.#taps.has(key) || this.#busy.has(key)) {
+      throw alreadyExists(`workload ${quoted(key)}: already attached to a network`);
+    }
+    const tap = tapNameFor(key);
+    for (const other of this.#taps.values()) {
+      if (other.tap === tap) throw alreadyExists(`tap ${tap}: taken by another workload`);
+    }
+    const address = pool.allocate(key);
+    this.#busy.add(key);
+    const attachment: TapAttachment = {
+      workloadKey: key,
+      bridge: bridgeName,
+      address,
+      prefixLength: pool.bridge.prefixLength,
+      gateway: pool.bridge.gateway,
+      mac: macAddressFor(key),
+      tap,
+      namespace: this.namespace,
+    };
+    let created = false;
+    try {
+      // A tap left by a daemon that died goes first: its name is ours.
+      await removeTap(this.namespace, tap);
+      await createTapOnBridge(this.namespace, bridgeName, tap);
+      created = true;
+      await guardInterface({ namespace: this.namespace, iface: tap, mac: attachment.mac, address });
+    } catch (error) {
+      if (created) await removeTap(this.namespace, tap).catch(() => undefined);
+      pool.release(address);
+      throw error;
+    } finally {
+      this.#busy.delete(key);
+    }
+    this.#taps.set(key, attachment);
+    return attachment;
+  }
+
+  /** Removes the workload's veth pair (both ends go with one) or its tap and guard, and frees its address. */
   async detach(workloadKey: string): Promise<void> {
     const key = checkedKey(workloadKey);
+    const tapAttachment = this.#taps.get(key);
+    if (tapAttachment) return this.#detachTap(tapAttachment);
     const attachment = this.#attachments.get(key);
     if (!attachment) throw notFound(`workload ${quoted(key)}: not attached to a network`);
     this.#attachments.delete(key);
@@ -356,11 +451,25 @@ export class WorkloadNetworks {
     }
   }
 
+  /** The tap first (so it never carries a frame unguarded), then its guard, then the address. */
+  async #detachTap(attachment: TapAttachment): Promise<void> {
+    const key = attachment.workloadKey;
+    this.#taps.delete(key);
+    this.#busy.add(key);
+    try {
+      await removeTap(this.namespace, attachment.tap);
+      await removeGuard(this.namespace, attachment.tap);
+    } finally {
+      this.#busy.delete(key);
+      this.#pools.get(attachment.bridge)?.release(attachment.address);
+    }
+  }
+
   /** Detaches everything, removes the bridges, and the namespace if this made it. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
     const failures: string[] = [];
-    for (const key of [...this.#attachments.keys()]) {
+    for (const key of [...this.#attachments.keys(), ...this.#taps.keys()]) {
       await this.detach(key).catch((error) => failures.push(messageOf(error)));
     }
     // A namespace already gone took its interfaces with it.

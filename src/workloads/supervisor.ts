@@ -46,6 +46,7 @@ import {
   type NamespacedProcess,
   type NamespaceProcessOptions,
   type ProcessExit,
+  type ReadOnlyBind,
   resolveInRoot,
   spawnInNamespaces,
 } from './namespace-process.ts';
@@ -59,7 +60,7 @@ import {
   type RestartPolicy,
   shouldRestart,
 } from './restart-policy.ts';
-import type { VmProcess } from './vm-launcher.ts';
+import type { VmNetwork, VmProcess } from './vm-launcher.ts';
 import {
   checkRuntime,
   checkVmCommand,
@@ -98,6 +99,8 @@ export interface WorkloadSpec {
   readonly blocks?: readonly WorkloadBlock[];
   /** A pseudo-terminal for stdin, stdout and stderr (interactive consoles); pipes when false or absent. */
   readonly tty?: boolean;
+  /** Host directories bound read-only inside (the guest runtime, guest-runtime.ts); none when absent. */
+  readonly readOnlyBinds?: readonly ReadOnlyBind[];
   /** 'namespaces' (default) or 'vm': the command runs as the init of a qemu VM (vm-run.ts). */
   readonly runtime?: WorkloadRuntime;
 }
@@ -139,6 +142,7 @@ export interface WorkloadInfo {
   /** The running workload's addresses on its bridges (none when not running or without a network). */
   readonly addresses: readonly WorkloadAddress[];
   readonly tty: boolean;
+  readonly runtime: WorkloadRuntime;
 }
 
 export interface WorkloadStats extends CgroupStats {
@@ -187,6 +191,7 @@ const SPEC_FIELDS: ReadonlySet<string> = new Set([
   'blocks',
   'tty',
   'runtime',
+  'readOnlyBinds',
 ]);
 const MAX_BLOCKS = 16;
 /** Raw output listeners a workload admits at once, like its console's followers. */
@@ -579,6 +584,11 @@ export class WorkloadSupervisor {
   }
 
   /** The spec runs start from (the command as the last restart() set it): what a daemon persists. */
+  /** The host path of the workload's root filesystem (its writable layer, mounted while it exists). */
+  rootOf(key: string): string {
+    return this.get(key).root.root;
+  }
+
   specOf(key: string): WorkloadSpec {
     const workload = this.get(key);
     return { ...workload.spec, command: [...workload.command] };
@@ -691,6 +701,7 @@ export class WorkloadSupervisor {
       workdir: spec.workdir,
       user: spec.user,
       hostname: spec.name,
+      ...(spec.readOnlyBinds ? { readOnlyBinds: spec.readOnlyBinds } : {}),
     };
   }
 
@@ -768,17 +779,42 @@ export class WorkloadSupervisor {
   private async prepareVmRun(workload: Workload): Promise<Run> {
     const { spec, cgroup, root } = workload;
     const limits = spec.limits ?? {};
-    const { process, cleanup } = await startVmRun({
-      runtime: this.vm,
-      rootfs: root.root,
-      runDir: join(this.stateDir, cgroup.name, 'vm'),
-      command: workload.command,
-      hostname: spec.name,
-      ...(limits.memoryMiB === undefined ? {} : { memoryMiB: limits.memoryMiB }),
-      ...(limits.cpus === undefined ? {} : { cpus: limits.cpus.length }),
-      onSpawned: (pid) => cgroup.addProcess(pid),
-    });
-    return { process, addresses: [], undo: [cleanup], replaced: false, outputEnded: Promise.resolve() };
+    const undo: (() => Promise<void> | void)[] = [];
+    const addresses: WorkloadAddress[] = [];
+    try {
+      // The tap and its anti-spoofing guard exist before qemu opens it (vm-spoof-guard.ts).
+      let network: VmNetwork | undefined;
+      for (const bridge of spec.networks ?? []) {
+        const tap = await this.networks!.attachTap(bridge, spec.key, spec.networks ?? []);
+        undo.push(() => this.networks?.detach(spec.key));
+        network = {
+          namespace: tap.namespace,
+          tap: tap.tap,
+          mac: tap.mac,
+          address: `${tap.address}/${tap.prefixLength}`,
+          gateway: tap.gateway,
+        };
+        addresses.push({ network: bridge, address: network.address, mac: tap.mac });
+      }
+      const { process, cleanup } = await startVmRun({
+        runtime: this.vm,
+        rootfs: root.root,
+        runDir: join(this.stateDir, cgroup.name, 'vm'),
+        command: workload.command,
+        hostname: spec.name,
+        ...(limits.memoryMiB === undefined ? {} : { memoryMiB: limits.memoryMiB }),
+        // One virtual CPU per pinned host CPU (at least one).
+        ...(limits.cpus && limits.cpus.length > 0 ? { cpus: limits.cpus.length } : {}),
+        ...(network ? { network } : {}),
+        ...(spec.readOnlyBinds && spec.readOnlyBinds.length > 0 ? { readOnlyBinds: spec.readOnlyBinds } : {}),
+        onSpawned: (pid) => cgroup.addProcess(pid),
+      });
+      undo.push(cleanup);
+      return { process, addresses, undo, replaced: false, outputEnded: Promise.resolve() };
+    } catch (error) {
+      await this.undoSteps(workload, undo).catch(() => undefined);
+      throw error;
+    }
   }
 
   private undoRun(workload: Workload, run: Run): Promise<void> {
@@ -987,6 +1023,7 @@ export class WorkloadSupervisor {
       ...(workload.error ? { error: workload.error } : {}),
       addresses: run ? run.addresses.map((address) => ({ ...address })) : [],
       tty: spec.tty === true,
+      runtime: spec.runtime ?? 'namespaces',
     };
   }
 }

@@ -5,7 +5,9 @@
 //   1. mounts proc, sys and devtmpfs, loads the modules (dependencies first),
 //   2. sets the hostname and configures eth0 from the kernel command line
 //      (`sigil.hostname=web sigil.ip=10.77.0.5/24 sigil.gw=10.77.0.1`),
-//   3. mounts the ext4 root from /dev/vda, moves /dev into it, and
+//   3. mounts the ext4 root from /dev/vda, the host's read-only 9p shares
+//      inside it (the guest runtime under /.sigil, see guest-runtime.ts),
+//      moves /dev into it, and
 //   4. switch_roots into the guest command (a shell on the console by default).
 //
 // The guest command is baked into the archive (/etc/sigil/command, a `set --`
@@ -30,6 +32,8 @@ export const VM_MODULES: readonly string[] = [
   'crc32c_generic',
   'ext4',
 ];
+/** What a 9p share (vm-launcher.ts's -virtfs) needs. */
+export const VM_SHARE_MODULES: readonly string[] = ['9pnet_virtio', '9p'];
 /** A shell on the serial console. */
 export const DEFAULT_GUEST_COMMAND: readonly string[] = ['/bin/sh'];
 /** The line /init prints just before switching to the guest command. */
@@ -37,6 +41,15 @@ export const INIT_DONE_MARKER = 'sigil-init: starting the guest';
 const MAX_COMMAND_BYTES = 64 * 1024;
 const TTY_MAJOR = 5;
 const CONSOLE_MINOR = 1;
+const SHARE_TAG = /^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$/;
+// Mount points are read by `read -r tag target`: no blanks, no control characters.
+const MOUNT_POINT = /^(\/[A-Za-z0-9._+@-]+)+$/;
+
+/** A 9p share mounted read-only at `target` (absolute, inside the root disk) before the switch. */
+export interface InitramfsShareMount {
+  readonly tag: string;
+  readonly target: string;
+}
 
 export interface InitramfsOptions {
   readonly kernel: VmKernel;
@@ -44,6 +57,8 @@ export interface InitramfsOptions {
   readonly command?: readonly string[];
   /** Extra modules to load after VM_MODULES (names, e.g. "vsock"). */
   readonly extraModules?: readonly string[];
+  /** 9p shares to mount inside the root disk; their modules are added when there are any. */
+  readonly shares?: readonly InitramfsShareMount[];
 }
 
 const INIT = `#!/bin/busybox sh
@@ -77,6 +92,10 @@ until [ -b /dev/vda ]; do
   tries=$((tries + 1)); [ $tries -le 100 ] || fail "no root disk /dev/vda"; sleep 0.1
 done
 mount -t ext4 /dev/vda /newroot || fail "mounting the root disk"
+while read -r tag target; do
+  mkdir -p "/newroot$target" || fail "making $target for share $tag"
+  mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize=262144 "$tag" "/newroot$target" || fail "mounting share $tag at $target"
+done < /etc/sigil/shares
 if [ -d /newroot/dev ]; then mount --move /dev /newroot/dev || fail "moving /dev"; else umount /dev; fi
 umount /sys; umount /proc
 . /etc/sigil/command
@@ -88,6 +107,25 @@ exec switch_root /newroot "$@"
 /** A word quoted for sh: single quotes, each inner quote as '\\''. */
 function shellQuoted(word: string): string {
   return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+function checkedShares(shares: readonly InitramfsShareMount[]): readonly InitramfsShareMount[] {
+  const targets = new Set<string>();
+  for (const { tag, target } of shares) {
+    if (typeof tag !== 'string' || !SHARE_TAG.test(tag))
+      throw invalid(`share tag ${JSON.stringify(String(tag))}: 1–31 letters, digits, '_' or '-'`);
+    if (
+      typeof target !== 'string' ||
+      !MOUNT_POINT.test(target) ||
+      target.split('/').some((part) => part === '.' || part === '..')
+    )
+      throw invalid(
+        `share mount point ${JSON.stringify(String(target).slice(0, 80))}: an absolute path of letters, digits and ._+@- without '.' or '..' parts`,
+      );
+    if (targets.has(target)) throw invalid(`share mount point ${target}: given twice`);
+    targets.add(target);
+  }
+  return shares;
 }
 
 function checkedCommand(command: readonly string[]): readonly string[] {
@@ -108,8 +146,10 @@ function checkedCommand(command: readonly string[]): readonly string[] {
 /** The initramfs (an uncompressed newc cpio archive) for `options`. */
 export function buildInitramfs(options: InitramfsOptions): Buffer {
   const command = checkedCommand(options.command ?? DEFAULT_GUEST_COMMAND);
+  const shares = checkedShares(options.shares ?? []);
   const modules: KernelModule[] = modulesToLoad(options.kernel.modulesDir, [
     ...VM_MODULES,
+    ...(shares.length > 0 ? VM_SHARE_MODULES : []),
     ...(options.extraModules ?? []),
   ]);
   const directories = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'newroot', 'etc'];
@@ -126,6 +166,11 @@ export function buildInitramfs(options: InitramfsOptions): Buffer {
       kind: 'file',
       path: 'etc/sigil/modules',
       data: Buffer.from(modules.map((module) => `${module.name}.ko\n`).join('')),
+    },
+    {
+      kind: 'file',
+      path: 'etc/sigil/shares',
+      data: Buffer.from(shares.map(({ tag, target }) => `${tag} ${target}\n`).join('')),
     },
     {
       kind: 'file',

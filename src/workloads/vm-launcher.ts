@@ -2,7 +2,9 @@
 // sigil's initramfs (vm-initramfs.ts) and the workload's ext4 root disk
 // (vm-image.ts), its serial console on qemu's stdin/stdout, and, with a
 // network, a virtio NIC on a tap in the daemon's network namespace
-// (vm-tap.ts). It offers what the supervisor uses of a namespaced process:
+// (vm-tap.ts, guarded by vm-spoof-guard.ts), and host directories exported
+// read-only over 9p (`-virtfs …,readonly=on`; /init mounts them, see
+// vm-initramfs.ts). It offers what the supervisor uses of a namespaced process:
 // a pid (qemu's, for the cgroup), output, an exit, kill.
 //
 // The machine: `-M pc` (microvm lacks the PCI the stock kernel's virtio
@@ -41,6 +43,14 @@ export interface VmNetwork {
   readonly gateway?: string;
 }
 
+/** A host directory the guest sees read-only over 9p (virtio), mounted by /init (vm-initramfs.ts). */
+export interface VmShare {
+  /** An absolute host directory. */
+  readonly source: string;
+  /** The 9p mount tag the guest mounts it by (letters, digits, '_' and '-'; at most 31). */
+  readonly tag: string;
+}
+
 export interface VmLaunchOptions {
   readonly kernel: VmKernel;
   /** The initramfs file (buildInitramfs's archive, written to disk). */
@@ -56,6 +66,8 @@ export interface VmLaunchOptions {
   /** The guest's hostname (sigil.hostname=). */
   readonly hostname?: string;
   readonly network?: VmNetwork;
+  /** Host directories exported read-only over 9p; none when absent. */
+  readonly shares?: readonly VmShare[];
   /** Default: chooseAccelerator's answer for this kernel. */
   readonly accelerator?: Accelerator;
   /** Kernel log on the console (boot messages); default false (`quiet`). */
@@ -100,6 +112,8 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const SHARE_TAG = /^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$/;
+const MAX_SHARES = 16;
 
 function quoted(value: unknown): string {
   const text = String(value);
@@ -144,6 +158,27 @@ function checkedNetwork(network: VmNetwork): VmNetwork {
   return network;
 }
 
+function checkedShares(shares: readonly VmShare[] | undefined): readonly VmShare[] {
+  if (shares === undefined) return [];
+  if (!Array.isArray(shares) || shares.length > MAX_SHARES)
+    throw invalid(`shares: a list of at most ${MAX_SHARES} directories`);
+  const tags = new Set<string>();
+  for (const share of shares) {
+    if (typeof share?.tag !== 'string' || !SHARE_TAG.test(share.tag))
+      throw invalid(`share tag ${quoted(share?.tag)}: 1–31 letters, digits, '_' or '-'`);
+    if (tags.has(share.tag)) throw invalid(`share tag ${share.tag}: given twice`);
+    tags.add(share.tag);
+    const source = share.source;
+    if (typeof source !== 'string' || !source.startsWith('/') || source.split('/').includes('..'))
+      throw invalid(`share ${share.tag} ${quoted(source)}: must be an absolute path without '..'`);
+    // qemu's option syntax splits on ','.
+    if (source.includes(',')) throw invalid(`share ${share.tag} ${quoted(source)}: must not contain ','`);
+    if (!existsSync(source) || !statSync(source).isDirectory())
+      throw notFound(`share ${share.tag} ${source}: no such directory`);
+  }
+  return shares;
+}
+
 /** The kernel command line: the console, the end of init ending the VM, and the guest's settings for /init. */
 export function kernelCommandLine(
   options: Pick<VmLaunchOptions, 'hostname' | 'network' | 'kernelLog'>,
@@ -173,6 +208,7 @@ export function qemuArguments(options: VmLaunchOptions, accelerator: Accelerator
     throw invalid(`hostname ${quoted(options.hostname)}: 1–64 letters, digits, '-' and '.' (RFC 1123)`);
   }
   const network = options.network ? checkedNetwork(options.network) : undefined;
+  const shares = checkedShares(options.shares);
   if (typeof options.runDir !== 'string' || !options.runDir.startsWith('/') || options.runDir.includes(',')) {
     throw invalid(`run directory ${quoted(options.runDir)}: must be an absolute path without ','`);
   }
@@ -219,6 +255,10 @@ export function qemuArguments(options: VmLaunchOptions, accelerator: Accelerator
           `virtio-net-pci,netdev=net0,mac=${network.mac}`,
         ]
       : []),
+    ...shares.flatMap((share) => [
+      '-virtfs',
+      `local,path=${share.source},mount_tag=${share.tag},security_model=none,readonly=on`,
+    ]),
     '-qmp',
     `unix:${qmpSocket},server=on,wait=off`,
   ];

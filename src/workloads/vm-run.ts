@@ -4,21 +4,24 @@
 // command, and qemu booting both (vm-launcher.ts). Everything is made in a
 // directory of the run's own and removed when the run is undone.
 //
+// With a network the supervisor passes the run a guarded tap from
+// WorkloadNetworks.attachTap (its address on the kernel command line); the
+// workload's read-only binds (the guest runtime, guest-runtime.ts) become
+// 9p shares mounted at the same paths before the switch to the guest.
+//
 // What the VM runtime does not do yet (refused by checkVmWorkload, so the
-// caller sees why): networks (the tap path works, vm-tap.ts, but the
-// address has to come from WorkloadNetworks, which only attaches veths),
-// block devices, env, workdir and user (the guest command runs as the
-// image's init, as root, from /). The guest's writes live on the run's disk
-// and end with it.
+// caller sees why): block devices, env, workdir and user (the guest command
+// runs as the image's init, as root, from /). The guest's writes live on the
+// run's disk and end with it.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { invalid, notFound } from '../errors.ts';
-import { resolveInRoot } from './namespace-process.ts';
+import { type ReadOnlyBind, resolveInRoot } from './namespace-process.ts';
 import type { Accelerator } from './vm-accelerator.ts';
 import { buildExt4Image } from './vm-image.ts';
 import { buildInitramfs } from './vm-initramfs.ts';
 import { ensureVmKernel } from './vm-kernel.ts';
-import { launchVm, type VmProcess } from './vm-launcher.ts';
+import { launchVm, type VmNetwork, type VmProcess, type VmShare } from './vm-launcher.ts';
 
 export type WorkloadRuntime = 'namespaces' | 'vm';
 
@@ -51,8 +54,6 @@ export function checkRuntime(runtime: unknown): WorkloadRuntime {
 
 /** Refuses what the VM runtime cannot do yet. */
 export function checkVmWorkload(spec: VmWorkloadFields): void {
-  if (spec.networks !== undefined && spec.networks.length > 0)
-    throw invalid('networks: not supported by the vm runtime yet');
   if (spec.blocks !== undefined && spec.blocks.length > 0)
     throw invalid('blocks: not supported by the vm runtime yet');
   if (spec.env !== undefined && Object.keys(spec.env).length > 0)
@@ -90,7 +91,26 @@ export interface VmRunOptions {
   readonly hostname: string;
   readonly memoryMiB?: number;
   readonly cpus?: number;
+  /** The guest's NIC on its tap (WorkloadNetworks.attachTap); none when absent. */
+  readonly network?: VmNetwork;
+  /** Host directories the guest sees read-only at their targets (over 9p). */
+  readonly readOnlyBinds?: readonly ReadOnlyBind[];
   readonly onSpawned?: (pid: number) => void | Promise<void>;
+}
+
+/** The 9p shares of `binds` and where /init mounts them: tag sigilN for the Nth. */
+export function sharesOf(binds: readonly ReadOnlyBind[]): {
+  shares: VmShare[];
+  mounts: { tag: string; target: string }[];
+} {
+  const tagged = binds.map((bind, index) => ({ ...bind, tag: `sigil${index}` }));
+  return {
+    shares: tagged.map(({ source, tag }) => ({ source, tag })),
+    mounts: tagged.map(({ target, tag }) => ({
+      tag,
+      target: posix.normalize(target).replace(/(.)\/+$/, '$1'),
+    })),
+  };
 }
 
 /** Starts the run's VM; `cleanup` removes its files (after qemu has ended). A failure leaves nothing. */
@@ -106,8 +126,11 @@ export async function startVmRun(
   try {
     const rootDisk = join(options.runDir, 'root.img');
     await buildExt4Image({ rootDir: options.rootfs, imageFile: rootDisk });
+    const { shares, mounts } = sharesOf(options.readOnlyBinds ?? []);
     const initramfs = join(options.runDir, 'initramfs');
-    writeFileSync(initramfs, buildInitramfs({ kernel, command: options.command }), { mode: 0o600 });
+    writeFileSync(initramfs, buildInitramfs({ kernel, command: options.command, shares: mounts }), {
+      mode: 0o600,
+    });
     const process = await launchVm({
       kernel,
       initramfs,
@@ -116,6 +139,8 @@ export async function startVmRun(
       hostname: options.hostname,
       memoryMiB: options.memoryMiB ?? VM_DEFAULT_MEMORY_MiB,
       ...(options.cpus === undefined ? {} : { cpus: options.cpus }),
+      ...(options.network ? { network: options.network } : {}),
+      ...(shares.length > 0 ? { shares } : {}),
       ...(options.runtime.accelerator === undefined ? {} : { accelerator: options.runtime.accelerator }),
       ...(options.onSpawned ? { onSpawned: options.onSpawned } : {}),
     });

@@ -49,6 +49,7 @@ const request: CreateWorkloadRequest = {
   name: 'survivor',
   image: IMAGE,
   command: ['/bin/sh', '-c', 'echo up; exec sleep 1000'],
+  runtime: '',
   env: {},
   workdir: '',
   user: '',

@@ -54,6 +54,7 @@ function request(
     blocks: [],
     restart: '',
     pidsMax: 0,
+    runtime: '',
     ...more,
   };
 }

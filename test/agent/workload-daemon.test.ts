@@ -42,6 +42,7 @@ function request(name: string, more: Partial<CreateWorkloadRequest> = {}): Creat
     blocks: [],
     restart: '',
     pidsMax: 0,
+    runtime: '',
     ...more,
   };
 }

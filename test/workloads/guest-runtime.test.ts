@@ -3,7 +3,7 @@
 // the binds cannot be written from inside, and bad bind paths are refused
 // before anything starts.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -44,6 +44,26 @@ describe('the guest runtime', { skip: unavailable ?? false }, () => {
       readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8'),
     );
     assert.match(stdout, new RegExp(version.replaceAll('.', '\\.')));
+  });
+
+  test('an empty image (no shell, no busybox, no libc) runs sigil: what FROM scratch builds start from', async (t) => {
+    const rootfs = tempDirFor(t, 'sigil-empty-root-');
+    chmodSync(rootfs, 0o755);
+    for (const sub of ['proc', 'tmp', 'dev']) mkdirSync(join(rootfs, sub));
+    const runtime = prepareGuestRuntime(tempDirFor(t, 'sigil-runtime-'));
+    const child = await spawnInNamespaces({
+      rootfs,
+      hostname: 'empty',
+      command: runtime.command(['--version']),
+      readOnlyBinds: runtime.binds,
+    });
+    const [stdout, stderr, exit] = await Promise.all([
+      textOf(child.stdout),
+      textOf(child.stderr),
+      child.exited,
+    ]);
+    assert.equal(exit.code, 0, stderr);
+    assert.match(stdout, /\d+\.\d+\.\d+/);
   });
 
   test('the runtime is read-only inside the workload', async (t) => {

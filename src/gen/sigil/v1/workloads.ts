@@ -60,6 +60,8 @@ export interface CreateWorkloadRequest {
   restart: string;
   /** 0: the daemon's default */
   pidsMax: number;
+  /** "" or "process": namespaces; "vm": a qemu VM */
+  runtime: string;
 }
 
 export interface CreateWorkloadRequest_EnvEntry {
@@ -100,6 +102,8 @@ export interface Workload {
   addresses: WorkloadAddress[];
   command: string[];
   blocks: string[];
+  /** "process" | "vm" */
+  runtime: string;
 }
 
 export interface ListWorkloadsRequest {
@@ -255,6 +259,68 @@ export interface DownloadBlockRequest {
   name: string;
 }
 
+export interface BuildImageHeader {
+  /** org/name:version, the image the build makes */
+  tag: string;
+  /** its text (at most 1 MiB) */
+  dockerfile: Buffer;
+  buildArgs: { [key: string]: string };
+  /** "" or "process"; "vm" */
+  runtime: string;
+  /** the bridge the build workload joins ("" : the node's first) */
+  networks: string[];
+  /** 0: the caller's policy's memory */
+  memoryMib: number;
+}
+
+export interface BuildImageHeader_BuildArgsEntry {
+  key: string;
+  value: string;
+}
+
+/**
+ * One entry of the build context: a directory or a file (its bytes in one or
+ * more messages: `data` appended to the entry named by the last `path`).
+ */
+export interface BuildContextEntry {
+  /** relative, '/'-separated, no '..'; "" continues the previous file */
+  path: string;
+  /** permission bits */
+  mode: number;
+  isDir: boolean;
+  data: Buffer;
+  /** a symbolic link's target (kept, never followed on the node) */
+  symlink: string;
+}
+
+export interface BuildImageRequest {
+  part?: { $case: "header"; value: BuildImageHeader } | { $case: "entry"; value: BuildContextEntry } | undefined;
+}
+
+export interface BuildImageProgress {
+  part?:
+    | //
+    /** "step 2/5: RUN make" and other milestones */
+    { $case: "step"; value: string }
+    | //
+    /** one line of the build's output */
+    { $case: "stdout"; value: string }
+    | { $case: "stderr"; value: string }
+    | //
+    /** the last message of a build that succeeded */
+    { $case: "image"; value: BuiltImage }
+    | undefined;
+}
+
+export interface BuiltImage {
+  tag: string;
+  /** the root filesystem */
+  sizeBytes: number;
+  /** path of the ext4 image on the node */
+  rootfsExt4: string;
+  durationMs: number;
+}
+
 function createBaseCreateWorkloadRequest(): CreateWorkloadRequest {
   return {
     name: "",
@@ -269,6 +335,7 @@ function createBaseCreateWorkloadRequest(): CreateWorkloadRequest {
     blocks: [],
     restart: "",
     pidsMax: 0,
+    runtime: "",
   };
 }
 
@@ -313,6 +380,9 @@ export const CreateWorkloadRequest: MessageFns<CreateWorkloadRequest> = {
     }
     if (message.pidsMax !== 0) {
       writer.uint32(96).uint32(message.pidsMax);
+    }
+    if (message.runtime !== "") {
+      writer.uint32(106).string(message.runtime);
     }
     return writer;
   },
@@ -439,6 +509,14 @@ export const CreateWorkloadRequest: MessageFns<CreateWorkloadRequest> = {
             message.pidsMax = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.runtime = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -486,6 +564,7 @@ export const CreateWorkloadRequest: MessageFns<CreateWorkloadRequest> = {
         : isSet(object.pids_max)
         ? globalThis.Number(object.pids_max)
         : 0,
+      runtime: isSet(object.runtime) ? globalThis.String(object.runtime) : "",
     };
   },
 
@@ -533,6 +612,9 @@ export const CreateWorkloadRequest: MessageFns<CreateWorkloadRequest> = {
     if (message.pidsMax !== 0) {
       obj.pidsMax = Math.round(message.pidsMax);
     }
+    if (message.runtime !== "") {
+      obj.runtime = message.runtime;
+    }
     return obj;
   },
 
@@ -561,6 +643,7 @@ export const CreateWorkloadRequest: MessageFns<CreateWorkloadRequest> = {
     message.blocks = object.blocks?.map((e) => e) || [];
     message.restart = object.restart ?? "";
     message.pidsMax = object.pidsMax ?? 0;
+    message.runtime = object.runtime ?? "";
     return message;
   },
 };
@@ -874,6 +957,7 @@ function createBaseWorkload(): Workload {
     addresses: [],
     command: [],
     blocks: [],
+    runtime: "",
   };
 }
 
@@ -930,6 +1014,9 @@ export const Workload: MessageFns<Workload> = {
     }
     for (const v of message.blocks) {
       writer.uint32(130).string(v!);
+    }
+    if (message.runtime !== "") {
+      writer.uint32(138).string(message.runtime);
     }
     return writer;
   },
@@ -1085,6 +1172,14 @@ export const Workload: MessageFns<Workload> = {
             message.blocks.push(reader.string());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.runtime = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1135,6 +1230,7 @@ export const Workload: MessageFns<Workload> = {
         : [],
       command: globalThis.Array.isArray(object?.command) ? object.command.map((e: any) => globalThis.String(e)) : [],
       blocks: globalThis.Array.isArray(object?.blocks) ? object.blocks.map((e: any) => globalThis.String(e)) : [],
+      runtime: isSet(object.runtime) ? globalThis.String(object.runtime) : "",
     };
   },
 
@@ -1188,6 +1284,9 @@ export const Workload: MessageFns<Workload> = {
     if (message.blocks?.length) {
       obj.blocks = message.blocks;
     }
+    if (message.runtime !== "") {
+      obj.runtime = message.runtime;
+    }
     return obj;
   },
 
@@ -1214,6 +1313,7 @@ export const Workload: MessageFns<Workload> = {
     message.addresses = object.addresses?.map((e) => WorkloadAddress.fromPartial(e)) || [];
     message.command = object.command?.map((e) => e) || [];
     message.blocks = object.blocks?.map((e) => e) || [];
+    message.runtime = object.runtime ?? "";
     return message;
   },
 };
@@ -3675,6 +3775,797 @@ export const DownloadBlockRequest: MessageFns<DownloadBlockRequest> = {
   },
 };
 
+function createBaseBuildImageHeader(): BuildImageHeader {
+  return { tag: "", dockerfile: Buffer.alloc(0), buildArgs: {}, runtime: "", networks: [], memoryMib: 0 };
+}
+
+export const BuildImageHeader: MessageFns<BuildImageHeader> = {
+  encode(message: BuildImageHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tag !== "") {
+      writer.uint32(10).string(message.tag);
+    }
+    if (message.dockerfile.length !== 0) {
+      writer.uint32(18).bytes(message.dockerfile);
+    }
+    globalThis.Object.entries(message.buildArgs).forEach(([key, value]: [string, string]) => {
+      BuildImageHeader_BuildArgsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    if (message.runtime !== "") {
+      writer.uint32(34).string(message.runtime);
+    }
+    for (const v of message.networks) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(48).uint64(message.memoryMib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.dockerfile = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = BuildImageHeader_BuildArgsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.buildArgs[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.runtime = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.networks.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageHeader {
+    return {
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+      dockerfile: isSet(object.dockerfile) ? Buffer.from(bytesFromBase64(object.dockerfile)) : Buffer.alloc(0),
+      buildArgs: isObject(object.buildArgs)
+        ? (globalThis.Object.entries(object.buildArgs) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.build_args)
+        ? (globalThis.Object.entries(object.build_args) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      runtime: isSet(object.runtime) ? globalThis.String(object.runtime) : "",
+      networks: globalThis.Array.isArray(object?.networks) ? object.networks.map((e: any) => globalThis.String(e)) : [],
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+    };
+  },
+
+  toJSON(message: BuildImageHeader): unknown {
+    const obj: any = {};
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    if (message.dockerfile.length !== 0) {
+      obj.dockerfile = base64FromBytes(message.dockerfile);
+    }
+    if (message.buildArgs) {
+      const entries = globalThis.Object.entries(message.buildArgs) as [string, string][];
+      if (entries.length > 0) {
+        obj.buildArgs = {};
+        entries.forEach(([k, v]) => {
+          obj.buildArgs[k] = v;
+        });
+      }
+    }
+    if (message.runtime !== "") {
+      obj.runtime = message.runtime;
+    }
+    if (message.networks?.length) {
+      obj.networks = message.networks;
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BuildImageHeader>): BuildImageHeader {
+    return BuildImageHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BuildImageHeader>): BuildImageHeader {
+    const message = createBaseBuildImageHeader();
+    message.tag = object.tag ?? "";
+    message.dockerfile = object.dockerfile ?? Buffer.alloc(0);
+    message.buildArgs = (globalThis.Object.entries(object.buildArgs ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.runtime = object.runtime ?? "";
+    message.networks = object.networks?.map((e) => e) || [];
+    message.memoryMib = object.memoryMib ?? 0;
+    return message;
+  },
+};
+
+function createBaseBuildImageHeader_BuildArgsEntry(): BuildImageHeader_BuildArgsEntry {
+  return { key: "", value: "" };
+}
+
+export const BuildImageHeader_BuildArgsEntry: MessageFns<BuildImageHeader_BuildArgsEntry> = {
+  encode(message: BuildImageHeader_BuildArgsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageHeader_BuildArgsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageHeader_BuildArgsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageHeader_BuildArgsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: BuildImageHeader_BuildArgsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BuildImageHeader_BuildArgsEntry>): BuildImageHeader_BuildArgsEntry {
+    return BuildImageHeader_BuildArgsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BuildImageHeader_BuildArgsEntry>): BuildImageHeader_BuildArgsEntry {
+    const message = createBaseBuildImageHeader_BuildArgsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseBuildContextEntry(): BuildContextEntry {
+  return { path: "", mode: 0, isDir: false, data: Buffer.alloc(0), symlink: "" };
+}
+
+export const BuildContextEntry: MessageFns<BuildContextEntry> = {
+  encode(message: BuildContextEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(16).uint32(message.mode);
+    }
+    if (message.isDir !== false) {
+      writer.uint32(24).bool(message.isDir);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(34).bytes(message.data);
+    }
+    if (message.symlink !== "") {
+      writer.uint32(42).string(message.symlink);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildContextEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildContextEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.isDir = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.symlink = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildContextEntry {
+    return {
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      mode: isSet(object.mode) ? globalThis.Number(object.mode) : 0,
+      isDir: isSet(object.isDir)
+        ? globalThis.Boolean(object.isDir)
+        : isSet(object.is_dir)
+        ? globalThis.Boolean(object.is_dir)
+        : false,
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      symlink: isSet(object.symlink) ? globalThis.String(object.symlink) : "",
+    };
+  },
+
+  toJSON(message: BuildContextEntry): unknown {
+    const obj: any = {};
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.mode !== 0) {
+      obj.mode = Math.round(message.mode);
+    }
+    if (message.isDir !== false) {
+      obj.isDir = message.isDir;
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.symlink !== "") {
+      obj.symlink = message.symlink;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BuildContextEntry>): BuildContextEntry {
+    return BuildContextEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BuildContextEntry>): BuildContextEntry {
+    const message = createBaseBuildContextEntry();
+    message.path = object.path ?? "";
+    message.mode = object.mode ?? 0;
+    message.isDir = object.isDir ?? false;
+    message.data = object.data ?? Buffer.alloc(0);
+    message.symlink = object.symlink ?? "";
+    return message;
+  },
+};
+
+function createBaseBuildImageRequest(): BuildImageRequest {
+  return { part: undefined };
+}
+
+export const BuildImageRequest: MessageFns<BuildImageRequest> = {
+  encode(message: BuildImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "header":
+        BuildImageHeader.encode(message.part.value, writer.uint32(10).fork()).join();
+        break;
+      case "entry":
+        BuildContextEntry.encode(message.part.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "header", value: BuildImageHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "entry", value: BuildContextEntry.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageRequest {
+    return {
+      part: isSet(object.header)
+        ? { $case: "header", value: BuildImageHeader.fromJSON(object.header) }
+        : isSet(object.entry)
+        ? { $case: "entry", value: BuildContextEntry.fromJSON(object.entry) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: BuildImageRequest): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "header") {
+      obj.header = BuildImageHeader.toJSON(message.part.value);
+    } else if (message.part?.$case === "entry") {
+      obj.entry = BuildContextEntry.toJSON(message.part.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BuildImageRequest>): BuildImageRequest {
+    return BuildImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BuildImageRequest>): BuildImageRequest {
+    const message = createBaseBuildImageRequest();
+    switch (object.part?.$case) {
+      case "header": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "header", value: BuildImageHeader.fromPartial(object.part.value) };
+        }
+        break;
+      }
+      case "entry": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "entry", value: BuildContextEntry.fromPartial(object.part.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseBuildImageProgress(): BuildImageProgress {
+  return { part: undefined };
+}
+
+export const BuildImageProgress: MessageFns<BuildImageProgress> = {
+  encode(message: BuildImageProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "step":
+        writer.uint32(10).string(message.part.value);
+        break;
+      case "stdout":
+        writer.uint32(18).string(message.part.value);
+        break;
+      case "stderr":
+        writer.uint32(26).string(message.part.value);
+        break;
+      case "image":
+        BuiltImage.encode(message.part.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildImageProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildImageProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "step", value: reader.string() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "stdout", value: reader.string() };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.part = { $case: "stderr", value: reader.string() };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.part = { $case: "image", value: BuiltImage.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildImageProgress {
+    return {
+      part: isSet(object.step)
+        ? { $case: "step", value: globalThis.String(object.step) }
+        : isSet(object.stdout)
+        ? { $case: "stdout", value: globalThis.String(object.stdout) }
+        : isSet(object.stderr)
+        ? { $case: "stderr", value: globalThis.String(object.stderr) }
+        : isSet(object.image)
+        ? { $case: "image", value: BuiltImage.fromJSON(object.image) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: BuildImageProgress): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "step") {
+      obj.step = message.part.value;
+    } else if (message.part?.$case === "stdout") {
+      obj.stdout = message.part.value;
+    } else if (message.part?.$case === "stderr") {
+      obj.stderr = message.part.value;
+    } else if (message.part?.$case === "image") {
+      obj.image = BuiltImage.toJSON(message.part.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BuildImageProgress>): BuildImageProgress {
+    return BuildImageProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BuildImageProgress>): BuildImageProgress {
+    const message = createBaseBuildImageProgress();
+    switch (object.part?.$case) {
+      case "step": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "step", value: object.part.value };
+        }
+        break;
+      }
+      case "stdout": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "stdout", value: object.part.value };
+        }
+        break;
+      }
+      case "stderr": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "stderr", value: object.part.value };
+        }
+        break;
+      }
+      case "image": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "image", value: BuiltImage.fromPartial(object.part.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseBuiltImage(): BuiltImage {
+  return { tag: "", sizeBytes: 0, rootfsExt4: "", durationMs: 0 };
+}
+
+export const BuiltImage: MessageFns<BuiltImage> = {
+  encode(message: BuiltImage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tag !== "") {
+      writer.uint32(10).string(message.tag);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).uint64(message.sizeBytes);
+    }
+    if (message.rootfsExt4 !== "") {
+      writer.uint32(26).string(message.rootfsExt4);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(32).int64(message.durationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuiltImage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuiltImage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rootfsExt4 = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuiltImage {
+    return {
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      rootfsExt4: isSet(object.rootfsExt4)
+        ? globalThis.String(object.rootfsExt4)
+        : isSet(object.rootfs_ext4)
+        ? globalThis.String(object.rootfs_ext4)
+        : "",
+      durationMs: isSet(object.durationMs)
+        ? globalThis.Number(object.durationMs)
+        : isSet(object.duration_ms)
+        ? globalThis.Number(object.duration_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: BuiltImage): unknown {
+    const obj: any = {};
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.rootfsExt4 !== "") {
+      obj.rootfsExt4 = message.rootfsExt4;
+    }
+    if (message.durationMs !== 0) {
+      obj.durationMs = Math.round(message.durationMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BuiltImage>): BuiltImage {
+    return BuiltImage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BuiltImage>): BuiltImage {
+    const message = createBaseBuiltImage();
+    message.tag = object.tag ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.rootfsExt4 = object.rootfsExt4 ?? "";
+    message.durationMs = object.durationMs ?? 0;
+    return message;
+  },
+};
+
 export type WorkloadsService = typeof WorkloadsService;
 export const WorkloadsService = {
   /** "create" */
@@ -3833,6 +4724,20 @@ export const WorkloadsService = {
     responseSerialize: (value: BlockData): Buffer => Buffer.from(BlockData.encode(value).finish()),
     responseDeserialize: (value: Buffer): BlockData => BlockData.decode(value),
   },
+  /**
+   * A Dockerfile build, run as a workload of the caller ("create"): the first
+   * message carries the header, the rest the build context; the answer streams
+   * progress and output, and ends with the image (or the build's error).
+   */
+  buildImage: {
+    path: "/sigil.v1.Workloads/BuildImage" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: BuildImageRequest): Buffer => Buffer.from(BuildImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BuildImageRequest => BuildImageRequest.decode(value),
+    responseSerialize: (value: BuildImageProgress): Buffer => Buffer.from(BuildImageProgress.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildImageProgress => BuildImageProgress.decode(value),
+  },
 } as const;
 
 export interface WorkloadsServer extends UntypedServiceImplementation {
@@ -3866,6 +4771,12 @@ export interface WorkloadsServer extends UntypedServiceImplementation {
   uploadBlock: handleClientStreamingCall<UploadBlockRequest, BlockDevice>;
   /** "block" */
   downloadBlock: handleServerStreamingCall<DownloadBlockRequest, BlockData>;
+  /**
+   * A Dockerfile build, run as a workload of the caller ("create"): the first
+   * message carries the header, the rest the build context; the answer streams
+   * progress and output, and ends with the image (or the build's error).
+   */
+  buildImage: handleBidiStreamingCall<BuildImageRequest, BuildImageProgress>;
 }
 
 export interface WorkloadsClient extends Client {
@@ -4065,6 +4976,17 @@ export interface WorkloadsClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<BlockData>;
+  /**
+   * A Dockerfile build, run as a workload of the caller ("create"): the first
+   * message carries the header, the rest the build context; the answer streams
+   * progress and output, and ends with the image (or the build's error).
+   */
+  buildImage(): ClientDuplexStream<BuildImageRequest, BuildImageProgress>;
+  buildImage(options: Partial<CallOptions>): ClientDuplexStream<BuildImageRequest, BuildImageProgress>;
+  buildImage(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<BuildImageRequest, BuildImageProgress>;
 }
 
 export const WorkloadsClient = makeGenericClientConstructor(WorkloadsService, "sigil.v1.Workloads") as unknown as {
