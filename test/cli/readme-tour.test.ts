@@ -25,9 +25,10 @@ function tourScript(): string {
   const delegation = blocks.find((block) => block.startsWith('sigil delegate --to alice'));
   const stop = blocks.find((block) => block.startsWith('kill $SERVER'));
   const workloads = blocks.find((block) => block.startsWith('mkdir -p "$T/rootfs/bin"'));
+  const guests = blocks.find((block) => block.startsWith('mkdir -p "$T/hello"'));
   assert.ok(
-    tour && delegation && stop && workloads,
-    'the README has its tour, delegation, workloads and stop blocks',
+    tour && delegation && stop && workloads && guests,
+    'the README has its tour, delegation, workloads, guests and stop blocks',
   );
   const pki = [...readme.matchAll(/`(sigil pki (?:quickstart|verify) [^`]*\$T[^`]*)`/g)].map(
     (match) => match[1],
@@ -39,7 +40,7 @@ function tourScript(): string {
     'echo "--- tour: node $NODE"',
     delegation,
     ...pki,
-    ...(unavailable ? [] : ['echo "--- workloads"', workloads]),
+    ...(unavailable ? [] : ['echo "--- workloads"', workloads, 'echo "--- guests"', guests]),
     'echo "--- scratch: $T"',
     stop,
     'echo "--- stopped"',
@@ -93,6 +94,15 @@ test('the README tour runs as written and writes nothing into the repository', (
     assert.match(workloadsOutput, /hog +oom-killed/);
     assert.match(workloadsOutput, /hog +restarted/);
     assert.match(workloadsOutput, /destroyed-by-revocation/);
+    const guestsOutput = result.stdout.slice(result.stdout.indexOf('--- guests'));
+    assert.match(guestsOutput, /^hi from a build$/m, "the build's RUN output");
+    assert.match(guestsOutput, /built demo\/hello:1/);
+    assert.match(
+      guestsOutput,
+      /spiffe:\/\/bea\.d\.sigil\.internal\/workload\/hello/,
+      'the identity, read inside',
+    );
+    assert.match(guestsOutput, /destroyed workload hello/);
   }
   assert.match(result.stdout, /--- stopped/);
   assert.deepEqual(untracked(), before, 'the tour wrote into the repository');
