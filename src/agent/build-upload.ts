@@ -56,7 +56,10 @@ export class ContextUpload {
 
   /** Writes one entry; throws invalid (nothing more is accepted) on a bad one. */
   add(entry: ContextEntry): void {
-    if (entry.path === '') return this.#append(entry.data);
+    if (entry.path === '') {
+      this.#append(entry.data);
+      return;
+    }
     this.#closeFile();
     if (++this.#entries > MAX_CONTEXT_ENTRIES)
       throw new SigilError(
