@@ -32,11 +32,12 @@ import { detectCgroups } from '../workloads/cgroups/detect.ts';
 import { DesiredState } from '../workloads/desired-state.ts';
 import { EventLog } from '../workloads/event-log.ts';
 import { prepareGuestRuntime } from '../workloads/guest-runtime.ts';
-import { openImageStore } from '../workloads/images.ts';
+import { openImageStore, resolveImage } from '../workloads/images.ts';
 import { cleanLeftovers } from '../workloads/leftovers.ts';
 import { openWorkloadNetworks, type WorkloadNetworks } from '../workloads/networks.ts';
 import { WorkloadSupervisor } from '../workloads/supervisor.ts';
 import { NodeAgent } from './agent.ts';
+import { builtImageEntrypoint } from './built-images.ts';
 import { Closers } from './closers.ts';
 import { ControlPlaneLink, policyOidOf } from './control-plane-link.ts';
 import { RevocationFollower } from './revocation-follower.ts';
@@ -198,6 +199,8 @@ export class WorkloadDaemon {
       const opened = networks;
       closers.add(() => opened.close());
     }
+    // What runs `sigil vminit` inside builds and built images (guest-runtime.ts).
+    const guestRuntime = prepareGuestRuntime(join(workDir, 'runtime'));
     // Builds keep their uploads here while they run; what a crash left is removed.
     const buildDir = join(workDir, 'builds');
     rmSync(buildDir, { recursive: true, force: true });
@@ -240,6 +243,13 @@ export class WorkloadDaemon {
           networks,
           directory: workDir,
           identityOf: (key) => identities.identityOf(key),
+          entrypointOf: (image) => {
+            try {
+              return builtImageEntrypoint(resolveImage(images, image));
+            } catch {
+              return undefined;
+            }
+          },
         })
       : undefined;
     if (metadata) closers.add(() => metadata.close());
@@ -253,6 +263,7 @@ export class WorkloadDaemon {
       bridges: networks?.bridges.map((bridge) => bridge.name) ?? [],
       logger,
       reserveTimeoutMs,
+      guestRuntime,
     });
     await restoreDesired(desired, operations, revocations, events, logger);
     const unsubscribe = revocations.subscribe((ids) => {
@@ -289,7 +300,7 @@ export class WorkloadDaemon {
           operations,
           images,
           metadata,
-          runtime: prepareGuestRuntime(join(workDir, 'runtime')),
+          runtime: guestRuntime,
           bridges: networks?.bridges.map((bridge) => bridge.name) ?? [],
           buildDir,
           logger,

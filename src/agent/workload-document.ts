@@ -3,6 +3,8 @@
 // name, image, command, environment, limits and its place on a bridge —
 // plus, when the daemon has them, the build's Bootstrap section and the
 // workload's identity.
+
+import type { EntrypointInfo } from '../guest/dockerfile-image.ts';
 import type {
   BootstrapMetadata,
   IdentityMetadata,
@@ -15,6 +17,8 @@ import type { WorkloadInfo, WorkloadSpec } from '../workloads/supervisor.ts';
 export interface DocumentExtras {
   readonly bootstrap?: BootstrapMetadata;
   readonly identity?: IdentityMetadata;
+  /** A built image's ENTRYPOINT and CMD (its metadata.json), for vminit's entrypoint runner. */
+  readonly entrypoint?: EntrypointInfo;
 }
 
 /** a.b.c.d for a prefix length, e.g. 24 → 255.255.255.0. */
@@ -54,14 +58,16 @@ export function workloadDocument(
   extras: DocumentExtras = {},
 ): MetadataDocument {
   const env = { ...(spec.env ?? {}) };
-  const entrypoint = {
-    Cmd: [...spec.command],
-    EntryPoint: [],
-    Env: env,
-    Shell: ['/bin/sh', '-c'],
-    User: spec.user ?? '0:0',
-    Workdir: spec.workdir ?? '/',
-  };
+  const entrypoint = extras.entrypoint
+    ? { ...extras.entrypoint, Env: env }
+    : {
+        Cmd: [...spec.command],
+        EntryPoint: [],
+        Env: env,
+        Shell: ['/bin/sh', '-c'],
+        User: spec.user ?? '0:0',
+        Workdir: spec.workdir ?? '/',
+      };
   return {
     ...(extras.bootstrap ? { Bootstrap: extras.bootstrap } : {}),
     ...(extras.identity ? { Identity: extras.identity } : {}),

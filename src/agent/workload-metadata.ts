@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
+import type { EntrypointInfo } from '../guest/dockerfile-image.ts';
 import type { BootstrapMetadata, IdentityMetadata, MetadataDocument } from '../guest/metadata-document.ts';
 import { METADATA_ADDRESS, startMetadataRelay, startPortRelay } from '../guest/metadata-relay.ts';
 import { type MetadataService, startRelayedMetadataService } from '../guest/metadata-server.ts';
@@ -22,6 +23,8 @@ export interface WorkloadMetadataOptions {
   readonly directory: string;
   /** The current identity of a workload, by key (workload-identities.ts), if it has one. */
   readonly identityOf?: (key: string) => Promise<IdentityMetadata | undefined>;
+  /** A built image's ENTRYPOINT and CMD, by image tag (built-images.ts). */
+  readonly entrypointOf?: (image: string) => EntrypointInfo | undefined;
 }
 
 export class WorkloadMetadata {
@@ -64,9 +67,12 @@ export class WorkloadMetadata {
       if (!info.addresses.some((place) => place.address.split('/')[0] === source)) continue;
       const identity = await identityOf?.(info.key);
       const bootstrap = this.#bootstraps.get(info.key);
-      return workloadDocument(supervisor.specOf(info.key), info, networks.bridges, {
+      const spec = supervisor.specOf(info.key);
+      const entrypoint = this.#options.entrypointOf?.(spec.image);
+      return workloadDocument(spec, info, networks.bridges, {
         ...(bootstrap ? { bootstrap } : {}),
         ...(identity ? { identity } : {}),
+        ...(entrypoint ? { entrypoint } : {}),
       });
     }
     return null;

@@ -20,6 +20,7 @@ import type { Logger } from '../logging.ts';
 import { parseImageReference } from '../protocol/image-names.ts';
 import { normalizeSerial } from '../transport/revocation-set.ts';
 import type { DesiredState, DesiredWorkload } from '../workloads/desired-state.ts';
+import type { GuestRuntime } from '../workloads/guest-runtime.ts';
 import { type ImageStore, resolveImage } from '../workloads/images.ts';
 import type { ReadOnlyBind } from '../workloads/namespace-process.ts';
 import type {
@@ -28,6 +29,7 @@ import type {
   WorkloadSpec,
   WorkloadSupervisor,
 } from '../workloads/supervisor.ts';
+import { builtImageCommand, builtImageEntrypoint } from './built-images.ts';
 import type { ControlPlaneLink } from './control-plane-link.ts';
 import { BLOCK_HOLDER_PREFIX, type WorkloadBlocks } from './workload-blocks.ts';
 import { checkLabel, type WorkloadCaller } from './workload-callers.ts';
@@ -47,6 +49,8 @@ export interface WorkloadOperationsOptions {
   readonly logger: Logger;
   /** How long a reservation may take before the create is refused. Default 5 s. */
   readonly reserveTimeoutMs?: number;
+  /** The guest runtime bound into builds and into built images run through vminit. */
+  readonly guestRuntime?: GuestRuntime;
 }
 
 const DEFAULT_RESERVE_TIMEOUT_MS = 5000;
@@ -60,7 +64,11 @@ export interface CreateOptions {
   readonly readOnlyBinds?: readonly ReadOnlyBind[];
 }
 
-export function supervisorSpecOf(record: DesiredWorkload, blocks: WorkloadBlocks): WorkloadSpec {
+export function supervisorSpecOf(
+  record: DesiredWorkload,
+  blocks: WorkloadBlocks,
+  guestRuntime?: GuestRuntime,
+): WorkloadSpec {
   const { spec } = record;
   return {
     key: record.key,
@@ -78,6 +86,7 @@ export function supervisorSpecOf(record: DesiredWorkload, blocks: WorkloadBlocks
       : {}),
     tty: spec.tty ?? true,
     ...(spec.runtime === 'vm' ? { runtime: 'vm' as const } : {}),
+    ...(spec.guestRuntime && guestRuntime ? { readOnlyBinds: guestRuntime.binds } : {}),
   };
 }
 
@@ -150,17 +159,36 @@ export class WorkloadOperations {
     options: CreateOptions,
   ): Promise<DesiredWorkload> {
     const { reference } = parseImageReference(request.image);
+    let rootfs: string;
     try {
-      resolveImage(this.#options.images, reference);
+      rootfs = resolveImage(this.#options.images, reference);
     } catch (error) {
       if (error instanceof SigilError && error.code === 'not_found')
         throw new SigilError('not_found', `image ${reference} not found on node ${this.#options.nodeName}`);
       throw error;
     }
-    const spec = createSpec(caller, name, reference, request, {
+    // A built image without a command runs what its metadata says (built-images.ts).
+    const built = request.command.length === 0 ? builtImageEntrypoint(rootfs) : undefined;
+    const defaults = built
+      ? builtImageCommand(built, {
+          onBridge: request.networks.length > 0,
+          runtime: this.#options.guestRuntime,
+        })
+      : undefined;
+    const effective: CreateWorkloadRequest =
+      built && defaults
+        ? {
+            ...request,
+            command: defaults.command,
+            env: { ...built.Env, ...request.env },
+            workdir: request.workdir || (defaults.guestRuntime ? '' : built.Workdir),
+          }
+        : request;
+    const created = createSpec(caller, name, reference, effective, {
       nodeName: this.#options.nodeName,
       bridges: this.#options.bridges,
     });
+    const spec = defaults?.guestRuntime ? { ...created, guestRuntime: true } : created;
     this.#options.blocks.checkFree(caller.ownerKey, spec.blocks ?? []);
     const record: DesiredWorkload = {
       key,
@@ -185,7 +213,7 @@ export class WorkloadOperations {
     }
     try {
       await this.#options.supervisor.create({
-        ...supervisorSpecOf(record, this.#options.blocks),
+        ...supervisorSpecOf(record, this.#options.blocks, this.#options.guestRuntime),
         ...(options.readOnlyBinds ? { readOnlyBinds: options.readOnlyBinds } : {}),
       });
     } catch (error) {
@@ -244,7 +272,9 @@ export class WorkloadOperations {
   /** Starts a desired workload again after the daemon restarted; a failure forgets it and says why. */
   async restore(record: DesiredWorkload): Promise<boolean> {
     try {
-      await this.#options.supervisor.create(supervisorSpecOf(record, this.#options.blocks));
+      await this.#options.supervisor.create(
+        supervisorSpecOf(record, this.#options.blocks, this.#options.guestRuntime),
+      );
       this.records.set(record.key, record);
       return true;
     } catch (error) {

@@ -73,6 +73,8 @@ export interface DesiredSpec {
   readonly tty?: boolean;
   /** 'vm': the command is the init of a qemu VM; absent (rows before runtimes) or 'process': namespaces. */
   readonly runtime?: DesiredRuntime;
+  /** The guest runtime is bound in (a built image run through `sigil vminit`'s normal mode). */
+  readonly guestRuntime?: boolean;
 }
 
 export type DesiredRuntime = 'process' | 'vm';
@@ -146,6 +148,7 @@ const SPEC_FIELDS = new Set([
   'blocks',
   'tty',
   'runtime',
+  'guestRuntime',
 ]);
 const LIMIT_FIELDS = new Set(['memoryMiB', 'cpus', 'pidsMax']);
 const BLOCK_FIELDS = new Set(['name', 'mountPoint']);
@@ -278,6 +281,8 @@ export function checkDesiredSpec(value: unknown): DesiredSpec {
   if (fields.tty !== undefined && typeof fields.tty !== 'boolean') throw invalid('tty must be true or false');
   if (fields.user !== undefined && (typeof fields.user !== 'string' || !USER_SPEC.test(fields.user)))
     throw invalid(`user ${quote(fields.user)} must be uid[:gid] or name[:group]`);
+  if (fields.guestRuntime !== undefined && typeof fields.guestRuntime !== 'boolean')
+    throw invalid('guestRuntime must be true or false');
   if (fields.runtime !== undefined && fields.runtime !== 'process' && fields.runtime !== 'vm')
     throw invalid(`runtime ${quote(fields.runtime)}: expected process or vm`);
   return {
@@ -293,6 +298,7 @@ export function checkDesiredSpec(value: unknown): DesiredSpec {
     ...(fields.blocks === undefined ? {} : { blocks: checkBlocks(fields.blocks) }),
     ...(fields.tty === undefined ? {} : { tty: fields.tty as boolean }),
     ...(fields.runtime === undefined ? {} : { runtime: fields.runtime as DesiredRuntime }),
+    ...(fields.guestRuntime === true ? { guestRuntime: true } : {}),
   };
 }
 

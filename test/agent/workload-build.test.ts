@@ -168,6 +168,48 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
     await call(client, client.destroyWorkload, { name: 'site' });
   });
 
+  test("a workload from the built image without a command runs its CMD: on a bridge through vminit's normal mode", async () => {
+    const client = h.client(alice);
+    const fromImage = (name: string, networks: string[]): CreateWorkloadRequest => ({
+      name,
+      image: 'demo/site:1',
+      command: [],
+      env: {},
+      workdir: '',
+      user: '',
+      memoryMib: 64,
+      cpus: [],
+      networks,
+      blocks: [],
+      restart: '',
+      pidsMax: 0,
+      runtime: '',
+    });
+    const consoleOf = async (name: string) => {
+      const { items } = await collect(client.readConsole({ name, sinceUnixMs: 0, lines: 0, follow: false }));
+      return items.map((chunk) => Buffer.from(chunk.data).toString());
+    };
+    await call(client, client.createWorkload, fromImage('normal', ['br0']));
+    await call(client, client.createWorkload, fromImage('direct', []));
+    try {
+      await eventually(
+        'both ran the CMD',
+        async () =>
+          (await consoleOf('normal')).includes('built') && (await consoleOf('direct')).includes('built'),
+      );
+      const normal = await consoleOf('normal');
+      assert.ok(
+        normal.some((line) => line.includes('wrote /usr/bin/firebuild-entrypoint.sh')),
+        `vminit wrote the runner: ${normal.join(' | ')}`,
+      );
+      assert.ok(normal.some((line) => line.includes('wrote /etc/hostname')));
+      assert.ok(!(await consoleOf('direct')).some((line) => line.includes('firebuild-entrypoint')));
+    } finally {
+      await call(client, client.destroyWorkload, { name: 'normal' });
+      await call(client, client.destroyWorkload, { name: 'direct' });
+    }
+  });
+
   test('refuses a Dockerfile with HEALTHCHECK before anything starts, naming the instruction', async () => {
     const client = h.client(alice);
     const { error } = await buildThroughApi(client, [
