@@ -45,7 +45,7 @@ import type { WorkloadOperations } from './workload-operations.ts';
 export const SCRATCH_IMAGE = 'sigil/scratch:1';
 const FIRST_CALL_TIMEOUT_MS = 60_000;
 const EXIT_WAIT_MS = 15_000;
-const POLL_MS = 100;
+const POLL_MS = 25;
 
 export interface BuildDependencies {
   readonly operations: WorkloadOperations;
@@ -217,10 +217,7 @@ async function runStage(dependencies: BuildDependencies, caller: WorkloadCaller,
     service.events.on('stderr', ({ lines }) => {
       for (const line of lines) run.progress.stderr(line);
     });
-    const exposed = await metadata.exposeLocalPort(service.port);
-    cleanup.push(() => exposed.close());
-    metadata.setBootstrap(key, bootstrapMetadata(credentials, exposed.hostPort));
-    cleanup.push(() => metadata.setBootstrap(key, undefined));
+    cleanup.push(metadata.routeBootstrap(key, bootstrapMetadata(credentials, ''), service.port));
     await operations.create(
       caller,
       {

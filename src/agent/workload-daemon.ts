@@ -264,6 +264,11 @@ export class WorkloadDaemon {
       logger,
       reserveTimeoutMs,
       guestRuntime,
+      // A workload on a bridge reads its identity soon: have it ready.
+      onCreated: (record) => {
+        if (record.ownerKey !== '' && (record.spec.networks?.length ?? 0) > 0)
+          void identities.identityOf(record.key);
+      },
     });
     await restoreDesired(desired, operations, revocations, events, logger);
     const unsubscribe = revocations.subscribe((ids) => {

@@ -2,24 +2,33 @@
 // document (workload-document.ts) at 169.254.169.254:80 on the bridges'
 // namespace, picked by the address a request comes from. Only running
 // workloads with an address on a bridge have one; every other address gets
-// 403. Builds register their Bootstrap section here for the build workload's
-// key, and workload identities their current certificate.
-import { randomBytes } from 'node:crypto';
+// 403. Workload identities add their current certificate.
+//
+// Builds: each build workload's bootstrap service (on the host's loopback) is
+// reached at 169.254.169.254:BOOTSTRAP_PORT through one relay started with
+// the daemon, which names the connecting address; the daemon forwards the
+// connection to the bootstrap service of the build running at that address,
+// and closes any other. Mutual TLS with the build's own CA still decides who
+// may call it.
 import { rmSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { EntrypointInfo } from '../guest/dockerfile-image.ts';
 import type { BootstrapMetadata, IdentityMetadata, MetadataDocument } from '../guest/metadata-document.ts';
 import { METADATA_ADDRESS, startMetadataRelay, startPortRelay } from '../guest/metadata-relay.ts';
 import { type MetadataService, startRelayedMetadataService } from '../guest/metadata-server.ts';
+import { readRelayPreamble } from '../guest/relay-preamble.ts';
 import type { WorkloadNetworks } from '../workloads/networks.ts';
-import type { WorkloadSupervisor } from '../workloads/supervisor.ts';
+import type { WorkloadInfo, WorkloadSupervisor } from '../workloads/supervisor.ts';
 import { workloadDocument } from './workload-document.ts';
+
+/** Where build workloads reach their bootstrap service, on the metadata address. */
+export const BOOTSTRAP_PORT = 8443;
 
 export interface WorkloadMetadataOptions {
   readonly supervisor: Pick<WorkloadSupervisor, 'list' | 'specOf'>;
   readonly networks: WorkloadNetworks;
-  /** A root-only directory for the daemon's socket. */
+  /** A root-only directory for the daemon's sockets. */
   readonly directory: string;
   /** The current identity of a workload, by key (workload-identities.ts), if it has one. */
   readonly identityOf?: (key: string) => Promise<IdentityMetadata | undefined>;
@@ -27,25 +36,31 @@ export interface WorkloadMetadataOptions {
   readonly entrypointOf?: (image: string) => EntrypointInfo | undefined;
 }
 
+interface Closable {
+  close(): Promise<void>;
+}
+
 export class WorkloadMetadata {
   readonly #options: WorkloadMetadataOptions;
-  readonly #bootstraps = new Map<string, BootstrapMetadata>();
-  #service: MetadataService | undefined;
-  #relay: { close(): Promise<void> } | undefined;
+  readonly #bootstraps = new Map<string, { metadata: BootstrapMetadata; port: number }>();
+  readonly #closers: (() => Promise<void>)[] = [];
 
   private constructor(options: WorkloadMetadataOptions) {
     this.#options = options;
   }
 
-  /** Starts the service and its relay in the bridges' namespace. */
+  /** Starts the service, the bootstrap router and their relays in the bridges' namespace. */
   static async start(options: WorkloadMetadataOptions): Promise<WorkloadMetadata> {
     const metadata = new WorkloadMetadata(options);
-    const socketPath = join(options.directory, 'metadata.sock');
-    metadata.#service = await startRelayedMetadataService(socketPath, {
-      documentFor: (source) => metadata.documentFor(source),
-    });
     try {
-      metadata.#relay = await startMetadataRelay({ namespace: options.networks.namespace, socketPath });
+      const socketPath = join(options.directory, 'metadata.sock');
+      const service: MetadataService = await startRelayedMetadataService(socketPath, {
+        documentFor: (source) => metadata.documentFor(source),
+      });
+      metadata.#closers.push(() => service.close());
+      const relay: Closable = await startMetadataRelay({ namespace: options.networks.namespace, socketPath });
+      metadata.#closers.push(() => relay.close());
+      await metadata.#startBootstrapRouter();
     } catch (error) {
       await metadata.close();
       throw error;
@@ -53,76 +68,91 @@ export class WorkloadMetadata {
     return metadata;
   }
 
-  /** A build's Bootstrap section for the workload `key` (undefined removes it). */
-  setBootstrap(key: string, bootstrap: BootstrapMetadata | undefined): void {
-    if (bootstrap === undefined) this.#bootstraps.delete(key);
-    else this.#bootstraps.set(key, bootstrap);
+  /**
+   * Routes the build workload `key` to its bootstrap service on the host's
+   * 127.0.0.1:`port`, and puts `bootstrap` (whose HostPort this sets) in its
+   * document. The returned function removes both.
+   */
+  routeBootstrap(key: string, bootstrap: Omit<BootstrapMetadata, 'HostPort'>, port: number): () => void {
+    const metadata = { ...bootstrap, HostPort: `${METADATA_ADDRESS}:${BOOTSTRAP_PORT}` };
+    this.#bootstraps.set(key, { metadata, port });
+    return () => this.#bootstraps.delete(key);
+  }
+
+  /** The running workload with `source` as its address on a bridge, if any. */
+  #workloadAt(source: string): WorkloadInfo | undefined {
+    return this.#options.supervisor
+      .list()
+      .find(
+        (info) =>
+          info.state === 'running' && info.addresses.some((place) => place.address.split('/')[0] === source),
+      );
   }
 
   /** The document of the running workload at `source`, or null. */
   async documentFor(source: string): Promise<MetadataDocument | null> {
-    const { supervisor, networks, identityOf } = this.#options;
-    for (const info of supervisor.list()) {
-      if (info.state !== 'running') continue;
-      if (!info.addresses.some((place) => place.address.split('/')[0] === source)) continue;
-      const identity = await identityOf?.(info.key);
-      const bootstrap = this.#bootstraps.get(info.key);
-      const spec = supervisor.specOf(info.key);
-      const entrypoint = this.#options.entrypointOf?.(spec.image);
-      return workloadDocument(spec, info, networks.bridges, {
-        ...(bootstrap ? { bootstrap } : {}),
-        ...(identity ? { identity } : {}),
-        ...(entrypoint ? { entrypoint } : {}),
-      });
-    }
-    return null;
+    const { supervisor, networks, identityOf, entrypointOf } = this.#options;
+    const info = this.#workloadAt(source);
+    if (!info) return null;
+    const identity = await identityOf?.(info.key);
+    const bootstrap = this.#bootstraps.get(info.key)?.metadata;
+    const spec = supervisor.specOf(info.key);
+    const entrypoint = entrypointOf?.(spec.image);
+    return workloadDocument(spec, info, networks.bridges, {
+      ...(bootstrap ? { bootstrap } : {}),
+      ...(identity ? { identity } : {}),
+      ...(entrypoint ? { entrypoint } : {}),
+    });
   }
 
-  /**
-   * Makes a service listening on the host's 127.0.0.1:`port` reachable from
-   * the workloads at 169.254.169.254:<the returned port> (a build's bootstrap
-   * service): a raw relay in the bridges' namespace, through a unix socket of
-   * the daemon's, to that port. close() ends both.
-   */
-  async exposeLocalPort(port: number): Promise<{ hostPort: string; close(): Promise<void> }> {
-    const socketPath = join(this.#options.directory, `relay-${randomBytes(6).toString('hex')}.sock`);
-    const forwarder: Server = createServer((socket) => {
-      const upstream = connect(port, '127.0.0.1');
-      const close = () => {
-        socket.destroy();
-        upstream.destroy();
-      };
-      socket.on('error', close);
-      upstream.on('error', close);
-      socket.pipe(upstream).on('close', close);
-      upstream.pipe(socket).on('close', close);
+  /** One relay for every build: each connection goes to the bootstrap service of the build at its address. */
+  async #startBootstrapRouter(): Promise<void> {
+    const socketPath = join(this.#options.directory, 'bootstrap.sock');
+    rmSync(socketPath, { force: true });
+    const sockets = new Set<Socket>();
+    const router: Server = createServer((socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      readRelayPreamble(socket, (source) => {
+        const info = this.#workloadAt(source);
+        const route = info ? this.#bootstraps.get(info.key) : undefined;
+        if (!route) {
+          socket.destroy();
+          return;
+        }
+        const upstream = connect(route.port, '127.0.0.1');
+        const close = () => {
+          socket.destroy();
+          upstream.destroy();
+        };
+        upstream.on('error', close);
+        socket.on('error', close);
+        socket.pipe(upstream).on('close', close);
+        upstream.pipe(socket).on('close', close);
+        socket.resume();
+      });
     });
     await new Promise<void>((resolve, reject) => {
-      forwarder.once('error', reject);
-      forwarder.listen(socketPath, () => resolve());
+      router.once('error', reject);
+      router.listen(socketPath, () => resolve());
     });
-    const closeForwarder = () =>
-      new Promise<void>((resolve) => {
-        forwarder.close(() => resolve());
-        rmSync(socketPath, { force: true });
-      });
-    try {
-      const relay = await startPortRelay({ namespace: this.#options.networks.namespace, socketPath });
-      return {
-        hostPort: `${METADATA_ADDRESS}:${relay.port}`,
-        close: async () => {
-          await relay.close();
-          await closeForwarder();
-        },
-      };
-    } catch (error) {
-      await closeForwarder();
-      throw error;
-    }
+    this.#closers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const socket of sockets) socket.destroy();
+          router.close(() => resolve());
+        }),
+    );
+    const relay = await startPortRelay({
+      namespace: this.#options.networks.namespace,
+      socketPath,
+      port: BOOTSTRAP_PORT,
+      raw: false,
+    });
+    this.#closers.push(() => relay.close());
   }
 
   async close(): Promise<void> {
-    await this.#relay?.close();
-    await this.#service?.close();
+    for (const close of this.#closers.splice(0).reverse()) await close().catch(() => undefined);
   }
 }

@@ -51,6 +51,8 @@ export interface WorkloadOperationsOptions {
   readonly reserveTimeoutMs?: number;
   /** The guest runtime bound into builds and into built images run through vminit. */
   readonly guestRuntime?: GuestRuntime;
+  /** Told of every workload once it runs (the daemon fetches its identity ahead of its first metadata read). */
+  readonly onCreated?: (record: DesiredWorkload) => void;
 }
 
 const DEFAULT_RESERVE_TIMEOUT_MS = 5000;
@@ -222,6 +224,7 @@ export class WorkloadOperations {
       throw error;
     }
     this.records.set(key, record);
+    this.#options.onCreated?.(record);
     this.#options.logger.info(
       { workload: key, image: reference, caller: caller.identity },
       'workload created',

@@ -5,8 +5,9 @@
 // metadata-relay-program.ts listens there, forwarding each connection to the
 // daemon's unix socket with the address it came from.
 //
-// The same program, raw (no address line), puts a build's bootstrap service
-// on another port of that address (startPortRelay).
+// The same program puts the builds' bootstrap services on another port of
+// that address (startPortRelay), with the address line (the daemon routes by
+// it) or raw.
 //
 // Nothing in the host's own namespace changes. On close the relay is stopped
 // and the address removed (the namespace may be the operator's).
@@ -156,15 +157,18 @@ export async function startMetadataRelay(options: MetadataRelayOptions): Promise
 }
 
 /**
- * A raw relay on `address` (already on the namespace's lo: the metadata
- * relay put it there) and a free port, to the daemon's `socketPath`.
+ * A relay on `address` (already on the namespace's lo: the metadata relay put
+ * it there) and `port` (0: a free one), to the daemon's `socketPath`; `raw`
+ * leaves out the address line.
  */
-export function startPortRelay(options: MetadataRelayOptions): Promise<MetadataRelay> {
+export function startPortRelay(
+  options: MetadataRelayOptions & { readonly raw: boolean },
+): Promise<MetadataRelay> {
   return spawnRelay(
     options.namespace,
     options.address ?? METADATA_ADDRESS,
     options.port ?? 0,
     options.socketPath,
-    true,
+    options.raw,
   );
 }

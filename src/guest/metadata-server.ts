@@ -20,6 +20,7 @@ import { type AddressInfo, createServer as createNetServer, type Socket } from '
 import { SigilError } from '../errors.ts';
 import { type MetadataDocument, metadataTree, nodeAt, plainText } from './metadata-document.ts';
 import { MetadataTokens, parseTokenTtl } from './metadata-tokens.ts';
+import { plainAddress, readRelayPreamble } from './relay-preamble.ts';
 
 export const TOKEN_PATH = '/latest/api/token';
 const MAX_BODY_BYTES = 4096;
@@ -43,17 +44,6 @@ export interface MetadataService {
   readonly tokens: MetadataTokens;
   close(): Promise<void>;
 }
-
-/** An address with IPv4-mapped IPv6 written as IPv4. */
-export function plainAddress(address: string): string {
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
-
-/** The first line of a relayed connection: `SIGIL-SOURCE <address>`. */
-export const RELAY_PREAMBLE = 'SIGIL-SOURCE ';
-const MAX_PREAMBLE_BYTES = 64;
-const PREAMBLE_TIMEOUT_MS = 2000;
-const RELAYED_ADDRESS = /^[0-9a-fA-F.:]{2,45}$/;
 
 /** Sockets that came through the relay, with the address the relay saw. */
 const relayedSources = new WeakMap<Socket, string>();
@@ -174,38 +164,13 @@ export function startMetadataService(
   });
 }
 
-/**
- * Reads a relayed connection's preamble line, then hands the rest to `server`.
- * A connection without a well-formed line in time is closed unanswered.
- */
+/** A relayed connection: its preamble read, then the rest handed to `server`. */
 function acceptRelayed(socket: Socket, server: Server): void {
-  let buffered = Buffer.alloc(0);
-  const timer = setTimeout(() => socket.destroy(), PREAMBLE_TIMEOUT_MS);
-  const onData = (chunk: Buffer): void => {
-    buffered = Buffer.concat([buffered, chunk]);
-    const end = buffered.indexOf(0x0a);
-    if (end < 0) {
-      if (buffered.length > MAX_PREAMBLE_BYTES) socket.destroy();
-      return;
-    }
-    socket.off('data', onData);
-    clearTimeout(timer);
-    const line = buffered.subarray(0, end).toString('latin1');
-    const address = line.startsWith(RELAY_PREAMBLE) ? line.slice(RELAY_PREAMBLE.length) : '';
-    if (end > MAX_PREAMBLE_BYTES || !RELAYED_ADDRESS.test(address)) {
-      socket.destroy();
-      return;
-    }
-    relayedSources.set(socket, plainAddress(address));
-    socket.pause();
-    const rest = buffered.subarray(end + 1);
-    if (rest.length > 0) socket.unshift(rest);
+  readRelayPreamble(socket, (source) => {
+    relayedSources.set(socket, source);
     server.emit('connection', socket);
     socket.resume();
-  };
-  socket.on('data', onData);
-  socket.on('error', () => socket.destroy());
-  socket.on('close', () => clearTimeout(timer));
+  });
 }
 
 /** Starts the metadata service on a unix socket fed by metadata-relay.ts. */
