@@ -287,17 +287,12 @@ export class WorkloadNetworks {
     }
   }
 
-  /**
-   * Puts the workload whose init has host PID `workloadPid` on `bridgeName`,
-   * which must be configured and in `allowed` (the caller's policy). Refusals
-   * change nothing; a failure half-way undoes what was done.
-   */
-  async attach(
-    workloadPid: number,
+  /** The refusals attach and attachTap share: closed, unknown bridge, not allowed, already attached. */
+  #checkedAttach(
     bridgeName: string,
     workloadKey: string,
     allowed: readonly string[],
-  ): Promise<Attachment> {
+  ): { key: string; pool: AddressPool } {
     if (this.#closed) throw preconditionFailed('workload networks are closed');
     const key = checkedKey(workloadKey);
     const pool = this.#pools.get(bridgeName);
@@ -311,6 +306,21 @@ export class WorkloadNetworks {
     if (this.#attachments.has(key) || this.#taps.has(key) || this.#busy.has(key)) {
       throw alreadyExists(`workload ${quoted(key)}: already attached to a network`);
     }
+    return { key, pool };
+  }
+
+  /**
+   * Puts the workload whose init has host PID `workloadPid` on `bridgeName`,
+   * which must be configured and in `allowed` (the caller's policy). Refusals
+   * change nothing; a failure half-way undoes what was done.
+   */
+  async attach(
+    workloadPid: number,
+    bridgeName: string,
+    workloadKey: string,
+    allowed: readonly string[],
+  ): Promise<Attachment> {
+    const { key, pool } = this.#checkedAttach(bridgeName, workloadKey, allowed);
     const pid = checkedPid(workloadPid);
     const hostInterface = hostInterfaceFor(key);
     for (const other of this.#attachments.values()) {
@@ -387,19 +397,7 @@ export class WorkloadNetworks {
     workloadKey: string,
     allowed: readonly string[],
   ): Promise<TapAttachment> {
-    if (this.#closed) throw preconditionFailed('workload networks are closed');
-    const key = checkedKey(workloadKey);
-    const pool = this.#pools.get(bridgeName);
-    if (!pool) throw notFound(`bridge ${quoted(String(bridgeName))}: not configured on this node`);
-    if (!Array.isArray(allowed) || !allowed.includes(bridgeName)) {
-      throw new SigilError(
-        'permission_denied',
-        `bridge ${bridgeName}: not among the bridges your policy allows`,
-      );
-    }
-    if (this.#attachments.has(key) || this.#taps.has(key) || this.#busy.has(key)) {
-      throw alreadyExists(`workload ${quoted(key)}: already attached to a network`);
-    }
+    const { key, pool } = this.#checkedAttach(bridgeName, workloadKey, allowed);
     const tap = tapNameFor(key);
     for (const other of this.#taps.values()) {
       if (other.tap === tap) throw alreadyExists(`tap ${tap}: taken by another workload`);

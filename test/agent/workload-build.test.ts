@@ -13,7 +13,6 @@ import type * as grpc from '@grpc/grpc-js';
 import type {
   BuildImageProgress,
   BuildImageRequest,
-  CreateWorkloadRequest,
   WorkloadsClient,
 } from '../../src/gen/sigil/v1/workloads.ts';
 import { listImages, openImageStore } from '../../src/workloads/images.ts';
@@ -22,7 +21,14 @@ import { eventually } from '../support/eventually.ts';
 import { tempDir } from '../support/temp-dir.ts';
 import { workloadsUnavailable } from '../workloads/rootfs-fixture.ts';
 import { nodeFile } from './server-fixture.ts';
-import { call, collect, type DaemonHarness, IMAGE, startDaemonHarness } from './workload-daemon-fixture.ts';
+import {
+  call,
+  collect,
+  createRequest,
+  type DaemonHarness,
+  IMAGE,
+  startDaemonHarness,
+} from './workload-daemon-fixture.ts';
 
 const unavailable = workloadsUnavailable();
 if (unavailable) console.log(`# skipped: ${unavailable}`);
@@ -142,21 +148,10 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
     // No build workload is left, and its reservation is free again: two more workloads fit alice's quota of 2.
     const client = h.client(alice);
     assert.deepEqual((await call(client, client.listWorkloads, {})).workloads, []);
-    const request: CreateWorkloadRequest = {
-      name: 'site',
+    const request = createRequest('site', {
       image: 'demo/site:1',
       command: ['/bin/sh', '-c', 'cat /app/data/marker /srv/www/index.html; exec sleep 1000'],
-      env: {},
-      workdir: '',
-      user: '',
-      memoryMib: 0,
-      cpus: [],
-      networks: [],
-      blocks: [],
-      restart: '',
-      pidsMax: 0,
-      runtime: '',
-    };
+    });
     await call(client, client.createWorkload, request);
     await eventually('the workload prints what the build wrote', async () => {
       const { items } = await collect(
@@ -170,21 +165,8 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
 
   test("a workload from the built image without a command runs its CMD: on a bridge through vminit's normal mode", async () => {
     const client = h.client(alice);
-    const fromImage = (name: string, networks: string[]): CreateWorkloadRequest => ({
-      name,
-      image: 'demo/site:1',
-      command: [],
-      env: {},
-      workdir: '',
-      user: '',
-      memoryMib: 64,
-      cpus: [],
-      networks,
-      blocks: [],
-      restart: '',
-      pidsMax: 0,
-      runtime: '',
-    });
+    const fromImage = (name: string, networks: string[]) =>
+      createRequest(name, { image: 'demo/site:1', memoryMib: 64, networks });
     const consoleOf = async (name: string) => {
       const { items } = await collect(client.readConsole({ name, sinceUnixMs: 0, lines: 0, follow: false }));
       return items.map((chunk) => Buffer.from(chunk.data).toString());
@@ -240,21 +222,7 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
 
   test('a caller over its workload quota is refused: the build is a workload of theirs, nothing is stored', async () => {
     const client = h.client(alice);
-    const hold = (name: string): CreateWorkloadRequest => ({
-      name,
-      image: IMAGE,
-      command: ['/bin/sleep', '1000'],
-      env: {},
-      workdir: '',
-      user: '',
-      memoryMib: 64,
-      cpus: [],
-      networks: [],
-      blocks: [],
-      restart: '',
-      pidsMax: 0,
-      runtime: '',
-    });
+    const hold = (name: string) => createRequest(name, { command: ['/bin/sleep', '1000'], memoryMib: 64 });
     await call(client, client.createWorkload, hold('hold-1'));
     await call(client, client.createWorkload, hold('hold-2'));
     try {

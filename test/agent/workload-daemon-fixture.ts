@@ -12,7 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { WorkloadDaemon, type WorkloadDaemonOptions } from '../../src/agent/workload-daemon.ts';
 import { unary } from '../../src/client/rpc.ts';
 import { openWorkloadsClient } from '../../src/client/workload-channel.ts';
-import type { WorkloadsClient } from '../../src/gen/sigil/v1/workloads.ts';
+import type { CreateWorkloadRequest, WorkloadsClient } from '../../src/gen/sigil/v1/workloads.ts';
 import { createLogger } from '../../src/logging.ts';
 import { importImage, openImageStore } from '../../src/workloads/images.ts';
 import { sigil } from '../support/cli.ts';
@@ -134,4 +134,27 @@ export function collect<T>(
     stream.on('error', (error: grpc.ServiceError) => resolve({ items, error }));
     stream.on('end', () => resolve({ items }));
   });
+}
+
+/** A CreateWorkloadRequest with every field at its default, then `more`. */
+export function createRequest(
+  name: string,
+  more: Partial<CreateWorkloadRequest> = {},
+): CreateWorkloadRequest {
+  return {
+    name,
+    image: IMAGE,
+    command: [],
+    env: {},
+    workdir: '',
+    user: '',
+    memoryMib: 0,
+    cpus: [],
+    networks: [],
+    blocks: [],
+    restart: '',
+    pidsMax: 0,
+    runtime: '',
+    ...more,
+  };
 }
