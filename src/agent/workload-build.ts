@@ -7,7 +7,8 @@
 // for this stage, lasting minutes — at 169.254.169.254:<port> through a raw
 // relay in the bridges' namespace. It runs RUN, deploys ADD/COPY from the
 // uploaded context, and reports Success or Abort. The stopped workload's root
-// is then the stage's result: the last stage's becomes the image (the tree,
+// — with `runtime: vm`, the VM's disk as the guest left it — is then the
+// stage's result: the last stage's becomes the image (the tree,
 // an ext4 file made with mke2fs -d, and firebuild's metadata.json), an
 // earlier stage's a source for `COPY --from`.
 //
@@ -16,7 +17,7 @@
 // the stage images are removed, the workloads destroyed, the reservations
 // released.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { firstLineOf, invalid, preconditionFailed, SigilError } from '../errors.ts';
 import type { BuildImageHeader, BuiltImage } from '../gen/sigil/v1/workloads.ts';
@@ -36,7 +37,9 @@ import {
   removeImage,
   STANDARD_DEVICES,
 } from '../workloads/images.ts';
+import { mountBlockDevice } from '../workloads/block-devices.ts';
 import { buildExt4Image } from '../workloads/vm-image.ts';
+import { VM_DEFAULT_MEMORY_MiB } from '../workloads/vm-run.ts';
 import type { WorkloadCaller } from './workload-callers.ts';
 import type { WorkloadMetadata } from './workload-metadata.ts';
 import type { WorkloadOperations } from './workload-operations.ts';
@@ -46,6 +49,10 @@ export const SCRATCH_IMAGE = 'sigil/scratch:1';
 const FIRST_CALL_TIMEOUT_MS = 60_000;
 const EXIT_WAIT_MS = 15_000;
 const POLL_MS = 25;
+/** What Node (sigil vminit) needs in a VM under emulation. */
+export const MIN_VM_BUILD_MEMORY_MIB = 256;
+
+export type BuildRuntime = 'process' | 'vm';
 
 export interface BuildDependencies {
   readonly operations: WorkloadOperations;
@@ -65,21 +72,32 @@ export interface BuildProgress {
   stderr(line: string): void;
 }
 
-/** Everything a build needs checked before anything starts; throws the refusal. */
+/**
+ * Everything a build needs checked before anything starts; throws the
+ * refusal. With the caller, a VM build's memory is the header's or else the
+ * caller's policy's, and refused below MIN_VM_BUILD_MEMORY_MIB.
+ */
 export function checkBuildHeader(
   header: BuildImageHeader | undefined,
   dependencies: Pick<BuildDependencies, 'images' | 'bridges' | 'metadata'>,
-): { tag: string; stages: readonly CompiledStage[]; bridge: string } {
+  caller?: WorkloadCaller,
+): {
+  tag: string;
+  stages: readonly CompiledStage[];
+  bridge: string;
+  runtime: BuildRuntime;
+  memoryMib: number;
+} {
   if (!header) throw invalid('the first BuildImage message must be the header');
   const { reference: tag } = parseImageReference(header.tag);
   if (listImages(dependencies.images).some((image) => image.tag === tag))
     throw new SigilError('already_exists', `image ${tag} already exists on this node`);
   if (header.dockerfile.length > MAX_DOCKERFILE_BYTES)
     throw invalid(`the Dockerfile is larger than ${MAX_DOCKERFILE_BYTES} bytes`);
-  if (header.runtime !== '' && header.runtime !== 'process')
-    throw preconditionFailed(
-      `runtime ${JSON.stringify(header.runtime)}: builds run as processes only, for now`,
-    );
+  if (header.runtime !== '' && header.runtime !== 'process' && header.runtime !== 'vm')
+    throw invalid(`runtime ${JSON.stringify(header.runtime)}: expected process or vm`);
+  const runtime: BuildRuntime = header.runtime === 'vm' ? 'vm' : 'process';
+  const memoryMib = runtime === 'vm' ? vmBuildMemory(header, caller) : Number(header.memoryMib);
   const compiled = compileDockerfile(Buffer.from(header.dockerfile).toString('utf8'), {
     buildArgs: header.buildArgs,
   });
@@ -90,7 +108,19 @@ export function checkBuildHeader(
     );
   if (!dependencies.bridges.includes(bridge))
     throw new SigilError('not_found', `bridge ${JSON.stringify(bridge)}: not configured on this node`);
-  return { tag, stages: compiled.stages, bridge };
+  return { tag, stages: compiled.stages, bridge, runtime, memoryMib };
+}
+
+/** A VM build's guest memory: the header's, else the caller's policy's, else the VM default. */
+function vmBuildMemory(header: BuildImageHeader, caller: WorkloadCaller | undefined): number {
+  const asked = Number(header.memoryMib);
+  const granted = caller?.policy?.limits?.memoryMiB ?? 0;
+  const memory = asked > 0 ? asked : caller === undefined ? 0 : granted > 0 ? granted : VM_DEFAULT_MEMORY_MiB;
+  if (memory > 0 && memory < MIN_VM_BUILD_MEMORY_MIB)
+    throw invalid(
+      `memory ${memory} MiB${asked > 0 ? '' : " (your policy's)"}: a VM build needs at least ${MIN_VM_BUILD_MEMORY_MIB} MiB (Node in the guest)`,
+    );
+  return memory;
 }
 
 /** The empty image `FROM scratch` starts from: /proc, /tmp and the store's standard /dev. */
@@ -119,7 +149,7 @@ export async function runBuild(
   cancelled: () => boolean,
 ): Promise<BuiltImage> {
   const started = Date.now();
-  const { tag, stages, bridge } = checkBuildHeader(header, dependencies);
+  const { tag, stages, bridge, runtime, memoryMib } = checkBuildHeader(header, dependencies, caller);
   const { images } = dependencies;
   const context = await BuildContext.open(contextDir);
   const id = randomBytes(4).toString('hex');
@@ -147,7 +177,8 @@ export async function runBuild(
         cancelled,
         importAs: stageTag,
         workloadName: `build-${id}-${stage.index}`,
-        memoryMib: Number(header.memoryMib),
+        memoryMib,
+        runtime,
       });
       if (!last) {
         stageImages.push(stageTag);
@@ -193,6 +224,7 @@ interface StageRun {
   readonly importAs: string;
   readonly workloadName: string;
   readonly memoryMib: number;
+  readonly runtime: BuildRuntime;
 }
 
 /** One stage as a workload; its root imported as `importAs` once the guest reports Success. */
@@ -233,7 +265,7 @@ async function runStage(dependencies: BuildDependencies, caller: WorkloadCaller,
         blocks: [],
         restart: '',
         pidsMax: 0,
-        runtime: '',
+        runtime: run.runtime === 'vm' ? 'vm' : '',
       },
       { transient: true, readOnlyBinds: runtime.binds },
     );
@@ -249,11 +281,10 @@ async function runStage(dependencies: BuildDependencies, caller: WorkloadCaller,
     const outcome = await Promise.race([service.done, workloadEnded(operations, key, run.cancelled)]);
     if (!outcome.ok) throw outcome.error;
     await waitForExit(operations, key);
-    const root = supervisor.rootOf(key);
-    // The guest runtime's mount points are the runtime's, and /dev's nodes the store's: neither is the image's.
-    rmSync(join(root, '.sigil'), { recursive: true, force: true });
-    for (const [name] of STANDARD_DEVICES) rmSync(join(root, 'dev', name), { force: true });
-    const record = await importImage(images, root, run.importAs);
+    const record =
+      run.runtime === 'vm'
+        ? await importVmDisk(dependencies, key, run.importAs)
+        : await importRoot(images, supervisor.rootOf(key), run.importAs);
     logger.info({ workload: key, image: run.importAs }, 'build stage stored');
     return record;
   } finally {
@@ -264,6 +295,36 @@ async function runStage(dependencies: BuildDependencies, caller: WorkloadCaller,
         logger.warn({ err: firstLineOf(error) }, 'build cleanup step failed');
       }
     }
+  }
+}
+
+/** The stage's tree as the image `tag`, without what is the runtime's rather than the image's. */
+async function importRoot(images: ImageStore, root: string, tag: string) {
+  // The guest runtime's mount points are the runtime's, and /dev's nodes the store's.
+  rmSync(join(root, '.sigil'), { recursive: true, force: true });
+  for (const [name] of STANDARD_DEVICES) rmSync(join(root, 'dev', name), { force: true });
+  return importImage(images, root, tag);
+}
+
+/** A VM stage's result: its disk (the guest unmounted it cleanly), mounted here only for the copy. */
+async function importVmDisk(dependencies: BuildDependencies, key: string, tag: string) {
+  const disk = dependencies.operations.supervisor.vmDiskOf(key);
+  if (disk === null)
+    throw new SigilError('internal', `the build's VM ${key} left no disk to store the stage from`);
+  const mountPoint = join(dependencies.buildDir, `vm-disk-${randomBytes(4).toString('hex')}`);
+  mkdirSync(mountPoint, { mode: 0o700 });
+  try {
+    const mounted = await mountBlockDevice(disk, mountPoint);
+    try {
+      // mke2fs's lost+found is the disk's, not the image's.
+      rmSync(join(mountPoint, 'lost+found'), { recursive: true, force: true });
+      return await importRoot(dependencies.images, mountPoint, tag);
+    } finally {
+      await mounted.unmount();
+    }
+  } finally {
+    // Not recursive: were the disk still mounted, its files would go with it.
+    rmdirSync(mountPoint);
   }
 }
 

@@ -25,7 +25,10 @@ export function registerBuildCommand(program: Command): void {
         '--memory <MiB>',
         'memory limit of the build workload in MiB (default: what the delegation allows)',
       )
-      .option('--runtime <process|vm>', 'process (the default; vm is not supported for builds yet)')
+      .option(
+        '--runtime <process|vm>',
+        'process (the default) or vm: each stage a qemu VM, with at least 256 MiB of memory',
+      )
       .option('--json', 'print the image as JSON'),
   )
     .addHelpText(

@@ -81,6 +81,22 @@ function run(program: string, args: readonly string[]): Promise<void> {
   });
 }
 
+const LOOP_RELEASE_WAIT_MS = 10_000;
+
+/** Resolves once no loop device is backed by `imageFile` (bounded; a stuck one is left to the kernel). */
+async function loopReleased(imageFile: string): Promise<void> {
+  const deadline = Date.now() + LOOP_RELEASE_WAIT_MS;
+  while (Date.now() < deadline) {
+    const backing = await new Promise<string>((resolvePromise) =>
+      execFile('losetup', ['-j', imageFile], { env: TOOL_ENV, timeout: TOOL_TIMEOUT_MS }, (error, stdout) =>
+        resolvePromise(error ? '' : String(stdout)),
+      ),
+    );
+    if (backing.trim() === '') return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /**
  * Mounts the ext4 image `imageFile` at `target` through a loop device, with
  * no device files and no set-uid programs honoured.
@@ -101,9 +117,13 @@ export async function mountBlockDevice(
     target,
     unmount: async () => {
       if (!mounted) return;
-      // util-linux marks a loop device set up by `-o loop` autoclear: it is detached with the unmount.
+      // util-linux marks a loop device set up by `-o loop` autoclear: it is detached with the last
+      // reference to the mount. A workload's namespace may still hold one for a moment after it ended,
+      // and the filesystem is written back only then: wait for the detach, so that whoever reads the
+      // image next (a download, the next run) sees every write.
       await run('umount', [target]);
       mounted = false;
+      await loopReleased(imageFile);
     },
   };
 }

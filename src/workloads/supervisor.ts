@@ -64,6 +64,7 @@ import type { VmNetwork, VmProcess } from './vm-launcher.ts';
 import {
   checkRuntime,
   checkVmCommand,
+  lastRunDisk,
   checkVmWorkload,
   startVmRun,
   VM_DEFAULT_MEMORY_MiB,
@@ -545,7 +546,7 @@ export class WorkloadSupervisor {
     const workload = this.get(key);
     if (workload.destroying) throw notFound(`workload ${workload.spec.key}: being destroyed`);
     const next = command ?? workload.command;
-    if (workload.spec.runtime === 'vm') checkVmCommand(workload.root.root, next);
+    if (workload.spec.runtime === 'vm') checkVmCommand(workload.root.root, next, workload.spec.readOnlyBinds);
     else checkNamespaceProcessOptions(this.launchOptionsOf(workload, next));
     // One replacement at a time: a second waits for the first, then replaces its run.
     const previous = workload.replacing ?? Promise.resolve();
@@ -587,6 +588,17 @@ export class WorkloadSupervisor {
   /** The host path of the workload's root filesystem (its writable layer, mounted while it exists). */
   rootOf(key: string): string {
     return this.get(key).root.root;
+  }
+
+  /** A VM workload's disk as its last run left it (vm-run.ts); null for a process or before a run ended. */
+  vmDiskOf(key: string): string | null {
+    const workload = this.get(key);
+    if (workload.spec.runtime !== 'vm' || workload.run) return null;
+    return lastRunDisk(this.vmRunDirOf(workload));
+  }
+
+  private vmRunDirOf(workload: Workload): string {
+    return join(this.stateDir, workload.cgroup.name, 'vm');
   }
 
   specOf(key: string): WorkloadSpec {
@@ -799,7 +811,7 @@ export class WorkloadSupervisor {
       const { process, cleanup } = await startVmRun({
         runtime: this.vm,
         rootfs: root.root,
-        runDir: join(this.stateDir, cgroup.name, 'vm'),
+        runDir: this.vmRunDirOf(workload),
         command: workload.command,
         hostname: spec.name,
         ...(limits.memoryMiB === undefined ? {} : { memoryMiB: limits.memoryMiB }),

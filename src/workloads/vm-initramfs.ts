@@ -8,14 +8,18 @@
 //   3. mounts the ext4 root from /dev/vda, the host's read-only 9p shares
 //      inside it (the guest runtime under /.sigil, see guest-runtime.ts),
 //      moves /dev into it, and
-//   4. switch_roots into the guest command (a shell on the console by default).
+//   4. runs the guest command chrooted into it (a shell on the console by
+//      default) and, when it ends, ends what is left, unmounts the disk and
+//      powers the VM off: the guest's writes are on the disk, its journal
+//      clean, when qemu exits (a build imports its stage from the disk).
 //
 // The guest command is baked into the archive (/etc/sigil/command, a `set --`
 // line of single-quoted words) rather than the kernel command line, which is
-// short and splits on blanks. Any failure before the switch prints one
+// short and splits on blanks. Any failure before the guest command prints one
 // `sigil-init: …` line on the console and powers the VM off, so qemu exits
-// (-no-reboot) instead of hanging; so does the guest command's end (PID 1
-// exits, the kernel panics with panic=-1 and reboots).
+// (-no-reboot) instead of hanging. The guest command is not PID 1: had it
+// been (switch_root), its end would panic the kernel with its last writes
+// still in the page cache.
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalid } from '../errors.ts';
@@ -36,7 +40,7 @@ export const VM_MODULES: readonly string[] = [
 export const VM_SHARE_MODULES: readonly string[] = ['9pnet_virtio', '9p'];
 /** A shell on the serial console. */
 export const DEFAULT_GUEST_COMMAND: readonly string[] = ['/bin/sh'];
-/** The line /init prints just before switching to the guest command. */
+/** The line /init prints just before it runs the guest command. */
 export const INIT_DONE_MARKER = 'sigil-init: starting the guest';
 const MAX_COMMAND_BYTES = 64 * 1024;
 const TTY_MAJOR = 5;
@@ -45,7 +49,7 @@ const SHARE_TAG = /^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$/;
 // Mount points are read by `read -r tag target`: no blanks, no control characters.
 const MOUNT_POINT = /^(\/[A-Za-z0-9._+@-]+)+$/;
 
-/** A 9p share mounted read-only at `target` (absolute, inside the root disk) before the switch. */
+/** A 9p share mounted read-only at `target` (absolute, inside the root disk) before the guest command. */
 export interface InitramfsShareMount {
   readonly tag: string;
   readonly target: string;
@@ -101,7 +105,14 @@ umount /sys; umount /proc
 . /etc/sigil/command
 [ -x "/newroot$1" ] || [ -L "/newroot$1" ] || fail "guest command $1 is not in the root disk"
 echo "${INIT_DONE_MARKER}"
-exec switch_root /newroot "$@"
+chroot /newroot "$@"
+kill -KILL -1 2>/dev/null; sleep 0.1
+mount -t proc proc /proc
+mounted=$(while read -r _ target _; do case "$target" in /newroot/*) echo "$target" ;; esac; done < /proc/mounts)
+for target in $(echo "$mounted" | sort -r); do umount "$target" 2>/dev/null || umount -l "$target"; done
+umount /newroot 2>/dev/null || mount -o remount,ro /newroot
+sync
+poweroff -f
 `;
 
 /** A word quoted for sh: single quotes, each inner quote as '\\''. */

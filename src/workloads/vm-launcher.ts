@@ -10,7 +10,7 @@
 // The machine: `-M pc` (microvm lacks the PCI the stock kernel's virtio
 // drivers probe), KVM when it really works and TCG otherwise
 // (vm-accelerator.ts), no default devices, no display, -no-reboot so that
-// the guest's end (init exits → panic=-1 → reboot) ends qemu.
+// the guest's end (/init powers off, or a panic with panic=-1 reboots) ends qemu.
 //
 // The start: qemu begins paused (-S); once onSpawned has run with its pid
 // (joining the workload's cgroup, say), a QMP `cont` lets the guest run, so

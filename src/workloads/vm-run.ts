@@ -7,13 +7,15 @@
 // With a network the supervisor passes the run a guarded tap from
 // WorkloadNetworks.attachTap (its address on the kernel command line); the
 // workload's read-only binds (the guest runtime, guest-runtime.ts) become
-// 9p shares mounted at the same paths before the switch to the guest.
+// 9p shares mounted at the same paths before the guest command runs.
 //
 // What the VM runtime does not do yet (refused by checkVmWorkload, so the
 // caller sees why): block devices, env, workdir and user (the guest command
-// runs as the image's init, as root, from /). The guest's writes live on the
-// run's disk and end with it.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+// runs as root, from /). The guest's writes live on the run's disk: /init
+// unmounts it cleanly when the command ends (vm-initramfs.ts), and the run's
+// end leaves it (lastRunDisk) until the next run starts or the workload is
+// removed, so that a build can take the stage's result from it.
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { invalid, notFound } from '../errors.ts';
 import { type ReadOnlyBind, resolveInRoot } from './namespace-process.ts';
@@ -64,8 +66,24 @@ export function checkVmWorkload(spec: VmWorkloadFields): void {
     throw invalid('user: not supported by the vm runtime yet (the guest runs as root)');
 }
 
-/** The guest command: an absolute program that is an executable file in `rootfs`. */
-export function checkVmCommand(rootfs: string, command: readonly string[]): void {
+/** The run's disk in its directory. */
+const ROOT_DISK = 'root.img';
+
+/** The disk of the run made in `runDir`, kept after the run ended; null when there is none. */
+export function lastRunDisk(runDir: string): string | null {
+  const disk = join(runDir, ROOT_DISK);
+  return existsSync(disk) ? disk : null;
+}
+
+/**
+ * The guest command: an absolute program that is an executable file in
+ * `rootfs`, or under one of `binds` (the guest runtime, shared over 9p).
+ */
+export function checkVmCommand(
+  rootfs: string,
+  command: readonly string[],
+  binds: readonly ReadOnlyBind[] = [],
+): void {
   if (!Array.isArray(command) || command.length === 0) throw invalid('command: must name a program');
   if (command.some((word) => typeof word !== 'string' || word.includes('\0'))) {
     throw invalid('command: every argument must be a string without NUL bytes');
@@ -74,7 +92,11 @@ export function checkVmCommand(rootfs: string, command: readonly string[]): void
   if (!program.startsWith('/') || program.split('/').includes('..')) {
     throw invalid(`command ${JSON.stringify(program)}: must be an absolute path without '..'`);
   }
-  const found = resolveInRoot(rootfs, posix.normalize(program));
+  const normalized = posix.normalize(program);
+  const bind = binds.find(({ target }) => normalized.startsWith(`${posix.normalize(target)}/`));
+  const found = bind
+    ? resolveInRoot(bind.source, normalized.slice(posix.normalize(bind.target).length))
+    : resolveInRoot(rootfs, normalized);
   if (!found) throw notFound(`command ${JSON.stringify(program)}: not found in the root filesystem`);
   if (!found.stats.isFile() || (found.stats.mode & 0o111) === 0) {
     throw invalid(`command ${JSON.stringify(program)}: not an executable file in the root filesystem`);
@@ -113,18 +135,28 @@ export function sharesOf(binds: readonly ReadOnlyBind[]): {
   };
 }
 
-/** Starts the run's VM; `cleanup` removes its files (after qemu has ended). A failure leaves nothing. */
+/**
+ * Starts the run's VM; `cleanup` (after qemu has ended) removes its files but
+ * the disk (lastRunDisk). A failure leaves nothing.
+ */
 export async function startVmRun(
   options: VmRunOptions,
 ): Promise<{ process: VmProcess; cleanup: () => void }> {
-  checkVmCommand(options.rootfs, options.command);
+  checkVmCommand(options.rootfs, options.command, options.readOnlyBinds);
   const kernel = await ensureVmKernel(
     options.runtime.kernelDir === undefined ? {} : { dir: options.runtime.kernelDir },
   );
-  const cleanup = (): void => rmSync(options.runDir, { recursive: true, force: true });
+  const removeAll = (): void => rmSync(options.runDir, { recursive: true, force: true });
+  const cleanup = (): void => {
+    if (!existsSync(options.runDir)) return;
+    for (const name of readdirSync(options.runDir))
+      if (name !== ROOT_DISK) rmSync(join(options.runDir, name), { recursive: true, force: true });
+  };
+  // The previous run's disk goes: each run starts from the workload's root.
+  removeAll();
   mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
   try {
-    const rootDisk = join(options.runDir, 'root.img');
+    const rootDisk = join(options.runDir, ROOT_DISK);
     await buildExt4Image({ rootDir: options.rootfs, imageFile: rootDisk });
     const { shares, mounts } = sharesOf(options.readOnlyBinds ?? []);
     const initramfs = join(options.runDir, 'initramfs');
@@ -146,7 +178,7 @@ export async function startVmRun(
     });
     return { process, cleanup };
   } catch (error) {
-    cleanup();
+    removeAll();
     throw error;
   }
 }
