@@ -77,7 +77,7 @@ async function buildThroughApi(
   return { progress, error: await ended };
 }
 
-const header = (dockerfile: string, tag: string): BuildImageRequest => ({
+const header = (dockerfile: string, tag: string, memoryMib = 0): BuildImageRequest => ({
   part: {
     $case: 'header',
     value: {
@@ -86,7 +86,7 @@ const header = (dockerfile: string, tag: string): BuildImageRequest => ({
       buildArgs: {},
       runtime: '',
       networks: [],
-      memoryMib: 0,
+      memoryMib,
     },
   },
 });
@@ -190,6 +190,44 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
       await call(client, client.destroyWorkload, { name: 'normal' });
       await call(client, client.destroyWorkload, { name: 'direct' });
     }
+  });
+
+  test("another workload on the bridge cannot reach a build's bootstrap service: the router drops it unanswered", async () => {
+    const client = h.client(alice);
+    let snooped: string[] = [];
+    const { error } = await buildThroughApi(
+      client,
+      [header(`FROM ${IMAGE}\nRUN echo started && sleep 3\n`, 'demo/snooped:1', 256)],
+      async (progress) => {
+        await eventually('the build is running', () =>
+          progress.some((message) => message.part?.$case === 'stdout' && message.part.value === 'started'),
+        );
+        await call(
+          client,
+          client.createWorkload,
+          createRequest('snoop', {
+            command: [
+              '/bin/sh',
+              '-c',
+              'echo bytes=$(printf hello | nc 169.254.169.254 8443 | wc -c); exec sleep 1000',
+            ],
+            memoryMib: 64,
+            networks: ['br0'],
+          }),
+        );
+        await eventually('the snoop tried', async () => {
+          const { items } = await collect(
+            client.readConsole({ name: 'snoop', sinceUnixMs: 0, lines: 0, follow: false }),
+          );
+          snooped = items.map((chunk) => Buffer.from(chunk.data).toString());
+          return snooped.some((line) => line.startsWith('bytes='));
+        });
+      },
+    );
+    await call(client, client.destroyWorkload, { name: 'snoop' });
+    assert.equal(error, null, 'the build itself went on and succeeded');
+    assert.ok(snooped.includes('bytes=0'), `nothing answered the snoop: ${snooped.join(' | ')}`);
+    assert.ok(images().includes('demo/snooped:1'));
   });
 
   test('refuses a Dockerfile with HEALTHCHECK before anything starts, naming the instruction', async () => {
