@@ -29,6 +29,7 @@ import type { CompiledStage } from '../guest/dockerfile-image.ts';
 import { rootfsMetadata } from '../guest/dockerfile-metadata.ts';
 import type { Logger } from '../logging.ts';
 import { parseImageReference } from '../protocol/image-names.ts';
+import { mountBlockDevice } from '../workloads/block-devices.ts';
 import type { GuestRuntime } from '../workloads/guest-runtime.ts';
 import {
   type ImageStore,
@@ -37,7 +38,6 @@ import {
   removeImage,
   STANDARD_DEVICES,
 } from '../workloads/images.ts';
-import { mountBlockDevice } from '../workloads/block-devices.ts';
 import { buildExt4Image } from '../workloads/vm-image.ts';
 import { VM_DEFAULT_MEMORY_MiB } from '../workloads/vm-run.ts';
 import type { WorkloadCaller } from './workload-callers.ts';
@@ -249,6 +249,10 @@ async function runStage(dependencies: BuildDependencies, caller: WorkloadCaller,
     service.events.on('stderr', ({ lines }) => {
       for (const line of lines) run.progress.stderr(line);
     });
+    // Someone without this build's client certificate tried: the caller sees it.
+    service.events.on('handshake-refused', ({ reason }) =>
+      run.progress.step(`the bootstrap service refused a connection (${reason})`),
+    );
     cleanup.push(metadata.routeBootstrap(key, bootstrapMetadata(credentials, ''), service.port));
     await operations.create(
       caller,

@@ -64,8 +64,8 @@ import type { VmNetwork, VmProcess } from './vm-launcher.ts';
 import {
   checkRuntime,
   checkVmCommand,
-  lastRunDisk,
   checkVmWorkload,
+  lastRunDisk,
   startVmRun,
   VM_DEFAULT_MEMORY_MiB,
   VM_MEMORY_OVERHEAD_MiB,

@@ -195,9 +195,9 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
   test("another workload on the bridge cannot reach a build's bootstrap service: the router drops it unanswered", async () => {
     const client = h.client(alice);
     let snooped: string[] = [];
-    const { error } = await buildThroughApi(
+    const { error, progress } = await buildThroughApi(
       client,
-      [header(`FROM ${IMAGE}\nRUN echo started && sleep 3\n`, 'demo/snooped:1', 256)],
+      [header(`FROM ${IMAGE}\nRUN echo started && sleep 5\n`, 'demo/snooped:1', 256)],
       async (progress) => {
         await eventually('the build is running', () =>
           progress.some((message) => message.part?.$case === 'stdout' && message.part.value === 'started'),
@@ -209,7 +209,8 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
             command: [
               '/bin/sh',
               '-c',
-              'echo bytes=$(printf hello | nc 169.254.169.254 8443 | wc -c); exec sleep 1000',
+              // Then a real TLS client hello (busybox wget's): were it forwarded, the service would refuse it and say so.
+              'echo bytes=$(printf hello | nc 169.254.169.254 8443 | wc -c); wget -q -O - https://169.254.169.254:8443/; echo tried; exec sleep 1000',
             ],
             memoryMib: 64,
             networks: ['br0'],
@@ -220,13 +221,19 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
             client.readConsole({ name: 'snoop', sinceUnixMs: 0, lines: 0, follow: false }),
           );
           snooped = items.map((chunk) => Buffer.from(chunk.data).toString());
-          return snooped.some((line) => line.startsWith('bytes='));
+          return snooped.includes('tried');
         });
       },
     );
     await call(client, client.destroyWorkload, { name: 'snoop' });
     assert.equal(error, null, 'the build itself went on and succeeded');
     assert.ok(snooped.includes('bytes=0'), `nothing answered the snoop: ${snooped.join(' | ')}`);
+    assert.ok(
+      !progress.some(
+        (message) => message.part?.$case === 'step' && /refused a connection/.test(message.part.value),
+      ),
+      "the snoop's connections never reached the build's bootstrap service",
+    );
     assert.ok(images().includes('demo/snooped:1'));
   });
 
