@@ -16,7 +16,7 @@ import type { BuildImageRequest, WorkloadsClient } from '../../src/gen/sigil/v1/
 import { listImages, openImageStore } from '../../src/workloads/images.ts';
 import { ensureVmKernel } from '../../src/workloads/vm-kernel.ts';
 import { failInCi } from '../support/ci.ts';
-import { sigil } from '../support/cli.ts';
+import { run, SIGIL_BIN } from '../support/cli.ts';
 import { tempDir } from '../support/temp-dir.ts';
 import { workloadsUnavailable } from '../workloads/rootfs-fixture.ts';
 import { nodeFile } from './server-fixture.ts';
@@ -121,7 +121,14 @@ describe('sigil build --runtime vm on a node', { skip: unavailable ?? false }, (
   });
 
   const build = (tag: string, more: string[]) =>
-    sigil(['build', '-t', tag, '--node', node, '--identity', alice, '--json', ...more]);
+    // A VM build under TCG takes tens of seconds: more than the CLI helper's default 30 s bound.
+    run(
+      process.execPath,
+      [SIGIL_BIN, 'build', '-t', tag, '--node', node, '--identity', alice, '--json', ...more],
+      {
+        timeoutMs: 300_000,
+      },
+    );
 
   test("a VM build stores the COPY'd file and the RUN's file from the VM's disk; the same build as processes", async () => {
     const context = contextWith(DOCKERFILE);
