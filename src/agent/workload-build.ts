@@ -51,6 +51,8 @@ const EXIT_WAIT_MS = 15_000;
 const POLL_MS = 25;
 /** What Node (sigil vminit) needs in a VM under emulation. */
 export const MIN_VM_BUILD_MEMORY_MIB = 256;
+/** What Node (sigil vminit) needs in a process build (below it, the guest agent is OOM-killed). */
+export const MIN_PROCESS_BUILD_MEMORY_MIB = 128;
 
 export type BuildRuntime = 'process' | 'vm';
 
@@ -97,7 +99,7 @@ export function checkBuildHeader(
   if (header.runtime !== '' && header.runtime !== 'process' && header.runtime !== 'vm')
     throw invalid(`runtime ${JSON.stringify(header.runtime)}: expected process or vm`);
   const runtime: BuildRuntime = header.runtime === 'vm' ? 'vm' : 'process';
-  const memoryMib = runtime === 'vm' ? vmBuildMemory(header, caller) : Number(header.memoryMib);
+  const memoryMib = buildMemory(header, caller, runtime);
   const compiled = compileDockerfile(Buffer.from(header.dockerfile).toString('utf8'), {
     buildArgs: header.buildArgs,
   });
@@ -111,16 +113,26 @@ export function checkBuildHeader(
   return { tag, stages: compiled.stages, bridge, runtime, memoryMib };
 }
 
-/** A VM build's guest memory: the header's, else the caller's policy's, else the VM default. */
-function vmBuildMemory(header: BuildImageHeader, caller: WorkloadCaller | undefined): number {
+/**
+ * A build's memory: the header's, else the caller's policy's (else, for a VM,
+ * the VM default), refused below what the guest agent needs. A process build
+ * passes on 0 for "the policy's", as a create does.
+ */
+function buildMemory(
+  header: BuildImageHeader,
+  caller: WorkloadCaller | undefined,
+  runtime: BuildRuntime,
+): number {
   const asked = Number(header.memoryMib);
   const granted = caller?.policy?.limits?.memoryMiB ?? 0;
-  const memory = asked > 0 ? asked : caller === undefined ? 0 : granted > 0 ? granted : VM_DEFAULT_MEMORY_MiB;
-  if (memory > 0 && memory < MIN_VM_BUILD_MEMORY_MIB)
+  const fallback = runtime === 'vm' ? VM_DEFAULT_MEMORY_MiB : 0;
+  const memory = asked > 0 ? asked : caller === undefined ? 0 : granted > 0 ? granted : fallback;
+  const minimum = runtime === 'vm' ? MIN_VM_BUILD_MEMORY_MIB : MIN_PROCESS_BUILD_MEMORY_MIB;
+  if (memory > 0 && memory < minimum)
     throw invalid(
-      `memory ${memory} MiB${asked > 0 ? '' : " (your policy's)"}: a VM build needs at least ${MIN_VM_BUILD_MEMORY_MIB} MiB (Node in the guest)`,
+      `memory ${memory} MiB${asked > 0 ? '' : " (your policy's)"}: a ${runtime === 'vm' ? 'VM ' : ''}build needs at least ${minimum} MiB (sigil vminit is Node)`,
     );
-  return memory;
+  return runtime === 'vm' ? memory : asked;
 }
 
 /** The empty image `FROM scratch` starts from: /proc, /tmp and the store's standard /dev. */
@@ -284,7 +296,10 @@ async function runStage(dependencies: BuildDependencies, caller: WorkloadCaller,
     cleanup.push(stopFollowing);
     const outcome = await Promise.race([service.done, workloadEnded(operations, key, run.cancelled)]);
     if (!outcome.ok) throw outcome.error;
-    await waitForExit(operations, key);
+    // A process guest has nothing left to do after Success (its files are closed): stop it now rather
+    // than wait for it to exit. A VM must power off by itself, so that its disk is clean.
+    if (run.runtime === 'vm') await waitForExit(operations, key);
+    else await supervisor.stop(key);
     const record =
       run.runtime === 'vm'
         ? await importVmDisk(dependencies, key, run.importAs)
@@ -307,7 +322,7 @@ async function importRoot(images: ImageStore, root: string, tag: string) {
   // The guest runtime's mount points are the runtime's, and /dev's nodes the store's.
   rmSync(join(root, '.sigil'), { recursive: true, force: true });
   for (const [name] of STANDARD_DEVICES) rmSync(join(root, 'dev', name), { force: true });
-  return importImage(images, root, tag);
+  return importImage(images, root, tag, {}, { snapshot: true });
 }
 
 /** A VM stage's result: its disk (the guest unmounted it cleanly), mounted here only for the copy. */

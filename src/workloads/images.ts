@@ -170,11 +170,22 @@ export function resolveImage(store: ImageStore, tag: string): string {
  * behind, a bad tag, a tag that exists, a missing source, and any content an
  * image may not hold (see the top of this file).
  */
+export interface ImportOptions {
+  /**
+   * The source directory is a stopped workload's root that nothing changes
+   * meanwhile (a build's): copied whole with `cp -a` (links as links, never
+   * followed), then checked by the same rules as an extracted tar, instead of
+   * walked and copied file by file.
+   */
+  readonly snapshot?: boolean;
+}
+
 export async function importImage(
   store: ImageStore,
   source: string,
   tag: string,
   limits: ImportLimits = {},
+  options: ImportOptions = {},
 ): Promise<ImageRecord> {
   const { reference } = parseImageReference(tag);
   refuseExistingTag(store, reference);
@@ -197,7 +208,11 @@ export async function importImage(
   const staging = await mkdtemp(join(store.dir, IMPORT_PREFIX));
   const rootfs = join(staging, 'rootfs');
   try {
-    if (kind === 'directory') {
+    if (kind === 'directory' && options.snapshot) {
+      await mkdir(rootfs, { mode: 0o755 });
+      await run('cp', ['-a', '--', `${from}/.`, rootfs], { env: TAR_ENV });
+      await checkTree(rootfs, '', budget, new Set());
+    } else if (kind === 'directory') {
       await copyTree(from, rootfs, '', budget, new Map());
     } else if (kind === 'ext4') {
       await copyExtFilesystem(from, staging, rootfs, budget);

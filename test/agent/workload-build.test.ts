@@ -165,20 +165,25 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
 
   test("a workload from the built image without a command runs its CMD: on a bridge through vminit's normal mode", async () => {
     const client = h.client(alice);
-    const fromImage = (name: string, networks: string[]) =>
-      createRequest(name, { image: 'demo/site:1', memoryMib: 64, networks });
+    // vminit is Node: give it room (64 MiB is enough for the CMD alone, not for Node).
+    const fromImage = (name: string, networks: string[], memoryMib: number) =>
+      createRequest(name, { image: 'demo/site:1', memoryMib, networks });
     const consoleOf = async (name: string) => {
       const { items } = await collect(client.readConsole({ name, sinceUnixMs: 0, lines: 0, follow: false }));
       return items.map((chunk) => Buffer.from(chunk.data).toString());
     };
-    await call(client, client.createWorkload, fromImage('normal', ['br0']));
-    await call(client, client.createWorkload, fromImage('direct', []));
+    await call(client, client.createWorkload, fromImage('normal', ['br0'], 256));
+    await call(client, client.createWorkload, fromImage('direct', [], 64));
     try {
       await eventually(
         'both ran the CMD',
         async () =>
           (await consoleOf('normal')).includes('built') && (await consoleOf('direct')).includes('built'),
-      );
+      ).catch(async (error: Error) => {
+        const normal = (await consoleOf('normal')).join(' | ');
+        const direct = (await consoleOf('direct')).join(' | ');
+        throw new Error(`${error.message}; normal: ${normal}; direct: ${direct}`);
+      });
       const normal = await consoleOf('normal');
       assert.ok(
         normal.some((line) => line.includes('wrote /usr/bin/firebuild-entrypoint.sh')),
@@ -235,6 +240,17 @@ describe('sigil build on a node', { skip: unavailable ?? false }, () => {
       "the snoop's connections never reached the build's bootstrap service",
     );
     assert.ok(images().includes('demo/snooped:1'));
+  });
+
+  test('refuses a process build with less than 128 MiB (the guest agent is Node) before anything starts', async () => {
+    const client = h.client(alice);
+    const { error } = await buildThroughApi(client, [
+      header(`FROM ${IMAGE}\nRUN true\n`, 'demo/small:1', 64),
+    ]);
+    assert.ok(error);
+    assert.match(error.details, /at least 128 MiB/);
+    assert.ok(!images().includes('demo/small:1'));
+    assert.deepEqual((await call(client, client.listWorkloads, {})).workloads, []);
   });
 
   test('refuses a Dockerfile with HEALTHCHECK before anything starts, naming the instruction', async () => {
