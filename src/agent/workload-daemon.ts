@@ -335,7 +335,15 @@ export class WorkloadDaemon {
       metricsAddress = metrics.address;
     }
     logger.info(
-      { nodeId: info.nodeId, address, metrics: metricsAddress, bridges, workloads: operations.records.size },
+      {
+        nodeId: info.nodeId,
+        address,
+        metrics: metricsAddress,
+        bridges,
+        // Where the bridges live: an operator starts services for the workloads there (ip netns exec).
+        bridgeNamespace: networks?.namespace ?? null,
+        workloads: operations.records.size,
+      },
       'workload daemon serving',
     );
     return new WorkloadDaemon({

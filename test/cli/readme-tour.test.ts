@@ -95,12 +95,16 @@ test('the README tour runs as written and writes nothing into the repository', (
     assert.match(workloadsOutput, /hog +restarted/);
     assert.match(workloadsOutput, /destroyed-by-revocation/);
     const guestsOutput = result.stdout.slice(result.stdout.indexOf('--- guests'));
-    assert.match(guestsOutput, /^hi from a build$/m, "the build's RUN output");
     assert.match(guestsOutput, /built demo\/hello:1/);
     assert.match(
       guestsOutput,
-      /spiffe:\/\/bea\.d\.sigil\.internal\/workload\/hello/,
+      /I am spiffe:\/\/bea\.d\.sigil\.internal\/workload\/hello/,
       'the identity, read inside',
+    );
+    assert.match(
+      guestsOutput,
+      /"client":"spiffe:\/\/bea\.d\.sigil\.internal\/workload\/hello","amount":10/,
+      'the casino saw the workload identity',
     );
     assert.match(guestsOutput, /destroyed workload hello/);
   }
