@@ -147,7 +147,6 @@ export class WorkloadMetadata {
       namespace: this.#options.networks.namespace,
       socketPath,
       port: BOOTSTRAP_PORT,
-      raw: false,
     });
     this.#closers.push(() => relay.close());
   }

@@ -5,24 +5,20 @@
 // the connection came from — the one fact only this side of the namespace
 // sees, and the one the service picks the workload's document by.
 //
-// With `raw` it forwards bytes only, without that line: a build's bootstrap
-// service (mutual TLS says who is calling) reached from the build workload.
-//
 // It imports nothing of sigil's (it runs as its own process), prints "ready
 // <port>" once listening, and exits when its standard input closes, so it
 // never outlives the daemon that started it.
 //
-// argv: <listen host> <listen port> <daemon socket path> [raw]
+// argv: <listen host> <listen port> <daemon socket path>
 import { createConnection, createServer } from 'node:net';
 
 const MAX_CONNECTIONS = 256;
 const IDLE_MS = 30_000;
 
-const [host, portText, socketPath, mode] = process.argv.slice(2);
-const raw = mode === 'raw';
+const [host, portText, socketPath] = process.argv.slice(2);
 const port = Number(portText);
 if (!host || !socketPath || !Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write('usage: metadata-relay-program <host> <port> <socket> [raw]\n');
+  process.stderr.write('usage: metadata-relay-program <host> <port> <socket>\n');
   process.exit(2);
 }
 
@@ -42,7 +38,7 @@ const server = createServer({ allowHalfOpen: true }, (client) => {
   client.on('close', () => upstream.destroy());
   // The daemon's answer ends the exchange: flush it to the client, then close.
   upstream.on('close', () => client.end());
-  if (!raw) upstream.write(`SIGIL-SOURCE ${source}\n`);
+  upstream.write(`SIGIL-SOURCE ${source}\n`);
   client.pipe(upstream);
   upstream.pipe(client, { end: false });
 });

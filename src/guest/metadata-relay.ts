@@ -6,8 +6,7 @@
 // daemon's unix socket with the address it came from.
 //
 // The same program puts the builds' bootstrap services on another port of
-// that address (startPortRelay), with the address line (the daemon routes by
-// it) or raw.
+// that address (startPortRelay); the daemon routes those by the address line.
 //
 // Nothing in the host's own namespace changes. On close the relay is stopped
 // and the address removed (the namespace may be the operator's).
@@ -60,20 +59,10 @@ async function spawnRelay(
   address: string,
   port: number,
   socketPath: string,
-  raw: boolean,
 ): Promise<MetadataRelay> {
   const child = spawn(
     'nsenter',
-    [
-      `--net=${netnsPath(namespace)}`,
-      '--',
-      process.execPath,
-      PROGRAM,
-      address,
-      String(port),
-      socketPath,
-      ...(raw ? ['raw'] : []),
-    ],
+    [`--net=${netnsPath(namespace)}`, '--', process.execPath, PROGRAM, address, String(port), socketPath],
     { env: TOOL_ENV, stdio: ['pipe', 'pipe', 'pipe'] },
   );
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
@@ -136,13 +125,7 @@ export async function startMetadataRelay(options: MetadataRelayOptions): Promise
     ip(['-netns', options.namespace, 'address', 'del', `${address}/32`, 'dev', 'lo']).catch(() => undefined);
   let relay: MetadataRelay;
   try {
-    relay = await spawnRelay(
-      options.namespace,
-      address,
-      options.port ?? METADATA_PORT,
-      options.socketPath,
-      false,
-    );
+    relay = await spawnRelay(options.namespace, address, options.port ?? METADATA_PORT, options.socketPath);
   } catch (error) {
     await removeAddress();
     throw error;
@@ -158,17 +141,13 @@ export async function startMetadataRelay(options: MetadataRelayOptions): Promise
 
 /**
  * A relay on `address` (already on the namespace's lo: the metadata relay put
- * it there) and `port` (0: a free one), to the daemon's `socketPath`; `raw`
- * leaves out the address line.
+ * it there) and `port` (0: a free one), to the daemon's `socketPath`.
  */
-export function startPortRelay(
-  options: MetadataRelayOptions & { readonly raw: boolean },
-): Promise<MetadataRelay> {
+export function startPortRelay(options: MetadataRelayOptions): Promise<MetadataRelay> {
   return spawnRelay(
     options.namespace,
     options.address ?? METADATA_ADDRESS,
     options.port ?? 0,
     options.socketPath,
-    options.raw,
   );
 }
