@@ -10,15 +10,28 @@
 // Subject keys come from a pregenerated pool: key generation is not measured.
 // Targets (information only, never asserted): P-256 issuance at least 50% of
 // the raw sign rate and at least 30x @peculiar/x509.
+//
+// Two more cases follow the issuers (P-256 subject keys, P-256 issuer):
+//   key-import  a subject key imported from its SPKI DER, fresh KeyObject each
+//               time, the way each path makes it: the old CSR path
+//               (createPublicKey on DER options, then keyTypeOf) vs
+//               publicKeyFromSpki (proof of possession, and readCsr now); and
+//               the same keys issued for straight after import, since what
+//               the import caches decides what issuing costs.
+//   readCsr     CSRs read per second: the strict DER reader vs the
+//               library-based reader it replaced (test/support), with the
+//               median of per-round ratios next to the ratio of medians.
 import {
+  createPublicKey,
   type KeyObject,
   X509Certificate as NodeX509Certificate,
   randomBytes,
   sign,
   type webcrypto,
 } from 'node:crypto';
+import { createCsr, readCsr } from '../src/pki/csr.ts';
 import { createRootCertificate, Issuer } from '../src/pki/issuer.ts';
-import { generateKeyPair, type KeyType } from '../src/pki/keys.ts';
+import { generateKeyPair, type KeyType, keyTypeOf, publicKeyFromSpki, spkiDer } from '../src/pki/keys.ts';
 import { dnsName, type GeneralName, ipAddress, spiffeId, uriName } from '../src/pki/names.ts';
 import {
   AuthorityKeyIdentifierExtension,
@@ -33,7 +46,8 @@ import {
   type X509CertificateCreateParamsBase,
   X509CertificateGenerator,
 } from '../src/pki/x509-library.ts';
-import { compare, type Limits, type Operation, type Report } from './measure.ts';
+import { readCsrWithLibrary } from '../test/support/csr-library-reader.ts';
+import { compare, type Limits, median, type Operation, type Report } from './measure.ts';
 
 export const description =
   'certificates issued per second (server+client leaf) vs raw signing and @peculiar/x509';
@@ -184,4 +198,126 @@ export async function run(report: Report, limits: Limits): Promise<void> {
       },
     });
   }
+  await keyImport(report, limits);
+  await csrReading(report, limits);
+}
+
+/**
+ * `compare` one run at a time, so each round's ratio to `reference` is known:
+ * rounds see the same machine, and the median of per-round ratios is less
+ * noisy than the ratio of two medians.
+ */
+async function compareByRound(
+  subjects: Readonly<Record<string, Operation>>,
+  reference: string,
+  limits: Limits,
+): Promise<{ medians: Record<string, number>; ratios: Record<string, number> }> {
+  const rates: Record<string, number[]> = Object.fromEntries(Object.keys(subjects).map((n) => [n, []]));
+  for (let round = 0; round < limits.runs; round++) {
+    const one = await compare(subjects, { ...limits, runs: 1, warmupMs: round === 0 ? limits.warmupMs : 1 });
+    for (const [name, value] of Object.entries(one)) rates[name].push(value);
+    const line = Object.entries(one).map(([name, value]) => `${name} ${Math.round(value)}/s`);
+    process.stderr.write(`  round ${round + 1}/${limits.runs}: ${line.join(', ')}\n`);
+  }
+  const medians = Object.fromEntries(Object.entries(rates).map(([n, v]) => [n, median(v)]));
+  const ratios = Object.fromEntries(
+    Object.entries(rates).map(([n, v]) => [n, median(v.map((rate, i) => rate / rates[reference][i]))]),
+  );
+  return { medians, ratios };
+}
+
+async function keyImport(report: Report, limits: Limits): Promise<void> {
+  process.stderr.write('case key-import (P-256 subject keys, P-256 issuer)\n');
+  const spkis = Array.from({ length: SUBJECT_POOL_SIZE }, () => spkiDer(generateKeyPair('p256').publicKey));
+  const issuerKeys = generateKeyPair('p256');
+  const root = createRootCertificate({
+    privateKey: issuerKeys.privateKey,
+    subject: { commonName: 'Bench Root' },
+  });
+  const issuer = Issuer.fromCertificate(root.der, issuerKeys.privateKey);
+  // The CSR path before issue 14: DER options object, then the key type check.
+  const csrPathImport = (der: Buffer) => {
+    const key = createPublicKey({ key: der, format: 'der', type: 'spki' });
+    keyTypeOf(key);
+    return key;
+  };
+  let next = 0;
+  const spki = () => spkis[next++ % SUBJECT_POOL_SIZE];
+  const issueFor = (publicKey: KeyObject) =>
+    issuer.issue({ publicKey, profile: 'server+client', sans: SANS });
+  checkIssued(issueFor(csrPathImport(spki())).der, root.der, 'old CSR key import');
+  checkIssued(issueFor(publicKeyFromSpki(spki())).der, root.der, 'publicKeyFromSpki');
+  const { medians, ratios } = await compareByRound(
+    {
+      'import-publicKeyFromSpki': () => publicKeyFromSpki(spki()),
+      'import-old-csr-path': () => csrPathImport(spki()),
+      'issue-after-publicKeyFromSpki': () => issueFor(publicKeyFromSpki(spki())),
+      'issue-after-old-csr-import': () => issueFor(csrPathImport(spki())),
+    },
+    'import-old-csr-path',
+    limits,
+  );
+  report({
+    case: 'key-import',
+    metric: 'keys_per_s',
+    value: medians['import-publicKeyFromSpki'],
+    baselines: { 'old-csr-path': medians['import-old-csr-path'] },
+  });
+  report({
+    case: 'key-import',
+    metric: 'speedup_median_per_round',
+    value: ratios['import-publicKeyFromSpki'],
+    baselines: {},
+  });
+  report({
+    case: 'key-import',
+    metric: 'imported_and_issued_per_s',
+    value: medians['issue-after-publicKeyFromSpki'],
+    baselines: { 'old-csr-path': medians['issue-after-old-csr-import'] },
+  });
+  report({
+    case: 'key-import',
+    metric: 'issue_speedup_median_per_round',
+    value: ratios['issue-after-publicKeyFromSpki'] / ratios['issue-after-old-csr-import'],
+    baselines: {},
+  });
+}
+
+async function csrReading(report: Report, limits: Limits): Promise<void> {
+  process.stderr.write('case readCsr (P-256 CSRs, CN + SPIFFE URI + DNS + IP SANs)\n');
+  const csrs = Array.from({ length: SUBJECT_POOL_SIZE }, (_, i) =>
+    createCsr(generateKeyPair('p256').privateKey, { commonName: `node-${i}`, sans: SANS }),
+  );
+  for (const csr of csrs.slice(0, 2)) {
+    const fresh = readCsr(csr);
+    const old = readCsrWithLibrary(csr);
+    if (
+      fresh.subject !== old.subject ||
+      fresh.sans.length !== SANS.length ||
+      old.sans.length !== SANS.length
+    ) {
+      throw new Error('the two CSR readers disagree on the bench CSRs');
+    }
+  }
+  let next = 0;
+  const { medians, ratios } = await compareByRound(
+    {
+      'strict-der-reader': () => readCsr(csrs[next++ % SUBJECT_POOL_SIZE]),
+      'library-reader': () => readCsrWithLibrary(csrs[next++ % SUBJECT_POOL_SIZE]),
+    },
+    'library-reader',
+    limits,
+  );
+  report({
+    case: 'readCsr',
+    metric: 'csrs_per_s',
+    value: medians['strict-der-reader'],
+    baselines: { 'library-reader': medians['library-reader'] },
+  });
+  report({
+    case: 'readCsr',
+    metric: 'speedup_median_per_round',
+    value: ratios['strict-der-reader'],
+    baselines: {},
+  });
 }

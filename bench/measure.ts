@@ -36,7 +36,8 @@ export interface Benchmark {
   run(report: Report, limits: Limits): Promise<void>;
 }
 
-function positiveNumber(name: string, fallback: number): number {
+/** A positive number from the environment (a bench knob), else `fallback`; anything else is an error. */
+export function positiveNumber(name: string, fallback: number): number {
   const text = process.env[name];
   if (text === undefined || text === '') return fallback;
   const value = Number(text);

@@ -4,19 +4,30 @@
 //
 //   sign       Sign calls/s over mTLS, durable SQLite (WAL, synchronous=FULL,
 //              in a temporary directory on disk), 32 calls in flight on one
-//              channel, admin identity; SPKI + proof of possession (the fast
-//              path). Baseline: cfssl's `cfssl serve` (Debian golang-cfssl)
-//              POST /api/v1/cfssl/sign, the same kind of CSR (P-256, a DNS SAN
-//              and a SPIFFE URI SAN), 32 requests in flight on keep-alive
-//              connections from the same client process. Targets: ≥ 4,000/s
-//              and ≥ 4× cfssl.
+//              channel (one HTTP/2 connection), admin identity; SPKI + proof
+//              of possession (the fast path). Baseline: cfssl's `cfssl serve`
+//              (Debian golang-cfssl) as a user runs it in production: TLS
+//              (so HTTP/2, one connection, 32 streams in flight) and its
+//              certificate database (SQLite, WAL, synchronous=FULL, one row
+//              per certificate, counted after the run), POST
+//              /api/v1/cfssl/sign with the same kind of CSR (P-256, a DNS SAN
+//              and a SPIFFE URI SAN). Also, labelled as such, cfssl without
+//              a database in plaintext HTTP/1.1 (32 keep-alive connections).
+//              Targets: ≥ 2× cfssl+DB (per-round median), server CPU per
+//              certificate ≤ 350 µs.
 //   sign-csr   The same with a PKCS#10 CSR instead of SPKI + proof (the very
-//              CSR bytes cfssl gets), against the same cfssl figure.
+//              CSR bytes cfssl gets). Targets: ≥ 1.5× cfssl+DB, ≤ 600 µs.
 //   enrol      Enrolment.Register calls/s: an auto-approve join token with N
 //              uses, then N Register calls (fresh Ed25519 keys, one proof
 //              each; 32 in flight, server-authenticated TLS like a new node),
 //              each ending UP with a certificate. Baseline: sigil's own Sign
 //              (SPKI) rate from the same run, the cheapest issuance there is.
+//   scaling    `sigil server --workers 1` vs `--workers 2`, Sign with proof of
+//              possession, the same client (32 in flight over 8 connections,
+//              so a server that spreads connections over workers can use
+//              them), per-round ratio; with server and client CPU per call,
+//              which bound the rate on this machine's cores. Skipped when the
+//              server has no --workers flag. Target ≥ 1.2× on 2 cores.
 //   revoke-propagation
 //              Two replicas on one PostgreSQL (fsync on): A bootstraps, B
 //              joins with a replica token. A client holding a certificate
@@ -24,16 +35,27 @@
 //              until the client's socket is closed by B. p50 and p99 of 200
 //              revocations (after 10 untimed ones). Target p99 ≤ 200 ms.
 //
+// Rates and CPU come from interleaved rounds (workers/server-rounds.ts):
+// each round alternates short slices of every subject, ratios are taken
+// round by round and their median printed (a `per_round_ratio_vs_<baseline>`
+// line; the rate line's own `ratio` is of the medians). Server CPU per
+// certificate is the utime+stime of the server's process tree
+// (workers/process-cpu.ts) during its slices over the certificates issued
+// in them (/proc counts in 10 ms ticks: the error evens out over the slices);
+// it hardly depends on how busy the machine is, so the bench also projects,
+// on paper, a 16-core box's rate from it. Each round line also says how many
+// cores other processes took meanwhile (/proc/stat): on a shared box that,
+// with server + client CPU per call, explains the rates reached.
+//
 // Client-side key work (P-256 keys, CSRs, proofs; Ed25519 keys and proofs) is
-// done before the timed part, for sigil and cfssl alike. Rates are medians of
-// interleaved runs (each run split into slices alternating between subjects).
-// Targets are information only, never asserted. SIGIL_BENCH_CASES=sign,enrol
-// runs a subset; without cfssl the sign lines have no baseline.
+// done before the timed part, for sigil and cfssl alike. Targets are
+// information only, never asserted. SIGIL_BENCH_CASES=sign,enrol runs a
+// subset; without cfssl the sign lines have no baseline.
 
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
@@ -51,20 +73,42 @@ import { channelCredentials } from '../src/transport/client-credentials.ts';
 import { StaticMaterialSource } from '../src/transport/static-source.ts';
 import { postgresUnavailable, startPostgres } from '../test/support/postgres.ts';
 import { type Limits, median, type Report } from './measure.ts';
-import { compareRemote, Failures } from './remote-compare.ts';
+import { Failures } from './remote-compare.ts';
 import { LoadClient } from './workers/load-client.ts';
-import { CFSSL_INSTALL_HINT, type CfsslServer, findCfssl, startCfssl } from './workers/server-cfssl.ts';
-import { type SigilServerProcess, startSigilServer } from './workers/server-process.ts';
-import type { Sample, SignSubject, ToClient } from './workers/server-protocol.ts';
+import { treeRss } from './workers/process-cpu.ts';
+import {
+  CFSSL_INSTALL_HINT,
+  type CfsslOptions,
+  type CfsslServer,
+  findCfssl,
+  startCfssl,
+} from './workers/server-cfssl.ts';
+import { type SigilServerProcess, serverHasWorkersFlag, startSigilServer } from './workers/server-process.ts';
+import type { CfsslTarget, Sample, SigilTarget, SubjectSpec, ToClient } from './workers/server-protocol.ts';
+import {
+  clientCpuPerCall,
+  interleavedRounds,
+  medianOf,
+  otherCores,
+  type RoundsResult,
+  rateOf,
+  roundRatios,
+  serverCpuPerCert,
+} from './workers/server-rounds.ts';
 
 export const description =
-  'control plane end to end: Sign calls/s (SQLite, mTLS) vs cfssl serve, enrolments/s, ' +
-  'revocation propagation between two replicas on PostgreSQL';
+  'control plane end to end: Sign calls/s and server CPU per certificate (SQLite, mTLS) vs cfssl serve ' +
+  'with TLS and its certificate DB, enrolments/s, 1 vs 2 workers, revocation propagation between two ' +
+  'replicas on PostgreSQL';
 
 const CONCURRENCY = 32;
-/** Each run of the sign case lasts at least this long, so slices are long enough to amortise their drain. */
+/** Each subject's share of a round lasts at least this long, so slices are long enough to amortise their drain. */
 const MIN_RUN_MS = 2000;
 const MIN_WARMUP_MS = 1000;
+/** Connections the scaling case spreads its calls over (both worker counts alike). */
+const SCALING_CONNECTIONS = 8;
+/** The box the per-certificate CPU cost is projected onto. */
+const PROJECTED_CORES = 16;
 const ENROL_BATCH = 400;
 const ENROL_WARMUP = 100;
 const REVOCATIONS = 200;
@@ -74,6 +118,10 @@ const REVOCATION_TIMEOUT_MS = 5000;
 /** The revocation loop stops early (and says so) after this long. */
 const REVOCATION_BUDGET_MS = 90_000;
 const CALL_DEADLINE_MS = 10_000;
+
+/** Baseline names in the output. */
+const CFSSL_DB = 'cfssl-tls-db';
+const CFSSL_BARE = 'cfssl-no-db-plaintext';
 
 const progress = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -86,28 +134,123 @@ function tempDir(prefix: string): string {
 const newLoadClient = () =>
   new LoadClient<ToClient, Sample>(new URL('./workers/server-client.ts', import.meta.url));
 
-async function startCfsslBaseline(): Promise<CfsslServer | null> {
+const targetOf = (server: SigilServerProcess): SigilTarget => ({
+  address: server.info.listen,
+  trustDomain: server.info.trustDomain,
+  admin: server.admin(),
+});
+
+const micros = (value: number): string => `${Math.round(value).toLocaleString('en')} µs`;
+const times = (value: number): string => `${value.toFixed(2)}×`;
+
+async function startCfsslBaseline(name: string, options: CfsslOptions): Promise<CfsslServer | null> {
   const binary = findCfssl();
   if (binary === null) {
-    progress(`  cfssl: skipped, no cfssl binary found; ${CFSSL_INSTALL_HINT}`);
+    progress(`  ${name}: skipped, no cfssl binary found; ${CFSSL_INSTALL_HINT}`);
     return null;
   }
   try {
-    const cfssl = await startCfssl(binary, tempDir('sigil-bench-cfssl-'));
+    const cfssl = await startCfssl(binary, tempDir('sigil-bench-cfssl-'), options);
     progress(
-      `  cfssl: ${binary} ${cfssl.version} serve on ${cfssl.url} (default signing policy, -loglevel 2); ` +
-        `probe certificate SANs: ${cfssl.probeSans}`,
+      `  ${name}: ${binary} ${cfssl.version} serve on ${cfssl.url} (${cfssl.protocol}` +
+        `${cfssl.databasePath ? `, certificate DB ${cfssl.databasePath} in WAL, synchronous=FULL` : ', no DB'}; ` +
+        `default signing policy, -loglevel 2); probe certificate SANs: ${cfssl.probeSans}`,
     );
     if (!cfssl.probeSans.includes('URI:')) {
       progress(
-        "  cfssl: note: this cfssl drops the CSR's URI SAN (it predates URI SAN support): it signs a little less",
+        `  ${name}: note: this cfssl drops the CSR's URI SAN (it predates URI SAN support): it signs a little less`,
       );
     }
     return cfssl;
   } catch (error) {
-    progress(`  cfssl: skipped, it did not start: ${error instanceof Error ? error.message : String(error)}`);
+    progress(
+      `  ${name}: skipped, it did not start: ${error instanceof Error ? error.message : String(error)}`,
+    );
     return null;
   }
+}
+
+const cfsslTarget = (cfssl: CfsslServer): CfsslTarget => ({
+  url: cfssl.url,
+  rootPem: cfssl.url.startsWith('https:') ? cfssl.rootPem : null,
+});
+
+/** The rate line, the per-round ratio line of each baseline, and the ratios' spread on stderr. */
+function reportRates(
+  report: Report,
+  result: RoundsResult,
+  caseName: string,
+  metric: string,
+  subject: string,
+  baselines: readonly string[],
+): void {
+  report({
+    case: caseName,
+    metric,
+    value: medianOf(result, subject, rateOf),
+    baselines: Object.fromEntries(baselines.map((name) => [name, medianOf(result, name, rateOf)])),
+  });
+  for (const baseline of baselines) {
+    const ratios = roundRatios(result, subject, baseline);
+    progress(
+      `  ${caseName}: ${subject} / ${baseline} per round: median ${times(ratios.median)} ` +
+        `(${times(ratios.min)}–${times(ratios.max)}; ${ratios.all.map((r) => r.toFixed(2)).join(', ')})`,
+    );
+    report({ case: caseName, metric: `per_round_ratio_vs_${baseline}`, value: ratios.median, baselines: {} });
+  }
+}
+
+/** Server CPU per certificate (median of rounds) of `subject` next to its baselines'. */
+function reportServerCpu(
+  report: Report,
+  result: RoundsResult,
+  caseName: string,
+  subject: string,
+  baselines: readonly string[],
+): void {
+  const value = medianOf(result, subject, serverCpuPerCert);
+  const baselineValues = Object.fromEntries(
+    baselines.map((name) => [name, medianOf(result, name, serverCpuPerCert)]),
+  );
+  progress(
+    `  ${caseName}: server CPU per certificate ${subject} ${micros(value)}` +
+      baselines.map((name) => `, ${name} ${micros(baselineValues[name])}`).join(''),
+  );
+  report({ case: caseName, metric: 'server_cpu_us_per_cert', value, baselines: baselineValues });
+}
+
+/** On paper: PROJECTED_CORES cores, all given to the server, divided by its CPU per certificate. */
+function reportProjection(
+  report: Report,
+  result: RoundsResult,
+  caseName: string,
+  subject: string,
+  baselines: readonly string[],
+): void {
+  const projected = (name: string): number =>
+    (PROJECTED_CORES * 1_000_000) / medianOf(result, name, serverCpuPerCert);
+  progress(
+    `  ${caseName}: projection, not a measurement: ${PROJECTED_CORES} cores / server CPU per certificate = ` +
+      `${Math.round(projected(subject))}/s for ${subject}` +
+      baselines.map((name) => `, ${Math.round(projected(name))}/s for ${name}`).join('') +
+      ' (assumes the load comes from elsewhere and the server scales linearly over its cores)',
+  );
+  report({
+    case: caseName,
+    metric: `projected_${PROJECTED_CORES}_core_signs_per_s`,
+    value: projected(subject),
+    baselines: Object.fromEntries(baselines.map((name) => [name, projected(name)])),
+  });
+}
+
+/** cfssl wrote one row per certificate it signed (probe and warm-up included), or the bench says so. */
+function checkCfsslRows(cfssl: CfsslServer, signed: number): void {
+  const rows = cfssl.certificateRows();
+  const expected = signed + 1; // the start-up probe
+  const verdict = rows === expected ? 'every one recorded' : `MISMATCH: expected ${expected}`;
+  progress(
+    `  ${CFSSL_DB}: ${rows} rows in its certificates table after ${expected} certificates; ${verdict}`,
+  );
 }
 
 async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<string>): Promise<void> {
@@ -116,35 +259,81 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
     `sigil server: SQLite in ${dataDir} (on disk, synchronous=FULL), the real command in its own process`,
   );
   const server = await startSigilServer(dataDir);
-  const wantSign = cases.has('sign') || cases.has('sign-csr') || cases.has('enrol');
-  const cfssl = cases.has('sign') || cases.has('sign-csr') ? await startCfsslBaseline() : null;
+  progress(
+    `  sigil server: ${treeRss(server.child.pid as number).processes} process(es) (its default --workers); ` +
+      'the one connection lands on one of them',
+  );
+  const wantSign = cases.has('sign') || cases.has('sign-csr');
+  const cfsslDb = wantSign ? await startCfsslBaseline(CFSSL_DB, { tls: true, database: true }) : null;
+  const cfsslBare = wantSign ? await startCfsslBaseline(CFSSL_BARE, { tls: false, database: false }) : null;
   const client = newLoadClient();
   try {
+    const subjects: Record<string, SubjectSpec> = {};
+    const pids: Record<string, number> = {};
+    const pid = server.child.pid as number;
+    if (cases.has('sign') || cases.has('enrol')) {
+      subjects['sigil-possession'] = { kind: 'sigil', server: 'main', path: 'possession', connections: 1 };
+      pids['sigil-possession'] = pid;
+    }
+    if (cases.has('sign-csr')) {
+      subjects['sigil-csr'] = { kind: 'sigil', server: 'main', path: 'csr', connections: 1 };
+      pids['sigil-csr'] = pid;
+    }
+    const cfssl: Record<string, CfsslTarget> = {};
+    for (const [name, baseline] of [
+      [CFSSL_DB, cfsslDb],
+      [CFSSL_BARE, cfsslBare],
+    ] as const) {
+      if (baseline === null) continue;
+      cfssl[name] = cfsslTarget(baseline);
+      subjects[name] = { kind: 'cfssl', server: name };
+      pids[name] = baseline.pid;
+    }
     await client.request({
       type: 'setup',
-      sigil: { address: server.info.listen, trustDomain: server.info.trustDomain, admin: server.admin() },
-      cfsslUrl: cfssl?.url ?? null,
+      sigil: { main: targetOf(server) },
+      cfssl,
+      subjects,
       concurrency: CONCURRENCY,
     });
     let signRate: number | null = null;
-    if (wantSign) {
-      const subjects: SignSubject[] = ['sigil-spki'];
-      if (cases.has('sign-csr')) subjects.push('sigil-csr');
-      if (cfssl) subjects.push('cfssl');
+    if (Object.keys(pids).length > 0 && (wantSign || cases.has('enrol'))) {
       progress(
-        `case sign: certificates/s, ${CONCURRENCY} in flight from a separate process: ${subjects.join(', ')} ` +
-          `(each run ≥ ${MIN_RUN_MS} ms in ${limits.slices} interleaved slices)`,
+        `case sign: certificates/s and server CPU per certificate, ${CONCURRENCY} in flight from a separate ` +
+          `process: ${Object.keys(pids).join(', ')} (each ≥ ${MIN_RUN_MS} ms a round in ${limits.slices} ` +
+          `interleaved slices, ${limits.runs} rounds)`,
       );
-      const rates = await compareRemote(client, subjects, limits, {
+      const result = await interleavedRounds(client, pids, limits, {
         minWarmupMs: MIN_WARMUP_MS,
         minRunMs: MIN_RUN_MS,
         progress,
       });
-      signRate = rates['sigil-spki'];
-      const baselines: Record<string, number> = cfssl ? { 'cfssl-serve': rates.cfssl } : {};
-      if (cases.has('sign')) report({ case: 'sign', metric: 'signs_per_s', value: signRate, baselines });
-      if (cases.has('sign-csr'))
-        report({ case: 'sign-csr', metric: 'signs_per_s', value: rates['sigil-csr'], baselines });
+      if (cfsslDb) checkCfsslRows(cfsslDb, result.totalOps[CFSSL_DB]);
+      const baselines = Object.keys(cfssl);
+      const paths: [string, string][] = [];
+      if (cases.has('sign')) paths.push(['sign', 'sigil-possession']);
+      if (cases.has('sign-csr')) paths.push(['sign-csr', 'sigil-csr']);
+      for (const [caseName, subject] of paths) {
+        reportRates(report, result, caseName, 'signs_per_s', subject, baselines);
+        reportServerCpu(report, result, caseName, subject, baselines);
+        reportProjection(report, result, caseName, subject, baselines);
+        const clientCpu = medianOf(result, subject, clientCpuPerCall);
+        progress(
+          `  ${caseName}: load client CPU per call ${micros(clientCpu)} ` +
+            baselines
+              .map((name) => `(${name}: ${micros(medianOf(result, name, clientCpuPerCall))})`)
+              .join(' '),
+        );
+        report({
+          case: caseName,
+          metric: 'client_cpu_us_per_call',
+          value: clientCpu,
+          baselines: Object.fromEntries(
+            baselines.map((name) => [name, medianOf(result, name, clientCpuPerCall)]),
+          ),
+        });
+      }
+      if (pids['sigil-possession'] !== undefined) signRate = medianOf(result, 'sigil-possession', rateOf);
     }
     if (cases.has('enrol')) {
       const batch = Math.max(1, Math.min(ENROL_BATCH, limits.maxOps));
@@ -155,11 +344,16 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
       const failures = new Failures();
       failures.note(
         'enrol',
-        await client.sample({ type: 'enrol', count: ENROL_WARMUP, concurrency: CONCURRENCY }),
+        await client.sample({ type: 'enrol', server: 'main', count: ENROL_WARMUP, concurrency: CONCURRENCY }),
       );
       const rates: number[] = [];
       for (let run = 0; run < limits.runs; run++) {
-        const sample = await client.sample({ type: 'enrol', count: batch, concurrency: CONCURRENCY });
+        const sample = await client.sample({
+          type: 'enrol',
+          server: 'main',
+          count: batch,
+          concurrency: CONCURRENCY,
+        });
         failures.note('enrol', sample);
         const rate = (sample.ops * 1000) / sample.ms;
         rates.push(rate);
@@ -181,8 +375,88 @@ async function signAndEnrolCases(report: Report, limits: Limits, cases: Set<stri
     throw error;
   } finally {
     await client.close();
-    await cfssl?.stop();
+    await cfsslDb?.stop();
+    await cfsslBare?.stop();
     await server.stop();
+  }
+}
+
+// ------------------------------------------------------------ scaling
+
+async function scalingCase(report: Report, limits: Limits): Promise<void> {
+  if (!serverHasWorkersFlag()) {
+    progress('case scaling: skipped: `sigil server --help` has no --workers flag in this tree');
+    return;
+  }
+  const cores = availableParallelism();
+  progress(
+    `case scaling: sigil server --workers 1 vs --workers 2, Sign with proof of possession, ${CONCURRENCY} in ` +
+      `flight over ${SCALING_CONNECTIONS} connections from one client process, on ${cores} cores`,
+  );
+  const servers: SigilServerProcess[] = [];
+  const client = newLoadClient();
+  try {
+    const one = await startSigilServer(tempDir('sigil-bench-workers-1-'), ['--workers', '1']);
+    servers.push(one);
+    const two = await startSigilServer(tempDir('sigil-bench-workers-2-'), ['--workers', '2']);
+    servers.push(two);
+    const spec = (server: string): SubjectSpec => ({
+      kind: 'sigil',
+      server,
+      path: 'possession',
+      connections: SCALING_CONNECTIONS,
+    });
+    await client.request({
+      type: 'setup',
+      sigil: { one: targetOf(one), two: targetOf(two) },
+      cfssl: {},
+      subjects: { 'workers-1': spec('one'), 'workers-2': spec('two') },
+      concurrency: CONCURRENCY,
+    });
+    const result = await interleavedRounds(
+      client,
+      { 'workers-1': one.child.pid as number, 'workers-2': two.child.pid as number },
+      limits,
+      { minWarmupMs: MIN_WARMUP_MS, minRunMs: MIN_RUN_MS, progress },
+    );
+    reportRates(report, result, 'scaling', 'signs_per_s', 'workers-2', ['workers-1']);
+    reportServerCpu(report, result, 'scaling', 'workers-2', ['workers-1']);
+    for (const subject of ['workers-1', 'workers-2']) {
+      const server = medianOf(result, subject, serverCpuPerCert);
+      const clientCpu = medianOf(result, subject, clientCpuPerCall);
+      const ceiling = (cores * 1_000_000) / (server + clientCpu);
+      const others = medianOf(result, subject, otherCores);
+      const left = Math.max(0, cores - others);
+      progress(
+        `  scaling: ${subject}: server ${micros(server)} + client ${micros(clientCpu)} CPU per call: ` +
+          `${cores} idle cores could carry at most ${Math.round(ceiling)}/s; other processes took ` +
+          `${others.toFixed(2)} cores meanwhile, so the ${left.toFixed(2)} left carry at most ` +
+          `${Math.round((left * 1_000_000) / (server + clientCpu))}/s; measured ` +
+          `${Math.round(medianOf(result, subject, rateOf))}/s`,
+      );
+    }
+    report({
+      case: 'scaling',
+      metric: 'client_cpu_us_per_call',
+      value: medianOf(result, 'workers-2', clientCpuPerCall),
+      baselines: { 'workers-1': medianOf(result, 'workers-1', clientCpuPerCall) },
+    });
+    const ceilingOf = (subject: string): number =>
+      (cores * 1_000_000) /
+      (medianOf(result, subject, serverCpuPerCert) + medianOf(result, subject, clientCpuPerCall));
+    report({
+      case: 'scaling',
+      metric: 'cpu_ceiling_signs_per_s',
+      value: ceilingOf('workers-2'),
+      baselines: { 'workers-1': ceilingOf('workers-1') },
+    });
+    await client.request({ type: 'teardown' });
+  } catch (error) {
+    for (const server of servers) progress(`sigil server (${server.dataDir}) output:\n${server.output()}`);
+    throw error;
+  } finally {
+    await client.close();
+    for (const server of servers.reverse()) await server.stop();
   }
 }
 
@@ -403,7 +677,7 @@ async function revokePropagationCase(report: Report, limits: Limits): Promise<vo
   }
 }
 
-const ALL_CASES = ['sign', 'sign-csr', 'enrol', 'revoke-propagation'];
+const ALL_CASES = ['sign', 'sign-csr', 'enrol', 'scaling', 'revoke-propagation'];
 
 /** SIGIL_BENCH_CASES=sign,enrol runs only those cases (all by default). */
 function selectedCases(): Set<string> {
@@ -421,5 +695,6 @@ export async function run(report: Report, limits: Limits): Promise<void> {
   const cases = selectedCases();
   if (cases.has('sign') || cases.has('sign-csr') || cases.has('enrol'))
     await signAndEnrolCases(report, limits, cases);
+  if (cases.has('scaling')) await scalingCase(report, limits);
   if (cases.has('revoke-propagation')) await revokePropagationCase(report, limits);
 }

@@ -27,6 +27,11 @@ export class LoadClient<To extends { readonly type: string }, S> {
     });
   }
 
+  /** The worker's process id, to read its CPU time (process-cpu.ts). */
+  get pid(): number {
+    return this.#child.pid as number;
+  }
+
   async request(message: To): Promise<WorkerReply<S>> {
     if (this.#pending) throw new Error('one request at a time');
     const reply = await new Promise<WorkerReply<S>>((resolve, reject) => {

@@ -1,7 +1,7 @@
 // `sigil server` as a subprocess for bench/server.ts: the real command (same
 // Node as the bench), free ports, and the bound addresses read back from
 // <data>/server.json once this process has written it (its pid in the file).
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,16 @@ export interface SigilServerProcess {
   output(): string;
   /** SIGTERM and wait for a graceful exit (SIGKILL after 15 s). */
   stop(): Promise<void>;
+}
+
+/** Whether this `sigil server` takes --workers N (several processes or threads serving one listener). */
+export function serverHasWorkersFlag(): boolean {
+  const help = execFileSync(process.execPath, [SIGIL, 'server', '--help'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return help.includes('--workers');
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

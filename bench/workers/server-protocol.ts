@@ -1,8 +1,8 @@
-// What bench/server.ts and its load-generating child (server-client.ts)
-// exchange over IPC, and the constants both sides use.
+// What bench/server.ts (and bench/soak.ts) and their load-generating child
+// (server-client.ts) exchange over IPC, and the constants both sides use.
 import type { TlsMaterial } from '../../src/pki/material.ts';
 
-/** The sigil server under load: its address and the admin identity the bench signs with. */
+/** A sigil server under load: its address and the admin identity the bench signs with. */
 export interface SigilTarget {
   /** HOST:PORT of the gRPC API. */
   readonly address: string;
@@ -11,31 +11,47 @@ export interface SigilTarget {
   readonly admin: TlsMaterial;
 }
 
-/** What the child can drive in timed slices. */
-export type SignSubject =
-  /** sigil Sign with SPKI + proof of possession (the fast path). */
-  | 'sigil-spki'
-  /** sigil Sign with a PKCS#10 CSR. */
-  | 'sigil-csr'
-  /** cfssl serve, POST /api/v1/cfssl/sign with the same kind of CSR. */
-  | 'cfssl';
+/** A `cfssl serve` under load. */
+export interface CfsslTarget {
+  /** https://127.0.0.1:PORT (HTTP/2 over TLS, one connection) or http://127.0.0.1:PORT (HTTP/1.1 keep-alive). */
+  readonly url: string;
+  /** The root to trust over TLS; null in plaintext. */
+  readonly rootPem: string | null;
+}
+
+/** One thing the child can drive in timed slices, named in `setup`. */
+export type SubjectSpec =
+  /**
+   * sigil Sign on `server`: SPKI + proof of possession (the fast path) or a
+   * PKCS#10 CSR (the very CSR bytes cfssl gets), over `connections` gRPC
+   * channels (HTTP/2 connections), the calls in flight spread over them.
+   */
+  | {
+      readonly kind: 'sigil';
+      readonly server: string;
+      readonly path: 'possession' | 'csr';
+      readonly connections: number;
+    }
+  /** cfssl serve on `server`, POST /api/v1/cfssl/sign with the same kind of CSR. */
+  | { readonly kind: 'cfssl'; readonly server: string };
 
 export type ToClient =
   | {
       readonly type: 'setup';
-      readonly sigil: SigilTarget;
-      /** http://127.0.0.1:PORT of `cfssl serve`, or null when cfssl is not installed. */
-      readonly cfsslUrl: string | null;
-      /** Calls (HTTP requests) in flight per subject. */
+      readonly sigil: Readonly<Record<string, SigilTarget>>;
+      readonly cfssl: Readonly<Record<string, CfsslTarget>>;
+      readonly subjects: Readonly<Record<string, SubjectSpec>>;
+      /** Calls (requests) in flight per subject. */
       readonly concurrency: number;
     }
-  | { readonly type: 'run'; readonly subject: SignSubject; readonly maxMs: number; readonly maxOps: number }
+  | { readonly type: 'run'; readonly subject: string; readonly maxMs: number; readonly maxOps: number }
   /**
-   * One enrolment batch: create an auto-approve join token with `count` uses
-   * (untimed), make `count` fresh Ed25519 keys and their Register proofs
-   * (untimed), then time `count` Enrolment.Register calls, `concurrency` in flight.
+   * One enrolment batch on sigil server `server`: create an auto-approve join
+   * token with `count` uses (untimed), make `count` fresh Ed25519 keys and
+   * their Register proofs (untimed), then time `count` Enrolment.Register
+   * calls, `concurrency` in flight.
    */
-  | { readonly type: 'enrol'; readonly count: number; readonly concurrency: number }
+  | { readonly type: 'enrol'; readonly server: string; readonly count: number; readonly concurrency: number }
   | { readonly type: 'teardown' };
 
 export interface Sample {

@@ -27,7 +27,7 @@ import type { KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { AddressFailover, isUnreachable } from '../client/address-failover.ts';
 import { controlPlaneVerification, enrolmentCredentials } from '../client/control-plane-channel.ts';
-import { DEFAULT_CALL_TIMEOUT_MS, unary } from '../client/rpc.ts';
+import { DEFAULT_CALL_TIMEOUT_MS, retryAfterOf, unary } from '../client/rpc.ts';
 import { bundlePem, chainPem, rootFingerprints, rootsOf } from '../client/trust-bundle.ts';
 import { asSigilError, preconditionFailed, type SigilError } from '../errors.ts';
 import {
@@ -306,7 +306,14 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       }
       this.#failures += 1;
       const failure = asSigilError(error);
-      const retryInMs = retryDelay(this.#failures, validity, this.#now(), this.#random, this.#policy);
+      const retryInMs = retryDelay(
+        this.#failures,
+        validity,
+        this.#now(),
+        this.#random,
+        this.#policy,
+        retryAfterOf(error),
+      );
       this.#logger.warn(
         { nodeId: this.#info.nodeId, failures: this.#failures, retryInMs, err: failure.message },
         action.kind === 'renew' ? 'renewal failed' : 're-join failed',

@@ -11,6 +11,12 @@
 // the last attempts happen while the certificate can still authenticate the
 // call. Once expired, renewal is no longer possible (the server refuses an
 // expired client certificate) and the agent re-joins instead.
+//
+// A server shedding load says when to come back (RESOURCE_EXHAUSTED with a
+// retry-after-ms hint, services/admission.ts): that hint replaces the
+// backoff, plus up to HINT_JITTER of it at random so that nodes refused
+// together do not all return together, and it too is kept inside the
+// certificate's remaining life.
 
 export interface Validity {
   readonly notBefore: Date;
@@ -98,13 +104,25 @@ export function renewalAction(validity: Validity, renewAt: Date, now: Date): Ren
   return { kind: 'wait', at: renewAt };
 }
 
+/** A server's retry-after hint is followed by up to this fraction of it more, at random. */
+export const HINT_JITTER = 0.2;
+
+/** A usable retry-after hint: a finite, non-negative number of ms; anything else is ignored. */
+function usableHint(retryAfterMs: number | undefined): number | undefined {
+  if (typeof retryAfterMs !== 'number' || !Number.isFinite(retryAfterMs) || retryAfterMs < 0)
+    return undefined;
+  return retryAfterMs;
+}
+
 /**
  * The delay before retry number `failures` (1 after the first failure):
- * initialRetryMs × 2^(failures−1), capped at maxRetryMs, half of it random.
- * While the certificate is valid the retry never lands after its expiry: at
- * most half the remaining time, and at least minDelayMs unless less than that
- * remains (then exactly at expiry, when the agent re-joins). After expiry the
- * plain backoff applies.
+ * initialRetryMs × 2^(failures−1), capped at maxRetryMs, half of it random;
+ * or, when the server gave a retry-after hint (`retryAfterMs`), that hint
+ * plus up to HINT_JITTER of it at random (a hint is not capped at
+ * maxRetryMs: the server knows its load). While the certificate is valid the
+ * retry never lands after its expiry: at most half the remaining time, and at
+ * least minDelayMs unless less than that remains (then exactly at expiry,
+ * when the agent re-joins). After expiry the plain backoff applies.
  */
 export function retryDelay(
   failures: number,
@@ -112,13 +130,18 @@ export function retryDelay(
   now: Date,
   random: RandomSource = Math.random,
   policy: RenewalPolicy = DEFAULT_RENEWAL_POLICY,
+  retryAfterMs?: number,
 ): number {
   checkPolicy(policy);
   const attempt = Math.max(1, Math.floor(failures));
   // 2^40 ms is far beyond any cap; stop doubling there to stay in safe integers.
   const exponential = policy.initialRetryMs * 2 ** Math.min(attempt - 1, 40);
   const capped = Math.min(exponential, policy.maxRetryMs);
-  let delay = Math.floor(capped / 2 + (capped / 2) * random());
+  const hint = usableHint(retryAfterMs);
+  let delay =
+    hint === undefined
+      ? Math.floor(capped / 2 + (capped / 2) * random())
+      : Math.floor(hint + hint * HINT_JITTER * random());
   const remaining = validity.notAfter.getTime() - now.getTime();
   if (remaining <= 0) return Math.max(delay, policy.minDelayMs);
   // Before expiry: at most half the time left, at least minDelayMs, never past notAfter.

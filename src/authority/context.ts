@@ -15,6 +15,7 @@ import { CaSet } from './ca-set.ts';
 import { CrlCache, crlUrl } from './crl-cache.ts';
 import { Delegations } from './delegations.ts';
 import { parseReplicaId } from './identities.ts';
+import type { IdentityLock } from './identity-lock.ts';
 import { type IssuedCertificateView, issueLeaf, type LeafRequest, type LeafSigner } from './issuance.ts';
 import { IssuanceLimits } from './issuance-limits.ts';
 import { checkStoreKey } from './key-encryption.ts';
@@ -59,6 +60,8 @@ export interface AuthorityOptions {
    * <url>/crl/<issuer id> as their CRL distribution point. Undefined: none.
    */
   readonly crlBaseUrl?: () => string | undefined;
+  /** Serializes each identity's issuance decisions; default: within this process (identity-lock.ts). */
+  readonly identityLock?: IdentityLock;
 }
 
 export interface AuthorityContext {
@@ -175,7 +178,7 @@ export function createAuthorityContext(options: AuthorityOptions, started: Start
     get cas() {
       return cas;
     },
-    limits: new IssuanceLimits(store),
+    limits: new IssuanceLimits(store, options.identityLock),
     revocations,
     crls,
     delegations: new Delegations({

@@ -22,11 +22,13 @@
 //
 // Refusals are RESOURCE_EXHAUSTED naming the limit and when the next
 // certificate is possible, and change nothing. Admins are not limited. Each
-// replica serializes the decisions of one identity; replicas sharing a store
+// replica serializes the decisions of one identity, across all its processes
+// (identity-lock.ts); replicas sharing a store
 // decide independently, so a burst spread over R replicas at the same instant
 // can pass the check R times (the supersession still leaves two valid).
 import { SigilError } from '../errors.ts';
 import type { CertificateRecord, Store } from '../store/store.ts';
+import { type IdentityLock, LocalIdentityLock } from './identity-lock.ts';
 import { spiffeIdOf } from './issuance.ts';
 import { renewalDue } from './lifetimes.ts';
 
@@ -99,10 +101,11 @@ const PAGE_SIZE = 1000;
 /** Reads identities' holdings from the store, and serializes each identity's decisions on this replica. */
 export class IssuanceLimits {
   readonly #store: Store;
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #lock: IdentityLock;
 
-  constructor(store: Store) {
+  constructor(store: Store, lock: IdentityLock = new LocalIdentityLock()) {
     this.#store = store;
+    this.#lock = lock;
   }
 
   /** A node's certificates the limits look at (issued within the window, or still valid). */
@@ -151,13 +154,6 @@ export class IssuanceLimits {
 
   /** Runs `work` after every earlier work of the same identity has finished (one decision at a time). */
   oneAtATime<T>(identity: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.#locks.get(identity) ?? Promise.resolve();
-    const run = previous.then(work, work);
-    const settled = run.catch(() => {});
-    this.#locks.set(identity, settled);
-    settled.then(() => {
-      if (this.#locks.get(identity) === settled) this.#locks.delete(identity);
-    });
-    return run;
+    return this.#lock.oneAtATime(identity, work);
   }
 }

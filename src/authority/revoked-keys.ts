@@ -23,7 +23,7 @@
 // delegations. The node has to enrol again with a new token and a new key.
 import { createHash, type KeyObject } from 'node:crypto';
 import { SigilError } from '../errors.ts';
-import { spkiDer } from '../pki/keys.ts';
+import { spkiDer, spkiSha256 } from '../pki/keys.ts';
 import type { RevokedKeyRecord, Store } from '../store/store.ts';
 
 /** The revocation reasons that end the key of the revoked certificate. */
@@ -38,9 +38,10 @@ export function endsKey(reason: string): boolean {
 
 /** SHA-256 of the SubjectPublicKeyInfo DER (a public key, or SPKI DER), lower-case hex. */
 export function keyHashOf(key: KeyObject | Buffer): string {
-  return createHash('sha256')
-    .update(Buffer.isBuffer(key) ? key : spkiDer(key))
-    .digest('hex');
+  // A KeyObject's SPKI is spkiDer()'s own cached Buffer, whose digest the key identifier already took;
+  // a caller's Buffer is hashed afresh (it could be changed after a cached digest).
+  if (!Buffer.isBuffer(key)) return spkiSha256(spkiDer(key)).toString('hex');
+  return createHash('sha256').update(key).digest('hex');
 }
 
 /** Why the key of `record` gets no certificate, in words an operator can act on. */

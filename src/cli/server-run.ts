@@ -3,6 +3,7 @@
 // next), then serve until SIGINT or SIGTERM and shut down gracefully:
 // stop accepting, drain running calls for up to 10 s, close the store.
 // A second signal during the drain stops at once (exit code 130).
+import { invalid } from '../errors.ts';
 import { DEFAULT_DATA_DIR } from '../files/data-directory-names.ts';
 import { createLogger, type LogLevel } from '../logging.ts';
 import { DEFAULT_SHUTDOWN_GRACE_MS } from '../server/shutdown.ts';
@@ -17,6 +18,16 @@ export interface ServerFlags
   readonly data?: string;
   readonly advertise?: string[];
   readonly logLevel?: string;
+  /** --workers, as typed (checked by parseWorkers). */
+  readonly workers?: string;
+}
+
+/** --workers N: a whole number (startServer checks the range). */
+function parseWorkers(text: string | undefined): number {
+  if (text === undefined) return 1;
+  if (!/^\s*\d+\s*$/.test(text))
+    throw invalid(`--workers ${JSON.stringify(text)}: give a whole number of processes`);
+  return Number(text);
 }
 
 function shellQuote(text: string): string {
@@ -39,6 +50,7 @@ function announce(running: RunningServer, write: (line: string) => void): void {
 }
 
 export async function runServer(flags: ServerFlags): Promise<void> {
+  const workers = parseWorkers(flags.workers);
   const logger = createLogger(flags.logLevel ? { level: flags.logLevel as LogLevel } : {});
   // Handlers go in before anything starts: server.json appears during
   // start-up, and a SIGINT that arrives right after it must still drain
@@ -67,6 +79,7 @@ export async function runServer(flags: ServerFlags): Promise<void> {
       ...(flags.policyOid ? { policyOid: flags.policyOid } : {}),
       ...(flags.replicaId ? { replicaId: flags.replicaId } : {}),
       ...(flags.join ? { join: flags.join } : {}),
+      workers,
       logger,
     });
     announce(running, (line) => process.stdout.write(`${line}\n`));

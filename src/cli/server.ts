@@ -2,6 +2,7 @@
 // variables. This file only registers the command; server-run.ts runs it
 // (server/start-server.ts startServer), loaded when the command runs so other
 // commands start quickly.
+import { availableParallelism } from 'node:os';
 import { type Command, Option } from 'commander';
 import { DEFAULT_DATA_DIR } from '../files/data-directory-names.ts';
 import { DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN } from '../server/listen-address.ts';
@@ -93,6 +94,14 @@ export function registerServerCommand(program: Command): void {
       ).env('SIGIL_JOIN'),
     )
     .addOption(
+      new Option(
+        '--workers <n>',
+        'processes serving the gRPC port (SO_REUSEPORT; the first also runs the HTTP side and maintenance)',
+      )
+        .env('SIGIL_SERVER_WORKERS')
+        .default(String(availableParallelism()), 'the number of cores'),
+    )
+    .addOption(
       new Option('--log-level <level>', 'fatal, error, warn, info, debug or trace')
         .env('SIGIL_LOG_LEVEL')
         .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -102,6 +111,7 @@ export function registerServerCommand(program: Command): void {
       examples(
         '$ sigil server                                   # ./.sigil, 127.0.0.1:7443, SQLite',
         '$ sigil server --data /var/lib/sigil --listen 0.0.0.0:7443 --advertise ca.example.com:7443',
+        '$ sigil server --workers 1                       # one process (default: one per core)',
         '$ sigil server --store postgres://sigil@db/sigil --data ./replica-a',
         '$ sigil server --store postgres://sigil@db/sigil --data ./replica-b --join sigil1.…',
       ),

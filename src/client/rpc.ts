@@ -1,10 +1,14 @@
 // Calling the control plane from clients (the agent, `sigil enrol`, operator
 // commands): unary calls as promises with a deadline, and gRPC failures as
 // SigilErrors carrying the server's message, so every caller reports them as
-// one line naming the problem.
+// one line naming the problem. A server that sheds load (admission control,
+// services/admission.ts) refuses with RESOURCE_EXHAUSTED and a
+// `retry-after-ms` trailer; the error keeps that hint (retryAfterMs) for the
+// caller's retry schedule (agent/renewal-schedule.ts).
 
 import { type CallOptions, type ClientUnaryCall, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { asSigilError, type ErrorCode, SigilError } from '../errors.ts';
+import { parseRetryAfter, RETRY_AFTER_TRAILER } from '../protocol/retry-after.ts';
 import { type ConnectionRefusal, connectionRefusal } from '../transport/connection-failure.ts';
 
 /** Default deadline of one call. */
@@ -35,6 +39,7 @@ const ERROR_CODES: Readonly<Record<number, ErrorCode>> = {
   5: 'not_found',
   6: 'already_exists',
   7: 'permission_denied',
+  8: 'resource_exhausted',
   9: 'failed_precondition',
   11: 'invalid_argument',
   16: 'unauthenticated',
@@ -51,12 +56,25 @@ export class RpcError extends SigilError {
    * stays UNAVAILABLE: no call reached the server.
    */
   readonly refusal: ConnectionRefusal | undefined;
-  constructor(status: number, message: string, cause?: unknown, refusal?: ConnectionRefusal) {
+  /**
+   * The server's hint, in ms, of when to try again (its `retry-after-ms`
+   * trailer on RESOURCE_EXHAUSTED); undefined when it sent none or one that
+   * does not parse.
+   */
+  readonly retryAfterMs: number | undefined;
+  constructor(
+    status: number,
+    message: string,
+    cause?: unknown,
+    refusal?: ConnectionRefusal,
+    retryAfterMs?: number,
+  ) {
     super(ERROR_CODES[status] ?? 'internal', message, { cause });
     this.name = 'RpcError';
     this.status = status;
     this.statusName = STATUS_NAMES[status] ?? `status ${status}`;
     this.refusal = refusal;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -65,6 +83,12 @@ export const STATUS_UNAVAILABLE = 14;
 export const STATUS_UNAUTHENTICATED = 16;
 export const STATUS_PERMISSION_DENIED = 7;
 export const STATUS_FAILED_PRECONDITION = 9;
+export const STATUS_RESOURCE_EXHAUSTED = 8;
+
+/** The retry-after hint a failed call carries (RpcError.retryAfterMs), if any. */
+export function retryAfterOf(error: unknown): number | undefined {
+  return error instanceof RpcError ? error.retryAfterMs : undefined;
+}
 
 function isServiceError(error: unknown): error is ServiceError {
   return error instanceof Error && typeof (error as Partial<ServiceError>).code === 'number';
@@ -96,6 +120,14 @@ export function rpcError(error: unknown, target: string): SigilError {
     }
     case STATUS_DEADLINE_EXCEEDED:
       return new RpcError(error.code, `the sigil server at ${target} did not answer in time`, error);
+    case STATUS_RESOURCE_EXHAUSTED:
+      return new RpcError(
+        error.code,
+        details || `RESOURCE_EXHAUSTED from ${target}`,
+        error,
+        undefined,
+        error.metadata ? parseRetryAfter(error.metadata.get(RETRY_AFTER_TRAILER)) : undefined,
+      );
     default:
       return new RpcError(
         error.code,
@@ -138,18 +170,27 @@ export interface CallSettings {
   readonly waitForReady?: boolean;
 }
 
-/**
- * Calls a unary method of a generated grpc-js client, e.g.
- * `unary(client, client.getStatus, {}, { target })`.
- */
-export function unary<Client extends object, Request, Response>(
+/** A retry-after hint is followed by up to this fraction of it more, at random. */
+export const RETRY_AFTER_JITTER = 0.2;
+
+/** The shortest wait before a retry, whatever the hint says (a hint of 0 must not become a busy loop). */
+export const MIN_RETRY_WAIT_MS = 100;
+
+/** The wait before retrying a call refused with `hintMs`: the hint plus up to RETRY_AFTER_JITTER of it. */
+export function hintedDelay(hintMs: number, random: () => number = Math.random): number {
+  return Math.max(MIN_RETRY_WAIT_MS, Math.floor(hintMs + hintMs * RETRY_AFTER_JITTER * random()));
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function callOnce<Client extends object, Request, Response>(
   client: Client,
   method: UnaryMethod<Request, Response>,
   request: Request,
   settings: CallSettings,
-  metadata?: Metadata,
+  deadline: Date,
+  metadata: Metadata | undefined,
 ): Promise<Response> {
-  const deadline = new Date(Date.now() + (settings.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS));
   return new Promise<Response>((resolve, reject) => {
     method.call(
       client,
@@ -162,4 +203,34 @@ export function unary<Client extends object, Request, Response>(
       },
     );
   });
+}
+
+/**
+ * Calls a unary method of a generated grpc-js client, e.g.
+ * `unary(client, client.getStatus, {}, { target })`. A call the server
+ * refused before doing anything (RESOURCE_EXHAUSTED with a retry-after-ms
+ * hint: its admission control sheds load) is made again after the hint plus
+ * jitter, as long as that still leaves time before the call's deadline;
+ * otherwise the RpcError, with its retryAfterMs, is the answer.
+ */
+export async function unary<Client extends object, Request, Response>(
+  client: Client,
+  method: UnaryMethod<Request, Response>,
+  request: Request,
+  settings: CallSettings,
+  metadata?: Metadata,
+): Promise<Response> {
+  const deadline = new Date(Date.now() + (settings.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS));
+  for (;;) {
+    try {
+      return await callOnce(client, method, request, settings, deadline, metadata);
+    } catch (error) {
+      const hint = retryAfterOf(error);
+      if (hint === undefined) throw error;
+      const wait = hintedDelay(hint);
+      // Retry only when the retry itself still has time to run (at least as long again as the wait).
+      if (Date.now() + 2 * wait >= deadline.getTime()) throw error;
+      await sleep(wait);
+    }
+  }
 }

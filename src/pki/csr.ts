@@ -1,22 +1,30 @@
-// PKCS#10 certificate requests (RFC 2986). Reading is the library's job
-// (@peculiar/asn1-csr); proof of possession is ours: the signature is checked
-// with node:crypto over the CertificationRequestInfo bytes exactly as they
-// arrived, never over a re-encoding, so what we verify is what the requester
-// signed. Writing uses the DER writer and node:crypto, like every signature.
+// PKCS#10 certificate requests (RFC 2986). readCsr, on the Sign hot path,
+// reads with sigil's strict DER reader (csr-reader.ts); parseCsrStructure
+// keeps the library (@peculiar/asn1-csr) for inspect, which shows requests
+// rather than trusting them. Proof of possession is ours: the signature is
+// checked with node:crypto over the CertificationRequestInfo bytes exactly as
+// they arrived, never over a re-encoding, so what we verify is what the
+// requester signed. Writing uses the DER writer and node:crypto.
+import { isAscii, isUtf8 } from 'node:buffer';
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import { AsnConvert } from '@peculiar/asn1-schema';
-import {
-  type AlgorithmIdentifier,
-  type Name as AsnName,
-  Extensions,
-  SubjectAlternativeName,
-} from '@peculiar/asn1-x509';
+import { GeneralName as AsnGeneralName } from '@peculiar/asn1-x509';
 import { invalid, SigilError, unauthenticated } from '../errors.ts';
 import { signatureAlgorithmFor, signWith } from './algorithms.ts';
-import { bitString, implicitConstructed, integer, oid, sequence, setOf, utf8String } from './der.ts';
+import {
+  GeneralNameTag,
+  type RawGeneralName,
+  type RequestExtension,
+  type RequestLayout,
+  readExtensions,
+  readGeneralNames,
+  readRequestLayout,
+} from './csr-reader.ts';
+import { bitString, implicitConstructed, integer, oid, sequence, setOf, tlv, utf8String } from './der.ts';
+import { type DerElement, DerTag } from './der-reader.ts';
 import { subjectAltName } from './extensions.ts';
-import { keyTypeOf, spkiDer } from './keys.ts';
+import { publicKeyFromSpki, spkiDer } from './keys.ts';
 import { dnsName, emailName, type GeneralName, ipAddress, uriName } from './names.ts';
 import { decodePem, looksLikePem } from './pem.ts';
 import { Name } from './x509-library.ts';
@@ -83,7 +91,7 @@ export function signatureAlgorithmName(algorithmOid: string): string {
  * including one whose algorithm does not fit the key.
  */
 export function verifySignedData(
-  algorithm: AlgorithmIdentifier,
+  algorithm: { readonly algorithm: string },
   publicKey: KeyObject,
   signedBytes: Buffer,
   signature: Buffer,
@@ -185,83 +193,221 @@ export function csrPublicKey(asn: CertificationRequest, source: string): KeyObje
   }
 }
 
-function commonNameOf(subject: AsnName, source: string): string | null {
-  const values: string[] = [];
-  for (const rdn of subject) {
-    for (const attribute of rdn) {
-      if (attribute.type === OID_COMMON_NAME) values.push(attribute.value.toString());
+// ---------------------------------------------------------------------------
+// readCsr: sigil's own strict DER reader (csr-reader.ts), the key imported
+// through publicKeyFromSpki. The library is touched only for subjects whose
+// text needs its formatting rules (string types other than UTF8String,
+// PrintableString and IA5String) and for odd-length IP SANs.
+
+const NAME_SHORT_FORMS: ReadonlyMap<string, string> = new Map([
+  ['2.5.4.3', 'CN'],
+  ['2.5.4.7', 'L'],
+  ['2.5.4.8', 'ST'],
+  ['2.5.4.10', 'O'],
+  ['2.5.4.11', 'OU'],
+  ['2.5.4.6', 'C'],
+  ['0.9.2342.19200300.100.1.25', 'DC'],
+  ['1.2.840.113549.1.9.1', 'E'],
+  ['2.5.4.42', 'G'],
+  ['2.5.4.43', 'I'],
+  ['2.5.4.4', 'SN'],
+  ['2.5.4.12', 'T'],
+]);
+
+const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
+
+/** The text of a subject value, or undefined when only the library's rules can say. */
+function simpleText(der: Buffer, value: DerElement): string | undefined {
+  const bytes = der.subarray(value.contentStart, value.end);
+  switch (value.tag) {
+    case DerTag.utf8String:
+      return isUtf8(bytes) ? bytes.toString('utf8') : undefined;
+    case DerTag.printableString: {
+      const text = bytes.toString('latin1');
+      return PRINTABLE.test(text) ? text : undefined;
     }
+    case DerTag.ia5String: {
+      const text = bytes.toString('latin1');
+      return isAscii(bytes) ? text : undefined;
+    }
+    default:
+      return undefined;
   }
-  if (values.length > 1) throw invalid(`${source}: certificate request subject has more than one commonName`);
-  return values[0] ?? null;
 }
 
-function subjectAltNames(asn: CertificationRequest, source: string): GeneralName[] {
-  const attributes = asn.certificationRequestInfo.attributes ?? [];
-  const requests = attributes.filter((a) => a.type === OID_EXTENSION_REQUEST);
+// The library's RFC 4514-ish escaping, rule for rule (only the first control
+// character is hex-escaped, as it does), so subjects read the same as before.
+function escapeValue(text: string): string {
+  return text
+    .replace(/([,+"\\<>;])/g, '\\$1')
+    .replace(/^([ #])/, '\\$1')
+    .replace(/([ ]$)/, '\\$1')
+    .replace(/([\r\n\t])/, (c) => `\\${Buffer.from(c, 'utf8').toString('hex').toUpperCase()}`);
+}
+
+interface SubjectTexts {
+  subject: string;
+  commonNames: string[];
+}
+
+function subjectTexts(layout: RequestLayout, der: Buffer, source: string): SubjectTexts {
+  const commonNames: string[] = [];
+  const rdnTexts: string[] = [];
+  for (const rdn of layout.subject) {
+    const parts: string[] = [];
+    for (const attribute of rdn) {
+      const text = simpleText(der, attribute.value);
+      if (text === undefined) return librarySubjectTexts(layout.subjectDer, source);
+      if (attribute.type === OID_COMMON_NAME) commonNames.push(text);
+      parts.push(`${NAME_SHORT_FORMS.get(attribute.type) ?? attribute.type}=${escapeValue(text)}`);
+    }
+    rdnTexts.push(parts.join('+'));
+  }
+  return { subject: rdnTexts.join(', '), commonNames };
+}
+
+/** The unusual subject: text exactly as @peculiar/x509 writes it. */
+function librarySubjectTexts(subjectDer: Buffer, source: string): SubjectTexts {
+  try {
+    const name = new Name(new Uint8Array(subjectDer));
+    return { subject: name.toString(), commonNames: name.getField('CN') };
+  } catch (error) {
+    throw notACsr(source, error);
+  }
+}
+
+/** A supported SAN as sigil's name type (validated), or undefined for the other choices. */
+function generalName(raw: RawGeneralName): GeneralName | undefined {
+  // IA5String: one character per byte, as the library read them; the validators refuse non-ASCII.
+  const text = () => raw.contents.toString('latin1');
+  switch (raw.tag) {
+    case GeneralNameTag.dNSName:
+      return dnsName(text());
+    case GeneralNameTag.iPAddress:
+      return ipAddress(ipText(raw.contents));
+    case GeneralNameTag.uniformResourceIdentifier:
+      return uriName(text());
+    case GeneralNameTag.rfc822Name:
+      return emailName(text());
+    default:
+      return undefined;
+  }
+}
+
+/** IP SAN bytes as text, as the library wrote them (its IPv6 form, not RFC 5952's). */
+function ipText(bytes: Buffer): string {
+  if (bytes.length === 4) return bytes.join('.');
+  if (bytes.length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+    return compressIpv6(groups);
+  }
+  // Not an address (a range, or junk): the library's text, which ipAddress then refuses by name.
+  return AsnConvert.parse(tlv(GeneralNameTag.iPAddress, bytes), AsnGeneralName).iPAddress ?? '';
+}
+
+/** The first longest run of two or more zero groups becomes "::". */
+function compressIpv6(groups: string[]): string {
+  let bestStart = -1;
+  let bestLength = 0;
+  let start = -1;
+  for (let i = 0; i <= groups.length; i++) {
+    if (i < groups.length && groups[i] === '0') {
+      if (start === -1) start = i;
+    } else if (start !== -1) {
+      if (i - start > bestLength) {
+        bestStart = start;
+        bestLength = i - start;
+      }
+      start = -1;
+    }
+  }
+  if (bestLength < 2) return groups.join(':');
+  return `${groups.slice(0, bestStart).join(':')}::${groups.slice(bestStart + bestLength).join(':')}`;
+}
+
+function subjectAltNames(layout: RequestLayout, source: string): GeneralName[] {
+  const requests = layout.attributes.filter((a) => a.type === OID_EXTENSION_REQUEST);
   if (requests.length === 0) return [];
   if (requests.length > 1 || requests[0].values.length !== 1) {
     throw invalid(`${source}: certificate request has more than one extensionRequest`);
   }
-  let extensions: Extensions;
+  let extensions: RequestExtension[];
   try {
-    extensions = AsnConvert.parse(requests[0].values[0], Extensions);
+    extensions = readExtensions(requests[0].values[0]);
   } catch (error) {
     throw invalid(`${source}: certificate request has a malformed extensionRequest`, error);
   }
-  const sanExtensions = extensions.filter((e) => e.extnID === OID_SUBJECT_ALT_NAME);
+  const sanExtensions = extensions.filter((e) => e.id === OID_SUBJECT_ALT_NAME);
   if (sanExtensions.length === 0) return [];
   if (sanExtensions.length > 1)
     throw invalid(`${source}: certificate request has more than one subjectAltName`);
-  let names: SubjectAlternativeName;
+  let names: RawGeneralName[];
   try {
-    names = AsnConvert.parse(sanExtensions[0].extnValue.buffer, SubjectAlternativeName);
+    names = readGeneralNames(sanExtensions[0].value);
   } catch (error) {
     throw invalid(`${source}: certificate request has a malformed subjectAltName`, error);
   }
-  return Array.from(names, (name) => {
-    if (name.dNSName !== undefined) return dnsName(name.dNSName);
-    if (name.iPAddress !== undefined) return ipAddress(name.iPAddress);
-    if (name.uniformResourceIdentifier !== undefined) return uriName(name.uniformResourceIdentifier);
-    if (name.rfc822Name !== undefined) return emailName(name.rfc822Name);
+  return names.map((raw) => {
+    const name = generalName(raw);
     // Refuse rather than drop: a request must mean exactly what it says.
-    throw invalid(
-      `${source}: certificate request has a subjectAltName of an unsupported type (only DNS, IP, URI, email)`,
-    );
+    if (name === undefined) {
+      throw invalid(
+        `${source}: certificate request has a subjectAltName of an unsupported type (only DNS, IP, URI, email)`,
+      );
+    }
+    return name;
   });
 }
+
+/** The request's public key through the fast SPKI import; refusals name the request. */
+function requestPublicKey(spki: Buffer, source: string): KeyObject {
+  try {
+    return publicKeyFromSpki(spki);
+  } catch (error) {
+    if (error instanceof SigilError && error.message !== MALFORMED_SPKI) {
+      throw new SigilError(error.code, `${source}: ${error.message}`); // an unsupported key type, named
+    }
+    throw invalid(`${source}: certificate request has an unreadable public key`, error);
+  }
+}
+
+/** publicKeyFromSpki's message for a key OpenSSL cannot read. */
+const MALFORMED_SPKI = 'malformed SubjectPublicKeyInfo';
 
 /**
  * Read a PKCS#10 request (PEM "CERTIFICATE REQUEST" / "NEW CERTIFICATE
  * REQUEST", or DER) and check its proof of possession. Throws invalid() for
- * anything that is not a well-formed request with a supported key and
+ * anything that is not a well-formed DER request with a supported key and
  * algorithm, unauthenticated() when the signature does not verify.
  */
 export function readCsr(data: Buffer | string, source = 'CSR'): CertificateRequest {
   const der = csrDer(data, source);
-  const { asn, signedBytes } = parseCsrStructure(der, source);
-  const publicKey = csrPublicKey(asn, source);
+  let layout: RequestLayout;
   try {
-    keyTypeOf(publicKey); // refuses key types sigil does not issue for
+    layout = readRequestLayout(der);
   } catch (error) {
-    if (error instanceof SigilError) throw new SigilError(error.code, `${source}: ${error.message}`);
-    throw error;
+    throw notACsr(source, error);
   }
+  if (layout.version !== 0) throw notACsr(source);
+  const publicKey = requestPublicKey(layout.spki, source);
   const ok = verifySignedData(
-    asn.signatureAlgorithm,
+    { algorithm: layout.signatureAlgorithm },
     publicKey,
-    signedBytes,
-    Buffer.from(asn.signature),
+    layout.signedBytes,
+    layout.signature,
     source,
   );
   if (!ok) throw unauthenticated(`${source}: CSR signature does not verify (proof of possession failed)`);
-  const subject = asn.certificationRequestInfo.subject;
+  const { subject, commonNames } = subjectTexts(layout, der, source);
+  if (commonNames.length > 1)
+    throw invalid(`${source}: certificate request subject has more than one commonName`);
   return {
     der,
     publicKey,
-    subject: new Name(subject).toString(),
-    commonName: commonNameOf(subject, source),
-    sans: subjectAltNames(asn, source),
+    subject,
+    commonName: commonNames[0] ?? null,
+    sans: subjectAltNames(layout, source),
   };
 }
 

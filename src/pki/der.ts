@@ -1,5 +1,6 @@
 // A minimal DER *writer*. It only ever encodes values sigil itself chose, so
-// it needs no parser; untrusted input is always read with @peculiar/asn1-*.
+// it needs no parser. Untrusted input is read with @peculiar/asn1-*, except
+// CSRs on the issuance hot path, which der-reader.ts reads strictly.
 // Every function returns a complete TLV as a Buffer so callers can build
 // structures by nesting calls, and precompute constant parts once.
 

@@ -8,7 +8,7 @@
 // lies past the issuer's notAfter is clamped to it (and `clamped` says so),
 // because renewal close to a CA's end should still work; an issuer that has
 // already expired, or is not yet valid, refuses to issue at all.
-import { createHash, createPublicKey, type KeyObject, randomFillSync } from 'node:crypto';
+import { createPublicKey, type KeyObject, randomFillSync } from 'node:crypto';
 import { invalid, preconditionFailed } from '../errors.ts';
 import { type SignatureAlgorithm, signatureAlgorithmFor, signWith } from './algorithms.ts';
 import { type CertificateInfo, type KnownCertificateFacts, parseCertificate } from './certificate.ts';
@@ -27,7 +27,7 @@ import {
   subjectAltName,
   subjectKeyIdentifier,
 } from './extensions.ts';
-import { keysMatch, keyTypeOf, spkiDer } from './keys.ts';
+import { keysMatch, keyTypeOf, spkiDer, spkiSha256 } from './keys.ts';
 import type { GeneralName } from './names.ts';
 import { keyUsageBits, type Profile, profileRules } from './profiles.ts';
 import { canonicalSerial } from './serial.ts';
@@ -80,15 +80,8 @@ const version3 = explicit(0, integer(2));
 
 /** Key identifier: leftmost 160 bits of SHA-256 over the SPKI DER (an RFC 7093 style method). */
 export function keyIdentifier(spki: Buffer): Buffer {
-  let id = keyIdentifiers.get(spki);
-  if (!id) {
-    id = createHash('sha256').update(spki).digest().subarray(0, 20);
-    keyIdentifiers.set(spki, id);
-  }
-  return id;
+  return spkiSha256(spki).subarray(0, 20);
 }
-// spkiDer() returns one cached Buffer per key, so this cache hits for repeat keys.
-const keyIdentifiers = new WeakMap<Buffer, Buffer>();
 
 // 128-bit serials drawn from a pooled CSPRNG buffer: one getrandom per 256 certificates.
 const serialPool = Buffer.alloc(16 * 256);
@@ -143,12 +136,32 @@ function defaultSubject(request: IssueRequest): SubjectName {
   return { commonName: first.value.slice(0, 64) };
 }
 
+/** What an Issuer encodes once and reuses: the DER is the same for every certificate that needs it. */
+interface ExtensionCache {
+  /** basicConstraints, keyUsage and extKeyUsage of a leaf profile, by profile and key family. */
+  readonly constant: Map<string, Buffer[]>;
+  /** cRLDistributionPoints by its URLs (an issuer advertises one CRL; a few entries at most are kept). */
+  readonly crl: Map<string, Buffer>;
+}
+
+const MAX_CACHED_CRL_EXTENSIONS = 8;
+
+function cachedCrlDistributionPoints(uris: readonly string[], cache: ExtensionCache | null): Buffer {
+  const key = uris.join('\n');
+  let der = cache?.crl.get(key);
+  if (der === undefined) {
+    der = crlDistributionPoints(uris);
+    if (cache && cache.crl.size < MAX_CACHED_CRL_EXTENSIONS) cache.crl.set(key, der);
+  }
+  return der;
+}
+
 /** The extensions of one certificate, in a stable order. Constant parts come from `cache`. */
 function buildExtensions(
   request: IssueRequest,
   spki: Buffer,
   authorityKeyIdExtension: Buffer,
-  cache: Map<string, Buffer[]> | null,
+  cache: ExtensionCache | null,
 ): Buffer[] {
   const rules = profileRules[request.profile];
   if (!rules.isCa && (request.pathLen !== undefined || request.nameConstraints)) {
@@ -164,11 +177,11 @@ function buildExtensions(
   }
   const rsa = keyTypeOf(request.publicKey).startsWith('rsa');
   const cacheKey = `${request.profile}/${rsa}`;
-  let constant = rules.isCa ? undefined : cache?.get(cacheKey);
+  let constant = rules.isCa ? undefined : cache?.constant.get(cacheKey);
   if (!constant) {
     constant = [basicConstraints(rules.isCa, request.pathLen), keyUsage(keyUsageBits(request.profile, rsa))];
     if (rules.extendedKeyUsages.length > 0) constant.push(extKeyUsage(rules.extendedKeyUsages));
-    if (!rules.isCa) cache?.set(cacheKey, constant);
+    if (!rules.isCa) cache?.constant.set(cacheKey, constant);
   }
   const out = [...constant, subjectKeyIdentifier(keyIdentifier(spki))];
   out.push(authorityKeyIdExtension);
@@ -177,7 +190,7 @@ function buildExtensions(
     throw invalid(`a ${request.profile} certificate needs at least one subject alternative name`);
   if (request.nameConstraints) out.push(nameConstraints(request.nameConstraints));
   if (request.crlDistributionPoints && request.crlDistributionPoints.length > 0) {
-    out.push(crlDistributionPoints(request.crlDistributionPoints));
+    out.push(cachedCrlDistributionPoints(request.crlDistributionPoints, cache));
   }
   const customOids = new Set<string>();
   for (const ext of request.extensions ?? []) {
@@ -296,7 +309,7 @@ export class Issuer {
   readonly certificate: CertificateInfo;
   readonly #template: SigningTemplate;
   readonly #skewMs: number;
-  readonly #constantExtensions = new Map<string, Buffer[]>();
+  readonly #extensions: ExtensionCache = { constant: new Map(), crl: new Map() };
 
   private constructor(certificate: CertificateInfo, template: SigningTemplate, skewMs: number) {
     this.certificate = certificate;
@@ -390,7 +403,7 @@ export class Issuer {
       request,
       spki,
       this.#template.authorityKeyIdExtension,
-      this.#constantExtensions,
+      this.#extensions,
     );
     const serial = randomSerial();
     const der = signCertificate(this.#template, serial, validity, subjectName, spki, extensions);

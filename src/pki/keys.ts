@@ -5,6 +5,7 @@
 // Error messages name the source of a key but never its material or passphrase.
 
 import {
+  createHash,
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
@@ -430,6 +431,23 @@ export function spkiDer(key: KeyObject): Buffer {
   const der = publicKey.export({ type: 'spki', format: 'der' });
   spkiCache.set(key, der);
   return der;
+}
+
+const spkiDigests = new WeakMap<Buffer, Buffer>();
+
+/**
+ * SHA-256 of a SubjectPublicKeyInfo DER, cached per Buffer: the subject key
+ * identifier and the revoked-keys hash are both made from it, so a Sign
+ * hashes the key once when both ask with spkiDer()'s shared Buffer. The
+ * result is shared too: read-only.
+ */
+export function spkiSha256(spki: Buffer): Buffer {
+  let digest = spkiDigests.get(spki);
+  if (digest === undefined) {
+    digest = createHash('sha256').update(spki).digest();
+    spkiDigests.set(spki, digest);
+  }
+  return digest;
 }
 
 /**

@@ -80,6 +80,21 @@ function fingerprintBytes(hex: string): Buffer {
   return Buffer.from(clean, 'hex');
 }
 
+// A Sign caller sends many proofs with one certificate: its fingerprint's bytes
+// are kept (a pure function of the text; a few hundred callers at most, then it starts over).
+const callerFingerprints = new Map<string, Buffer>();
+const MAX_CALLER_FINGERPRINTS = 256;
+
+function callerFingerprintBytes(hex: string): Buffer {
+  let bytes = callerFingerprints.get(hex);
+  if (bytes === undefined) {
+    bytes = fingerprintBytes(hex);
+    if (callerFingerprints.size >= MAX_CALLER_FINGERPRINTS) callerFingerprints.clear();
+    callerFingerprints.set(hex, bytes);
+  }
+  return bytes;
+}
+
 /** The proof a client sends: its SPKI, the challenge and a signature made with `privateKey`. */
 export function possessionFor(privateKey: KeyObject, challenge: Buffer): Possession {
   return { spki: spkiDer(privateKey), challenge, signature: proveChallenge(privateKey, challenge) };
@@ -162,7 +177,7 @@ export function verifySignProof(
       'sign proof of possession has the wrong challenge layout (expected "sigil sign v1")',
     );
   }
-  const expected = fingerprintBytes(callerFingerprint);
+  const expected = callerFingerprintBytes(callerFingerprint);
   if (!sameBytes(c.subarray(SIGN.length, SIGN.length + 32), expected)) {
     throw unauthenticated("sign proof of possession was made for another caller's certificate");
   }

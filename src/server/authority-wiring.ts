@@ -5,6 +5,7 @@
 import type { AuditSink } from '../authority/audit.ts';
 import { Authority, type OpenedAuthority } from '../authority/authority.ts';
 import type { JoinMaterial } from '../authority/bootstrap.ts';
+import type { IdentityLock } from '../authority/identity-lock.ts';
 import type { Logger } from '../logging.ts';
 import { openStore, type StoreKind } from '../store/open-store.ts';
 import type { Store } from '../store/store.ts';
@@ -54,6 +55,8 @@ export interface AuthoritySettings {
   readonly join?: JoinMaterial;
   readonly crlBaseUrl?: () => string | undefined;
   readonly onAudit?: AuditSink;
+  /** --workers: each identity's decisions serialized across the processes (worker-identity-locks.ts). */
+  readonly identityLock?: IdentityLock;
 }
 
 /** Starts the Authority on `store`: bootstraps an empty one, serves or joins an existing one. */
@@ -72,5 +75,6 @@ export function openAuthorityOn(store: Store, settings: AuthoritySettings): Prom
     onWarning: (message, error) => log?.warn({ ...(error ? { err: error } : {}) }, message),
     ...(settings.crlBaseUrl ? { crlBaseUrl: settings.crlBaseUrl } : {}),
     ...(settings.onAudit ? { onAudit: settings.onAudit } : {}),
+    ...(settings.identityLock ? { identityLock: settings.identityLock } : {}),
   });
 }

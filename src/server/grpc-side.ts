@@ -14,6 +14,7 @@ import {
   WorkloadPlacementService,
 } from '../gen/sigil/v1/sigil.ts';
 import type { Logger } from '../logging.ts';
+import type { MaterialSource } from '../pki/material.ts';
 import { adminService } from '../services/admin.ts';
 import { PUBLIC_METHODS, sigilAuthorizationInterceptor } from '../services/authorization-rules.ts';
 import { certificateAuthorityService } from '../services/certificate-authority.ts';
@@ -56,6 +57,10 @@ export async function startGrpcSide(options: {
   readonly metrics: ServerMetricSet;
   readonly listen: ListenAddress;
   readonly log: Logger;
+  /** Share the port with the other processes of `--workers` (SO_REUSEPORT). */
+  readonly reusePort?: boolean;
+  /** The TLS identity served; default the authority's own (a worker serves the primary's, worker-process.ts). */
+  readonly material?: MaterialSource;
 }): Promise<GrpcSide> {
   const { authority, listen, log } = options;
   const onFailure: FailureReporter = (method, error, status) => {
@@ -67,7 +72,7 @@ export async function startGrpcSide(options: {
   const ca = certificateAuthorityService(deps);
 
   const mtls = new MtlsServer({
-    material: authority.serverMaterial(),
+    material: options.material ?? authority.serverMaterial(),
     revocation: authority.revocationSource(),
     metrics: options.metrics.transport,
     publicMethods: PUBLIC_METHODS,
@@ -116,7 +121,7 @@ export async function startGrpcSide(options: {
   ]);
   let port: number;
   try {
-    port = await mtls.listen(listen.host, listen.port);
+    port = await mtls.listen(listen.host, listen.port, { reusePort: options.reusePort === true });
   } catch (error) {
     await mtls.close(0);
     throw new SigilError(

@@ -1,10 +1,12 @@
 // The first half of a start: the data directory (created 0700, its private
 // files checked), this replica's ID, the store key, the store, a --join if
 // asked, and the authority on that store.
+
 import { join } from 'node:path';
 import type { AuditSink } from '../authority/audit.ts';
 import type { Authority, BootstrapOutput } from '../authority/authority.ts';
 import type { StartupMode } from '../authority/bootstrap.ts';
+import type { IdentityLock } from '../authority/identity-lock.ts';
 import { STORE_KEY_FILE } from '../files/data-directory-names.ts';
 import type { Logger } from '../logging.ts';
 import type { Store } from '../store/store.ts';
@@ -46,6 +48,10 @@ export async function openServerAuthority(
     readonly onAudit: AuditSink;
     readonly log: Logger;
     readonly opened: (close: () => Promise<unknown>) => void;
+    /** Wraps the store before the authority uses it (--workers on SQLite: worker-event-relay.ts). */
+    readonly decorateStore?: (store: Store) => Store;
+    /** --workers: each identity's decisions serialized across the processes (worker-identity-locks.ts). */
+    readonly identityLock?: IdentityLock;
   },
 ): Promise<ServerAuthority> {
   const { dataDir } = plan;
@@ -64,8 +70,9 @@ export async function openServerAuthority(
   // The authority re-reads what it derives from store events (revoked
   // serials, CAs) when some were missed; bound once the authority exists.
   let resync = (): void => {};
-  const store = await openDeploymentStore(plan.storeSpec, dataDir, { log, onEventGap: () => resync() });
-  wiring.opened(() => store.close());
+  const raw = await openDeploymentStore(plan.storeSpec, dataDir, { log, onEventGap: () => resync() });
+  wiring.opened(() => raw.close());
+  const store = wiring.decorateStore ? wiring.decorateStore(raw) : raw;
 
   const joined = await joinIfAsked({
     token: flags.join,
@@ -86,6 +93,7 @@ export async function openServerAuthority(
     ...(joined ? { join: joined } : {}),
     crlBaseUrl: wiring.crlBaseUrl,
     onAudit: wiring.onAudit,
+    ...(wiring.identityLock ? { identityLock: wiring.identityLock } : {}),
   });
   const { authority } = opened;
   wiring.opened(() => authority.close());

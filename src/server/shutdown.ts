@@ -1,6 +1,7 @@
 // A running server's graceful shutdown, in order: readiness off, admin.pem
 // renewal stopped, long-lived streams ended, gRPC stops accepting and drains
-// running calls (grace period, then cut), HTTP side closed, authority
+// running calls (grace period, then cut) here and in every worker process
+// (--workers) at the same time, HTTP side closed, authority
 // stopped, store closed. Idempotent: every call gets the one shutdown.
 import type { Logger } from '../logging.ts';
 
@@ -12,6 +13,8 @@ export interface ShutdownSteps {
   readonly stopServing: () => void;
   readonly stopRenewal: () => void;
   readonly grpc: { endStreams(): void; close(graceMs: number): Promise<void> };
+  /** The other processes of --workers; null when this one serves alone. */
+  readonly workers: { close(graceMs: number): Promise<void> } | null;
   readonly http: { close(): Promise<void> };
   readonly authority: { close(): Promise<void> };
   readonly store: { close(): Promise<void> };
@@ -28,7 +31,7 @@ export function shutdownInOrder(steps: ShutdownSteps): (graceMs?: number) => Pro
       steps.grpc.endStreams();
       // Let the watchers' final status frames go out before the GOAWAY.
       await new Promise((resolve) => setImmediate(resolve));
-      await steps.grpc.close(graceMs);
+      await Promise.all([steps.grpc.close(graceMs), steps.workers?.close(graceMs)]);
       log.debug('gRPC listener closed');
       await steps.http.close();
       log.debug('HTTP listener closed');

@@ -9,11 +9,13 @@
 //   control-plane-http.ts the HTTP side (CRLs, metrics, health, readiness.ts) on another
 //   advertised.ts         the addresses and CRL URL clients are told, known once both listen
 //   admin-renewal.ts      admin.pem renewed while the server runs
+//   worker-pool.ts        --workers N: N-1 more processes serving the same port
 //   shutdown.ts           close() in order, draining running calls
 
 import type { Registry } from 'prom-client';
 import type { Authority } from '../authority/authority.ts';
 import type { StartupMode } from '../authority/bootstrap.ts';
+import { invalid } from '../errors.ts';
 import { ADMIN_CERTIFICATE_FILE, ADMIN_KEY_FILE, CA_BUNDLE_FILE } from '../files/data-directory-names.ts';
 import { type Logger, silentLogger } from '../logging.ts';
 import { AdminRenewal } from './admin-renewal.ts';
@@ -29,6 +31,9 @@ import { Readiness } from './readiness.ts';
 import { openServerAuthority } from './server-authority.ts';
 import { shutdownInOrder } from './shutdown.ts';
 import { planStart } from './start-plan.ts';
+import { StoreEventRelay } from './worker-event-relay.ts';
+import { PrimaryIdentityLocks } from './worker-identity-locks.ts';
+import { WorkerPool } from './worker-pool.ts';
 
 export interface ServerOptions {
   /** Created 0700 when missing. */
@@ -61,6 +66,12 @@ export interface ServerOptions {
   readonly logger?: Logger;
   /** Authority maintenance timer (default true). */
   readonly timers?: boolean;
+  /**
+   * Processes serving the gRPC side (default 1: this one alone). With more,
+   * this process forks the others; they serve the same port (SO_REUSEPORT)
+   * from the same store, and everything else stays here (worker-pool.ts).
+   */
+  readonly workers?: number;
 }
 
 export interface RunningServer {
@@ -78,6 +89,8 @@ export interface RunningServer {
   readonly bootstrapped: BootstrapInfo | null;
   readonly authority: Authority;
   readonly registry: Registry;
+  /** Process IDs of the worker processes serving besides this one (--workers). */
+  readonly workerPids: () => number[];
   /** Graceful shutdown (idempotent): drain calls for up to `graceMs` (default 10 s), then close everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -87,6 +100,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const log = options.logger ?? silentLogger();
   const plan = await planStart(options);
   const { dataDir } = plan;
+  const workers = checkWorkerCount(options.workers ?? 1);
+  // On SQLite a store's events reach only its own process: relayed through this one (worker-event-relay.ts).
+  let relay: StoreEventRelay | null = null;
+  // Each identity's issuance decisions one at a time across all processes, as within one.
+  const identityLocks = workers > 1 ? new PrimaryIdentityLocks() : null;
 
   // What is open so far, closed in reverse should a later step fail.
   const opened: (() => Promise<unknown>)[] = [];
@@ -109,11 +127,26 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       },
       log,
       opened: (close) => opened.push(close),
+      ...(identityLocks ? { identityLock: identityLocks } : {}),
+      ...(workers > 1 && plan.storeKind === 'sqlite'
+        ? {
+            decorateStore: (store) => {
+              relay = new StoreEventRelay(store, (error) => log.warn({ err: error }, 'store problem'));
+              return relay.store;
+            },
+          }
+        : {}),
     });
     const bootstrap = bootstrapped ? writeBootstrapIdentity(dataDir, bootstrapped, log) : null;
     writeCaBundle(dataDir, authority.trustBundlePem());
 
-    const grpc = await startGrpcSide({ authority, metrics, listen: plan.grpcListen, log });
+    const grpc = await startGrpcSide({
+      authority,
+      metrics,
+      listen: plan.grpcListen,
+      log,
+      reusePort: workers > 1,
+    });
     opened.push(() => grpc.close(0));
     advertised.grpcListening(grpc.port);
 
@@ -141,6 +174,32 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await adminRenewal.check();
     if (options.timers !== false) adminRenewal.start();
 
+    const pool = identityLocks
+      ? await WorkerPool.start({
+          count: workers - 1,
+          start: {
+            dataDir,
+            storeSpec: plan.storeSpec,
+            storeKind: plan.storeKind,
+            replicaId,
+            host: plan.grpcListen.host,
+            port: grpc.port,
+            serverAddresses: [...advertised.addresses],
+            crlBaseUrl: advertised.crlBaseUrl() ?? null,
+            logLevel: log.level,
+            relayEvents: relay !== null,
+            forwardInserts: relay !== null,
+            storeKey: options.storeKey ?? null,
+          },
+          material: authority.serverMaterial(),
+          store,
+          relay,
+          identityLocks,
+          log,
+        })
+      : null;
+    if (pool) opened.push(() => pool.close(0));
+
     const address = formatAddress(plan.grpcListen.host, grpc.port);
     const info: ServerInfoFile = {
       version: 1,
@@ -167,6 +226,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         trustDomain: authority.trustDomain,
         store: plan.storeKind,
         mode,
+        workers,
       },
       'serving',
     );
@@ -183,11 +243,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       bootstrapped: bootstrap,
       authority,
       registry: metrics.registry,
+      workerPids: () => pool?.pids() ?? [],
       close: shutdownInOrder({
         log,
         stopServing: () => readiness.stopServing(),
         stopRenewal: () => adminRenewal.close(),
         grpc,
+        workers: pool,
         http,
         authority,
         store,
@@ -197,4 +259,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     for (const close of opened.reverse()) await close().catch(() => {});
     throw error;
   }
+}
+
+/** Processes at most: more than this is a typo, not a machine. */
+export const MAX_WORKERS = 256;
+
+function checkWorkerCount(count: number): number {
+  if (!Number.isInteger(count) || count < 1 || count > MAX_WORKERS) {
+    throw invalid(`--workers ${count}: give a whole number from 1 to ${MAX_WORKERS}`);
+  }
+  return count;
 }

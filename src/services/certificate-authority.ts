@@ -3,6 +3,10 @@
 // layer checks field sizes, derives the caller from the verified client
 // certificate and converts.
 //
+// Sign and Renew run behind admission control (admission.ts): a bounded
+// number at once and a bounded queue; beyond that RESOURCE_EXHAUSTED with a
+// retry-after-ms trailer, before anything is done for the call.
+//
 // WatchRevocations sends the snapshot of every revoked, unexpired serial
 // first, then one message per change, until the client cancels or the server
 // shuts down (then the stream ends with OK and the client reconnects). How
@@ -26,6 +30,8 @@ import type {
   WatchRevocationsRequest,
 } from '../gen/sigil/v1/sigil.ts';
 import { CertificateAuthorityService } from '../gen/sigil/v1/sigil.ts';
+import { AdmissionControl } from './admission.ts';
+import { admittedHandler } from './admission-handler.ts';
 import { callerOf } from './caller.ts';
 import { type DelegateGrants, requireGrant } from './delegate-grants.ts';
 import { type FailureReporter, serverStreamHandler, unaryHandler } from './handlers.ts';
@@ -57,6 +63,8 @@ export interface ServiceDependencies {
   readonly onFailure?: FailureReporter;
   /** Admitted delegate chains; without it, delegates are refused wherever a grant is needed. */
   readonly delegateGrants?: DelegateGrants;
+  /** Admission control of Sign and Renew, shared by both; default: DEFAULT_ADMISSION_LIMITS. */
+  readonly admission?: AdmissionControl;
 }
 
 export interface CertificateAuthorityImplementation {
@@ -82,40 +90,50 @@ export function certificateAuthorityService(deps: ServiceDependencies): Certific
   const { authority, metrics, onFailure } = deps;
   const td = authority.trustDomain;
   const watchers = new Set<() => void>();
+  const admission = deps.admission ?? new AdmissionControl();
+  const admitted = { admission, metrics, onFailure };
 
   const implementation: CertificateAuthorityServer = {
-    sign: unaryHandler<SignRequest, IssuedCertificate>(
-      { method: paths.sign.path, onFailure },
-      async (request, call) => {
-        const caller = callerOf(call, td);
-        checkSignRequest(request);
-        const key = request.key;
-        const issued = await withPossessionField('possession', () =>
-          authority.sign(caller, {
-            ...(key?.$case === 'possession' ? { possession: key.value } : {}),
-            ...(key?.$case === 'csr' ? { csr: key.value } : {}),
-            profile: request.profile,
-            commonName: request.commonName,
-            dnsNames: request.dnsNames,
-            ipAddresses: request.ipAddresses,
-            uris: request.uris,
-            ttlSeconds: request.ttlSeconds,
-          }),
-        );
-        return issuedCertificateMessage(issued);
-      },
+    sign: admittedHandler(
+      { ...admitted, name: 'sign', method: paths.sign.path },
+      unaryHandler<SignRequest, IssuedCertificate>(
+        { method: paths.sign.path, onFailure },
+        async (request, call) => {
+          const caller = callerOf(call, td);
+          checkSignRequest(request);
+          const key = request.key;
+          const issued = await withPossessionField('possession', () =>
+            authority.sign(caller, {
+              ...(key?.$case === 'possession' ? { possession: key.value } : {}),
+              ...(key?.$case === 'csr' ? { csr: key.value } : {}),
+              profile: request.profile,
+              commonName: request.commonName,
+              dnsNames: request.dnsNames,
+              ipAddresses: request.ipAddresses,
+              uris: request.uris,
+              ttlSeconds: request.ttlSeconds,
+            }),
+          );
+          return issuedCertificateMessage(issued);
+        },
+      ),
     ),
 
-    renew: unaryHandler<RenewRequest, IssuedCertificate>(
-      { method: paths.renew.path, onFailure },
-      async (request, call) => {
-        const caller = callerOf(call, td);
-        const possession = request.possession ? checkPossession('possession', request.possession) : undefined;
-        const issued = await withPossessionField('possession', () =>
-          authority.renew(caller, possession ? { possession } : {}),
-        );
-        return issuedCertificateMessage(issued);
-      },
+    renew: admittedHandler(
+      { ...admitted, name: 'renew', method: paths.renew.path },
+      unaryHandler<RenewRequest, IssuedCertificate>(
+        { method: paths.renew.path, onFailure },
+        async (request, call) => {
+          const caller = callerOf(call, td);
+          const possession = request.possession
+            ? checkPossession('possession', request.possession)
+            : undefined;
+          const issued = await withPossessionField('possession', () =>
+            authority.renew(caller, possession ? { possession } : {}),
+          );
+          return issuedCertificateMessage(issued);
+        },
+      ),
     ),
 
     revoke: unaryHandler<RevokeRequest, RevokeResponse>(

@@ -1,7 +1,8 @@
 // Control-plane metrics, next to the transport's on the same registry:
 // certificates issued (by how and their profile) and revoked (by how),
 // tokens created and consumed, nodes registered, and the number of revocation
-// watchers. The counters follow the authority's audit events (record()), one
+// watchers; issuance calls (Sign, Renew) admitted and refused by admission
+// control (admission.ts). The counters follow the authority's audit events (record()), one
 // per certificate, so every way a certificate is made or ended counts:
 // Sign, Renew, enrolment, delegations and command certificates, node
 // revocation, superseded certificates. Labels come from closed sets; no
@@ -36,6 +37,11 @@ const ISSUANCE_KINDS = new Set<IssuanceKind>([
 ]);
 const REVOCATION_KINDS = new Set<RevocationKind>(['certificate', 'node', 'delegation', 'superseded', 'key']);
 
+/** The calls admission control guards (admission.ts). */
+export type AdmittedMethod = 'sign' | 'renew';
+/** admitted: ran (at once or after waiting its turn); refused: RESOURCE_EXHAUSTED with retry-after, nothing done. */
+export type AdmissionOutcome = 'admitted' | 'refused';
+
 export class ServerMetrics {
   readonly #issued: Counter<'kind' | 'profile'>;
   readonly #revoked: Counter<'by'>;
@@ -43,6 +49,7 @@ export class ServerMetrics {
   readonly #tokensConsumed: Counter;
   readonly #nodesRegistered: Counter;
   readonly #watchers: Gauge;
+  readonly #admission: Counter<'method' | 'outcome'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -80,6 +87,17 @@ export class ServerMetrics {
       help: 'WatchRevocations streams open on this replica.',
       registers,
     });
+    this.#admission = new Counter({
+      name: 'sigil_issuance_admission_total',
+      help:
+        'Sign and Renew calls by admission control outcome: admitted (ran at once or after waiting its turn), ' +
+        'refused (RESOURCE_EXHAUSTED with a retry-after-ms hint, nothing done).',
+      labelNames: ['method', 'outcome'],
+      registers,
+    });
+    for (const method of ['sign', 'renew'] as const) {
+      for (const outcome of ['admitted', 'refused'] as const) this.#admission.inc({ method, outcome }, 0);
+    }
     for (const kind of ['sign', 'renew', 'register', 'approve', 'rejoin'] as const) {
       this.#issued.inc({ kind, profile: kind === 'sign' ? 'client' : 'node' }, 0);
     }
@@ -116,6 +134,11 @@ export class ServerMetrics {
       default:
         break;
     }
+  }
+
+  /** Counts one Sign or Renew call let in or refused by admission control. */
+  admission(method: AdmittedMethod, outcome: AdmissionOutcome): void {
+    this.#admission.inc({ method, outcome });
   }
 
   watcherOpened(): void {

@@ -339,12 +339,16 @@ export class MtlsServer {
     this.grpcServer.addService(service, implementation);
   }
 
-  /** Start accepting TLS connections; resolves with the bound port. */
-  listen(host = '127.0.0.1', port = 0): Promise<number> {
+  /**
+   * Start accepting TLS connections; resolves with the bound port. With
+   * `reusePort` (SO_REUSEPORT, Linux) several processes of one user listen on
+   * the same port and the kernel spreads new connections over them.
+   */
+  listen(host = '127.0.0.1', port = 0, options: { readonly reusePort?: boolean } = {}): Promise<number> {
     if (this.#closed) return Promise.reject(new SigilError('failed_precondition', 'the server is closed'));
     return new Promise<number>((resolve, reject) => {
       this.#listening = { reject };
-      this.#tlsServer.listen({ host, port }, () => {
+      this.#tlsServer.listen({ host, port, ...(options.reusePort ? { reusePort: true } : {}) }, () => {
         resolve((this.#tlsServer.address() as AddressInfo).port);
       });
     }).finally(() => {

@@ -170,9 +170,14 @@ export function serverFlags(dataDir: string, logLevel: string): string[] {
 /** A `sigil server` subprocess (see support/cli.ts). */
 export type ServerProcess = RunningProcess;
 
-/** `node bin/sigil.js server ARGS…` with the same Node that runs the tests. */
+/**
+ * `node bin/sigil.js server ARGS…` with the same Node that runs the tests.
+ * One process unless ARGS (or `env`) ask for more: a worker process per core
+ * would add its start-up to every server a test starts (server-workers.test.ts
+ * tests --workers).
+ */
 export function spawnServer(args: readonly string[], env: Record<string, string> = {}): ServerProcess {
-  return startSigil(['server', ...args], { env });
+  return startSigil(['server', ...args], { env: { SIGIL_SERVER_WORKERS: '1', ...env } });
 }
 
 function serverInfo(dataDir: string, pid: number): ServerInfoFile | undefined {
