@@ -81,6 +81,8 @@ const BY_COMMAND: Readonly<Record<string, Check>> = {
   'token create --uses': whole('--uses', 1, U32),
   'vminit --guest-mmds-port': whole('--guest-mmds-port', 1, 65535),
   'cert list --page-size': whole('--page-size', 1, 1000),
+  // server/start-server.ts MAX_WORKERS (not imported: this file stays light; usage-errors.test.ts compares them).
+  'server --workers': whole('--workers', 1, 256),
   'delegate --ttl': duration({ maxSeconds: U32 }),
   'delegate --workloads': whole('--workloads', 0, Number.MAX_SAFE_INTEGER),
   'delegate --memory': whole('--memory', 0, Number.MAX_SAFE_INTEGER),

@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import type { Command } from 'commander';
 import { checkFor, FREE_TEXT } from '../../src/cli/flag-values.ts';
 import { buildProgram } from '../../src/cli/main.ts';
+import { MAX_WORKERS } from '../../src/server/start-server.ts';
 import { sigil } from '../support/cli.ts';
 import { assertUsageError } from '../support/refusals.ts';
 import { tempDir } from '../support/temp-dir.ts';
@@ -110,6 +111,17 @@ describe('every option that takes a value has a decision', () => {
     };
     visit(buildProgram(), 'sigil');
     assert.deepEqual(unclassified, []);
+  });
+
+  test('server --workers is checked against the range the server itself takes', () => {
+    const server = buildProgram().commands.find((command) => command.name() === 'server');
+    const option = server?.options.find((each) => each.long === '--workers');
+    assert.ok(server && option, 'sigil server --workers exists');
+    const check = checkFor(server, option);
+    assert.ok(check, '--workers is checked at parse time');
+    check(String(MAX_WORKERS));
+    assert.throws(() => check(String(MAX_WORKERS + 1)), /whole number from [01] to 256/);
+    assert.throws(() => check('0'), /whole number from [01] to 256/);
   });
 
   test('the defaults pass their own checks (a check never refuses what a command takes)', () => {

@@ -385,8 +385,8 @@ describe('sigil server --workers', { timeout: 120_000 }, () => {
     test(`--workers ${value} is refused before anything is created`, async () => {
       const dataDir = join(tempDir('sigil-workers-'), 'data');
       const server = spawnServer([...serverFlags(dataDir, 'info'), '--workers', value]);
-      assert.equal(await server.exited, 1);
-      assert.match(server.stderr(), /--workers .*whole number/);
+      assert.equal(await server.exited, 2, 'bad usage');
+      assert.match(server.stderr(), /--workers must be a whole number from [01] to 256/);
       assert.equal(existsSync(dataDir), false);
     });
   }
