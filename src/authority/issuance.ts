@@ -131,6 +131,19 @@ export async function issueLeaf(
   signer: LeafSigner,
   request: LeafRequest,
 ): Promise<{ view: IssuedCertificateView; record: CertificateRecord }> {
+  const signed = signLeaf(signer, request);
+  await store.insertCertificate(signed.record);
+  return signed;
+}
+
+/**
+ * issueLeaf without its insert, for a caller that stores the record together
+ * with more (node-certificates.ts: the node's pointer to it, in one commit).
+ */
+export function signLeaf(
+  signer: LeafSigner,
+  request: LeafRequest,
+): { view: IssuedCertificateView; record: CertificateRecord } {
   const issued = signer.issuer.issue({
     publicKey: request.publicKey,
     profile: request.pkiProfile,
@@ -148,9 +161,5 @@ export async function issueLeaf(
     requester: request.requester,
     now: request.now,
   });
-  await store.insertCertificate(record);
-  return {
-    record,
-    view: issuedView(issued, signer.chain, spiffeIdOf(request.sans)),
-  };
+  return { record, view: issuedView(issued, signer.chain, spiffeIdOf(request.sans)) };
 }

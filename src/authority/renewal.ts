@@ -17,7 +17,7 @@ import type { Caller } from './identities.ts';
 import { commonNameOf, type IssuedCertificateView, sansFromStrings, spiffeIdOf } from './issuance.ts';
 import { checkIssuance } from './issuance-limits.ts';
 import { ADMIN_TTL_MS, MAX_SIGN_TTL_MS, NODE_TTL_MS } from './lifetimes.ts';
-import { recordNodeCertificate, supersede } from './node-certificates.ts';
+import { issueNodeCertificate, supersede } from './node-certificates.ts';
 import { keyHashOf, requireUsableKey } from './revoked-keys.ts';
 
 /** Recorded profile → the key usages a renewal gets. */
@@ -147,7 +147,7 @@ async function renewed(context: AuthorityContext, renewal: Renewal): Promise<Iss
             60_000,
             Math.floor((record.notAfter.getTime() - record.notBefore.getTime()) / 60_000) * 60_000,
           );
-  const issued = await context.issue({
+  const request = {
     publicKey,
     pkiProfile,
     recordProfile: record.profile,
@@ -156,8 +156,11 @@ async function renewed(context: AuthorityContext, renewal: Renewal): Promise<Iss
     ttlMs: Math.min(lifetime, MAX_SIGN_TTL_MS),
     requester: record.requester,
     now,
-  });
-  if (node) await recordNodeCertificate(context, node.id, issued, now);
+  };
+  // A node's certificate and its node record go to the store as one write.
+  const issued = node
+    ? (await issueNodeCertificate(context, node.id, request)).certificate
+    : await context.issue(request);
   context.audit(issuedEvent(issued, caller.spiffeId, 'renew', record.profile));
   return issued;
 }

@@ -7,10 +7,10 @@
 // So a worker hands its inserts to the primary over the IPC channel, where
 // they join the primary's own group commits, and answers the call once the
 // primary has committed: the same durability, one writer. Everything else a
-// worker writes (revocations, tokens, nodes) is rare and stays a transaction
+// worker writes (revocations, tokens, nodes other than a renewal's pointer) is rare and stays a transaction
 // of its own, which also keeps every limit a store transaction.
 import { SigilError } from '../errors.ts';
-import type { CertificateRecord, Store } from '../store/store.ts';
+import type { CertificateRecord, NodeRecord, NodeState, Store } from '../store/store.ts';
 
 /** A CertificateRecord as JSON carries it: the DER in base64, instants in milliseconds. */
 export interface EncodedCertificate
@@ -22,16 +22,37 @@ export interface EncodedCertificate
   readonly revokedAt: number | null;
 }
 
-/** Worker -> primary: insert this certificate; primary -> worker: done (error: null) or refused. */
+/** The node step of Store.insertNodeCertificate, as JSON carries it. */
+interface EncodedNodeStep {
+  readonly id: string;
+  readonly from: readonly NodeState[];
+  readonly to: NodeState;
+  readonly at: number;
+}
+
+/** A NodeRecord as JSON carries it. */
+interface EncodedNode extends Omit<NodeRecord, 'publicKey' | 'createdAt' | 'updatedAt'> {
+  readonly publicKey: string;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+/**
+ * Worker -> primary: insert this certificate (with `node`: and point the node
+ * at it, insertNodeCertificate); primary -> worker: done (error: null, and the
+ * node as it now is) or refused.
+ */
 export interface InsertRequest {
   readonly type: 'insert';
   readonly id: number;
   readonly record: EncodedCertificate;
+  readonly node?: EncodedNodeStep;
 }
 export interface InsertReply {
   readonly type: 'inserted';
   readonly id: number;
   readonly error: { readonly code: string | null; readonly message: string } | null;
+  readonly node?: EncodedNode | null;
 }
 
 /**
@@ -40,19 +61,30 @@ export interface InsertReply {
  */
 export class ForwardedCertificateWrites {
   readonly store: Store;
-  readonly #waiting = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
+  readonly #waiting = new Map<
+    number,
+    { resolve: (node: EncodedNode | null | undefined) => void; reject: (error: Error) => void }
+  >();
   #next = 0;
 
   constructor(inner: Store, send: (request: InsertRequest) => void) {
-    const insertCertificate = (record: CertificateRecord): Promise<void> =>
-      new Promise((resolve, reject) => {
+    const forward = (record: CertificateRecord, node?: EncodedNodeStep) =>
+      new Promise<EncodedNode | null | undefined>((resolve, reject) => {
         const id = this.#next++;
         this.#waiting.set(id, { resolve, reject });
-        send({ type: 'insert', id, record: encodeCertificate(record) });
+        send({ type: 'insert', id, record: encodeCertificate(record), ...(node ? { node } : {}) });
       });
+    const insertCertificate = async (record: CertificateRecord): Promise<void> => {
+      await forward(record);
+    };
+    const insertNodeCertificate: Store['insertNodeCertificate'] = async (record, node) => {
+      const updated = await forward(record, { ...node, at: node.at.getTime() });
+      return updated ? decodeNode(updated) : null;
+    };
     this.store = new Proxy(inner, {
       get(target, property) {
         if (property === 'insertCertificate') return insertCertificate;
+        if (property === 'insertNodeCertificate') return insertNodeCertificate;
         const value: unknown = Reflect.get(target, property, target);
         return typeof value === 'function' ? value.bind(target) : value;
       },
@@ -63,7 +95,7 @@ export class ForwardedCertificateWrites {
     const waiting = this.#waiting.get(reply.id);
     if (!waiting) return;
     this.#waiting.delete(reply.id);
-    if (reply.error === null) waiting.resolve();
+    if (reply.error === null) waiting.resolve(reply.node);
     else waiting.reject(errorOf(reply.error));
   }
 
@@ -79,8 +111,16 @@ export class ForwardedCertificateWrites {
 /** The primary's side: inserts one worker's certificate into its own store and says how it went. */
 export async function insertForWorker(store: Store, request: InsertRequest): Promise<InsertReply> {
   try {
-    await store.insertCertificate(decodeCertificate(request.record));
-    return { type: 'inserted', id: request.id, error: null };
+    const record = decodeCertificate(request.record);
+    if (!request.node) {
+      await store.insertCertificate(record);
+      return { type: 'inserted', id: request.id, error: null };
+    }
+    const node = await store.insertNodeCertificate(record, {
+      ...request.node,
+      at: new Date(request.node.at),
+    });
+    return { type: 'inserted', id: request.id, error: null, node: node ? encodeNode(node) : null };
   } catch (error) {
     return {
       type: 'inserted',
@@ -112,6 +152,24 @@ function decodeCertificate(encoded: EncodedCertificate): CertificateRecord {
     notAfter: new Date(encoded.notAfter),
     issuedAt: new Date(encoded.issuedAt),
     revokedAt: encoded.revokedAt === null ? null : new Date(encoded.revokedAt),
+  };
+}
+
+function encodeNode(node: NodeRecord): EncodedNode {
+  return {
+    ...node,
+    publicKey: node.publicKey.toString('base64'),
+    createdAt: node.createdAt.getTime(),
+    updatedAt: node.updatedAt.getTime(),
+  };
+}
+
+function decodeNode(encoded: EncodedNode): NodeRecord {
+  return {
+    ...encoded,
+    publicKey: Buffer.from(encoded.publicKey, 'base64'),
+    createdAt: new Date(encoded.createdAt),
+    updatedAt: new Date(encoded.updatedAt),
   };
 }
 

@@ -493,6 +493,38 @@ class PostgresStore implements Store {
     });
   }
 
+  async insertNodeCertificate(
+    record: CertificateRecord,
+    node: {
+      readonly id: string;
+      readonly from: readonly NodeState[];
+      readonly to: NodeState;
+      readonly at: Date;
+    },
+  ): Promise<NodeRecord | null> {
+    for (const state of node.from) checkNodeState(state, 'from state');
+    checkNodeState(node.to, 'target state');
+    const at = millis(node.at, 'at');
+    const params = certificateParams(record);
+    return this.transaction(async (client) => {
+      try {
+        await this.query('insertCertificate', params, client);
+      } catch (error) {
+        if (isUniqueViolation(error))
+          throw alreadyExists(`a certificate with serial ${record.serial} already exists`);
+        throw error;
+      }
+      const current = await this.query('lockNode', [node.id], client);
+      if (current.length === 0) return null;
+      const previous = nodeFromRow(current[0]).state;
+      if (!node.from.includes(previous)) return null;
+      const rows = await this.query('transitionNode', [node.id, node.to, at, record.serial], client);
+      if (previous !== node.to)
+        await this.query('publish', [encodeEvent({ kind: 'node', nodeId: node.id, state: node.to })], client);
+      return nodeFromRow(rows[0]);
+    });
+  }
+
   async listNodesNamed(name: string): Promise<readonly NodeRecord[]> {
     return (await this.query('listNodesNamed', [text(name, 'node name')])).map(nodeFromRow);
   }

@@ -4,7 +4,7 @@
 // after COMMIT returned, that is after the fsync.
 import { DatabaseSync } from 'node:sqlite';
 import { parentPort, workerData } from 'node:worker_threads';
-import { type CertificateRow, commitCertificateRows } from './sqlite-writer-batch.ts';
+import { type BatchStatements, commitCertificateRows } from './sqlite-writer-batch.ts';
 import type { SerializedError, WriterData, WriterReply, WriterRequest } from './sqlite-writer-protocol.ts';
 
 function serialize(error: unknown): SerializedError {
@@ -17,18 +17,22 @@ function serialize(error: unknown): SerializedError {
   };
 }
 
-const { path, busyTimeoutMs, insertSql } = workerData as WriterData;
+const { path, busyTimeoutMs, insertSql, getNodeSql, transitionNodeSql } = workerData as WriterData;
 const port = parentPort;
 if (port === null) throw new Error('sqlite-writer-worker.ts runs as a worker thread');
 
 let db: DatabaseSync;
-let insert: ReturnType<DatabaseSync['prepare']>;
+let statements: BatchStatements;
 try {
   db = new DatabaseSync(path);
   db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
   db.exec('PRAGMA synchronous = FULL'); // per connection: this one's commits are fsynced too
   db.exec('PRAGMA foreign_keys = ON');
-  insert = db.prepare(insertSql);
+  statements = {
+    insert: db.prepare(insertSql),
+    getNode: db.prepare(getNodeSql),
+    transitionNode: db.prepare(transitionNodeSql),
+  };
 } catch (error) {
   port.postMessage({ type: 'failed', error: serialize(error) } satisfies WriterReply);
   port.close();
@@ -44,8 +48,11 @@ port.on('message', (request: WriterRequest) => {
   }
   let reply: WriterReply;
   try {
-    const errors = commitCertificateRows(db, insert, request.rows as CertificateRow[]);
-    reply = { type: 'committed', errors: errors.map((error) => (error === null ? null : serialize(error))) };
+    const results = commitCertificateRows(db, statements, request.writes);
+    reply = {
+      type: 'committed',
+      results: results.map((result) => ('error' in result ? { error: serialize(result.error) } : result)),
+    };
   } catch (error) {
     reply = { type: 'failed', error: serialize(error) };
   }

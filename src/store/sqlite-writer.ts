@@ -5,52 +5,70 @@
 //
 // Both keep the promise of insertCertificate: it resolves only after its row
 // is committed with synchronous=FULL, so an acknowledged certificate survives
-// kill -9. Rows are committed in the order they were written: a batch holds
+// kill -9 (and so is its node's step, for insertNodeCertificate: the same
+// transaction). Rows are committed in the order they were written: a batch holds
 // whatever arrived since the last one was sent, and one batch is in flight at
 // a time (the next one grows while the previous is fsynced).
-import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { SigilError } from '../errors.ts';
-import { type CertificateRow, commitCertificateRows } from './sqlite-writer-batch.ts';
-import type { SerializedError, WriterData, WriterReply, WriterRequest } from './sqlite-writer-protocol.ts';
+import {
+  type BatchStatements,
+  type CertificateWrite,
+  commitCertificateRows,
+  type NodeChange,
+  type WriteResult,
+} from './sqlite-writer-batch.ts';
+import type {
+  SerializedError,
+  SerializedResult,
+  WriterData,
+  WriterReply,
+  WriterRequest,
+} from './sqlite-writer-protocol.ts';
 
 export interface CertificateWriter {
-  /** Resolves once the row is committed; rejects with the row's own error or its batch's. */
-  write(row: CertificateRow): Promise<void>;
+  /**
+   * Resolves once the write is committed, with its node's change (null: no
+   * step, or the node unknown or in another state); rejects with the write's
+   * own error or its batch's.
+   */
+  write(write: CertificateWrite): Promise<NodeChange | null>;
   /** Commits what is pending, then lets go of what the writer holds. */
   close(): Promise<void>;
 }
 
 interface Pending {
-  readonly row: CertificateRow;
-  readonly resolve: () => void;
+  readonly write: CertificateWrite;
+  readonly resolve: (change: NodeChange | null) => void;
   readonly reject: (error: unknown) => void;
 }
 
-function settle(batch: readonly Pending[], errors: readonly (unknown | null)[]): void {
+function settle(batch: readonly Pending[], results: readonly WriteResult[]): void {
   for (let i = 0; i < batch.length; i++) {
-    const error = errors[i];
-    if (error === null || error === undefined) batch[i].resolve();
-    else batch[i].reject(error);
+    const result = results[i];
+    if (result === undefined) batch[i].reject(new SigilError('internal', 'the SQLite writer lost a write'));
+    else if ('error' in result) batch[i].reject(result.error);
+    else batch[i].resolve(result.change);
   }
 }
 
 /** Group commit on the event loop: every row written in one turn of it shares one transaction. */
 export class InlineCertificateWriter implements CertificateWriter {
   readonly #db: () => DatabaseSync;
-  readonly #insert: () => StatementSync;
+  readonly #statements: () => BatchStatements;
   #pending: Pending[] = [];
 
-  /** `db` and `insert` are asked for at each commit (they throw once the store is closed). */
-  constructor(db: () => DatabaseSync, insert: () => StatementSync) {
+  /** `db` and `statements` are asked for at each commit (they throw once the store is closed). */
+  constructor(db: () => DatabaseSync, statements: () => BatchStatements) {
     this.#db = db;
-    this.#insert = insert;
+    this.#statements = statements;
   }
 
-  write(row: CertificateRow): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
+  write(write: CertificateWrite): Promise<NodeChange | null> {
+    return new Promise<NodeChange | null>((resolve, reject) => {
       if (this.#pending.length === 0) setImmediate(() => this.flush());
-      this.#pending.push({ row, resolve, reject });
+      this.#pending.push({ write, resolve, reject });
     });
   }
 
@@ -59,18 +77,18 @@ export class InlineCertificateWriter implements CertificateWriter {
     const batch = this.#pending;
     if (batch.length === 0) return;
     this.#pending = [];
-    let errors: (unknown | null)[];
+    let results: WriteResult[];
     try {
-      errors = commitCertificateRows(
+      results = commitCertificateRows(
         this.#db(),
-        this.#insert(),
-        batch.map((item) => item.row),
+        this.#statements(),
+        batch.map((item) => item.write),
       );
     } catch (error) {
       for (const item of batch) item.reject(error);
       return;
     }
-    settle(batch, errors);
+    settle(batch, results);
   }
 
   async close(): Promise<void> {
@@ -85,6 +103,10 @@ function revive(serialized: SerializedError): Error {
   if (serialized.errcode !== undefined) error.errcode = serialized.errcode;
   if (serialized.errstr !== undefined) error.errstr = serialized.errstr;
   return error;
+}
+
+function reviveResult(result: SerializedResult): WriteResult {
+  return 'error' in result ? { error: revive(result.error) } : result;
 }
 
 const WORKER_URL = new URL(
@@ -113,10 +135,10 @@ export class ThreadCertificateWriter implements CertificateWriter {
     this.#data = data;
   }
 
-  write(row: CertificateRow): Promise<void> {
+  write(write: CertificateWrite): Promise<NodeChange | null> {
     if (this.#broken) return Promise.reject(this.#broken);
-    return new Promise<void>((resolve, reject) => {
-      this.#pending.push({ row, resolve, reject });
+    return new Promise<NodeChange | null>((resolve, reject) => {
+      this.#pending.push({ write, resolve, reject });
       this.#start();
       if (!this.#sendScheduled && this.#inFlight === null) {
         // Let every write of this turn of the event loop join the batch.
@@ -159,7 +181,7 @@ export class ThreadCertificateWriter implements CertificateWriter {
     this.#pending = [];
     this.#inFlight = batch;
     worker.ref();
-    worker.postMessage({ type: 'commit', rows: batch.map((item) => item.row) } satisfies WriterRequest);
+    worker.postMessage({ type: 'commit', writes: batch.map((item) => item.write) } satisfies WriterRequest);
   }
 
   #onReply(reply: WriterReply): void {
@@ -175,11 +197,7 @@ export class ThreadCertificateWriter implements CertificateWriter {
       return;
     }
     this.#inFlight = null;
-    if (reply.type === 'committed')
-      settle(
-        batch,
-        reply.errors.map((e) => (e === null ? null : revive(e))),
-      );
+    if (reply.type === 'committed') settle(batch, reply.results.map(reviveResult));
     else {
       const error = revive(reply.error);
       for (const item of batch) item.reject(error);

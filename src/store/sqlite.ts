@@ -54,6 +54,7 @@ import {
   tokenParams,
 } from './rows.ts';
 import { type CertificateWriter, InlineCertificateWriter, ThreadCertificateWriter } from './sqlite-writer.ts';
+import type { NodeChange, NodeStep } from './sqlite-writer-batch.ts';
 import type {
   CaRecord,
   CertificateFilter,
@@ -197,10 +198,20 @@ class SqliteStore implements Store {
     this.listeners = new Listeners(onError);
     this.certificates =
       writer === 'thread'
-        ? new ThreadCertificateWriter({ path, busyTimeoutMs, insertSql: SQL.insertCertificate })
+        ? new ThreadCertificateWriter({
+            path,
+            busyTimeoutMs,
+            insertSql: SQL.insertCertificate,
+            getNodeSql: SQL.getNode,
+            transitionNodeSql: SQL.transitionNode,
+          })
         : new InlineCertificateWriter(
             () => this.openDb(),
-            () => this.statement(SQL.insertCertificate),
+            () => ({
+              insert: this.statement(SQL.insertCertificate),
+              getNode: this.statement(SQL.getNode),
+              transitionNode: this.statement(SQL.transitionNode),
+            }),
           );
   }
 
@@ -297,19 +308,37 @@ class SqliteStore implements Store {
    * promise still resolves only after its row is committed, and a bad row (a
    * duplicate serial) fails alone.
    */
-  insertCertificate(record: CertificateRecord): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError());
-    let row: ReturnType<typeof toSqlite>;
-    try {
-      row = toSqlite(certificateParams(record));
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.certificates.write(row).catch((error: unknown) => {
-      if (isUniqueViolation(error))
-        throw alreadyExists(`a certificate with serial ${record.serial} already exists`);
-      throw error;
-    });
+  async insertCertificate(record: CertificateRecord): Promise<void> {
+    await this.writeCertificate(record);
+  }
+
+  /**
+   * The certificate row and the node's transition in the same group commit
+   * (sqlite-writer-batch.ts): a renewal's two writes share the batch's fsync
+   * instead of one each, and the event loop does not wait for either.
+   */
+  async insertNodeCertificate(
+    record: CertificateRecord,
+    node: {
+      readonly id: string;
+      readonly from: readonly NodeState[];
+      readonly to: NodeState;
+      readonly at: Date;
+    },
+  ): Promise<NodeRecord | null> {
+    for (const state of node.from) checkNodeState(state, 'from state');
+    checkNodeState(node.to, 'target state');
+    const step = {
+      id: node.id,
+      from: node.from,
+      to: node.to,
+      at: millis(node.at, 'at'),
+      certificateSerial: record.serial,
+    };
+    const change = await this.writeCertificate(record, step);
+    if (change === null) return null;
+    if (change.previous !== node.to) this.publish({ kind: 'node', nodeId: node.id, state: node.to });
+    return nodeFromRow(change.row);
   }
 
   async getCertificate(serial: string): Promise<CertificateRecord | null> {
@@ -530,6 +559,19 @@ class SqliteStore implements Store {
   }
 
   // --- plumbing -----------------------------------------------------------
+
+  /** Hands the row (and a node's step) to the group commit; resolves once it is committed. */
+  private async writeCertificate(record: CertificateRecord, node?: NodeStep): Promise<NodeChange | null> {
+    if (this.closed) throw this.closedError();
+    const row = toSqlite(certificateParams(record));
+    try {
+      return await this.certificates.write(node ? { row, node } : { row });
+    } catch (error) {
+      if (isUniqueViolation(error))
+        throw alreadyExists(`a certificate with serial ${record.serial} already exists`);
+      throw error;
+    }
+  }
 
   private publish(event: StoreEvent): void {
     this.listeners.emit(Object.freeze(event));

@@ -278,6 +278,27 @@ export interface Store {
     to: NodeState,
     update: { readonly certificateSerial?: string; readonly at: Date },
   ): Promise<NodeRecord | null>;
+  /**
+   * One transaction (a node's new certificate, e.g. a renewal's): inserts
+   * `record`, then moves node `node.id` to `node.to`, pointing it at
+   * `record.serial`, only if its state is one of `node.from` — as
+   * insertCertificate followed by transitionNode, committed together.
+   * Returns the updated node, or null if the node is unknown or in another
+   * state: the certificate is inserted all the same, for the caller to deal
+   * with (as it would after transitionNode returned null). A certificate that
+   * cannot be inserted (a duplicate serial: ALREADY_EXISTS) fails the call and
+   * the node is left as it was; so does any failure of the transaction.
+   * Publishes a node event when the state changes.
+   */
+  insertNodeCertificate(
+    record: CertificateRecord,
+    node: {
+      readonly id: string;
+      readonly from: readonly NodeState[];
+      readonly to: NodeState;
+      readonly at: Date;
+    },
+  ): Promise<NodeRecord | null>;
   /** The nodes called `name` (names are not unique), ordered by createdAt, then id. */
   listNodesNamed(name: string): Promise<readonly NodeRecord[]>;
   /**

@@ -15,6 +15,7 @@ import {
 import { StoreEventRelay } from '../../src/server/worker-event-relay.ts';
 import { openStore } from '../../src/store/open-store.ts';
 import type { CertificateRecord, Store, StoreEvent } from '../../src/store/store.ts';
+import { sampleNode, sampleToken } from '../store/contract.ts';
 import { tempDir } from '../support/temp-dir.ts';
 
 const opened: Store[] = [];
@@ -107,6 +108,43 @@ test("a worker's certificate insert is made in the primary's store; a refusal co
   assert.match(refusal.message, /serial c3 already exists/);
   // Reads are the worker's own store's.
   assert.equal((await forwarded.store.listCertificates({})).items.length, 0);
+});
+
+test("a worker's node certificate is made in the primary's store with the node's pointer to it, in one write", async () => {
+  const primary = await freshStore();
+  const workerSide = await freshStore();
+  const forwarded = new ForwardedCertificateWrites(workerSide, (request: InsertRequest) => {
+    const overIpc = <T>(message: T): T => JSON.parse(JSON.stringify(message)) as T;
+    void insertForWorker(primary, overIpc(request)).then((reply) => forwarded.settle(overIpc(reply)));
+  });
+  await primary.insertToken(sampleToken('tok-node-1'));
+  const registered = await primary.registerNode('tok-node-1', sampleNode('node-1', 'tok-node-1'), new Date());
+  assert.equal(registered.outcome, 'created');
+  const record = { ...certificate('e5'), profile: 'node', requester: 'node-1' };
+  const at = new Date();
+  const node = await forwarded.store.insertNodeCertificate(record, {
+    id: 'node-1',
+    from: ['NEW'],
+    to: 'UP',
+    at,
+  });
+  assert.ok(node, 'the node moved');
+  assert.equal(node.state, 'UP');
+  assert.equal(node.certificateSerial, 'e5');
+  assert.deepEqual(node.publicKey, registered.node.publicKey, 'the node record survives the round trip');
+  assert.equal(node.updatedAt.getTime(), at.getTime());
+  assert.deepEqual(await primary.getNode('node-1'), node);
+  assert.ok(await primary.getCertificate('e5'));
+  assert.equal(await workerSide.getCertificate('e5'), null);
+  // A node no longer in a state the step starts from: the certificate is stored, the node stays.
+  const stale = await forwarded.store.insertNodeCertificate(certificate('f6'), {
+    id: 'node-1',
+    from: ['NEW'],
+    to: 'UP',
+    at,
+  });
+  assert.equal(stale, null);
+  assert.equal((await primary.getNode('node-1'))?.certificateSerial, 'e5');
 });
 
 test('inserts in flight when the primary goes away fail, naming why', async () => {

@@ -12,6 +12,7 @@ import type {
   CertificateRecord,
   DelegationRecord,
   NodeRecord,
+  NodeState,
   ReserveResult,
   Store,
   StoreEvent,
@@ -810,6 +811,141 @@ export function storeContract(harness: StoreHarness): void {
       const winners = results.filter((r) => r !== null);
       assert.equal(winners.length, 1);
       assert.deepEqual(await store.getNode('node-1'), winners[0]);
+    });
+
+    // --- a node's certificate and its transition, one write ----------------------
+
+    test('insertNodeCertificate inserts the certificate and moves the node to it in one call', async () => {
+      const { store } = await fresh();
+      const node = await withNode(store);
+      const certificate = sampleCertificate(1, { profile: 'node', requester: 'node-1' });
+      const up = await store.insertNodeCertificate(certificate, {
+        id: 'node-1',
+        from: ['NEW'],
+        to: 'UP',
+        at: at(200),
+      });
+      const expected = { ...node, state: 'UP', certificateSerial: certificate.serial, updatedAt: at(200) };
+      assert.deepEqual(up, expected);
+      assert.deepEqual(await store.getNode('node-1'), expected);
+      assert.deepEqual(await store.getCertificate(certificate.serial), certificate);
+      // A renewal: UP to UP, pointed at the newer certificate.
+      const renewed = await store.insertNodeCertificate(sampleCertificate(2), {
+        id: 'node-1',
+        from: ['UP'],
+        to: 'UP',
+        at: at(300),
+      });
+      assert.equal(renewed?.certificateSerial, sampleCertificate(2).serial);
+      assert.deepEqual(renewed?.updatedAt, at(300));
+      assert.deepEqual(await store.getCertificate(sampleCertificate(2).serial), sampleCertificate(2));
+    });
+
+    test('insertNodeCertificate for a node in another state or an unknown node gives null: the certificate is inserted, the node stays', async () => {
+      const { store } = await fresh();
+      await withNode(store);
+      const revoked = await store.transitionNode('node-1', ['NEW'], 'REVOKED', { at: at(100) });
+      assert.equal(
+        await store.insertNodeCertificate(sampleCertificate(1), {
+          id: 'node-1',
+          from: ['UP'],
+          to: 'UP',
+          at: at(200),
+        }),
+        null,
+      );
+      assert.deepEqual(await store.getNode('node-1'), revoked);
+      assert.deepEqual(await store.getCertificate(sampleCertificate(1).serial), sampleCertificate(1));
+      assert.equal(
+        await store.insertNodeCertificate(sampleCertificate(2), {
+          id: 'node-unknown',
+          from: ['UP'],
+          to: 'UP',
+          at: at(200),
+        }),
+        null,
+      );
+      assert.equal(await store.getNode('node-unknown'), null);
+      assert.deepEqual(await store.getCertificate(sampleCertificate(2).serial), sampleCertificate(2));
+    });
+
+    test('insertNodeCertificate with a duplicate serial is refused ALREADY_EXISTS and the node is left as it was, no event', async () => {
+      const { store } = await fresh();
+      const events = recordEvents(store);
+      await withNode(store);
+      const up = await store.transitionNode('node-1', ['NEW'], 'UP', {
+        certificateSerial: 'aa',
+        at: at(100),
+      });
+      await store.insertCertificate(sampleCertificate(1));
+      await rejectsWith(
+        store.insertNodeCertificate(sampleCertificate(1, { subject: 'CN=other' }), {
+          id: 'node-1',
+          from: ['UP'],
+          to: 'REVOKED',
+          at: at(200),
+        }),
+        'already_exists',
+        /a certificate with serial 1001 already exists/,
+      );
+      assert.deepEqual(await store.getNode('node-1'), up);
+      assert.deepEqual(await store.getCertificate(sampleCertificate(1).serial), sampleCertificate(1));
+      await settle(store, events, 'sentinel');
+      assert.deepEqual(
+        events.events.filter((e) => e.kind === 'node'),
+        [
+          { kind: 'node', nodeId: 'node-1', state: 'NEW' },
+          { kind: 'node', nodeId: 'node-1', state: 'UP' },
+        ],
+      );
+    });
+
+    test('insertNodeCertificate publishes a node event when the state changes, none for a renewal or a refused step', async () => {
+      const { store } = await fresh();
+      const events = recordEvents(store);
+      await withNode(store);
+      const step = (from: NodeState, to: NodeState, n: number) =>
+        store.insertNodeCertificate(sampleCertificate(n), {
+          id: 'node-1',
+          from: [from],
+          to,
+          at: at(200 + n),
+        });
+      await step('NEW', 'UP', 1);
+      await step('UP', 'UP', 2); // renewal
+      await step('NEW', 'UP', 3); // refused: the node is UP
+      await settle(store, events, 'sentinel');
+      assert.deepEqual(
+        events.events.filter((e) => e.kind === 'node'),
+        [
+          { kind: 'node', nodeId: 'node-1', state: 'NEW' },
+          { kind: 'node', nodeId: 'node-1', state: 'UP' },
+        ],
+      );
+    });
+
+    test('insertNodeCertificate under concurrency: 40 nodes renewing at once, each pointed at its own certificate', async () => {
+      const { store } = await fresh();
+      const ids = Array.from({ length: 40 }, (_, i) => `node-${i}`);
+      for (const id of ids) {
+        await withNode(store, id);
+        await store.transitionNode(id, ['NEW'], 'UP', { certificateSerial: 'aa', at: at(100) });
+      }
+      const results = await Promise.all(
+        ids.map((id, i) =>
+          store.insertNodeCertificate(sampleCertificate(i, { requester: id }), {
+            id,
+            from: ['UP'],
+            to: 'UP',
+            at: at(200),
+          }),
+        ),
+      );
+      for (const [i, id] of ids.entries()) {
+        assert.equal(results[i]?.certificateSerial, sampleCertificate(i).serial);
+        assert.equal((await store.getNode(id))?.certificateSerial, sampleCertificate(i).serial);
+        assert.equal((await store.getCertificate(sampleCertificate(i).serial))?.requester, id);
+      }
     });
 
     test('listNodes lists every node, or those in one state', async () => {
