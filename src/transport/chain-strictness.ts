@@ -29,12 +29,30 @@
 // certificate is checked as far as it goes, which is still sound for every
 // rule here (each concerns one certificate and its own position).
 //
-// Certificates are read with asn1js and Node's X509Certificate; what a
-// certificate's rules need is cached by fingerprint, so the CAs shared by
-// every connection are parsed once.
-import { X509Certificate as NodeX509Certificate } from 'node:crypto';
+// Certificates are read with Node's X509Certificate and sigil's strict DER
+// reader, or asn1js for anything that is not plain strict DER
+// (certificate-parts.ts, shared with the peer identity, and
+// extension-values-der.ts); what a certificate's rules need is cached by the
+// SHA-256 of its DER, so the CAs shared by every connection are parsed once,
+// and other bytes are always judged afresh.
+import type { X509Certificate as NodeX509Certificate } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { firstLineOf, invalid, type SigilError, unauthenticated } from '../errors.ts';
+import { BoundedCertificateCache } from './certificate-cache.ts';
+import {
+  type CertificateStructure,
+  certificateParts,
+  contextTag,
+  decode,
+  sequenceItems,
+} from './certificate-parts.ts';
+import {
+  basicConstraintsDer,
+  hasKeyIdentifierDer,
+  itemCountDer,
+  keyUsageDer,
+  subtreesEmptyDer,
+} from './extension-values-der.ts';
 
 /** The rules, by the name their refusals carry. */
 export type ChainRule =
@@ -97,10 +115,10 @@ interface CertificateFacts {
 
 type Readable = { facts: CertificateFacts } | { unreadable: string; label: string };
 
-// Fingerprint → facts. CAs recur on every connection; leaves mostly do not,
-// so the map is bounded and forgets the oldest entry first.
+// SHA-256 of the DER → facts. CAs recur on every connection; leaves mostly do
+// not, so the cache is bounded and forgets the least recently used first.
 const CACHE_LIMIT = 1024;
-const cache = new Map<string, Readable>();
+const cache = new BoundedCertificateCache<Readable>(CACHE_LIMIT);
 
 // Node reports an empty name as undefined, whatever its type says.
 const nameText = (name: string | undefined): string => name ?? '';
@@ -110,11 +128,6 @@ function label(node: NodeX509Certificate): string {
   return subject === '' ? `(empty subject, serial ${node.serialNumber.toLowerCase()})` : subject;
 }
 
-// The few DER shapes the rules read, through asn1js (the parser under
-// @peculiar/asn1-x509, used directly because its schema layer costs ~0.3 ms a
-// certificate on every connection). OpenSSL has parsed the certificate
-// already; a shape that is still wrong here throws, and the certificate is
-// refused as unreadable.
 const EXTENSION_OIDS = {
   basicConstraints: '2.5.29.19',
   keyUsage: '2.5.29.15',
@@ -127,28 +140,6 @@ const EXTENSION_OIDS = {
   inhibitAnyPolicy: '2.5.29.54',
 } as const;
 
-function decode(bytes: Uint8Array, what: string): asn1js.AsnType {
-  // Embedded DER (extension values, keys, signatures) is decoded only when asked for.
-  const { offset, result } = asn1js.fromBER(bytes, { parseEmbedded: false, copyInput: false });
-  if (offset === -1 || offset !== bytes.byteLength) throw new Error(`malformed ${what}`);
-  return result;
-}
-
-function sequenceItems(node: asn1js.AsnType | undefined, what: string): asn1js.AsnType[] {
-  if (!(node instanceof asn1js.Sequence)) throw new Error(`${what} is not a SEQUENCE`);
-  return node.valueBlock.value;
-}
-
-/** A context-specific tag number, or -1 for any other class. */
-function contextTag(node: asn1js.AsnType | undefined): number {
-  return node?.idBlock.tagClass === 3 ? node.idBlock.tagNumber : -1;
-}
-
-function sameBytes(a: asn1js.AsnType | undefined, b: asn1js.AsnType | undefined): boolean {
-  if (a === undefined || b === undefined) return false;
-  return Buffer.from(a.valueBeforeDecodeView).equals(Buffer.from(b.valueBeforeDecodeView));
-}
-
 /** KeyUsage BIT STRING → { keyCertSign (bit 5), cRLSign (bit 6) }. */
 function keyUsageBits(node: asn1js.AsnType): { keyCertSign: boolean; cRLSign: boolean } {
   if (!(node instanceof asn1js.BitString)) throw new Error('keyUsage is not a BIT STRING');
@@ -157,59 +148,62 @@ function keyUsageBits(node: asn1js.AsnType): { keyCertSign: boolean; cRLSign: bo
   return { keyCertSign: bit(5), cRLSign: bit(6) };
 }
 
-function readFacts(der: Buffer, node: NodeX509Certificate): CertificateFacts {
-  const [tbsNode, signatureAlgorithm] = sequenceItems(decode(der, 'certificate'), 'Certificate');
-  const tbs = sequenceItems(tbsNode, 'TBSCertificate');
-  let index = 0;
-  let version = 1;
-  if (contextTag(tbs[0]) === 0) {
-    const inner = (tbs[0] as asn1js.Constructed).valueBlock.value[0];
-    if (!(inner instanceof asn1js.Integer)) throw new Error('version is not an INTEGER');
-    version = inner.valueBlock.valueDec + 1;
-    index = 1;
+/** The strict DER reading of a plain value, else asn1js's (which also makes the refusals). */
+function eitherReader<T>(strictDer: () => T, asn1: () => T): T {
+  try {
+    return strictDer();
+  } catch {
+    return asn1();
   }
-  // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
-  const signature = tbs[index + 1];
-  const issuer = sequenceItems(tbs[index + 2], 'issuer');
-  const subject = sequenceItems(tbs[index + 4], 'subject');
-  const extensionsNode = tbs.slice(index + 6).find((item) => contextTag(item) === 3);
-  const extensions = extensionsNode
-    ? sequenceItems((extensionsNode as asn1js.Constructed).valueBlock.value[0], 'extensions')
-    : [];
+}
+
+function readFacts(structure: CertificateStructure, node: NodeX509Certificate): CertificateFacts {
   const facts: {
     -readonly [K in keyof CertificateFacts]: CertificateFacts[K];
   } = {
     label: label(node),
-    version,
+    version: structure.version,
     selfIssued: nameText(node.subject) === nameText(node.issuer),
-    issuerEmpty: issuer.length === 0,
-    subjectEmpty: subject.length === 0,
-    extensionCount: extensions.length,
-    signatureAlgorithmsMatch: sameBytes(signature, signatureAlgorithm),
+    issuerEmpty: structure.issuerEmpty,
+    subjectEmpty: structure.subjectEmpty,
+    extensionCount: structure.extensionCount,
+    signatureAlgorithmsMatch: structure.signatureAlgorithmsMatch,
   };
-  for (const extensionNode of extensions) {
-    const parts = sequenceItems(extensionNode, 'Extension');
-    const oid = parts[0];
-    if (!(oid instanceof asn1js.ObjectIdentifier)) throw new Error('extnID is not an OBJECT IDENTIFIER');
-    const critical = parts[1] instanceof asn1js.Boolean && parts[1].valueBlock.value;
-    const octets = parts[parts.length - 1];
-    if (!(octets instanceof asn1js.OctetString)) throw new Error('extnValue is not an OCTET STRING');
-    const id = oid.valueBlock.toString();
-    const value = (what: string) => decode(octets.valueBlock.valueHexView, what);
+  for (const { oid: id, critical, value: octets } of structure.extensions) {
+    const value = (what: string) => decode(octets, what);
     switch (id) {
       case EXTENSION_OIDS.basicConstraints: {
-        const items = sequenceItems(value('basicConstraints'), 'basicConstraints');
-        const ca = items[0] instanceof asn1js.Boolean && items[0].valueBlock.value;
-        const pathLen = items.find((item) => item instanceof asn1js.Integer) as asn1js.Integer | undefined;
-        facts.basicConstraints = { critical, ca, pathLen: pathLen?.valueBlock.valueDec };
+        const { ca, pathLen } = eitherReader(
+          () => basicConstraintsDer(octets),
+          () => {
+            const items = sequenceItems(value('basicConstraints'), 'basicConstraints');
+            const integer = items.find((item) => item instanceof asn1js.Integer) as
+              | asn1js.Integer
+              | undefined;
+            return {
+              ca: items[0] instanceof asn1js.Boolean && items[0].valueBlock.value,
+              pathLen: integer?.valueBlock.valueDec,
+            };
+          },
+        );
+        facts.basicConstraints = { critical, ca, pathLen };
         break;
       }
       case EXTENSION_OIDS.keyUsage:
-        facts.keyUsage = keyUsageBits(value('keyUsage'));
+        facts.keyUsage = eitherReader(
+          () => keyUsageDer(octets),
+          () => keyUsageBits(value('keyUsage')),
+        );
         break;
       case EXTENSION_OIDS.authorityKeyIdentifier: {
-        const items = sequenceItems(value('authorityKeyIdentifier'), 'authorityKeyIdentifier');
-        facts.authorityKeyId = { critical, hasKeyId: items.some((item) => contextTag(item) === 0) };
+        const hasKeyId = eitherReader(
+          () => hasKeyIdentifierDer(octets),
+          () =>
+            sequenceItems(value('authorityKeyIdentifier'), 'authorityKeyIdentifier').some(
+              (item) => contextTag(item) === 0,
+            ),
+        );
+        facts.authorityKeyId = { critical, hasKeyId };
         break;
       }
       case EXTENSION_OIDS.subjectKeyIdentifier:
@@ -218,19 +212,27 @@ function readFacts(der: Buffer, node: NodeX509Certificate): CertificateFacts {
       case EXTENSION_OIDS.subjectAltName:
         facts.subjectAltName = {
           critical,
-          count: sequenceItems(value('subjectAltName'), 'subjectAltName').length,
+          count: eitherReader(
+            () => itemCountDer(octets),
+            () => sequenceItems(value('subjectAltName'), 'subjectAltName').length,
+          ),
         };
         break;
       case EXTENSION_OIDS.extKeyUsage:
-        facts.extendedKeyUsageCount = sequenceItems(value('extKeyUsage'), 'extKeyUsage').length;
-        break;
-      case EXTENSION_OIDS.nameConstraints: {
-        const subtrees = sequenceItems(value('nameConstraints'), 'nameConstraints');
-        facts.nameConstraintsEmpty = subtrees.every(
-          (subtree) => (subtree as asn1js.Constructed).valueBlock.value.length === 0,
+        facts.extendedKeyUsageCount = eitherReader(
+          () => itemCountDer(octets),
+          () => sequenceItems(value('extKeyUsage'), 'extKeyUsage').length,
         );
         break;
-      }
+      case EXTENSION_OIDS.nameConstraints:
+        facts.nameConstraintsEmpty = eitherReader(
+          () => subtreesEmptyDer(octets),
+          () =>
+            sequenceItems(value('nameConstraints'), 'nameConstraints').every(
+              (subtree) => (subtree as asn1js.Constructed).valueBlock.value.length === 0,
+            ),
+        );
+        break;
       case EXTENSION_OIDS.policyConstraints:
       case EXTENSION_OIDS.inhibitAnyPolicy:
         if (!critical) {
@@ -240,28 +242,28 @@ function readFacts(der: Buffer, node: NodeX509Certificate): CertificateFacts {
         break;
     }
   }
-  return facts;
+  // An extension whose structure is malformed is reported where it stands, after the ones before it.
+  if (structure.extensionError) throw structure.extensionError;
+  return Object.freeze(facts);
+}
+
+function readReadable(der: Uint8Array): Readable {
+  const parts = certificateParts(der as Buffer);
+  if ('nodeError' in parts) {
+    return Object.freeze({ unreadable: firstLineOf(parts.nodeError), label: '(unparseable certificate)' });
+  }
+  if ('structureError' in parts) {
+    return Object.freeze({ unreadable: firstLineOf(parts.structureError), label: label(parts.node) });
+  }
+  try {
+    return Object.freeze({ facts: readFacts(parts.structure, parts.node) });
+  } catch (error) {
+    return Object.freeze({ unreadable: firstLineOf(error), label: label(parts.node) });
+  }
 }
 
 function read(der: Buffer): Readable {
-  let node: NodeX509Certificate;
-  try {
-    node = new NodeX509Certificate(der);
-  } catch (error) {
-    return { unreadable: firstLineOf(error), label: '(unparseable certificate)' };
-  }
-  const key = node.fingerprint256;
-  let entry = cache.get(key);
-  if (entry === undefined) {
-    try {
-      entry = { facts: readFacts(der, node) };
-    } catch (error) {
-      entry = { unreadable: firstLineOf(error), label: label(node) };
-    }
-    if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value as string);
-    cache.set(key, entry);
-  }
-  return entry;
+  return cache.get(der, readReadable);
 }
 
 /**

@@ -6,13 +6,14 @@
 // connection-registry.ts) and the identity is parsed once per connection. On
 // a plain grpc-js TLS server there is no registry entry, and the identity comes
 // from the leaf grpc-js exposes (chain = [leaf]).
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate, SubjectAlternativeName } from '@peculiar/asn1-x509';
 import { SigilError, unauthenticated } from '../errors.ts';
 import { canonicalFingerprint } from '../pki/fingerprint.ts';
 import { ipAddress, parseSpiffeId } from '../pki/names.ts';
 import { canonicalSerial } from '../pki/serial.ts';
+import { certificateParts } from './certificate-parts.ts';
 import {
   connectionForCall,
   type LeafIssuer,
@@ -20,6 +21,7 @@ import {
   type TrackedConnection,
 } from './connection-registry.ts';
 import { type AdmittedDelegate, admittedDelegateOf } from './delegate-admission.ts';
+import { type GeneralNameText, generalNamesDer } from './general-names-der.ts';
 import type { WorkloadPeer } from './workload-peers.ts';
 
 export type { PeerCall } from './connection-registry.ts';
@@ -83,19 +85,48 @@ export interface PeerIdentity {
 
 const SUBJECT_ALT_NAME = '2.5.29.17';
 
-function readExtensions(der: Buffer): PeerExtension[] {
+/**
+ * The leaf as Node reads it and its extensions (a fresh copy for the caller),
+ * from the reading the strict chain checks already made of these bytes when
+ * they ran (certificate-parts.ts). A certificate outside plain strict DER is
+ * read by @peculiar/asn1-x509, as it always was. Fails closed: a certificate
+ * the reader refuses is unusable.
+ */
+function readLeaf(der: Buffer): { leaf: X509Certificate; extensions: PeerExtension[] } {
+  const parts = certificateParts(der);
+  if ('nodeError' in parts) {
+    throw new SigilError('unauthenticated', 'the peer certificate could not be parsed', {
+      cause: parts.nodeError,
+    });
+  }
+  if (!('structure' in parts) || !parts.structure.strictDer) {
+    // Not plain strict DER: the library reads it (or refuses it) exactly as it always did.
+    return { leaf: parts.node, extensions: libraryExtensions(der) };
+  }
+  const extensions = parts.structure.extensions.map((extension) => ({
+    oid: extension.oid,
+    critical: extension.critical,
+    value: Buffer.from(extension.value),
+  }));
+  return { leaf: parts.node, extensions };
+}
+
+function libraryExtensions(der: Buffer): PeerExtension[] {
   let certificate: Certificate;
   try {
     certificate = AsnConvert.parse(der, Certificate);
   } catch (error) {
     throw new SigilError('unauthenticated', 'the peer certificate could not be parsed', { cause: error });
   }
-  return (certificate.tbsCertificate.extensions ?? []).map((extension) => ({
+  // A plain array, as the fast path gives (the library's Extensions.map would make an Extensions).
+  return Array.from(certificate.tbsCertificate.extensions ?? [], (extension) => ({
     oid: extension.extnID,
     critical: extension.critical,
     value: Buffer.from(extension.extnValue.buffer),
   }));
 }
+
+type NameKind = 'dNSName' | 'iPAddress' | 'uniformResourceIdentifier';
 
 interface Names {
   spiffeIds: string[];
@@ -108,15 +139,20 @@ function readNames(extensions: readonly PeerExtension[]): Names {
   const names: Names = { spiffeIds: [], dnsNames: [], ipAddresses: [] };
   const san = extensions.find((extension) => extension.oid === SUBJECT_ALT_NAME);
   if (!san) return names;
-  let parsed: SubjectAlternativeName;
+  let parsed: readonly GeneralNameText[] | SubjectAlternativeName;
   try {
-    parsed = AsnConvert.parse(san.value, SubjectAlternativeName);
-  } catch (error) {
-    throw new SigilError('unauthenticated', 'the peer certificate has a malformed subjectAltName', {
-      cause: error,
-    });
+    parsed = generalNamesDer(san.value);
+  } catch {
+    // Not the plain strict-DER shape: the library reads it (or refuses it) as it always did.
+    try {
+      parsed = AsnConvert.parse(san.value, SubjectAlternativeName);
+    } catch (error) {
+      throw new SigilError('unauthenticated', 'the peer certificate has a malformed subjectAltName', {
+        cause: error,
+      });
+    }
   }
-  for (const name of parsed) {
+  for (const name of parsed as readonly Partial<Record<NameKind, string>>[]) {
     if (name.dNSName !== undefined) names.dnsNames.push(name.dNSName.toLowerCase());
     else if (name.iPAddress !== undefined) {
       try {
@@ -165,13 +201,7 @@ export function identityFromChain(
 ): PeerIdentity {
   const leafDer = chainDer[0];
   if (!leafDer) throw unauthenticated('no client certificate on this call');
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(leafDer);
-  } catch (error) {
-    throw new SigilError('unauthenticated', 'the peer certificate could not be parsed', { cause: error });
-  }
-  const extensions = readExtensions(leafDer);
+  const { leaf, extensions } = readLeaf(leafDer);
   const names = readNames(extensions);
   if (names.spiffeIds.length > 1) {
     // An X.509-SVID carries exactly one SPIFFE ID; two would make authorization ambiguous.
