@@ -20,7 +20,7 @@ import {
   readOnly,
   readSmallInteger,
 } from '../pki/der-reader.ts';
-import type { CertificateStructure, RawExtension } from './certificate-parts.ts';
+import type { CertificateStructure, RawExtension } from './certificate-structure.ts';
 
 const VERSION = 0xa0;
 const ISSUER_UNIQUE_ID = 0x81;

@@ -39,13 +39,8 @@ import type { X509Certificate as NodeX509Certificate } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { firstLineOf, invalid, type SigilError, unauthenticated } from '../errors.ts';
 import { BoundedCertificateCache } from './certificate-cache.ts';
-import {
-  type CertificateStructure,
-  certificateParts,
-  contextTag,
-  decode,
-  sequenceItems,
-} from './certificate-parts.ts';
+import { certificateParts, contextTag, decode, sequenceItems } from './certificate-parts.ts';
+import type { CertificateStructure } from './certificate-structure.ts';
 import {
   basicConstraintsDer,
   hasKeyIdentifierDer,
