@@ -7,6 +7,7 @@ import type { Logger } from '../logging.ts';
 import { httpAdminToken } from './data-directory.ts';
 import { type HttpSide, startHttpSide } from './http-side.ts';
 import { formatAddress, type ListenAddress } from './listen-address.ts';
+import type { MetricsSource } from './metrics-http.ts';
 import type { ServerMetricSet } from './metrics-registry.ts';
 import type { Readiness } from './readiness.ts';
 
@@ -14,6 +15,8 @@ import type { Readiness } from './readiness.ts';
 export function startControlPlaneHttp(options: {
   readonly authority: Authority;
   readonly metrics: ServerMetricSet;
+  /** What /metrics serves; default `metrics.registry` (--workers: every process's, worker-metrics.ts). */
+  readonly scrape?: MetricsSource;
   readonly readiness: Readiness;
   readonly dataDir: string;
   readonly listen: ListenAddress;
@@ -24,7 +27,7 @@ export function startControlPlaneHttp(options: {
     {
       crl: (issuerId) => authority.crl(issuerId),
       crlIssuers: () => authority.crlIssuers(),
-      metrics: options.metrics.registry,
+      metrics: options.scrape ?? options.metrics.registry,
       delegations: () => authority.delegationTree(),
       adminToken: httpAdminToken(options.dataDir),
       readiness: options.readiness.check,

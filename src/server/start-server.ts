@@ -33,6 +33,7 @@ import { shutdownInOrder } from './shutdown.ts';
 import { planStart } from './start-plan.ts';
 import { StoreEventRelay } from './worker-event-relay.ts';
 import { PrimaryIdentityLocks } from './worker-identity-locks.ts';
+import { AggregatedMetrics, WORKER_METRICS_TIMEOUT_MS } from './worker-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 export interface ServerOptions {
@@ -151,9 +152,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     advertised.grpcListening(grpc.port);
 
     const readiness = new Readiness(authority);
+    // With workers, /metrics sums every process's (worker-metrics.ts), once they serve.
+    const scrape = identityLocks ? new AggregatedMetrics(metrics.registry) : null;
     const http = await startControlPlaneHttp({
       authority,
       metrics,
+      ...(scrape ? { scrape } : {}),
       readiness,
       dataDir,
       listen: plan.httpListen,
@@ -199,6 +203,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         })
       : null;
     if (pool) opened.push(() => pool.close(0));
+    if (pool) scrape?.includeWorkers(() => pool.metricsOfWorkers(WORKER_METRICS_TIMEOUT_MS));
 
     const address = formatAddress(plan.grpcListen.host, grpc.port);
     const info: ServerInfoFile = {

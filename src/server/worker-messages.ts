@@ -45,6 +45,8 @@ export type ToWorker =
   | { readonly type: 'material'; readonly material: TlsMaterial }
   /** Stop accepting, drain running calls for up to graceMs, close and exit. */
   | { readonly type: 'drain'; readonly graceMs: number }
+  /** A scrape of /metrics on the primary: send your registry's metrics (worker-metrics.ts). */
+  | { readonly type: 'metrics'; readonly id: number }
   | InsertReply
   | LockGrant;
 
@@ -53,6 +55,8 @@ export type FromWorker =
   | { readonly type: 'ready'; readonly pid: number }
   | { readonly type: 'failed'; readonly message: string }
   | { readonly type: 'event'; readonly event: string }
+  /** The answer to a 'metrics' request: `registry.getMetricsAsJSON()`. */
+  | { readonly type: 'metrics-report'; readonly id: number; readonly metrics: object[] }
   | InsertRequest
   | LockRequest;
 

@@ -59,6 +59,9 @@ interface Slot {
 export class WorkerPool {
   readonly #options: WorkerPoolOptions;
   readonly #slots: Slot[];
+  /** Scrapes waiting for workers' metrics, by request id. */
+  readonly #metricsWaiting = new Map<number, (metrics: object[]) => void>();
+  #nextMetricsId = 1;
   #closing = false;
   #unsubscribeMaterial: () => void = () => {};
 
@@ -93,6 +96,36 @@ export class WorkerPool {
   /** The process IDs of the running workers. */
   pids(): number[] {
     return this.#slots.flatMap((slot) => (slot.child?.pid !== undefined ? [slot.child.pid] : []));
+  }
+
+  /**
+   * Every serving worker's metrics (registry.getMetricsAsJSON()); a worker
+   * that has not answered within `timeoutMs` is left out, and logged.
+   */
+  async metricsOfWorkers(timeoutMs: number): Promise<object[][]> {
+    const asked = this.#slots.flatMap((slot) => {
+      const child = slot.child;
+      if (!child || !slot.ready) return [];
+      const id = this.#nextMetricsId++;
+      return [
+        new Promise<object[] | null>((resolve) => {
+          const timer = setTimeout(() => {
+            this.#metricsWaiting.delete(id);
+            this.#options.log.warn(
+              { worker: slot.index },
+              'server worker did not report its metrics in time',
+            );
+            resolve(null);
+          }, timeoutMs);
+          this.#metricsWaiting.set(id, (metrics) => {
+            clearTimeout(timer);
+            resolve(metrics);
+          });
+          this.#send(child, { type: 'metrics', id });
+        }),
+      ];
+    });
+    return (await Promise.all(asked)).filter((metrics) => metrics !== null);
   }
 
   /** Drains every worker (running calls get up to `graceMs`), killing any still there after a margin. */
@@ -139,6 +172,10 @@ export class WorkerPool {
           resolve();
         } else if (message.type === 'failed') {
           failure = message.message;
+        } else if (message.type === 'metrics-report') {
+          const waiting = this.#metricsWaiting.get(message.id);
+          this.#metricsWaiting.delete(message.id);
+          waiting?.(message.metrics);
         } else if (message.type === 'lock' || message.type === 'unlock') {
           this.#options.identityLocks.handle(slot.index, message, (grant) => this.#send(child, grant));
         } else if (message.type === 'insert') {

@@ -88,6 +88,7 @@ async function serve(start: WorkerStart): Promise<void> {
     const material = new ServerMaterialSource(start.material, (error) =>
       log.warn({ err: error }, 'server certificate rotation failed'),
     );
+    const metrics = createServerMetrics();
     let drain: ((graceMs: number) => Promise<void>) | null = null;
     let draining = false;
     process.on('message', (message: ToWorker) => {
@@ -95,13 +96,16 @@ async function serve(start: WorkerStart): Promise<void> {
       else if (message.type === 'material') material.set(message.material);
       else if (message.type === 'inserted') writes?.settle(message);
       else if (message.type === 'locked') identityLock.settle(message);
-      else if (message.type === 'drain' && !draining) {
+      else if (message.type === 'metrics') {
+        void metrics.registry
+          .getMetricsAsJSON()
+          .then((report) => send({ type: 'metrics-report', id: message.id, metrics: report }));
+      } else if (message.type === 'drain' && !draining) {
         draining = true;
         void (drain ? drain(message.graceMs) : leave(0));
       }
     });
 
-    const metrics = createServerMetrics();
     const writeAudit = auditLog(log);
     const { authority } = await openAuthorityOn(store, {
       replicaId: start.replicaId,

@@ -71,6 +71,8 @@ interface WorkersServer {
   readonly server: RunningProcess;
   readonly dataDir: string;
   readonly address: string;
+  /** The HTTP side (/metrics), served by the primary. */
+  readonly httpUrl: string;
   /** The primary's process ID. */
   readonly pid: number;
   /** Worker index -> process ID, as the primary logged them serving. */
@@ -103,7 +105,7 @@ async function startWorkers(
   const info = await waitForServer(server, dataDir);
   // The primary logged each worker serving before it announced (stderr may be read after stdout).
   await eventually('every worker serving', () => pids().size === workers - 1, 5_000);
-  return { server, dataDir, address: info.listen, pid: info.pid, workerPids: pids };
+  return { server, dataDir, address: info.listen, httpUrl: info.httpUrl, pid: info.pid, workerPids: pids };
 }
 
 /**
@@ -331,6 +333,39 @@ describe('sigil server --workers', { timeout: 120_000 }, () => {
       revoked: '',
     });
     assert.equal(listed.certificates.length, 2, 'the registration and one renewal, nothing more stored');
+  });
+
+  test("/metrics counts every process's calls, not only the primary's", async (t) => {
+    const { server, dataDir, address, httpUrl } = await startWorkers(t, 2);
+    const adminId = adminIdentity(dataDir);
+    const openAdmin = () => clients(address, credentialsFor(dataDir, adminId), OWN_CONNECTION);
+    const sessions = await connectionsTo(server, [0, 1], openAdmin, adminProbe);
+    t.after(() => {
+      for (const held of sessions.values()) held.close();
+    });
+    const adminFingerprint = sha256(new X509Certificate(adminId.certificateChain).raw);
+    const perProcess = 3;
+    for (const held of sessions.values()) {
+      for (let i = 0; i < perProcess; i += 1) {
+        const { privateKey } = generateKeyPair('p256');
+        await call(held.ca, held.ca.sign, {
+          key: { $case: 'possession', value: possessionFor(privateKey, signChallenge(adminFingerprint)) },
+          profile: 'client',
+          commonName: `counted-${i}`,
+          dnsNames: [],
+          ipAddresses: [],
+          uris: [],
+          ttlSeconds: 600,
+        });
+      }
+    }
+    const scraped = await (await fetch(`${httpUrl}/metrics`)).text();
+    const admitted =
+      /^sigil_issuance_admission_total\{[^}]*method="sign"[^}]*outcome="admitted"[^}]*\} (\d+)$/m.exec(
+        scraped,
+      );
+    assert.ok(admitted, 'the admission counter is scraped');
+    assert.equal(Number(admitted[1]), perProcess * sessions.size, 'the Sign calls of both processes');
   });
 
   test('a worker that dies is restarted; SIGTERM drains every worker and the primary exits 0', async (t) => {
