@@ -149,7 +149,8 @@ function notACsr(source: string, cause?: unknown) {
   return invalid(`${source}: not a PKCS#10 certificate request`, cause);
 }
 
-function csrDer(data: Buffer | string, source: string): Buffer {
+/** The DER of a request given as PEM or DER, within MAX_CSR_BYTES: the framing every reader of requests shares. */
+export function csrDer(data: Buffer | string, source: string): Buffer {
   const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
   if (size > MAX_CSR_BYTES) throw invalid(`${source}: certificate request is larger than 64 KiB`);
   if (looksLikePem(data)) {

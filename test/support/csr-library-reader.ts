@@ -8,39 +8,19 @@ import { type Name as AsnName, Extensions, SubjectAlternativeName } from '@pecul
 import { invalid, SigilError, unauthenticated } from '../../src/errors.ts';
 import {
   type CertificateRequest,
+  csrDer,
   csrPublicKey,
-  MAX_CSR_BYTES,
   type ParsedCsr,
   parseCsrStructure,
   verifySignedData,
 } from '../../src/pki/csr.ts';
 import { keyTypeOf } from '../../src/pki/keys.ts';
 import { dnsName, emailName, type GeneralName, ipAddress, uriName } from '../../src/pki/names.ts';
-import { decodePem, looksLikePem } from '../../src/pki/pem.ts';
 import { Name } from '../../src/pki/x509-library.ts';
 
 const OID_EXTENSION_REQUEST = '1.2.840.113549.1.9.14';
 const OID_SUBJECT_ALT_NAME = '2.5.29.17';
 const OID_COMMON_NAME = '2.5.4.3';
-const CSR_LABELS = new Set(['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST']);
-
-function notACsr(source: string, cause?: unknown) {
-  return invalid(`${source}: not a PKCS#10 certificate request`, cause);
-}
-
-function csrDer(data: Buffer | string, source: string): Buffer {
-  const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
-  if (size > MAX_CSR_BYTES) throw invalid(`${source}: certificate request is larger than 64 KiB`);
-  if (looksLikePem(data)) {
-    const text = typeof data === 'string' ? data : data.toString('latin1');
-    const blocks = decodePem(text).filter((b) => CSR_LABELS.has(b.label));
-    if (blocks.length === 0) throw notACsr(source);
-    if (blocks.length > 1)
-      throw invalid(`${source}: contains ${blocks.length} certificate requests, expected one`);
-    return blocks[0].der;
-  }
-  return typeof data === 'string' ? Buffer.from(data, 'latin1') : data;
-}
 
 function commonNameOf(subject: AsnName, source: string): string | null {
   const values: string[] = [];
