@@ -10,7 +10,7 @@
 // worker writes (revocations, tokens, nodes other than a renewal's pointer) is rare and stays a transaction
 // of its own, which also keeps every limit a store transaction.
 import { SigilError } from '../errors.ts';
-import type { CertificateRecord, NodeRecord, NodeState, Store } from '../store/store.ts';
+import type { CertificateRecord, NodeRecord, NodeStep, Store } from '../store/store.ts';
 
 /** A CertificateRecord as JSON carries it: the DER in base64, instants in milliseconds. */
 export interface EncodedCertificate
@@ -23,10 +23,7 @@ export interface EncodedCertificate
 }
 
 /** The node step of Store.insertNodeCertificate, as JSON carries it. */
-interface EncodedNodeStep {
-  readonly id: string;
-  readonly from: readonly NodeState[];
-  readonly to: NodeState;
+interface EncodedNodeStep extends Omit<NodeStep, 'at'> {
   readonly at: number;
 }
 

@@ -79,6 +79,7 @@ import type {
   NodeRecord,
   NodeRegistrationOutcome,
   NodeState,
+  NodeStep,
   Page,
   ReserveResult,
   RevokedKeyRecord,
@@ -493,15 +494,7 @@ class PostgresStore implements Store {
     });
   }
 
-  async insertNodeCertificate(
-    record: CertificateRecord,
-    node: {
-      readonly id: string;
-      readonly from: readonly NodeState[];
-      readonly to: NodeState;
-      readonly at: Date;
-    },
-  ): Promise<NodeRecord | null> {
+  async insertNodeCertificate(record: CertificateRecord, node: NodeStep): Promise<NodeRecord | null> {
     for (const state of node.from) checkNodeState(state, 'from state');
     checkNodeState(node.to, 'target state');
     const at = millis(node.at, 'at');

@@ -17,7 +17,7 @@ import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementSync } from 
 export type CertificateRow = readonly SQLInputValue[];
 
 /** A node's compare-and-set transition, made only if its state is one of `from`. */
-export interface NodeStep {
+export interface BatchNodeStep {
   readonly id: string;
   readonly from: readonly string[];
   readonly to: string;
@@ -30,7 +30,7 @@ export interface NodeStep {
 /** One write of a batch: a certificate row, and for a node's certificate the node's step. */
 export interface CertificateWrite {
   readonly row: CertificateRow;
-  readonly node?: NodeStep;
+  readonly node?: BatchNodeStep;
 }
 
 /** The node as the step left it (its row as RETURNING gave it) and the state it came from. */
@@ -110,7 +110,7 @@ function nodeWrite(
   db: DatabaseSync,
   statements: BatchStatements,
   row: CertificateRow,
-  step: NodeStep,
+  step: BatchNodeStep,
 ): NodeChange | null {
   db.exec('SAVEPOINT node_certificate');
   try {
@@ -129,7 +129,7 @@ function nodeWrite(
   }
 }
 
-function transition(statements: BatchStatements, step: NodeStep): NodeChange | null {
+function transition(statements: BatchStatements, step: BatchNodeStep): NodeChange | null {
   const current = statements.getNode.get(step.id);
   if (current === undefined) return null;
   const previous = String(current.state);

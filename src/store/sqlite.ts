@@ -54,7 +54,7 @@ import {
   tokenParams,
 } from './rows.ts';
 import { type CertificateWriter, InlineCertificateWriter, ThreadCertificateWriter } from './sqlite-writer.ts';
-import type { NodeChange, NodeStep } from './sqlite-writer-batch.ts';
+import type { BatchNodeStep, NodeChange } from './sqlite-writer-batch.ts';
 import type {
   CaRecord,
   CertificateFilter,
@@ -64,6 +64,7 @@ import type {
   NodeRecord,
   NodeRegistrationOutcome,
   NodeState,
+  NodeStep,
   Page,
   ReserveResult,
   RevokedKeyRecord,
@@ -317,15 +318,7 @@ class SqliteStore implements Store {
    * (sqlite-writer-batch.ts): a renewal's two writes share the batch's fsync
    * instead of one each, and the event loop does not wait for either.
    */
-  async insertNodeCertificate(
-    record: CertificateRecord,
-    node: {
-      readonly id: string;
-      readonly from: readonly NodeState[];
-      readonly to: NodeState;
-      readonly at: Date;
-    },
-  ): Promise<NodeRecord | null> {
+  async insertNodeCertificate(record: CertificateRecord, node: NodeStep): Promise<NodeRecord | null> {
     for (const state of node.from) checkNodeState(state, 'from state');
     checkNodeState(node.to, 'target state');
     const step = {
@@ -561,7 +554,10 @@ class SqliteStore implements Store {
   // --- plumbing -----------------------------------------------------------
 
   /** Hands the row (and a node's step) to the group commit; resolves once it is committed. */
-  private async writeCertificate(record: CertificateRecord, node?: NodeStep): Promise<NodeChange | null> {
+  private async writeCertificate(
+    record: CertificateRecord,
+    node?: BatchNodeStep,
+  ): Promise<NodeChange | null> {
     if (this.closed) throw this.closedError();
     const row = toSqlite(certificateParams(record));
     try {

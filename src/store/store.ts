@@ -46,6 +46,14 @@ export interface TokenRecord {
   readonly createdBy: string;
 }
 
+/** A compare-and-set step of one node (Store.insertNodeCertificate): from one of `from` to `to`, at `at`. */
+export interface NodeStep {
+  readonly id: string;
+  readonly from: readonly NodeState[];
+  readonly to: NodeState;
+  readonly at: Date;
+}
+
 export interface NodeRecord {
   /** Derived from the public key (see authority/node-id.ts). */
   readonly id: string;
@@ -290,15 +298,7 @@ export interface Store {
    * the node is left as it was; so does any failure of the transaction.
    * Publishes a node event when the state changes.
    */
-  insertNodeCertificate(
-    record: CertificateRecord,
-    node: {
-      readonly id: string;
-      readonly from: readonly NodeState[];
-      readonly to: NodeState;
-      readonly at: Date;
-    },
-  ): Promise<NodeRecord | null>;
+  insertNodeCertificate(record: CertificateRecord, node: NodeStep): Promise<NodeRecord | null>;
   /** The nodes called `name` (names are not unique), ordered by createdAt, then id. */
   listNodesNamed(name: string): Promise<readonly NodeRecord[]>;
   /**
